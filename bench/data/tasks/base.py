@@ -1,0 +1,49 @@
+"""The interface of a built-in synthetic task with a known gold reward r*(x, y).
+
+Texts are space-separated words from `vocabulary`, so the suite's word-level tokenizer (built from the
+vocabulary, no downloads) maps each word to one token. A task knows nothing of models or methods:
+the pipeline in `bench.data.builtin` samples prompts, trains the SFT model on `demonstration`s,
+samples response pairs from it and labels them by Bradley–Terry on `label_reward`.
+"""
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+
+
+class Task(ABC):
+    """A prompt distribution, an imperfect SFT corpus, and a gold reward."""
+
+    name: str = "task"
+    # Generation cap in tokens (EOS excluded). A sample that hits it is "truncated" (no EOS):
+    # it is still scored by gold_reward, never dropped.
+    max_response_tokens: int = 16
+
+    @property
+    @abstractmethod
+    def vocabulary(self) -> list[str]:
+        """Every word a prompt or response may contain (deterministic order)."""
+
+    @abstractmethod
+    def sample_prompt(self, rng: random.Random) -> str:
+        """One prompt from the task's prompt distribution."""
+
+    @abstractmethod
+    def demonstration(self, prompt: str, rng: random.Random) -> str:
+        """One SFT target for `prompt`: diverse and imperfect (so preference learning has room)."""
+
+    @abstractmethod
+    def gold_reward(self, prompt: str, response: str) -> float:
+        """r*(x, y). Must accept any word sequence, including truncated or degenerate ones."""
+
+    def label_reward(self, prompt: str, response: str) -> float:
+        """The reward the simulated annotator uses (defaults to the gold reward).
+
+        A task whose annotators are biased (e.g. towards longer answers) overrides this, so the
+        labels and the gold reward disagree in a controlled way.
+        """
+        return self.gold_reward(prompt, response)
+
+    def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
+        """Items for the task's local lm-eval task: {"query", "choices": [str], "gold": int}."""
+        raise NotImplementedError(f"task {self.name!r} has no lm-eval items")

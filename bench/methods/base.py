@@ -1,0 +1,82 @@
+"""The one interface every preference-optimization method implements.
+
+A method is a pure tensor function of per-sequence log-probabilities: it imports no trainer, data,
+model or logging code. The trainer reads `method.needs` to decide which forward passes to run and
+fills a `PairLogps`; the method returns per-pair losses plus the scalars it wants logged.
+
+Notation (DESIGN §3): s(y) = summed response log-prob under the policy, ā(y) = s(y)/|y|;
+s_ref under the frozen reference; Δ = (s(y_w) − s_ref(y_w)) − (s(y_l) − s_ref(y_l)).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+PmiSource = Literal["policy", "reference"]
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the trainer must compute for a method. Anything not needed is never computed."""
+
+    reference: bool = False  # s_ref(y_w), s_ref(y_l) (cached once per model+data)
+    # Where log p(y | ∅) (the response scored without its prompt) comes from, if at all:
+    # "policy" = an extra no-grad forward of the live policy each step (RMiPO's code);
+    # "reference" = the frozen SFT model, cached with the reference log-probs (free at train time).
+    marginal: PmiSource | None = None
+    # How the response-only ("no prompt") context is built for log p(y | ∅):
+    # "bos" = BOS + response, every response token scored (this suite's default);
+    # "authors" = response alone, no BOS, first response token not scored (RMiPO's released code).
+    marginal_context: Literal["bos", "authors"] = "bos"
+
+
+@dataclass
+class PairLogps:
+    """Log-probs for a batch of B preference pairs; every tensor has shape [B].
+
+    Policy log-probs carry gradient; everything else is detached (the trainer guarantees it, and
+    methods detach again where a signal must never carry gradient, e.g. ΔPMI).
+    """
+
+    chosen_logps: torch.Tensor  # s(y_w), summed over response tokens
+    rejected_logps: torch.Tensor  # s(y_l)
+    chosen_lengths: torch.Tensor  # |y_w| in tokens (float)
+    rejected_lengths: torch.Tensor  # |y_l|
+    reference_chosen_logps: torch.Tensor | None = None  # s_ref(y_w)
+    reference_rejected_logps: torch.Tensor | None = None  # s_ref(y_l)
+    # Summed log p(y | ∅) from the model named by Needs.marginal.
+    marginal_chosen_logps: torch.Tensor | None = None
+    marginal_rejected_logps: torch.Tensor | None = None
+    step: int = 0  # optimizer step (for warm-up schedules)
+
+
+@dataclass
+class LossOutput:
+    """Per-pair losses [B] (the trainer takes the mean) and detached scalars to log.
+
+    `metrics` always holds the TRL DPOTrainer names: "rewards/chosen", "rewards/rejected",
+    "rewards/margins", "rewards/accuracies" (batch means of the method's implicit reward).
+    IMI methods add "imi/delta_pmi_mean|min|max" and "imi/effective_margin|beta|weight".
+    """
+
+    losses: torch.Tensor
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Method:
+    """Base class: subclasses set `needs` and implement `loss`.
+
+    Subclasses validate their hyperparameters in __init__ and raise ValueError naming the config key
+    (e.g. "method.beta must be > 0, got -1"), so a bad config fails before any compute (DESIGN §12).
+    """
+
+    name: str = "method"
+    needs: Needs = Needs()
+
+    def loss(self, batch: PairLogps) -> LossOutput:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, batch: PairLogps) -> LossOutput:
+        return self.loss(batch)

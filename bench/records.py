@@ -1,0 +1,114 @@
+"""Run records (DESIGN §9): one directory per run, written atomically.
+
+Layout: `<runs_root>/<sweep_id>/<run_id>/record.json` + `history.jsonl`.
+
+record.json (schema_version 1):
+    schema_version: int
+    run_id, sweep_id: str
+    config_hash: str          hash of the result-determining config (see `config_hash`)
+    status: "completed" | "failed"
+    config: dict              the resolved Hydra config
+    metrics: dict[str, float] final metrics (pref_acc, gold_reward, win_rate, kl, ..., lm_eval/<task>/<metric>)
+    cost: dict                see bench.cost.CostMeter.summary
+    provenance: dict          git_commit, git_dirty, packages, hardware, seed, command, started_at, finished_at
+    error: str | None         "Type: message" + traceback tail when failed
+
+history.jsonl: one JSON object per logged optimizer step ({"step": int, "loss": float, ...}).
+
+Only this module writes records; it depends on nothing else in the suite.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "record.json"
+HISTORY_FILE = "history.jsonl"
+
+# Config keys that do not change a run's result: where it is logged, how it is launched, where it is
+# written. Two runs that differ only in these are the same run (and a re-launched sweep skips it).
+NON_RESULT_KEYS = ("logger", "paths", "sweep_id", "launcher", "progress")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temp file in the same directory + rename (atomic on POSIX)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    # numpy / torch scalars and paths end up in metrics and configs
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def config_hash(config: dict) -> str:
+    """Stable 16-hex-digit hash of the result-determining part of a resolved config."""
+    relevant = {k: v for k, v in config.items() if k not in NON_RESULT_KEYS}
+    blob = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_dir(runs_root: Path, sweep_id: str, run_id: str) -> Path:
+    return Path(runs_root) / sweep_id / run_id
+
+
+def read_record(directory: Path) -> dict | None:
+    """The record in `directory`, or None if there is none (a run killed before it wrote one)."""
+    path = Path(directory) / RECORD_FILE
+    if not path.exists():
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def completed_record(directory: Path, expected_hash: str) -> dict | None:
+    """The record if the run there completed with this config hash (so a re-launch can skip it)."""
+    record = read_record(directory)
+    if record and record.get("status") == "completed" and record.get("config_hash") == expected_hash:
+        return record
+    return None
+
+
+def write_record(directory: Path, record: dict) -> Path:
+    record = {"schema_version": SCHEMA_VERSION, **record}
+    path = Path(directory) / RECORD_FILE
+    atomic_write_json(path, record)
+    return path
+
+
+def write_history(directory: Path, rows: Iterable[dict]) -> Path:
+    lines = "".join(json.dumps(r, default=_json_default) + "\n" for r in rows)
+    path = Path(directory) / HISTORY_FILE
+    atomic_write_text(path, lines)
+    return path
+
+
+def read_history(directory: Path) -> list[dict]:
+    path = Path(directory) / HISTORY_FILE
+    if not path.exists():
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
