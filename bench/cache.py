@@ -1,0 +1,89 @@
+"""A content-addressed disk cache shared by all jobs of a sweep (DESIGN §6).
+
+Entries live at `<root>/<kind>/<key>/` where key = sha256 of everything the entry depends on.
+An entry is built into a private temp directory and renamed into place, so a reader sees either
+nothing or a complete entry; a file lock makes concurrent jobs build it once. A job killed while
+building leaves only its temp directory (ignored) and its lock is released by the OS.
+
+Each entry carries `meta.json` with the one-off cost of building it, so a run that *hits* the cache
+can still report what the entry cost (the analysis amortises it over the sweep or charges it per run).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from filelock import FileLock
+
+META_FILE = "meta.json"
+
+
+def cache_key(payload: Any) -> str:
+    """sha256 of the canonical JSON of `payload` (dict keys sorted; non-JSON values via str)."""
+    blob = json.dumps(payload, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@dataclass
+class CacheEntry:
+    kind: str
+    key: str
+    path: Path
+    hit: bool
+    meta: dict
+
+    @property
+    def build_cost(self) -> dict:
+        return self.meta.get("build_cost", {})
+
+
+class DiskCache:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def get_or_build(self, kind: str, payload: Any, build: Callable[[Path], dict]) -> CacheEntry:
+        """Return the entry for (kind, payload), building it with `build(tmp_dir) -> build_cost` if absent.
+
+        `build` writes its files into the directory it is given and returns the cost dict stored in
+        meta.json (e.g. wall_s, device_hours, flops).
+        """
+        key = cache_key(payload)
+        final = self.root / kind / key
+        if (final / META_FILE).exists():
+            return CacheEntry(kind, key, final, True, _read_json(final / META_FILE))
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final) + ".lock"):
+            if (final / META_FILE).exists():  # another job built it while we waited
+                return CacheEntry(kind, key, final, True, _read_json(final / META_FILE))
+            tmp = final.parent / f".{key}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            try:
+                started = time.time()
+                build_cost = build(tmp)
+                meta = {
+                    "kind": kind,
+                    "key": key,
+                    "payload": payload,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "build_cost": {"wall_s": time.time() - started, **(build_cost or {})},
+                }
+                (tmp / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+                if final.exists():  # a half-built leftover from a crashed job that held no meta.json
+                    shutil.rmtree(final)
+                os.rename(tmp, final)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        return CacheEntry(kind, key, final, False, meta)
+
+
+def _read_json(path: Path) -> dict:
+    with open(path) as f:
+        return json.load(f)

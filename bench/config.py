@@ -1,0 +1,62 @@
+"""Whole-config validation, before the first tensor (DESIGN §12).
+
+Every error names the config key and what was expected, e.g.
+"train.lr must be > 0, got -0.1" or "method: unknown method 'dpp'; available: cdpo, dpo, ...".
+"""
+from __future__ import annotations
+
+from omegaconf import DictConfig, OmegaConf
+
+from bench.methods import build_method
+
+
+class ConfigError(ValueError):
+    """A config value is missing, unknown or out of range; the message names the key."""
+
+
+def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None or not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{key} must be a number {bound}, got {value!r}")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"missing required config value(s): {', '.join(missing)} (set them on the command line, e.g. {missing[0]}=...)")
+    try:
+        build_method(OmegaConf.to_container(cfg.method, resolve=True))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    for key in ("train.batch_size", "train.lr", "train.grad_accum_steps", "train.log_every", "sft.batch_size", "sft.lr"):
+        _positive(cfg, key)
+    for key in ("train.epochs", "train.weight_decay", "train.warmup_ratio", "sft.steps"):
+        _positive(cfg, key, allow_zero=True)
+    if cfg.train.max_steps is not None:
+        _positive(cfg, "train.max_steps")
+    if not isinstance(cfg.seed, int):
+        raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
+    if cfg.dataset.get("on_bad_row", "error") not in ("error", "drop"):
+        raise ConfigError(f"dataset.on_bad_row must be 'error' or 'drop', got {cfg.dataset.on_bad_row!r}")
+    source = cfg.dataset.get("source")
+    if source not in ("builtin", "ultrafeedback", "hh_rlhf", "local"):
+        raise ConfigError(f"dataset.source must be one of builtin, ultrafeedback, hh_rlhf, local; got {source!r}")
+    if cfg.model.kind not in ("tiny", "hf"):
+        raise ConfigError(f"model.kind must be 'tiny' or 'hf', got {cfg.model.kind!r}")
+    if cfg.model.kind == "tiny" and source != "builtin":
+        raise ConfigError(
+            f"model=tiny builds its tokenizer from a built-in task's vocabulary, but dataset.source={source!r}; "
+            "use model=hf model.pretrained=<name or path> for real datasets"
+        )
+    if source == "builtin":
+        from bench.data.tasks import available_tasks
+
+        if cfg.dataset.task not in available_tasks():
+            raise ConfigError(f"dataset.task: unknown task {cfg.dataset.task!r}; available: {', '.join(available_tasks())}")
+    if cfg.hardware.accelerator not in ("cpu", "cuda"):
+        raise ConfigError(f"hardware.accelerator must be 'cpu' or 'cuda', got {cfg.hardware.accelerator!r}")
+    if cfg.hardware.mixed_precision not in ("no", "bf16", "fp16"):
+        raise ConfigError(f"hardware.mixed_precision must be no, bf16 or fp16, got {cfg.hardware.mixed_precision!r}")
+    if cfg.objective is None:
+        raise ConfigError("objective must name a metric (e.g. gold_reward or pref_acc)")

@@ -1,0 +1,92 @@
+"""Cost accounting for one run (DESIGN §8). Depends on nothing else in the suite.
+
+FLOPs estimate (Kaplan et al. 2020, §2.1): a forward+backward pass costs ≈ 6·N FLOPs per token and a
+no-grad forward ≈ 2·N, with N the non-embedding parameter count (`bench.models.non_embedding_parameters`).
+Attention's context-dependent term and the embedding/unembedding matmuls are left out: for the short
+sequences here they are a small correction, and leaving them out keeps the estimate comparable across
+methods (what the analysis needs).
+"""
+from __future__ import annotations
+
+import resource
+import time
+from contextlib import contextmanager
+
+import torch
+
+PHASES = ("setup", "train", "eval")
+NOGRAD_KINDS = ("reference", "marginal", "eval")
+
+
+def device_description() -> tuple[str, int]:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0), torch.cuda.device_count()
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)", 1
+
+
+def peak_memory() -> tuple[int, str]:
+    """Peak bytes: CUDA max allocated on GPU, else this process's max resident set size."""
+    if torch.cuda.is_available():
+        return int(torch.cuda.max_memory_allocated()), "cuda_max_allocated"
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
+
+
+class CostMeter:
+    """Wall time per phase, tokens per kind, and the one-off costs of the shared caches a run used."""
+
+    def __init__(self, n_params: int = 0, device_count: int = 1):
+        self.n_params = n_params
+        self.device_count = device_count
+        self.seconds = {p: 0.0 for p in PHASES}
+        self.train_tokens = 0
+        self.nograd_tokens = {k: 0 for k in NOGRAD_KINDS}
+        self.shared: dict[str, dict] = {}
+
+    @contextmanager
+    def phase(self, name: str):
+        if name not in self.seconds:
+            raise ValueError(f"unknown cost phase {name!r}; expected one of {PHASES}")
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def add_train_tokens(self, n: int) -> None:
+        self.train_tokens += int(n)
+
+    def add_nograd_tokens(self, kind: str, n: int) -> None:
+        self.nograd_tokens[kind] += int(n)
+
+    def add_shared(self, name: str, key: str, hit: bool, build_cost: dict) -> None:
+        """Record a shared cache (sft, dataset, reference): whether it was hit and what building it cost."""
+        self.shared[name] = {"key": key, "hit": bool(hit), **build_cost}
+
+    def flops(self, train_tokens: int, nograd_tokens: int) -> float:
+        return 6.0 * self.n_params * train_tokens + 2.0 * self.n_params * nograd_tokens
+
+    def summary(self) -> dict:
+        device_name, count = device_description()
+        count = max(count if torch.cuda.is_available() else 1, self.device_count)
+        total = sum(self.seconds.values())
+        nograd = sum(self.nograd_tokens.values())
+        peak, peak_kind = peak_memory()
+        return {
+            **{f"{p}_s": round(s, 4) for p, s in self.seconds.items()},
+            "total_s": round(total, 4),
+            "device_name": device_name,
+            "device_count": count,
+            "device_hours": total * count / 3600.0,
+            "train_tokens": self.train_tokens,
+            "nograd_tokens": nograd,
+            **{f"nograd_tokens/{k}": v for k, v in self.nograd_tokens.items()},
+            "n_params_nonembedding": self.n_params,
+            "flops_train": self.flops(self.train_tokens, 0),
+            "flops_nograd": self.flops(0, nograd),
+            "flops": self.flops(self.train_tokens, nograd),
+            "peak_memory_bytes": peak,
+            "peak_memory_kind": peak_kind,
+            "shared": self.shared,
+        }

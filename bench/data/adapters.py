@@ -1,0 +1,372 @@
+"""Real preference datasets -> normalised records (DESIGN §5).
+
+Owns reading a `dataset` config entry (conf/dataset/*.yaml) whose `source` is one of
+- "ultrafeedback": HuggingFaceH4/ultrafeedback_binarized schema: `prompt` str, `chosen`/`rejected`
+  message lists [{"role", "content"}, ...] whose last message is the assistant answer,
+  `score_chosen`/`score_rejected`; splits train_prefs/test_prefs;
+- "hh_rlhf": Anthropic/hh-rlhf schema: `chosen`/`rejected` full transcripts
+  "\\n\\nHuman: ...\\n\\nAssistant: ..."; the prompt is their shared prefix up to and including the
+  last "\\n\\nAssistant:", the responses are the rest;
+- "local": JSONL/CSV/Parquet files with a column mapping `columns: {prompt, chosen, rejected,
+  score_chosen?, score_rejected?}`;
+and turning their rows into records {prompt, chosen, rejected, score_chosen?, score_rejected?, meta}
+checked by `bench.data.validate`. Every source is read through `datasets.load_dataset`: a hub name or
+local dataset directory (`path`), or local files (`data_files`), so the same code serves users with
+network and the offline tests. It does not tokenise (the trainer does), and knows nothing of models,
+methods or the built-in synthetic tasks (`source: builtin`, see bench.data.builtin).
+
+How prompts are rendered (the trainer concatenates prompt + response and tokenises):
+- Conversations (UltraFeedback message lists, HH transcripts, message-list columns in local files):
+  * the tokenizer has a chat template (`tokenizer.chat_template` truthy): prompt =
+    tokenizer.apply_chat_template(context, add_generation_prompt=True, tokenize=False); responses =
+    the assistant content as is. The template may already hold BOS: tokenise such prompts with
+    add_special_tokens=False. For HH the transcript is first split into user/assistant turns.
+  * no tokenizer or no template: plain text. Message lists become "User: ...\\nAssistant: ...\\n
+    User: ...\\nAssistant:" (role names capitalised); HH keeps its own transcript text. The space
+    after "Assistant:" belongs to the response (" answer"), as in HH-RLHF, so the prompt is the same
+    for both responses and byte-level BPE sees the usual " word" tokens.
+- Plain strings in local files are used verbatim: the file already holds the text the user wants.
+`stats["prompt_format"]` says which rendering a split got ("chat_template", "plain" or "verbatim").
+"""
+from __future__ import annotations
+
+import glob
+import os
+import re
+from typing import Any, Callable, Mapping
+
+from bench.data.validate import BadRow, check_on_bad_row, merge_stats, validate_records
+
+SOURCES = ("ultrafeedback", "hh_rlhf", "local")
+SPLITS = ("train", "eval")
+# File extension -> `datasets` packaged builder; compression suffixes are looked through.
+_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+_COMPRESSION = (".gz", ".bz2", ".xz", ".zst")
+_COLUMN_KEYS_REQUIRED = ("prompt", "chosen", "rejected")
+_COLUMN_KEYS_OPTIONAL = ("score_chosen", "score_rejected")
+HH_ASSISTANT = "\n\nAssistant:"
+_HH_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+# ----------------------------------------------------------------------------- config
+def check_dataset_config(cfg: Mapping) -> dict:
+    """Validate a real-dataset config before any data is read; return it as a plain dict.
+
+    Errors name the key (`dataset.<key>`), so a sweep fails before the first tensor (DESIGN §12).
+    """
+    cfg = _plain(cfg)
+    source = cfg.get("source")
+    if source == "builtin":
+        raise ValueError("dataset.source 'builtin' is made by bench.data.builtin (it needs the SFT model), "
+                         "not by bench.data.adapters.load_preference_records")
+    if source not in SOURCES:
+        raise ValueError(f"dataset.source must be one of {('builtin',) + SOURCES}, got {source!r}")
+    check_on_bad_row(cfg.get("on_bad_row", "error"))
+    for key in ("max_rows", "max_eval_rows", "max_chars"):
+        value = cfg.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise ValueError(f"dataset.{key} must be a positive integer or null, got {value!r}")
+    if not isinstance(cfg.get("train_split"), str) or not cfg["train_split"]:
+        raise ValueError(f"dataset.train_split must name a split, got {cfg.get('train_split')!r}")
+    if cfg.get("eval_split") is not None and not isinstance(cfg["eval_split"], str):
+        raise ValueError(f"dataset.eval_split must name a split or be null, got {cfg['eval_split']!r}")
+    for key in ("config_name", "data_dir", "revision"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            raise ValueError(f"dataset.{key} must be a string or null, got {cfg[key]!r}")
+
+    data_files = cfg.get("data_files")
+    if data_files is not None:
+        if not isinstance(data_files, Mapping) or not data_files:
+            raise ValueError("dataset.data_files must map split names to a file, a glob or a list of them, "
+                             f"e.g. {{train: data/train.jsonl}}; got {data_files!r}")
+        fmt = cfg.get("format")
+        if fmt is not None and fmt not in set(_FORMATS.values()):
+            raise ValueError(f"dataset.format must be one of {sorted(set(_FORMATS.values()))} or null, got {fmt!r}")
+    elif source == "local":
+        raise ValueError("dataset.data_files is required for source 'local' (e.g. {train: data/train.jsonl})")
+    elif not isinstance(cfg.get("path"), str) or not cfg["path"]:
+        raise ValueError(f"dataset.path (a hub name or local dataset directory) or dataset.data_files is "
+                         f"required for source {source!r}")
+
+    if source == "local":
+        columns = cfg.get("columns")
+        if not isinstance(columns, Mapping):
+            raise ValueError("dataset.columns must map prompt/chosen/rejected (and optionally "
+                             f"score_chosen/score_rejected) to column names; got {columns!r}")
+        for key in _COLUMN_KEYS_REQUIRED:
+            if not isinstance(columns.get(key), str):
+                raise ValueError(f"dataset.columns.{key} must name a column, got {columns.get(key)!r}")
+        unknown = set(columns) - set(_COLUMN_KEYS_REQUIRED + _COLUMN_KEYS_OPTIONAL)
+        if unknown:
+            raise ValueError(f"dataset.columns has unknown keys {sorted(unknown)}; allowed: "
+                             f"{list(_COLUMN_KEYS_REQUIRED + _COLUMN_KEYS_OPTIONAL)}")
+        scores = [k for k in _COLUMN_KEYS_OPTIONAL if columns.get(k) is not None]
+        if len(scores) == 1:
+            raise ValueError(f"dataset.columns maps {scores[0]} but not the other score: map both or neither")
+    return cfg
+
+
+def _plain(cfg: Mapping) -> dict:
+    """A DictConfig (Hydra) or any mapping -> plain nested dicts/lists."""
+    try:
+        from omegaconf import DictConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf is a dependency
+        DictConfig = ()
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"dataset config must be a mapping, got {type(cfg).__name__}")
+    return dict(cfg)
+
+
+# ----------------------------------------------------------------------------- entry point
+def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> tuple[list[dict], dict]:
+    """Load one split of a real preference dataset as normalised, validated records.
+
+    cfg: a conf/dataset entry (keys in conf/dataset/local_file.yaml); split: "train" or "eval"
+    (mapped to cfg["train_split"] / cfg["eval_split"]); tokenizer: only its chat template is used.
+    Returns (records, stats): stats as in bench.data.validate.new_stats plus "dataset", "split",
+    "prompt_format" and "max_rows"; the caller logs it and stores it in the run record.
+    Raises ValueError if every row examined was dropped.
+    """
+    cfg = check_dataset_config(cfg)
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    split_name = cfg.get(f"{split}_split")
+    if split_name is None:
+        raise ValueError(f"dataset.{split}_split is null: dataset {cfg.get('name')!r} has no {split} split")
+    max_rows = cfg.get("max_rows")
+    if split == "eval" and cfg.get("max_eval_rows") is not None:
+        max_rows = cfg["max_eval_rows"]
+
+    renderer = _Renderer(tokenizer)
+    source = cfg["source"]
+    parts = []
+    for label, rows in _read_split(cfg, split_name):
+        convert = _converter(source, cfg, renderer, label, rows.column_names)
+        records, stats = validate_records(
+            rows, label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
+            convert=convert, max_rows=None if max_rows is None else max_rows - sum(len(p[0]) for p in parts),
+        )
+        parts.append((records, stats))
+        if max_rows is not None and sum(len(p[0]) for p in parts) >= max_rows:
+            break
+    records = [r for part_records, _ in parts for r in part_records]
+    stats = merge_stats([s for _, s in parts])
+    if not records:
+        raise ValueError(f"dataset {cfg.get('name')!r} split {split_name!r}: all {stats['n_rows']} rows were "
+                         f"dropped {_nonzero(stats['dropped'])}; first errors: {stats['first_errors']}")
+    stats.update(dataset=cfg.get("name"), split=split_name, max_rows=max_rows,
+                 prompt_format=renderer.format if renderer.rendered else "verbatim")
+    return records, stats
+
+
+def _nonzero(counts: Mapping[str, int]) -> dict:
+    return {k: v for k, v in counts.items() if v}
+
+
+# ----------------------------------------------------------------------------- reading
+def _read_split(cfg: dict, split_name: str):
+    """Yield (label for messages, datasets.Dataset) for each source of the split.
+
+    Local files are read one by one so a message names the file and the row within it.
+    """
+    import datasets
+
+    if cfg.get("data_files") is None:
+        subset = "/".join(str(cfg[k]) for k in ("config_name", "data_dir") if cfg.get(k))
+        label = cfg["path"] + (f" ({subset})" if subset else "") + f" split {split_name}"
+        try:
+            rows = datasets.load_dataset(cfg["path"], cfg.get("config_name"), data_dir=cfg.get("data_dir"),
+                                         split=split_name, revision=cfg.get("revision"))
+        except ValueError as err:  # e.g. unknown split: add which config key chose it
+            raise ValueError(f"{label}: {err} (check dataset.path / train_split / eval_split)") from err
+        yield label, rows
+        return
+
+    data_files = cfg["data_files"]
+    if split_name not in data_files:
+        raise ValueError(f"dataset.data_files has no entry for split {split_name!r} "
+                         f"(splits given: {sorted(data_files)})")
+    if data_files[split_name] is None:
+        raise ValueError(f"dataset.data_files.{split_name} is null: give a file, or set the split key "
+                         f"(train_split / eval_split) that names {split_name!r} to another split or null")
+    for path in _expand(data_files[split_name], f"dataset.data_files.{split_name}"):
+        fmt = cfg.get("format") or _format_of(path)
+        try:
+            rows = datasets.load_dataset(fmt, data_files={"rows": [path]}, split="rows")
+        except Exception as err:  # pyarrow/pandas parse errors do not say which file
+            raise ValueError(f"{path}: could not be read as {fmt}: {type(err).__name__}: {err}") from err
+        yield path, rows
+
+
+def _expand(spec, key: str) -> list[str]:
+    """A path, a glob, or a list of them -> existing files, in the given order (globs sorted)."""
+    specs = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, (list, tuple)) else None
+    if not specs or not all(isinstance(s, str) for s in specs):
+        raise ValueError(f"{key} must be a path, a glob or a list of them, got {spec!r}")
+    files = []
+    for pattern in specs:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches or not all(os.path.isfile(m) for m in matches):
+            raise ValueError(f"{key}: no file at {pattern!r} (relative paths resolve against {os.getcwd()})")
+        files += matches
+    return files
+
+
+def _format_of(path: str) -> str:
+    stem = path
+    for suffix in _COMPRESSION:
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    ext = os.path.splitext(stem)[1].lower()
+    if ext not in _FORMATS:
+        raise ValueError(f"{path}: cannot tell the format from extension {ext!r}; set dataset.format to "
+                         f"one of {sorted(set(_FORMATS.values()))}")
+    return _FORMATS[ext]
+
+
+# ----------------------------------------------------------------------------- rendering
+class _Renderer:
+    """Prompt/response text for conversations, under the rules in the module docstring."""
+
+    def __init__(self, tokenizer: Any):
+        has_template = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))
+        self.tokenizer = tokenizer if has_template else None
+        self.format = "chat_template" if has_template else "plain"
+        self.rendered = False  # until a conversation is rendered; else the split was all verbatim text
+
+    def prompt(self, messages: list[dict]) -> str:
+        self.rendered = True
+        if self.tokenizer is None:
+            turns = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+            return "\n".join(turns + ["Assistant:"])
+        try:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        except Exception as err:  # e.g. a template that demands alternating roles
+            raise BadRow("bad_conversation", "prompt", f"was refused by the chat template: {err}") from err
+
+    def response(self, content: str) -> str:
+        if self.tokenizer is None and not content[:1].isspace():
+            return " " + content
+        return content
+
+
+def _messages(value: Any, field: str) -> list[dict]:
+    """Check a message list [{"role": str, "content": str}, ...] (non-empty)."""
+    if value is None:
+        raise BadRow("missing_field", field, "is missing")
+    if not isinstance(value, list) or not value:
+        raise BadRow("bad_conversation", field, f"is not a non-empty message list (got {type(value).__name__})")
+    for turn, message in enumerate(value):
+        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str) \
+                or not isinstance(message.get("content"), str):
+            raise BadRow("bad_conversation", field,
+                         f"message {turn} is not {{'role': str, 'content': str}} (got {message!r})")
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _answer(messages: list[dict], field: str) -> str:
+    if messages[-1]["role"] != "assistant":
+        raise BadRow("bad_conversation", field,
+                     f"last message has role {messages[-1]['role']!r}, expected 'assistant'")
+    return messages[-1]["content"]
+
+
+def _text(row: Mapping, field: str, column: str | None = None) -> str:
+    value = row.get(column or field)
+    if value is None:
+        raise BadRow("missing_field", field, "is missing")
+    if not isinstance(value, str):
+        raise BadRow("not_string", field, f"is not a string (got {type(value).__name__})")
+    return value
+
+
+# ----------------------------------------------------------------------------- adapters
+def _converter(source: str, cfg: dict, renderer: _Renderer, label: str,
+               column_names: list[str]) -> Callable[[Mapping], dict]:
+    """The row -> record function for `source`, after checking the split has the columns it needs."""
+    if source == "local":
+        columns = {k: v for k, v in cfg["columns"].items() if v is not None}
+        for key, column in columns.items():
+            if column not in column_names:
+                raise ValueError(f"{label}: column {column!r} (dataset.columns.{key}) not found; "
+                                 f"columns are {column_names}")
+        return lambda row: _local_row(row, columns, renderer)
+    needed = {"ultrafeedback": ("chosen", "rejected"), "hh_rlhf": ("chosen", "rejected")}[source]
+    missing = [c for c in needed if c not in column_names]
+    if missing:
+        raise ValueError(f"{label}: column(s) {missing} required by source {source!r} not found; "
+                         f"columns are {column_names}")
+    if source == "ultrafeedback":
+        return lambda row: _ultrafeedback_row(row, renderer)
+    return lambda row: _hh_row(row, renderer)
+
+
+def _ultrafeedback_row(row: Mapping, renderer: _Renderer) -> dict:
+    chosen, rejected = _messages(row.get("chosen"), "chosen"), _messages(row.get("rejected"), "rejected")
+    chosen_answer, rejected_answer = _answer(chosen, "chosen"), _answer(rejected, "rejected")
+    context = chosen[:-1]
+    if rejected[:-1] != context:
+        raise BadRow("prompt_mismatch", "rejected",
+                     "has a different conversation before its last message than 'chosen'")
+    if not context:  # answer-only lists: the prompt column is the whole conversation
+        context = [{"role": "user", "content": _text(row, "prompt")}]
+    record = {
+        "prompt": renderer.prompt(context),
+        "chosen": renderer.response(chosen_answer),
+        "rejected": renderer.response(rejected_answer),
+        "meta": {"prompt_id": row["prompt_id"]} if row.get("prompt_id") is not None else {},
+    }
+    for field in ("score_chosen", "score_rejected"):
+        if row.get(field) is not None:
+            record[field] = row[field]
+    return record
+
+
+def split_hh_transcript(transcript: str, field: str) -> tuple[str, str]:
+    """"\\n\\nHuman: q\\n\\nAssistant: a" -> ("\\n\\nHuman: q\\n\\nAssistant:", " a") at the LAST marker."""
+    cut = transcript.rfind(HH_ASSISTANT)
+    if cut < 0:
+        raise BadRow("bad_conversation", field, f"has no {HH_ASSISTANT!r} turn")
+    cut += len(HH_ASSISTANT)
+    return transcript[:cut], transcript[cut:]
+
+
+def hh_messages(prompt: str, field: str = "prompt") -> list[dict]:
+    """An HH prompt (ending in "\\n\\nAssistant:") -> [{"role": "user"|"assistant", "content"}, ...]."""
+    parts = _HH_TURN.split(prompt)  # [before, role, text, role, text, ...]
+    if parts[0].strip():
+        raise BadRow("bad_conversation", field, f"has text before the first turn marker: {parts[0][:40]!r}")
+    roles, texts = parts[1::2], [t.strip() for t in parts[2::2]]
+    messages = [{"role": "user" if r == "Human" else "assistant", "content": t} for r, t in zip(roles, texts)]
+    # The prompt ends with the empty assistant turn the response fills: the generation prompt.
+    return messages[:-1]
+
+
+def _hh_row(row: Mapping, renderer: _Renderer) -> dict:
+    prompt, chosen = split_hh_transcript(_text(row, "chosen"), "chosen")
+    rejected_prompt, rejected = split_hh_transcript(_text(row, "rejected"), "rejected")
+    if rejected_prompt != prompt:
+        raise BadRow("prompt_mismatch", "rejected",
+                     f"differs from 'chosen' before the last {HH_ASSISTANT!r} (the prompt must be shared)")
+    if renderer.tokenizer is None:
+        renderer.rendered = True  # HH's plain rendering is its own transcript
+        return {"prompt": prompt, "chosen": chosen, "rejected": rejected, "meta": {}}
+    return {"prompt": renderer.prompt(hh_messages(prompt)), "chosen": chosen.strip(),
+            "rejected": rejected.strip(), "meta": {}}
+
+
+def _local_row(row: Mapping, columns: Mapping[str, str], renderer: _Renderer) -> dict:
+    raw_prompt = row.get(columns["prompt"])
+    conversational = isinstance(raw_prompt, list)
+    record: dict = {"prompt": renderer.prompt(_messages(raw_prompt, "prompt")) if conversational
+                    else _text(row, "prompt", columns["prompt"]), "meta": {}}
+    for field in ("chosen", "rejected"):
+        value = row.get(columns[field])
+        text = _answer(_messages(value, field), field) if isinstance(value, list) else _text(row, field, columns[field])
+        record[field] = renderer.response(text) if conversational else text
+    for field in _COLUMN_KEYS_OPTIONAL:
+        if field in columns:
+            record[field] = row.get(columns[field])
+    return record

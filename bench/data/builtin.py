@@ -1,0 +1,63 @@
+"""Preference data for a built-in task, made from the task's own SFT model (DESIGN §5).
+
+Pairs = two temperature-1 samples per prompt from the SFT model, labelled by Bradley–Terry on the
+task's label reward (`bench.data.labelling`), identical pairs dropped and counted. Three disjoint
+prompt sets: train pairs, held-out eval pairs (for pref_acc) and held-out eval prompts (for gold
+reward, win rate and KL). Deterministic given the seed; cached on disk keyed by the SFT model too.
+"""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Mapping
+
+from bench.cache import DiskCache
+from bench.data.labelling import label_pairs
+from bench.generation import sample_responses
+
+SPLIT_FILES = {"train": "train.jsonl", "eval": "eval.jsonl"}
+
+
+def _prompts(task, n: int, rng: random.Random) -> list[str]:
+    return [task.sample_prompt(rng) for _ in range(n)]
+
+
+def _pairs_from_model(task, model, tokenizer, prompts: list[str], cfg: Mapping, seed: int):
+    first = sample_responses(model, tokenizer, prompts, task.max_response_tokens, seed=seed)
+    second = sample_responses(model, tokenizer, prompts, task.max_response_tokens, seed=seed + 1)
+    triples = [(p, a.response, b.response) for p, a, b in zip(prompts, first, second)]
+    return label_pairs(task, triples, random.Random(seed), cfg["bt_temperature"], cfg["label_noise"])
+
+
+def build_builtin_dataset(task, dataset_cfg: Mapping, sft_model, tokenizer, sft_key: str, cache: DiskCache):
+    """Returns ({"train": records, "eval": records, "eval_prompts": [str]}, stats, CacheEntry)."""
+    seed = dataset_cfg["seed"]
+    payload = {"sft": sft_key, "dataset": {k: v for k, v in dataset_cfg.items() if k != "on_bad_row"}}
+
+    def build(directory: Path) -> dict:
+        rng = random.Random(seed)
+        # one draw of all prompts, then split, so the three sets never overlap by construction of the rng stream
+        train_prompts = _prompts(task, dataset_cfg["n_train_prompts"], rng)
+        eval_pair_prompts = _prompts(task, dataset_cfg["n_eval_pair_prompts"], rng)
+        eval_prompts = _prompts(task, dataset_cfg["n_eval_prompts"], rng)
+        train, train_stats = _pairs_from_model(task, sft_model, tokenizer, train_prompts, dataset_cfg, seed + 11)
+        held_out, eval_stats = _pairs_from_model(task, sft_model, tokenizer, eval_pair_prompts, dataset_cfg, seed + 13)
+        for split, records in (("train", train), ("eval", held_out)):
+            with open(directory / SPLIT_FILES[split], "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in records)
+        (directory / "eval_prompts.json").write_text(json.dumps(eval_prompts))
+        (directory / "stats.json").write_text(json.dumps({"train": train_stats, "eval": eval_stats}, default=str))
+        n_tokens = 2 * sum(len(p.split()) + task.max_response_tokens for p in train_prompts + eval_pair_prompts)
+        return {"sampled_tokens_upper_bound": n_tokens}
+
+    entry = cache.get_or_build("dataset", payload, build)
+    splits = {split: _read_jsonl(entry.path / name) for split, name in SPLIT_FILES.items()}
+    splits["eval_prompts"] = json.loads((entry.path / "eval_prompts.json").read_text())
+    stats = json.loads((entry.path / "stats.json").read_text())
+    return splits, stats, entry
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,147 @@
+"""Token-level encoding of normalised preference records, once per dataset.
+
+Conventions (shared by SFT, training, reference log-probs and evaluation):
+- conditional sequence = [BOS] + prompt + response + [EOS]; response tokens (with EOS) are scored;
+- response-only sequence for log p(y | ∅) ("bos" context) = [BOS] + response + [EOS], every response
+  token scored; the "authors" context (RMiPO's code) = response + [EOS] with the first token unscored.
+- an over-long pair keeps its whole prompt and loses the end of its responses (so the EOS); a pair
+  whose prompt leaves no room for a response token is a bad row (DESIGN §5).
+
+Everything is padded once to the dataset's longest sequence; `PairTensors.batch` trims a batch to its
+own longest sequence, so collation is a pair of index operations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from bench.models import boundary_token_id
+
+
+@dataclass
+class SequenceTensors:
+    """N sequences, right-padded: input_ids, attention_mask and response_mask are [N, L]."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor  # 1 where the token is a scored response token
+
+    def select(self, index: torch.Tensor) -> "SequenceTensors":
+        width = int(self.attention_mask[index].sum(-1).max())
+        return SequenceTensors(
+            self.input_ids[index, :width], self.attention_mask[index, :width], self.response_mask[index, :width]
+        )
+
+    @staticmethod
+    def cat(parts: list["SequenceTensors"]) -> "SequenceTensors":
+        width = max(p.input_ids.shape[1] for p in parts)
+        pad = lambda t: torch.nn.functional.pad(t, (0, width - t.shape[1]))  # noqa: E731
+        return SequenceTensors(*(torch.cat([pad(getattr(p, f)) for p in parts]) for f in ("input_ids", "attention_mask", "response_mask")))
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def scored_counts(self) -> torch.Tensor:
+        """Number of scored tokens per sequence [N] (what `sequence_logps` sums over)."""
+        return self.response_mask[:, 1:].sum(-1).float()
+
+
+def _pad(rows: list[list[int]], masks: list[list[int]], pad_id: int) -> SequenceTensors:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    response = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, mask) in enumerate(zip(rows, masks)):
+        ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        response[i, : len(row)] = torch.tensor(mask)
+    return SequenceTensors(ids, attention, response)
+
+
+def encode_text(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def conditional_sequence(tokenizer, prompt_ids: list[int], response_ids: list[int], max_length: int):
+    """([BOS] + prompt + response + [EOS]) truncated to max_length, and its response mask."""
+    start = [boundary_token_id(tokenizer)]
+    full = start + prompt_ids + response_ids + [tokenizer.eos_token_id]
+    n_prefix = len(start) + len(prompt_ids)
+    full = full[:max_length]
+    return full, [0] * n_prefix + [1] * (len(full) - n_prefix)
+
+
+def marginal_sequence(tokenizer, response_ids: list[int], max_length: int, context: str):
+    """The response scored without its prompt (DESIGN §4), in the given context convention."""
+    if context == "bos":
+        seq = ([boundary_token_id(tokenizer)] + response_ids + [tokenizer.eos_token_id])[:max_length]
+        return seq, [0] + [1] * (len(seq) - 1)
+    if context == "authors":  # RMiPO's released code: no BOS, so the first token has no context
+        seq = (response_ids + [tokenizer.eos_token_id])[:max_length]
+        return seq, [0] + [1] * (len(seq) - 1)
+    raise ValueError(f"marginal_context must be 'bos' or 'authors', got {context!r}")
+
+
+@dataclass
+class PairTensors:
+    """A preference dataset as tensors: chosen/rejected conditional sequences, [P, L] each."""
+
+    chosen: SequenceTensors
+    rejected: SequenceTensors
+    responses: tuple[list[list[int]], list[list[int]]]  # token ids of chosen/rejected responses (no EOS)
+
+    def __len__(self) -> int:
+        return len(self.chosen)
+
+    def both(self) -> SequenceTensors:
+        """All chosen rows then all rejected rows: [2P, L]."""
+        return SequenceTensors.cat([self.chosen, self.rejected])
+
+    def batch(self, index: torch.Tensor) -> SequenceTensors:
+        """Chosen rows then rejected rows of the pairs in `index`: [2B, L] (one forward for both)."""
+        return SequenceTensors.cat([self.chosen.select(index), self.rejected.select(index)])
+
+    def marginal(self, tokenizer, max_length: int, context: str) -> SequenceTensors:
+        """Response-only sequences, chosen rows then rejected rows: [2P, L]."""
+        rows, masks = [], []
+        for response_ids in self.responses[0] + self.responses[1]:
+            seq, mask = marginal_sequence(tokenizer, response_ids, max_length, context)
+            rows.append(seq)
+            masks.append(mask)
+        return _pad(rows, masks, tokenizer.pad_token_id)
+
+
+def encode_pairs(records: list[dict], tokenizer, max_length: int, source: str, on_bad_row: str = "error"):
+    """Encode normalised records; returns (PairTensors, kept records, stats).
+
+    A row whose prompt leaves no room for one response token is over-long: an error naming the row
+    (on_bad_row=error) or dropped and counted (on_bad_row=drop). Truncated responses are counted.
+    """
+    rows = {"chosen": ([], []), "rejected": ([], [])}
+    responses = ([], [])
+    kept, stats = [], {"n_rows": len(records), "dropped": {"over_long": 0}, "n_truncated": 0}
+    for i, record in enumerate(records):
+        prompt_ids = encode_text(tokenizer, record["prompt"])
+        if 1 + len(prompt_ids) >= max_length:
+            if on_bad_row == "error":
+                raise ValueError(
+                    f"{source} row {i}: field 'prompt' is over-long ({len(prompt_ids)} tokens leave no room "
+                    f"for a response within max_length={max_length}); set data.on_bad_row=drop to skip such rows"
+                )
+            stats["dropped"]["over_long"] += 1
+            continue
+        for side, slot in (("chosen", 0), ("rejected", 1)):
+            response_ids = encode_text(tokenizer, record[side])
+            seq, mask = conditional_sequence(tokenizer, prompt_ids, response_ids, max_length)
+            stats["n_truncated"] += int(len(seq) < 2 + len(prompt_ids) + len(response_ids))
+            rows[side][0].append(seq)
+            rows[side][1].append(mask)
+            responses[slot].append(response_ids)
+        kept.append(record)
+    if not kept:
+        raise ValueError(f"{source}: no usable rows left (stats: {stats})")
+    pad = tokenizer.pad_token_id
+    tensors = PairTensors(_pad(*rows["chosen"], pad), _pad(*rows["rejected"], pad), responses)
+    stats["n_kept"] = len(kept)
+    return tensors, kept, stats

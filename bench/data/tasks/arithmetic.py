@@ -1,0 +1,194 @@
+"""Arithmetic: evaluate a short single-digit expression; the gold reward is correctness.
+
+Owns the arithmetic task's prompts ("3 + 4 * 2 ="), its imperfect demonstrations (wrong with
+probability `error_rate`, by one of several realistic mistakes) and its gold reward. Numbers are
+written one digit per word ("- 1 2" is −12) so each digit is one token. Knows nothing of models.
+See arithmetic.md for the reward's definition and why the task exists.
+"""
+from __future__ import annotations
+
+import random
+
+from bench.data.tasks.base import Task
+from bench.data.tasks.common import multiple_choice_items, require, require_probability, words_of
+
+DIGITS = tuple(str(d) for d in range(10))
+OPERATORS = ("+", "-", "*")
+EQUALS = "="
+
+# Gold reward levels (see arithmetic.md).
+CORRECT_REWARD = 1.0
+WRONG_BASE_REWARD = -0.5  # a well-formed wrong answer earns this plus its digit-match fraction (< 1)
+MALFORMED_REWARD = -1.0  # empty, stray words, leading zeros, too many digits (e.g. truncated)
+
+ERROR_KINDS = ("precedence", "off_by_one", "digit_slip", "random")
+
+
+def evaluate(operands: list[int], operators: list[str], precedence: bool = True) -> int:
+    """Value of `operands[0] op operators[0] operands[1] ...`.
+
+    With `precedence`, `*` binds tighter than `+`/`-` (the correct value); without it the
+    expression is read left to right (a common mistake the demonstrations make).
+    """
+    if not precedence:
+        value = operands[0]
+        for op, x in zip(operators, operands[1:]):
+            value = value + x if op == "+" else value - x if op == "-" else value * x
+        return value
+    # Collapse products first, then sum the signed terms.
+    terms = [operands[0]]
+    signs = [1]
+    for op, x in zip(operators, operands[1:]):
+        if op == "*":
+            terms[-1] *= x
+        else:
+            terms.append(x)
+            signs.append(1 if op == "+" else -1)
+    return sum(s * t for s, t in zip(signs, terms))
+
+
+def number_to_words(value: int) -> str:
+    """-12 -> "- 1 2"."""
+    text = " ".join(str(abs(value)))
+    return f"- {text}" if value < 0 else text
+
+
+def parse_number(words: list[str], max_digits: int) -> int | None:
+    """The integer a response spells, or None if it is not a well-formed number.
+
+    Well-formed: an optional leading "-", then 1..max_digits digit words, no leading zero
+    (except "0" itself), and no "- 0".
+    """
+    digits = words[1:] if words[:1] == ["-"] else words
+    if not 1 <= len(digits) <= max_digits or any(w not in DIGITS for w in digits):
+        return None
+    if len(digits) > 1 and digits[0] == "0":
+        return None
+    value = int("".join(digits))
+    if words[:1] == ["-"]:
+        if value == 0:
+            return None
+        value = -value
+    return value
+
+
+def digit_match(predicted: int, target: int) -> float:
+    """Fraction of right-aligned characters (sign included) that agree, over the longer string.
+
+    E.g. 12 vs 13 -> 1/2; 103 vs 13 -> 2/3; -5 vs 5 -> 1/2. Equals 1 only if the numbers are equal.
+    """
+    a, b = str(predicted)[::-1], str(target)[::-1]
+    matches = sum(x == y for x, y in zip(a, b))
+    return matches / max(len(a), len(b))
+
+
+class ArithmeticTask(Task):
+    """Prompts like "3 + 4 * 2 =", answers like "1 1"; demonstrations wrong with prob `error_rate`."""
+
+    name = "arithmetic"
+    max_response_tokens = 8
+
+    def __init__(
+        self,
+        min_operands: int = 2,
+        max_operands: int = 3,
+        operators: tuple[str, ...] | list[str] = OPERATORS,
+        error_rate: float = 0.3,
+    ) -> None:
+        require(isinstance(min_operands, int) and min_operands >= 2, "min_operands", f"must be an int >= 2, got {min_operands!r}")
+        require(
+            isinstance(max_operands, int) and min_operands <= max_operands <= 4,
+            "max_operands",
+            f"must be an int in [min_operands={min_operands}, 4] (prompts must stay short), got {max_operands!r}",
+        )
+        operators = tuple(operators)
+        require(
+            len(operators) > 0 and set(operators) <= set(OPERATORS),
+            "operators",
+            f"must be a non-empty subset of {list(OPERATORS)}, got {list(operators)}",
+        )
+        require_probability(error_rate, "error_rate")
+        self.min_operands = min_operands
+        self.max_operands = max_operands
+        self.operators = operators
+        self.error_rate = float(error_rate)
+        # The longest correct answer is 9**max_operands; anything longer is degenerate.
+        self.max_answer_digits = len(str(9**max_operands))
+        self.params = {
+            "min_operands": min_operands,
+            "max_operands": max_operands,
+            "operators": list(operators),
+            "error_rate": self.error_rate,
+        }
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return [*DIGITS, *OPERATORS, EQUALS]
+
+    def sample_prompt(self, rng: random.Random) -> str:
+        n = rng.randint(self.min_operands, self.max_operands)
+        operands = [rng.randrange(10) for _ in range(n)]
+        operators = [rng.choice(self.operators) for _ in range(n - 1)]
+        words = [str(operands[0])]
+        for op, x in zip(operators, operands[1:]):
+            words += [op, str(x)]
+        return " ".join([*words, EQUALS])
+
+    def parse_prompt(self, prompt: str) -> tuple[list[int], list[str]]:
+        words = words_of(prompt)
+        ok = len(words) >= 4 and len(words) % 2 == 0 and words[-1] == EQUALS
+        ok = ok and all(w in DIGITS for w in words[0:-1:2]) and all(w in OPERATORS for w in words[1:-1:2])
+        if not ok:
+            raise ValueError(f"arithmetic prompt {prompt!r} is not of the form 'd op d ... ='")
+        return [int(w) for w in words[0:-1:2]], list(words[1:-1:2])
+
+    def answer(self, prompt: str) -> int:
+        return evaluate(*self.parse_prompt(prompt))
+
+    def wrong_answer(self, prompt: str, rng: random.Random) -> int:
+        """A plausible mistake, never the correct value: one of ERROR_KINDS, chosen uniformly."""
+        operands, operators = self.parse_prompt(prompt)
+        correct = evaluate(operands, operators)
+        while True:
+            kind = rng.choice(ERROR_KINDS)
+            if kind == "precedence":
+                value = evaluate(operands, operators, precedence=False)
+            elif kind == "off_by_one":
+                value = correct + rng.choice((-1, 1))
+            elif kind == "digit_slip":
+                text = list(str(abs(correct)))
+                i = rng.randrange(len(text))
+                text[i] = rng.choice([d for d in DIGITS if d != text[i] and (i > 0 or len(text) == 1 or d != "0")])
+                value = int("".join(text)) * (-1 if correct < 0 else 1)
+            else:
+                value = rng.randint(-9, 99)
+            if value != correct:
+                return value
+
+    def demonstration(self, prompt: str, rng: random.Random) -> str:
+        if rng.random() < self.error_rate:
+            return number_to_words(self.wrong_answer(prompt, rng))
+        return number_to_words(self.answer(prompt))
+
+    def gold_reward(self, prompt: str, response: str) -> float:
+        """1 if correct; −0.5 + digit-match fraction if a wrong number; −1 if not a number."""
+        target = self.answer(prompt)
+        predicted = parse_number(words_of(response), self.max_answer_digits)
+        if predicted is None:
+            return MALFORMED_REWARD
+        if predicted == target:
+            return CORRECT_REWARD
+        return WRONG_BASE_REWARD + digit_match(predicted, target)
+
+    def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
+        """The correct answer and three distinct mistakes (for lm-eval items)."""
+        correct = self.answer(prompt)
+        wrong: list[int] = []
+        while len(wrong) < 3:
+            value = self.wrong_answer(prompt, rng)
+            if value not in wrong:
+                wrong.append(value)
+        return [number_to_words(v) for v in (correct, *wrong)]
+
+    def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
+        return multiple_choice_items(self.gold_reward, self.sample_prompt, self.candidate_responses, rng, n)

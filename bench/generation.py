@@ -1,0 +1,75 @@
+"""Sampling responses from a causal LM (pair generation and evaluation).
+
+Pure ancestral sampling at temperature 1 (top-k and top-p off — transformers' defaults would
+truncate the distribution and bias the Monte-Carlo KL) or greedy decoding, via `model.generate`.
+A sample that reaches the length cap without EOS is returned with `truncated=True`; it is scored
+like any other, never dropped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import GenerationConfig
+
+from bench.data.encoding import encode_text
+from bench.models import boundary_token_id
+
+
+@dataclass
+class Sample:
+    prompt: str
+    response: str
+    response_ids: list[int]  # without EOS
+    truncated: bool  # hit the cap without emitting EOS
+
+
+@torch.no_grad()
+def sample_responses(
+    model,
+    tokenizer,
+    prompts: list[str],
+    max_new_tokens: int,
+    greedy: bool = False,
+    batch_size: int = 256,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> list[Sample]:
+    was_training = model.training
+    model.eval()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)  # sampling is reproducible given (model, prompts, seed)
+    config = GenerationConfig(
+        do_sample=not greedy,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    start = boundary_token_id(tokenizer)
+    samples: list[Sample] = []
+    for first in range(0, len(prompts), batch_size):
+        chunk = prompts[first : first + batch_size]
+        encoded = [[start] + encode_text(tokenizer, p) for p in chunk]
+        width = max(len(e) for e in encoded)
+        # left-pad so every prompt ends at the same position and generation continues all of them
+        input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, e in enumerate(encoded):
+            input_ids[i, width - len(e) :] = torch.tensor(e)
+            attention[i, width - len(e) :] = 1
+        out = model.generate(
+            input_ids=input_ids.to(device), attention_mask=attention.to(device), generation_config=config
+        )
+        for prompt, row in zip(chunk, out[:, width:].tolist()):
+            if tokenizer.eos_token_id in row:
+                ids, truncated = row[: row.index(tokenizer.eos_token_id)], False
+            else:
+                ids, truncated = row, True
+            text = tokenizer.decode(ids, skip_special_tokens=True)
+            samples.append(Sample(prompt, text, ids, truncated))
+    torch.random.set_rng_state(generator_state)
+    model.train(was_training)
+    return samples

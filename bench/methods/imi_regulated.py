@@ -1,0 +1,202 @@
+"""IMI-regulated base losses (DESIGN §4): imi_dpo, imi_ipo, imi_simpo.
+
+A regulator turns the per-pair g = regulator_g(ΔPMI) (bench.methods.imi) into one of:
+- `margin`: a margin m inside the base loss, in the units of the base's preference margin x
+  (x = Δ for dpo, Δ̄ for ipo, ā(y_w) − ā(y_l) for simpo). margin_units="ratio": m = g, so a sigmoid
+  loss becomes −log σ(β(x − g)) and the effective γ is β·g (RMiPO's code). margin_units="absolute":
+  m = g/β, i.e. −log σ(βx − g) (g as an absolute γ, SimPO's grid units). For ipo the margin raises the
+  regression target: (Δ̄ − m − 1/(2β))², with the same m (our choice: the margin is measured in the
+  units of the quantity the loss pushes, Δ̄, exactly as for the sigmoid losses).
+- `beta`: a per-pair β_i = β·g_i. For simpo γ/β stays fixed, so the loss is −log σ(β_i(x − γ/β)).
+- `weight`: the per-pair loss times w_i = g_i / mean(g), so the weights have mean 1 in the batch.
+The neutral value (the unregulated base loss) is the base's own margin (0 for dpo/ipo, γ/β for
+simpo), a β scale of 1, or a weight of 1; `warmup_steps` blends linearly from it to full regulation.
+
+Owns the wiring of g into a base loss and the IMI metrics; the signal itself is in `imi.py`, the base
+losses in their own modules. Pure tensor code.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from bench.methods.base import LossOutput, Method, Needs, PairLogps
+from bench.methods.common import choice, non_negative, non_negative_int, positive, summary
+from bench.methods.dpo import DPO
+from bench.methods.imi import batch_delta_pmi, blend, regulator_g, warmup_fraction
+from bench.methods.ipo import IPO
+from bench.methods.simpo import SimPO
+
+REGULATORS = ("margin", "beta", "weight")
+MARGIN_UNITS = ("ratio", "absolute")
+PMI_SOURCES = ("policy", "reference")
+MARGINAL_CONTEXTS = ("bos", "authors")
+
+
+class RegulatableBase(Protocol):
+    """What a base loss exposes so a regulator can act on it (DPO, IPO and SimPO implement it)."""
+
+    name: str
+    needs: Needs
+    beta: float
+    neutral_margin: float
+
+    def preference_margin(self, batch: PairLogps) -> torch.Tensor: ...
+
+    def pair_loss(self, x: torch.Tensor, beta: float | torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor: ...
+
+    def reward_metrics(self, batch: PairLogps) -> dict[str, float]: ...
+
+
+class ImiRegulated(Method):
+    """A base loss with an IMI regulator. Subclasses fix the base and the config keys."""
+
+    def __init__(
+        self,
+        base: RegulatableBase,
+        *,
+        regulator: str,
+        lo: float,
+        hi: float,
+        tau: float,
+        margin_units: str,
+        pmi_source: str,
+        warmup_steps: int,
+        marginal_context: str = "bos",
+        lo_key: str = "lo",
+        hi_key: str = "hi",
+    ) -> None:
+        self.base = base
+        self.regulator = choice("regulator", regulator, REGULATORS)
+        self.margin_units = choice("margin_units", margin_units, MARGIN_UNITS)
+        self.pmi_source = choice("pmi_source", pmi_source, PMI_SOURCES)
+        self.marginal_context = choice("marginal_context", marginal_context, MARGINAL_CONTEXTS)
+        self.warmup_steps = non_negative_int("warmup_steps", warmup_steps)
+        self.tau = positive("tau", tau)
+        # A β scale or a pair weight of 0 would switch pairs off, so those regulators need lo > 0.
+        check_lo = non_negative if self.regulator == "margin" else positive
+        self.lo = check_lo(lo_key, lo)
+        self.hi = positive(hi_key, hi) if self.regulator != "margin" else non_negative(hi_key, hi)
+        if self.lo > self.hi:
+            raise ValueError(
+                f"method.{lo_key} must be <= method.{hi_key} (g decreases from {hi_key} to {lo_key} as ΔPMI grows), "
+                f"got {lo_key}={self.lo} > {hi_key}={self.hi}"
+            )
+        self.needs = Needs(
+            reference=base.needs.reference or self.pmi_source == "reference",
+            marginal=self.pmi_source,  # type: ignore[arg-type]
+            marginal_context=self.marginal_context,  # type: ignore[arg-type]
+        )
+
+    def loss(self, batch: PairLogps) -> LossOutput:
+        base = self.base
+        x = base.preference_margin(batch)
+        delta_pmi = batch_delta_pmi(batch, self.pmi_source, self.marginal_context, self.name)  # type: ignore[arg-type]
+        g = regulator_g(delta_pmi, self.lo, self.hi, self.tau)
+        fraction = warmup_fraction(batch.step, self.warmup_steps)
+
+        metrics = base.reward_metrics(batch)
+        metrics.update(summary("imi/delta_pmi", delta_pmi))
+        metrics.update(summary("imi/g", g))
+        metrics["imi/warmup_fraction"] = fraction
+
+        if self.regulator == "margin":
+            # Margin in units of x: g itself ("ratio") or g/β so that β·m = g ("absolute").
+            regulated = g if self.margin_units == "ratio" else g / base.beta
+            margin = blend(base.neutral_margin, regulated, fraction)
+            losses = base.pair_loss(x, base.beta, margin)
+            metrics.update(summary("imi/effective_margin", margin))  # units of x (γ/β for simpo)
+        elif self.regulator == "beta":
+            beta = base.beta * blend(1.0, g, fraction)
+            losses = base.pair_loss(x, beta, base.neutral_margin)
+            metrics.update(summary("imi/effective_beta", beta))
+        else:
+            # Normalised to mean 1 so the regulator reshapes the batch's loss, not its scale (or the LR).
+            weight = blend(1.0, g / g.mean(), fraction)
+            losses = base.pair_loss(x, base.beta, base.neutral_margin) * weight
+            metrics.update(summary("imi/effective_weight", weight))
+        return LossOutput(losses, metrics)
+
+
+class ImiDPO(ImiRegulated):
+    name = "imi_dpo"
+
+    def __init__(
+        self,
+        *,
+        beta: float = 0.1,
+        regulator: str = "margin",
+        lo: float = 0.3,
+        hi: float = 1.6,
+        tau: float = 1.0,
+        margin_units: str = "ratio",
+        pmi_source: str = "reference",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(
+            DPO(beta=beta),
+            regulator=regulator,
+            lo=lo,
+            hi=hi,
+            tau=tau,
+            margin_units=margin_units,
+            pmi_source=pmi_source,
+            warmup_steps=warmup_steps,
+        )
+
+
+class ImiIPO(ImiRegulated):
+    name = "imi_ipo"
+
+    def __init__(
+        self,
+        *,
+        beta: float = 0.1,
+        average_logps: bool = True,
+        regulator: str = "margin",
+        lo: float = 0.3,
+        hi: float = 1.6,
+        tau: float = 1.0,
+        margin_units: str = "ratio",
+        pmi_source: str = "reference",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(
+            IPO(beta=beta, average_logps=average_logps),
+            regulator=regulator,
+            lo=lo,
+            hi=hi,
+            tau=tau,
+            margin_units=margin_units,
+            pmi_source=pmi_source,
+            warmup_steps=warmup_steps,
+        )
+
+
+class ImiSimPO(ImiRegulated):
+    name = "imi_simpo"
+
+    def __init__(
+        self,
+        *,
+        beta: float = 2.0,
+        gamma_beta_ratio: float = 0.5,
+        regulator: str = "margin",
+        lo: float = 0.3,
+        hi: float = 1.6,
+        tau: float = 1.0,
+        margin_units: str = "ratio",
+        pmi_source: str = "reference",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(
+            SimPO(beta=beta, gamma_beta_ratio=gamma_beta_ratio),
+            regulator=regulator,
+            lo=lo,
+            hi=hi,
+            tau=tau,
+            margin_units=margin_units,
+            pmi_source=pmi_source,
+            warmup_steps=warmup_steps,
+        )

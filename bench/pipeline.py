@@ -1,0 +1,229 @@
+"""One preference-optimization run, end to end: validate → build → train → evaluate → record.
+
+The Hydra entry point (`bench.train`) calls `run(cfg)`. This module wires the parts together and
+owns the run's lifecycle (skip if already completed, a failed record on error); the parts themselves
+(methods, data, models, trainer, evaluation, cost, records) know nothing of each other.
+"""
+from __future__ import annotations
+
+import tempfile
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from omegaconf import DictConfig, OmegaConf
+
+from bench import records
+from bench.cache import DiskCache, cache_key
+from bench.config import validate_config
+from bench.cost import CostMeter
+from bench.data.encoding import PairTensors, encode_pairs
+from bench.distributed import accelerator_kwargs, prepare_distributed_env
+from bench.evaluate import gold_metrics, preference_metrics
+from bench.logps import score_all
+from bench.loggers import build_logger, redact_secrets
+from bench.methods import build_method
+from bench.models import build_word_tokenizer, load_hf_model, non_embedding_parameters
+from bench.provenance import now, provenance
+from bench.trainer import PairCache, PreferenceTrainer, marginal_per_conditional_token
+
+
+@dataclass
+class RunResult:
+    record: dict
+    directory: Path
+    skipped: bool = False
+
+
+def run_identity(config: dict) -> tuple[str, str]:
+    """(run_id, config_hash): readable, and unique per result-determining config."""
+    digest = records.config_hash(config)
+    return f"{config['method']['name']}-{config['dataset']['name']}-s{config['seed']}-{digest[:8]}", digest
+
+
+@dataclass
+class Setup:
+    """Everything built before training: models, data as tensors, cached reference terms."""
+
+    model: object
+    reference_model: object
+    tokenizer: object
+    task: object | None
+    train: PairTensors
+    held_out: PairTensors
+    eval_prompts: list[str]
+    train_cache: PairCache
+    eval_cache: PairCache
+    data_stats: dict = field(default_factory=dict)
+
+
+def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show_progress: bool):
+    """(policy init, reference model, tokenizer, task, {train, eval, eval_prompts}, stats, model_key, data_key)."""
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    sft_cfg = OmegaConf.to_container(cfg.sft, resolve=True)
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    if dataset_cfg["source"] == "builtin":
+        from bench.data.builtin import build_builtin_dataset
+        from bench.data.tasks import build_task
+        from bench.sft import sft_model_for_task
+
+        task = build_task(dataset_cfg["task"], **dataset_cfg.get("task_kwargs", {}))
+        tokenizer = build_word_tokenizer(task.vocabulary)
+        task_payload = {"name": dataset_cfg["task"], "kwargs": dataset_cfg.get("task_kwargs", {})}
+        reference, sft_entry = sft_model_for_task(task, task_payload, tokenizer, model_cfg, sft_cfg,
+                                                  dataset_cfg["seed"], cache, show_progress)
+        meter.add_shared("sft", sft_entry.key, sft_entry.hit, sft_entry.build_cost)
+        splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, sft_entry.key, cache)
+        meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost)
+        policy = type(reference).from_pretrained(sft_entry.path, dtype=torch.float32)
+        return policy, reference, tokenizer, task, splits, stats, sft_entry.key, data_entry.key
+    from bench.data.adapters import load_preference_records
+
+    policy, tokenizer = load_hf_model(model_cfg)
+    reference, _ = load_hf_model({**model_cfg, "lora": {"enabled": False}})
+    splits, stats = {}, {}
+    for split, name in (("train", "train_split"), ("eval", "eval_split")):
+        splits[split], stats[split] = load_preference_records(dataset_cfg, dataset_cfg[name], tokenizer)
+    splits["eval_prompts"] = []
+    model_key = cache_key({"pretrained": model_cfg["pretrained"], "revision": model_cfg.get("revision")})
+    return policy, reference, tokenizer, None, splits, stats, model_key, cache_key(dataset_cfg)
+
+
+def _pair_cache(reference_terms: dict, split: str, pairs: PairTensors) -> PairCache:
+    marginal = None
+    if f"{split}_marginal_sums" in reference_terms:
+        conditional_counts = pairs.both().scored_counts().view(2, -1).T
+        marginal = marginal_per_conditional_token(
+            reference_terms[f"{split}_marginal_sums"], reference_terms[f"{split}_marginal_counts"], conditional_counts)
+    return PairCache(reference_terms[f"{split}_reference"], marginal)
+
+
+def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, device, show_progress: bool) -> Setup:
+    policy, reference, tokenizer, task, splits, stats, model_key, data_key = _load_data(cfg, cache, meter, device, show_progress)
+    max_length = cfg.model.max_length
+    on_bad_row = cfg.dataset.get("on_bad_row", "error")
+    train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, f"{cfg.dataset.name}/train", on_bad_row)
+    held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, f"{cfg.dataset.name}/eval", on_bad_row)
+    stats = {"source": stats, "encoding": {"train": train_stats, "eval": eval_stats}}
+    # Reference-side PMI terms are cached with the reference log-probs (free at train time).
+    context = method.needs.marginal_context if method.needs.marginal == "reference" else None
+    payload = {"model": model_key, "data": data_key, "max_length": max_length, "marginal_context": context}
+    reference.to(device)
+
+    def build(directory: Path) -> dict:
+        out, tokens = {}, 0
+        for split, pairs in (("train", train), ("eval", held_out)):
+            both = pairs.both()
+            logps, _ = score_all(reference, both, device=device)
+            out[f"{split}_reference"] = logps.view(2, -1).T.contiguous()
+            tokens += int(both.attention_mask.sum())
+            if context is not None:
+                marginal = pairs.marginal(tokenizer, max_length, context)
+                sums, counts = score_all(reference, marginal, device=device)
+                out[f"{split}_marginal_sums"] = sums.view(2, -1).T.contiguous()
+                out[f"{split}_marginal_counts"] = counts.view(2, -1).T.contiguous()
+                tokens += int(marginal.attention_mask.sum())
+        torch.save(out, directory / "reference.pt")
+        return {"tokens": tokens, "flops": 2.0 * non_embedding_parameters(reference) * tokens}
+
+    entry = cache.get_or_build("reference", payload, build)
+    meter.add_shared("reference", entry.key, entry.hit, entry.build_cost)
+    terms = torch.load(entry.path / "reference.pt")
+    n_eval_prompts = cfg.eval.n_prompts or len(splits["eval_prompts"])
+    return Setup(policy, reference, tokenizer, task, train, held_out, splits["eval_prompts"][:n_eval_prompts],
+                 _pair_cache(terms, "train", train), _pair_cache(terms, "eval", held_out), stats)
+
+
+def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostMeter) -> dict:
+    needs_policy_marginal = method.needs.marginal == "policy"
+    context = method.needs.marginal_context
+    marginal = setup.held_out.marginal(setup.tokenizer, cfg.model.max_length, context) if needs_policy_marginal else None
+    metrics = preference_metrics(model, setup.eval_cache, method, setup.held_out, marginal, device)
+    meter.add_nograd_tokens("eval", int(setup.held_out.both().attention_mask.sum()))
+    if setup.task is not None and setup.eval_prompts:
+        metrics.update(gold_metrics(model, setup.reference_model, setup.tokenizer, setup.task, setup.eval_prompts,
+                                    cfg.eval, cfg.model.max_length, cfg.seed, device, meter))
+    if cfg.eval.lm_eval.enabled:
+        metrics.update(_lm_eval(cfg, setup, model, device))
+    return metrics
+
+
+def _lm_eval(cfg: DictConfig, setup: Setup, model, device) -> dict:
+    """lm-eval on the trained model object: the task's own local task plus any named standard tasks."""
+    from bench.lm_eval_harness import run_lm_eval, write_local_tasks
+
+    names, lm_cfg = list(cfg.eval.lm_eval.tasks), cfg.eval.lm_eval
+    with tempfile.TemporaryDirectory(prefix="imi-bench-lm-eval-") as include:
+        # per-run task files: tiny to write, and no two jobs ever share (or race on) them
+        if setup.task is not None:
+            names += write_local_tasks(setup.task, Path(include), lm_cfg.n_items, cfg.dataset.seed)
+        if not names:
+            return {}
+        return run_lm_eval(model, setup.tokenizer, names, Path(include) if setup.task is not None else None,
+                           batch_size=lm_cfg.batch_size, device=str(device))
+
+
+def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
+    """Run one configuration; returns its record (an already-completed identical run is skipped)."""
+    validate_config(cfg)  # before any compute: errors name the key
+    config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
+    run_id, digest = run_identity(config)
+    directory = records.run_dir(Path(cfg.paths.runs_root), cfg.sweep_id, run_id)
+    done = records.completed_record(directory, digest)
+    if done is not None:
+        return RunResult(done, directory, skipped=True)
+
+    prepare_distributed_env(cfg.hardware.num_processes, cfg.hardware.accelerator)
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.train.grad_accum_steps,
+                              **accelerator_kwargs(OmegaConf.to_container(cfg.hardware)))
+    torch.set_num_threads(cfg.hardware.torch_threads)
+    is_main = accelerator.is_main_process
+    show_progress = bool(cfg.progress) and is_main
+    method = build_method(config["method"])
+    meter = CostMeter(device_count=accelerator.num_processes)
+    logger = build_logger(config["logger"]) if is_main else build_logger({"name": "none"})
+    started_at, history, metrics, error, status = now(), [], {}, None, "failed"
+    setup = None
+    try:
+        with meter.phase("setup"):
+            cache = DiskCache(cfg.paths.cache_root)
+            setup = build_setup(cfg, method, cache, meter, accelerator.device, show_progress)
+            meter.n_params = non_embedding_parameters(setup.model)
+            set_seed(cfg.seed)
+            if cfg.hardware.gradient_checkpointing:
+                setup.model.gradient_checkpointing_enable()
+            marginal_seqs = (setup.train.marginal(setup.tokenizer, cfg.model.max_length, method.needs.marginal_context)
+                             if method.needs.marginal == "policy" else None)
+        if is_main:
+            logger.start(config=config, run_id=run_id, sweep_id=cfg.sweep_id, method=cfg.method.name, run_dir=directory)
+        with meter.phase("train"):
+            trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_cache, marginal_seqs,
+                                        OmegaConf.to_container(cfg.train), accelerator, meter, logger, cfg.seed, show_progress)
+            history = trainer.train()
+        with meter.phase("eval"):
+            model = accelerator.unwrap_model(trainer.model)
+            metrics = _evaluate(cfg, setup, method, model, accelerator.device, meter) if is_main else {}
+        status = "completed"
+    except Exception as exc:  # the record keeps what failed and where; the caller decides to raise
+        error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc().splitlines(keepends=True)[-12:])
+    record = {
+        "run_id": run_id,
+        "sweep_id": cfg.sweep_id,
+        "config_hash": digest,
+        "status": status,
+        "config": config,
+        "metrics": metrics,
+        "cost": meter.summary(),
+        "data": setup.data_stats if setup else {},
+        "provenance": {**provenance(cfg.seed, overrides or []), "started_at": started_at, "finished_at": now()},
+        "error": error,
+    }
+    if is_main:  # only rank 0 writes: other ranks run the same job (DESIGN §10)
+        records.write_history(directory, history)
+        records.write_record(directory, record)
+        logger.finish(status=status, metrics=metrics, cost=record["cost"])
+    accelerator.wait_for_everyone()
+    return RunResult(record, directory)

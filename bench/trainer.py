@@ -1,0 +1,153 @@
+"""The shared preference trainer: one loop for every method (DESIGN §3).
+
+Device placement, DDP, mixed precision and gradient accumulation are accelerate's. The trainer
+reads `method.needs` and computes only what the method asks for:
+- the policy forward on chosen and rejected responses, concatenated into one [2B, L] batch;
+- cached reference log-probs (and reference-side marginals), looked up by pair index — no forward;
+- a no-grad response-only policy forward, only for methods with `needs.marginal == "policy"`.
+The method turns the log-probs into per-pair losses; the trainer averages, steps and logs.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+from tqdm.auto import tqdm
+
+from bench.data.encoding import PairTensors, SequenceTensors
+from bench.logps import sequence_logps
+from bench.methods.base import Method, PairLogps
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/Inf: the run stops and its record says failed, with the step and stats."""
+
+
+@dataclass
+class PairCache:
+    """Per-pair tensors computed once before training, each [P, 2] = (chosen, rejected)."""
+
+    reference_logps: torch.Tensor | None = None
+    marginal_logps: torch.Tensor | None = None  # reference-side log p(y | ∅), when pmi_source=reference
+
+
+def _to(seqs: SequenceTensors, device) -> SequenceTensors:
+    return SequenceTensors(seqs.input_ids.to(device), seqs.attention_mask.to(device), seqs.response_mask.to(device))
+
+
+def marginal_per_conditional_token(marginal_sums, marginal_counts, conditional_counts):
+    """Rescale summed marginal log-probs so that dividing by the conditional count gives ā(y | ∅).
+
+    The marginal pass may score a different number of tokens than the conditional one (RMiPO's code
+    leaves the first response token unscored); PMI compares the two *averages*.
+    """
+    return marginal_sums / marginal_counts.clamp(min=1) * conditional_counts
+
+
+class PreferenceTrainer:
+    def __init__(self, method: Method, model, data: PairTensors, pair_cache: PairCache,
+                 marginal_seqs: SequenceTensors | None, train_cfg: Mapping, accelerator, meter,
+                 logger, seed: int, show_progress: bool = True):
+        self.method = method
+        self.data = data
+        self.pair_cache = pair_cache
+        self.marginal_seqs = marginal_seqs  # [2P, L] response-only sequences, for marginal=policy
+        self.cfg = train_cfg
+        self.accelerator = accelerator
+        self.meter = meter
+        self.logger = logger
+        self.show_progress = show_progress and accelerator.is_main_process
+        generator = torch.Generator().manual_seed(seed)
+        loader = torch.utils.data.DataLoader(
+            torch.arange(len(data)), batch_size=train_cfg["batch_size"], shuffle=True,
+            generator=generator, drop_last=True,
+        )
+        self.steps_per_epoch = len(loader) // accelerator.gradient_accumulation_steps
+        self.total_steps = train_cfg.get("max_steps") or train_cfg["epochs"] * self.steps_per_epoch
+        optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+        warmup = max(1, int(train_cfg["warmup_ratio"] * self.total_steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
+        self.model, self.optimizer, self.loader, self.scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+
+    def _pair_logps(self, index: torch.Tensor, step: int) -> PairLogps:
+        device = self.accelerator.device
+        needs = self.method.needs
+        n = len(index)
+        seqs = _to(self.data.batch(index), device)
+        logps, counts = sequence_logps(self.model, seqs)
+        self.meter.add_train_tokens(int(seqs.attention_mask.sum()))
+        batch = PairLogps(logps[:n], logps[n:], counts[:n], counts[n:], step=step)
+        cpu_index = index.cpu()
+        if needs.reference or needs.marginal == "reference":
+            ref = self.pair_cache.reference_logps[cpu_index].to(device)
+            batch.reference_chosen_logps, batch.reference_rejected_logps = ref[:, 0], ref[:, 1]
+        if needs.marginal == "reference":
+            marg = self.pair_cache.marginal_logps[cpu_index].to(device)
+            batch.marginal_chosen_logps, batch.marginal_rejected_logps = marg[:, 0], marg[:, 1]
+        elif needs.marginal == "policy":
+            rows = torch.cat([cpu_index, cpu_index + len(self.data)])
+            marginal = _to(self.marginal_seqs.select(rows), device)
+            with torch.no_grad():
+                sums, m_counts = sequence_logps(self.model, marginal)
+            self.meter.add_nograd_tokens("marginal", int(marginal.attention_mask.sum()))
+            sums = marginal_per_conditional_token(sums, m_counts, counts.detach())
+            batch.marginal_chosen_logps, batch.marginal_rejected_logps = sums[:n], sums[n:]
+        return batch
+
+    def train(self) -> list[dict]:
+        """Run the optimisation; returns the history (one row per logged optimizer step)."""
+        history: list[dict] = []
+        accelerator = self.accelerator
+        log_every = self.cfg["log_every"]
+        bar = tqdm(total=self.total_steps, desc=f"train {self.method.name}", disable=not self.show_progress, mininterval=1.0)
+        step, started = 0, time.perf_counter()
+        self.model.train()
+        while step < self.total_steps:
+            for index in self.loader:
+                with accelerator.accumulate(self.model):
+                    batch = self._pair_logps(index, step)
+                    out = self.method(batch)
+                    loss = out.losses.mean()
+                    if not torch.isfinite(loss):
+                        raise NonFiniteLossError(
+                            f"non-finite loss {loss.item()} at step {step} (method {self.method.name}); "
+                            f"batch stats: {_batch_stats(batch)}; method metrics: {out.metrics}"
+                        )
+                    accelerator.backward(loss)
+                    grad_norm = None
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                if not accelerator.sync_gradients:
+                    continue
+                if step % log_every == 0 or step == self.total_steps - 1:
+                    row = {"step": step, "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0],
+                           "grad_norm": float(grad_norm) if grad_norm is not None else math.nan, **out.metrics}
+                    history.append(row)
+                    if accelerator.is_main_process:
+                        self.logger.log_step(step, row)
+                    bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row.get('rewards/accuracies', math.nan):.2f}")
+                step += 1
+                bar.update(1)
+                if step >= self.total_steps:
+                    break
+        bar.close()
+        elapsed = time.perf_counter() - started
+        if history:
+            history[-1]["train_tokens_per_s"] = self.meter.train_tokens / max(elapsed, 1e-9)
+        return history
+
+
+def _batch_stats(batch: PairLogps) -> dict:
+    stats = {}
+    for name in ("chosen_logps", "rejected_logps", "reference_chosen_logps", "marginal_chosen_logps"):
+        value = getattr(batch, name)
+        if value is not None:
+            v = value.detach().float()
+            stats[name] = {"min": v.min().item(), "max": v.max().item(), "nan": int(torch.isnan(v).sum())}
+    return stats
