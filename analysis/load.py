@@ -44,8 +44,9 @@ UNSPECIFIED = "unspecified"
 # Columns shown by `python -m analysis runs` and kept for skipped runs when the record has them.
 IDENTITY_COLUMNS = ("method.name", "dataset.name", "method.beta", "seed")
 
-# Metric names the W&B adapter recognises at the top level of a run summary (see `split_summary`).
-KNOWN_METRICS = ("pref_acc", "gold_reward", "win_rate", "kl", "length", "no_eos_rate", "collapsed")
+# Per-step history scalars without a "/" (the trainer's rows); a W&B summary holds their last value,
+# which is not a final metric (see `split_summary`).
+PER_STEP_KEYS = ("step", "loss", "lr", "grad_norm", "epoch", "config_hash")
 
 SKIPPED_COLUMNS = ("run_dir", "run_id", "sweep_id", "status", "skip", "reason", *IDENTITY_COLUMNS)
 
@@ -368,27 +369,30 @@ def _unflatten(flat: Mapping[str, Any], sep: str) -> dict[str, Any]:
 def split_summary(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
     """A W&B run summary -> (metrics, cost) in record shape.
 
-    Read, in this order: a nested "metrics" object or "metrics/<name>" keys; a nested "cost" object or
-    "cost/<key>" keys (e.g. "cost/shared/sft/device_hours"); top-level keys named like a record
-    metric (KNOWN_METRICS, "lm_eval/..."). Per-step keys (loss, rewards/..., imi/...) and W&B's own
-    "_"-keys are ignored: a summary holds their last step, not a final evaluation.
+    bench's W&B logger writes the final metrics at the top level of the summary under their record
+    names and the cost as "cost/<key>" (with "cost/shared" a nested object). The summary also keeps
+    the last value of every per-step key, which is not a final metric, so a top-level key counts as
+    a metric only if it has no "/" and is not a per-step scalar (PER_STEP_KEYS), or it starts with
+    "eval/", "lm_eval/" or "metrics/" (the latter stripped). W&B's own "_"-keys are ignored.
     """
     metrics: dict[str, float] = {}
-    cost_flat: dict[str, Any] = {}
+    cost: dict[str, Any] = {}
     for key, value in summary.items():
         if key.startswith("_"):
             continue
-        if key == "metrics" and isinstance(value, Mapping):
+        if key == "cost" and isinstance(value, Mapping):
+            cost.update(value)
+        elif key.startswith("cost/"):
+            cost[key[len("cost/"):]] = dict(value) if isinstance(value, Mapping) else value
+        elif key == "metrics" and isinstance(value, Mapping):
             metrics.update(value)
         elif key.startswith("metrics/"):
             metrics[key[len("metrics/"):]] = value
-        elif key == "cost" and isinstance(value, Mapping):
-            cost_flat.update(flatten(value, prefix=""))
-        elif key.startswith("cost/"):
-            cost_flat[key[len("cost/"):].replace("/", ".")] = value
-        elif key in KNOWN_METRICS or key.startswith("lm_eval/"):
+        elif isinstance(value, Mapping) or not isinstance(value, (int, float)):
+            continue  # W&B media, strings and nested objects are not metrics
+        elif key.startswith(("eval/", "lm_eval/")) or ("/" not in key and key not in PER_STEP_KEYS):
             metrics.setdefault(key, value)
-    return metrics, _unflatten(cost_flat, ".")
+    return metrics, cost
 
 
 def wandb_run_to_record(run_id: str, group: str | None, state: str, config: Mapping[str, Any],

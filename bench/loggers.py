@@ -4,7 +4,6 @@ Owns:
 - `RunLogger`: start / log_step / finish, with `NoneLogger` (logger=none) and `WandbLogger`
   (logger=wandb, mode online | offline | disabled).
 - `build_logger`: the `logger` config group -> a RunLogger, with errors naming `logger.<key>`.
-- `redact_secrets`: drops secret-looking keys from a config; the run-record writer reuses it.
 - `read_offline_run`: reads an offline W&B run back from its `.wandb` file, with no network and no key.
 
 Must not: write run records (the local records are the source of truth, bench/records.py writes them),
@@ -16,17 +15,22 @@ NoneLogger, so a multi-rank job makes one W&B run, not one per rank.
 from __future__ import annotations
 
 import json
-import re
 import struct
+import time
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Mapping
+
+from bench.secrets import looks_secret, redact_secrets
 
 LOGGER_NAMES = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
 WANDB_KEYS = ("name", "mode", "project", "entity", "tags")
 RUN_STATUSES = ("completed", "failed")
 COST_PREFIX = "cost/"
+# How long finish waits for wandb-core to flush the run's transaction log (it takes ~0.1 s here).
+FLUSH_TIMEOUT_S = 60.0
 # W&B's own limits (its server rejects longer values); checked here so a sweep fails before compute.
 MAX_TAG_CHARS = 64
 # Characters W&B does not allow in a project name.
@@ -76,7 +80,16 @@ class WandbLogger(RunLogger):
             raise RuntimeError("WandbLogger.start called twice; build one logger per run")
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._run = wandb.init(
+        try:
+            self._run = self._init(wandb, config, run_id, sweep_id, method, run_dir)
+        except wandb.errors.UsageError as err:
+            if self.mode != "online":
+                raise
+            raise RuntimeError(f"logger.mode=online: W&B could not start ({err}). Set WANDB_API_KEY or run "
+                               "`wandb login`, or use logger.mode=offline and `wandb sync` later") from err
+
+    def _init(self, wandb, config: dict, run_id: str, sweep_id: str, method: str, run_dir: Path):
+        return wandb.init(
             mode=self.mode,
             project=self.project,
             entity=self.entity,
@@ -106,16 +119,43 @@ class WandbLogger(RunLogger):
         run, self._run = self._run, None
         # The last history row stays open until the next step or finish; commit it now, otherwise
         # its values (e.g. a per-step pref_acc) would overwrite the final metrics in the summary.
-        run.log({}, commit=True)
-        summary = {key: _plain(value) for key, value in metrics.items()}
-        summary.update({COST_PREFIX + key: _plain(value) for key, value in cost.items()})
-        run.summary.update(summary)
-        run.finish(exit_code=0 if status == "completed" else 1)
+        sync_file = Path(run.settings.sync_file) if self.mode != "disabled" else None
+        try:
+            run.log({}, commit=True)
+            summary = {key: _plain(value) for key, value in metrics.items()}
+            summary.update({COST_PREFIX + key: _plain(value) for key, value in cost.items()})
+            run.summary.update(summary)
+        finally:  # a bad metric value must not leave the W&B run open
+            run.finish(exit_code=0 if status == "completed" else 1)
+        if sync_file is not None:
+            _wait_for_exit_record(sync_file, timeout_s=FLUSH_TIMEOUT_S)
 
     def _require_run(self, what: str):
         if self._run is None:
             raise RuntimeError(f"WandbLogger.{what} called before start (or after finish)")
         return self._run
+
+
+def _wait_for_exit_record(path: Path, *, timeout_s: float) -> None:
+    """Block until the run's .wandb file holds its exit record.
+
+    wandb 0.31's run.finish() returns before wandb-core has flushed the transaction log (measured
+    here: right after finish the file often holds only its 7-byte header; ~0.1 s later it is
+    complete). Waiting makes "finish returned" mean "the run is on disk": a reader right after it
+    (tests, the analysis) sees the whole run, and a job killed right after loses nothing.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if any(r.WhichOneof("record_type") == "exit" for r in iter_wandb_records(path)):
+                return
+        except (OSError, ValueError):
+            pass  # not created yet, or caught mid-write: look again
+        if time.monotonic() > deadline:
+            warnings.warn(f"{path}: W&B had not written the run's exit record after {timeout_s:.0f} s; "
+                          "the offline run may be incomplete", RuntimeWarning, stacklevel=3)
+            return
+        time.sleep(0.02)
 
 
 def _quiet_settings(settings_cls: Any) -> dict[str, Any]:
@@ -132,7 +172,7 @@ def _quiet_settings(settings_cls: Any) -> dict[str, Any]:
         "x_save_requirements": False,   # no pip freeze: the run record lists package versions
         "disable_git": True,
         "save_code": False,
-        "quiet": True,                  # warnings and errors only
+        "quiet": True,                  # fewer terminal messages
         # A run left open by a crash in this process is closed, never handed back to the next run.
         "reinit": "finish_previous",
     }
@@ -163,7 +203,7 @@ def build_logger(cfg: Mapping, *, is_main_process: bool = True) -> RunLogger:
         if key not in allowed:
             # Name the key only: an unknown key may hold a secret, so its value is never echoed.
             hint = (" (the W&B key comes only from WANDB_API_KEY or `wandb login`)"
-                    if _looks_secret(str(key)) else "")
+                    if looks_secret(str(key)) else "")
             raise ValueError(f"logger.{key}: unknown key for logger {name!r}; allowed: {allowed}{hint}")
     if name == "none":
         return NoneLogger()
@@ -183,7 +223,8 @@ def build_logger(cfg: Mapping, *, is_main_process: bool = True) -> RunLogger:
         raise ValueError(f"logger.tags must be a list of strings, got {type(tags).__name__}")
     for i, tag in enumerate(tags):
         if not isinstance(tag, str) or not 0 < len(tag) <= MAX_TAG_CHARS:
-            raise ValueError(f"logger.tags[{i}] must be a string of 1..{MAX_TAG_CHARS} characters, got {tag!r}")
+            raise ValueError(f"logger.tags[{i}] must be a string of 1..{MAX_TAG_CHARS} characters, "
+                             f"got {tag!r}")
     if not is_main_process:
         return NoneLogger()
     return WandbLogger(mode=mode, project=project, entity=entity, tags=tuple(tags))
@@ -197,51 +238,6 @@ def _plain_mapping(cfg: Mapping) -> dict:
     if not isinstance(cfg, Mapping):
         raise ValueError(f"logger config must be a mapping, got {type(cfg).__name__}")
     return dict(cfg)
-
-
-# --- secrets ---------------------------------------------------------------------------------------
-
-# A key is secret-looking when one of its words (snake_case, camelCase, kebab-case, dotted) is one of
-# these, or when it contains one of the word pairs. Whole words, not substrings: `max_tokens`,
-# `tokenizer` and `reference_logps` are ordinary config keys.
-_SECRET_WORDS = {"password", "passwd", "secret", "secrets", "credential", "credentials", "apikey",
-                 "authorization"}
-_SECRET_PAIRS = {("api", "key"), ("access", "key"), ("private", "key")}
-# `token` is secret as a key's last word (hf_token, auth_token, wandb_token), except tokenizer special
-# tokens, whose values are strings like "<pad>" and belong in the config.
-_SPECIAL_TOKEN_WORDS = {"pad", "eos", "bos", "unk", "sep", "cls", "mask", "special", "start", "end", "stop"}
-
-
-def _key_words(key: str) -> list[str]:
-    return [w.lower() for w in re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+", key)]
-
-
-def _looks_secret(key: str) -> bool:
-    words = _key_words(key)
-    if any(w in _SECRET_WORDS for w in words):
-        return True
-    if any(pair in _SECRET_PAIRS for pair in zip(words, words[1:])):
-        return True
-    return bool(words) and words[-1] == "token" and not (len(words) > 1 and words[-2] in _SPECIAL_TOKEN_WORDS)
-
-
-def redact_secrets(d: Mapping) -> dict:
-    """A copy of `d` without secret-looking keys, at any depth (dicts inside lists too). Pure.
-
-    Secret-looking: a key with a word password / passwd / secret / credential(s) / authorization /
-    apikey, a pair api key / access key / private key, or `token` as its last word (hf_token), except
-    tokenizer special tokens (pad_token). Case-insensitive. Keys are dropped, not masked, so no
-    fragment of a value survives.
-    """
-    return {key: _redact_value(value) for key, value in d.items() if not _looks_secret(str(key))}
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return redact_secrets(value)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_redact_value(v) for v in value)
-    return value
 
 
 # --- reading an offline run back -------------------------------------------------------------------

@@ -184,7 +184,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     show_progress = bool(cfg.progress) and is_main
     method = build_method(config["method"])
     meter = CostMeter(device_count=accelerator.num_processes)
-    logger = build_logger(config["logger"]) if is_main else build_logger({"name": "none"})
+    logger = build_logger(config["logger"], is_main_process=is_main)
     started_at, history, metrics, error, status = now(), [], {}, None, "failed"
     setup = None
     try:

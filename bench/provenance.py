@@ -10,6 +10,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from bench.secrets import redact_overrides
+
 PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "hydra-core", "omegaconf",
             "lm_eval", "wandb", "numpy", "pandas", "trl", "peft", "submitit")
 
@@ -63,6 +65,6 @@ def provenance(seed: int, overrides: list[str]) -> dict:
         "packages": package_versions(),
         "hardware": hardware(),
         "seed": seed,
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv]),
-        "overrides": overrides,
+        "command": " ".join(shlex.quote(a) for a in [sys.executable, *redact_overrides(sys.argv)]),
+        "overrides": redact_overrides(overrides),
     }

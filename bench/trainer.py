@@ -130,7 +130,7 @@ class PreferenceTrainer:
                            "grad_norm": float(grad_norm) if grad_norm is not None else math.nan, **out.metrics}
                     history.append(row)
                     if accelerator.is_main_process:
-                        self.logger.log_step(step, row)
+                        self.logger.log_step(step, {k: v for k, v in row.items() if k != "step"})
                     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row.get('rewards/accuracies', math.nan):.2f}")
                 step += 1
                 bar.update(1)

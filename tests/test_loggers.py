@@ -20,13 +20,14 @@ from bench.loggers import (
     build_logger,
     find_offline_run_file,
     read_offline_run,
-    redact_secrets,
 )
+from bench.secrets import redact_overrides, redact_secrets
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "logger"
 HF_SECRET = "hf_NOTREALbutSECRETxxxxxxxxxxxxxxxxxx"
 WANDB_SECRET = "0123456789abcdefSECRET0123456789abcdef01"
-OFFLINE = {"name": "wandb", "mode": "offline", "project": "imi-bench", "entity": None, "tags": ["quick", "dpo"]}
+OFFLINE = {"name": "wandb", "mode": "offline", "project": "imi-bench", "entity": None,
+           "tags": ["quick", "dpo"]}
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ EXPECTED_CONFIG = {
     "method": {"name": "dpo", "beta": 0.1},
     "seed": 3,
     "model": {"tokenizer": "byt5", "max_tokens": 64, "pad_token": "<pad>", "pad_token_id": 0},
-    "logger": {"name": "wandb", "mode": "offline", "project": "imi-bench", "entity": None, "tags": ["quick", "dpo"]},
+    "logger": OFFLINE,  # WANDB_API_KEY dropped, the logger settings kept
     "datasets": [{"name": "toy", "auth": {}}],
 }
 
@@ -189,6 +190,19 @@ def test_reader_stops_at_torn_tail_and_rejects_corruption(wandb_env, tmp_path):
         read_offline_run(tmp_path / "plain.wandb")
 
 
+def test_online_without_key_fails_naming_the_fix(wandb_env, tmp_path):
+    # In a subprocess with no stdin: wandb must not prompt for a key, and no key is anywhere
+    # (HOME, so ~/.netrc, points into tmp_path). The auth check is local, so nothing is sent.
+    code = ("from bench.loggers import build_logger\n"
+            "logger = build_logger({'name': 'wandb', 'mode': 'online', 'project': 'imi-bench'})\n"
+            "logger.start(config={}, run_id='r', sweep_id='s', method='dpo',\n"
+            f"             run_dir={str(tmp_path / 'r')!r})\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          stdin=subprocess.DEVNULL, env={**os.environ, "WANDB_MODE": "online"})
+    assert done.returncode != 0
+    assert "logger.mode=online" in done.stderr and "WANDB_API_KEY" in done.stderr
+
+
 def test_none_logger_and_non_main_process(tmp_path):
     logger = build_logger({"name": "none"})
     assert type(logger) is NoneLogger
@@ -223,17 +237,20 @@ def test_wandb_logger_call_order_errors(tmp_path):
 
 def test_redact_secrets_nested_and_pure():
     config = {
-        "hf_token": "x", "HF_TOKEN": "x", "HFToken": "x", "wandb": {"api_key": "x", "apiKey": "x", "APIKEY": "x"},
+        "hf_token": "x", "HF_TOKEN": "x", "HFToken": "x",
+        "wandb": {"api_key": "x", "apiKey": "x", "APIKEY": "x"},
         "db": {"Password": "x", "client_secret": "x", "aws_secret_access_key": "x", "credentials": "x"},
         "runs": [{"auth_token": "x", "seed": 1}, 2, "hf_token"],
         "tokenizer": "byt5", "max_tokens": 64, "tokens_per_step": 512, "pad_token": "<pad>",
-        "eos_token": "</s>", "pad_token_id": 0, "reference_logps": "cached", "keyword": "k", "token_budget": 9,
+        "eos_token": "</s>", "pad_token_id": 0, "reference_logps": "cached", "keyword": "k",
+        "token_budget": 9,
     }
     before = json.dumps(config, sort_keys=True)
     assert redact_secrets(config) == {
         "wandb": {}, "db": {}, "runs": [{"seed": 1}, 2, "hf_token"],
         "tokenizer": "byt5", "max_tokens": 64, "tokens_per_step": 512, "pad_token": "<pad>",
-        "eos_token": "</s>", "pad_token_id": 0, "reference_logps": "cached", "keyword": "k", "token_budget": 9,
+        "eos_token": "</s>", "pad_token_id": 0, "reference_logps": "cached", "keyword": "k",
+        "token_budget": 9,
     }
     assert json.dumps(config, sort_keys=True) == before  # the input is untouched
 
@@ -255,3 +272,9 @@ def test_build_logger_errors_name_the_key(cfg, key):
         build_logger(cfg)
     assert key in str(err.value)
     assert "SECRETVALUE" not in str(err.value)
+
+
+def test_redact_overrides_hides_secret_values_on_the_command_line():
+    args = ["method.beta=0.1", "+hf_token=hf_abc", "logger.api_key=k", "dataset.pad_token=<pad>", "-m"]
+    assert redact_overrides(args) == ["method.beta=0.1", "+hf_token=<redacted>", "logger.api_key=<redacted>",
+                                      "dataset.pad_token=<pad>", "-m"]

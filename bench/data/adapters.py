@@ -27,6 +27,11 @@ How prompts are rendered (the trainer concatenates prompt + response and tokenis
     for both responses and byte-level BPE sees the usual " word" tokens.
 - Plain strings in local files are used verbatim: the file already holds the text the user wants.
 `stats["prompt_format"]` says which rendering a split got ("chat_template", "plain" or "verbatim").
+
+Known trap (datasets 5.2, measured): when a JSONL column holds both strings and other JSON values,
+`datasets` decodes every string in it that is itself valid JSON ("4" -> 4, "true" -> True,
+"[1, 2]" -> [1, 2], "null" -> None), so such rows are refused as not_string or missing_field. Keep
+each column one type.
 """
 from __future__ import annotations
 
@@ -34,6 +39,8 @@ import glob
 import os
 import re
 from typing import Any, Callable, Mapping
+
+from omegaconf import DictConfig, OmegaConf
 
 from bench.data.validate import BadRow, check_on_bad_row, merge_stats, validate_records
 
@@ -108,10 +115,6 @@ def check_dataset_config(cfg: Mapping) -> dict:
 
 def _plain(cfg: Mapping) -> dict:
     """A DictConfig (Hydra) or any mapping -> plain nested dicts/lists."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        DictConfig = ()
     if isinstance(cfg, DictConfig):
         return OmegaConf.to_container(cfg, resolve=True)
     if not isinstance(cfg, Mapping):
@@ -141,18 +144,18 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
 
     renderer = _Renderer(tokenizer)
     source = cfg["source"]
-    parts = []
+    records, parts = [], []
     for label, rows in _read_split(cfg, split_name):
         convert = _converter(source, cfg, renderer, label, rows.column_names)
-        records, stats = validate_records(
+        file_records, file_stats = validate_records(
             rows, label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
-            convert=convert, max_rows=None if max_rows is None else max_rows - sum(len(p[0]) for p in parts),
+            convert=convert, max_rows=None if max_rows is None else max_rows - len(records),
         )
-        parts.append((records, stats))
-        if max_rows is not None and sum(len(p[0]) for p in parts) >= max_rows:
+        records += file_records
+        parts.append(file_stats)
+        if max_rows is not None and len(records) >= max_rows:
             break
-    records = [r for part_records, _ in parts for r in part_records]
-    stats = merge_stats([s for _, s in parts])
+    stats = merge_stats(parts)
     if not records:
         raise ValueError(f"dataset {cfg.get('name')!r} split {split_name!r}: all {stats['n_rows']} rows were "
                          f"dropped {_nonzero(stats['dropped'])}; first errors: {stats['first_errors']}")

@@ -128,7 +128,8 @@ def check_record(row: Mapping, max_chars: int | None = None) -> dict:
         longer = max(("chosen", "rejected"), key=lambda f: len(record[f]))
         n_chars = len(record["prompt"]) + len(record[longer])
         if n_chars > max_chars:
-            raise BadRow("over_long", longer, f"is over-long: prompt + {longer} is {n_chars} characters > max_chars {max_chars}")
+            raise BadRow("over_long", longer,
+                         f"is over-long: prompt + {longer} is {n_chars} characters > max_chars {max_chars}")
 
     given = [f for f in SCORE_FIELDS if row.get(f) is not None]
     if len(given) == 1:

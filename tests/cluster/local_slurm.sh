@@ -31,6 +31,9 @@ BINARIES=(/usr/sbin/slurmctld /usr/sbin/slurmd /usr/bin/sinfo /usr/sbin/munged /
 # Start order; stop goes in reverse.
 DAEMONS=(munged mariadbd slurmdbd slurmctld slurmd)
 
+# slurm.conf has no quoting: a path with blanks would silently split.
+[[ "$STATE_DIR" != *[[:space:]]* ]] || { echo "local_slurm: ERROR: IMI_BENCH_SLURM_DIR must not contain blanks: '$STATE_DIR'" >&2; exit 2; }
+[[ "$STATE_DIR" == /* ]] || { echo "local_slurm: ERROR: IMI_BENCH_SLURM_DIR must be an absolute path: '$STATE_DIR'" >&2; exit 2; }
 export SLURM_CONF="$STATE_DIR/slurm.conf"
 MUNGE_SOCKET="$STATE_DIR/munge-socket/munge.socket.2"
 MYSQL_SOCKET="$STATE_DIR/mysql/mysqld.sock"
@@ -120,6 +123,8 @@ KillWait=5
 MessageTimeout=20
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
+# For slurmdbd connections Slurm takes the munge socket from here, not from AuthInfo.
+AccountingStoragePass=$MUNGE_SOCKET
 NodeName=localhost NodeAddr=127.0.0.1 $hw State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from bench.data.tasks.base import Task
-from bench.data.tasks.common import multiple_choice_items, require, require_probability, words_of
+from bench.data.tasks.common import exact, multiple_choice_items, require, require_probability, words_of
 
 DIGITS = tuple(str(d) for d in range(10))
 OPERATORS = ("+", "-", "*")
@@ -75,7 +75,7 @@ def parse_number(words: list[str], max_digits: int) -> int | None:
 def digit_match(predicted: int, target: int) -> float:
     """Fraction of right-aligned characters (sign included) that agree, over the longer string.
 
-    E.g. 12 vs 13 -> 1/2; 103 vs 13 -> 2/3; -5 vs 5 -> 1/2. Equals 1 only if the numbers are equal.
+    E.g. 12 vs 13 -> 1/2; 113 vs 13 -> 2/3; 103 vs 13 -> 1/3; -5 vs 5 -> 1/2. Equals 1 only if the numbers are equal.
     """
     a, b = str(predicted)[::-1], str(target)[::-1]
     matches = sum(x == y for x, y in zip(a, b))
@@ -178,7 +178,7 @@ class ArithmeticTask(Task):
             return MALFORMED_REWARD
         if predicted == target:
             return CORRECT_REWARD
-        return WRONG_BASE_REWARD + digit_match(predicted, target)
+        return exact(WRONG_BASE_REWARD + digit_match(predicted, target))
 
     def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
         """The correct answer and three distinct mistakes (for lm-eval items)."""

@@ -22,6 +22,12 @@ def require_probability(value: float, key: str) -> None:
     require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, key, f"must be in [0, 1], got {value!r}")
 
 
+def exact(reward: float) -> float:
+    """A reward rounded to 6 decimals, so sums of weights like 0.35 + 0.3 − 0.3 compare equal to
+    0.35: the labeller and the statistics treat equal gold rewards as ties, not as 1e-16 gaps."""
+    return round(reward, 6) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
 def words_of(text: str) -> list[str]:
     """Texts are space-separated words; any run of whitespace separates (as WhitespaceSplit does)."""
     return text.split()

@@ -11,7 +11,7 @@ import random
 from collections import Counter
 
 from bench.data.tasks.base import Task
-from bench.data.tasks.common import multiple_choice_items, require, require_probability, words_of
+from bench.data.tasks.common import exact, multiple_choice_items, require, require_probability, words_of
 
 # topic -> its aspect nouns. Every word belongs to exactly one category.
 TOPICS: dict[str, tuple[str, ...]] = {
@@ -161,7 +161,7 @@ class SentimentTask(Task):
             - REPEAT_WEIGHT * repetitions(words)
             - RAMBLE_WEIGHT * max(0, len(words) - RAMBLE_FREE_WORDS)
         )
-        return max(-1.0, min(1.0, reward))
+        return exact(max(-1.0, min(1.0, reward)))
 
     def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
         """For lm-eval items: an ideal review, a negative one, an off-topic one and a degenerate one."""

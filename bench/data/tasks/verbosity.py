@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 
 from bench.data.tasks.base import Task
-from bench.data.tasks.common import multiple_choice_items, require, require_probability, words_of
+from bench.data.tasks.common import exact, multiple_choice_items, require, require_probability, words_of
 
 DIGITS = tuple(str(d) for d in range(10))
 PROMPT_WORDS = ("largest", "of")
@@ -137,12 +137,12 @@ class VerbosityTrapTask(Task):
             level = HEDGE_REWARD
         else:
             level = WRONG_REWARD
-        return max(-1.0, min(1.0, level - self.padding_penalty * padding))
+        return exact(max(-1.0, min(1.0, level - self.padding_penalty * padding)))
 
     def label_reward(self, prompt: str, response: str) -> float:
         """The biased annotator: gold + length_bias per word. At the default 1.0 a length difference
         of 3 words outweighs any gold difference (gold spans [−1, 1]); see verbosity.md."""
-        return self.gold_reward(prompt, response) + self.length_bias * len(words_of(response))
+        return exact(self.gold_reward(prompt, response) + self.length_bias * len(words_of(response)))
 
     def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
         """For lm-eval items: short and padded versions of the right and of a wrong answer."""

@@ -1,0 +1,172 @@
+"""The suite's bridge to lm-evaluation-harness (DESIGN §7: `lm_eval/<task>/<metric>`).
+
+Owns two things: writing a built-in task's local multiple-choice lm-eval task (a YAML config plus
+its JSONL data, so evaluation runs offline), and running `lm_eval.simple_evaluate` on an in-memory
+model, flattening the results to "lm_eval/<task>/<metric>" floats. Standard lm-eval task names pass
+through unchanged (their data must then be available to `datasets`). Must not train, sample or
+label anything, nor download anything itself.
+
+Tokenization: texts are space-separated words and the query/choices are joined by a single space
+(`target_delimiter: " "`), so a word-level tokenizer sees exactly the words the model was trained on.
+lm-eval scores a choice as the tokens of `query + " " + choice` beyond the tokens of `query`; that is
+only right if the tokenizer does not append EOS to every encoding (checked in `run_lm_eval`). A
+choice's score has no EOS term, as usual in lm-eval multiple choice.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import yaml
+
+from bench.data.tasks.base import Task
+
+TASK_PREFIX = "imibench_"
+METRICS = ("acc", "acc_norm")
+
+
+def local_task_name(task: Task) -> str:
+    """The lm-eval task name of a built-in task, e.g. "imibench_arithmetic"."""
+    return f"{TASK_PREFIX}{task.name}"
+
+
+def write_local_tasks(task: Task, directory: Path, n_items: int, seed: int) -> list[str]:
+    """Write `<name>.yaml` and `<name>.jsonl` (n_items items from `task.multiple_choice_items`) into
+    `directory`; return the task names to pass to `run_lm_eval` with `include_path=directory`.
+
+    The same (task, n_items, seed) always writes the same files.
+    """
+    if not isinstance(n_items, int) or n_items < 1:
+        raise ValueError(f"n_items must be an int >= 1, got {n_items!r}")
+    directory = Path(directory).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    name = local_task_name(task)
+    items = task.multiple_choice_items(random.Random(seed), n_items)
+    data_path = directory / f"{name}.jsonl"
+    with open(data_path, "w", encoding="utf-8") as f:
+        for i, item in enumerate(items):
+            _check_item(task, i, item)
+            f.write(json.dumps({"query": item["query"], "choices": item["choices"], "gold": item["gold"]}) + "\n")
+    config = {
+        "task": name,
+        "dataset_path": "json",  # datasets' packaged JSON builder: reads the local file, no hub access
+        "dataset_kwargs": {"data_files": {"test": str(data_path)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "query",  # column names: lm-eval reads the field directly
+        "doc_to_choice": "choices",
+        "doc_to_target": "gold",
+        # Words are space-separated: query + " " + choice is exactly the trained text.
+        "target_delimiter": " ",
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in METRICS],
+        "metadata": {"version": 1.0, "n_items": n_items, "seed": seed, "task_params": getattr(task, "params", {})},
+    }
+    with open(directory / f"{name}.yaml", "w", encoding="utf-8") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    return [name]
+
+
+def _check_item(task: Task, index: int, item: dict) -> None:
+    choices = item.get("choices")
+    ok = (
+        isinstance(item.get("query"), str)
+        and isinstance(choices, list)
+        and len(choices) >= 2
+        and all(isinstance(c, str) and c.strip() for c in choices)
+        and isinstance(item.get("gold"), int)
+        and 0 <= item["gold"] < len(choices)
+    )
+    if not ok:
+        raise ValueError(f"task {task.name!r}: multiple-choice item {index} is malformed: {item!r}")
+
+
+def _check_tokenizer(tokenizer) -> None:
+    """lm-eval splits `context + continuation` at len(encode(context)); an EOS appended to every
+    encoding would shift that split by one token and score the wrong tokens."""
+    eos = getattr(tokenizer, "eos_token_id", None)
+    probe = tokenizer("x y")["input_ids"]
+    if eos is not None and probe and probe[-1] == eos:
+        raise ValueError(
+            "the tokenizer appends EOS to every encoding; lm-eval would score misaligned tokens. "
+            "Use a tokenizer whose post-processor adds at most a BOS."
+        )
+
+
+def _check_device(model, device: str) -> None:
+    import torch
+
+    target, actual = torch.device(device), model.device
+    if actual.type != target.type or (target.index is not None and actual.index != target.index):
+        raise ValueError(f"run_lm_eval(device={device!r}) but the model is on {actual}; move the model first")
+
+
+def run_lm_eval(
+    model,
+    tokenizer,
+    task_names: list[str],
+    include_path: Path | None,
+    batch_size: int = 8,
+    device: str = "cpu",
+    limit: int | float | None = None,
+) -> dict[str, float]:
+    """Evaluate an in-memory causal LM on lm-eval tasks; return {"lm_eval/<task>/<metric>": value}.
+
+    Local tasks are looked up in `include_path` (as written by `write_local_tasks`); lm-eval's own
+    task index is loaded (~8 s) only if some name is not found there. Metrics keep lm-eval's names
+    (acc, acc_norm, acc_stderr, ...); a metric under a filter other than "none" becomes
+    "<metric>_<filter>". Non-numeric values (e.g. a stderr of "N/A") are left out. The model's
+    train/eval mode is restored afterwards, and lm-eval is told not to reseed global RNGs (the
+    caller's training must not depend on whether it evaluated).
+    """
+    from lm_eval import simple_evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    if isinstance(task_names, str) or not task_names:
+        raise ValueError(f"task_names must be a non-empty list of lm-eval task names, got {task_names!r}")
+    _check_tokenizer(tokenizer)
+    _check_device(model, device)
+    manager = None
+    if include_path is not None:
+        include_path = Path(include_path)
+        if not include_path.is_dir():
+            raise ValueError(f"lm-eval include_path {str(include_path)!r} is not a directory")
+        manager = TaskManager(include_path=str(include_path), include_defaults=False)
+    if manager is None or any(name not in manager.all_tasks for name in task_names):
+        manager = TaskManager(include_path=str(include_path) if include_path else None, include_defaults=True)
+    unknown = [name for name in task_names if name not in manager.all_tasks]
+    if unknown:
+        raise ValueError(f"unknown lm-eval task(s) {unknown}; local tasks live in include_path={include_path}")
+
+    was_training = model.training
+    try:
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        results = simple_evaluate(
+            model=lm,
+            tasks=list(task_names),
+            task_manager=manager,
+            limit=limit,
+            log_samples=False,
+            random_seed=None,
+            numpy_random_seed=None,
+            torch_random_seed=None,
+        )
+    finally:
+        model.train(was_training)
+    return flatten_results(results["results"])
+
+
+def flatten_results(task_results: dict[str, dict]) -> dict[str, float]:
+    """{"<task>": {"acc,none": 0.5, "alias": ...}} -> {"lm_eval/<task>/acc": 0.5} (numbers only)."""
+    flat: dict[str, float] = {}
+    for task, metrics in task_results.items():
+        for key, value in metrics.items():
+            if "," not in key or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            metric, filter_name = key.split(",", 1)
+            name = metric if filter_name == "none" else f"{metric}_{filter_name}"
+            if math.isfinite(value):
+                flat[f"lm_eval/{task}/{name}"] = float(value)
+    return flat

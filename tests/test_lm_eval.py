@@ -1,0 +1,164 @@
+"""The lm-eval bridge runs offline on a tiny in-memory Llama with a word-level tokenizer built from
+the tasks' vocabularies, and its accuracies equal a brute-force scoring of the same items."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+# Nothing here may touch the network; set before lm-eval/datasets are imported by the tests.
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+import yaml
+from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from bench.data.tasks import available_tasks, build_task
+from bench.lm_eval_harness import flatten_results, run_lm_eval, write_local_tasks
+
+SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
+N_ITEMS = 30
+
+
+def word_tokenizer(words: list[str], append_eos: bool = False) -> PreTrainedTokenizerFast:
+    """WordLevel + WhitespaceSplit; the post-processor prepends <bos> (and optionally appends <eos>)."""
+    vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + sorted(set(words)))}
+    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    single = "<bos> $A <eos>" if append_eos else "<bos> $A"
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single=single, special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return [build_task(name) for name in available_tasks()]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tasks):
+    return word_tokenizer([w for task in tasks for w in task.vocabulary])
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    return LlamaForCausalLM(config)
+
+
+@pytest.fixture(scope="module")
+def local_tasks(tasks, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("lm_eval_tasks")
+    names = [name for task in tasks for name in write_local_tasks(task, directory, N_ITEMS, seed=0)]
+    return directory, names
+
+
+@torch.no_grad()
+def brute_force_accuracy(model, tokenizer, data_path: Path) -> tuple[float, float]:
+    """acc and acc_norm (log-likelihood over choice length in characters), scored one choice at a
+    time: the log-prob of the choice's tokens after <bos> + query."""
+    correct = correct_norm = n = 0
+    for line in data_path.read_text().splitlines():
+        item = json.loads(line)
+        context_len = len(tokenizer(item["query"])["input_ids"])
+        lls = []
+        for choice in item["choices"]:
+            ids = tokenizer(f"{item['query']} {choice}")["input_ids"]
+            logps = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+            lls.append(sum(logps[t - 1, ids[t]].item() for t in range(context_len, len(ids))))
+        normed = [ll / len(c) for ll, c in zip(lls, item["choices"])]
+        correct += max(range(len(lls)), key=lls.__getitem__) == item["gold"]
+        correct_norm += max(range(len(normed)), key=normed.__getitem__) == item["gold"]
+        n += 1
+    return correct / n, correct_norm / n
+
+
+def test_write_local_tasks_writes_a_reproducible_multiple_choice_task(tasks, tmp_path):
+    task = tasks[0]
+    names = write_local_tasks(task, tmp_path / "a", 10, seed=3)
+    again = write_local_tasks(task, tmp_path / "b", 10, seed=3)
+    assert names == again == [f"imibench_{task.name}"]
+    data_a, data_b = (tmp_path / d / f"{names[0]}.jsonl" for d in ("a", "b"))
+    assert data_a.read_text() == data_b.read_text()
+    config = yaml.safe_load((tmp_path / "a" / f"{names[0]}.yaml").read_text())
+    assert config["task"] == names[0]
+    assert config["dataset_path"] == "json"
+    assert config["dataset_kwargs"]["data_files"]["test"] == str(data_a.resolve())
+    assert config["output_type"] == "multiple_choice"
+    assert config["target_delimiter"] == " "
+    assert [m["metric"] for m in config["metric_list"]] == ["acc", "acc_norm"]
+    items = [json.loads(line) for line in data_a.read_text().splitlines()]
+    assert len(items) == 10 and all(set(i) == {"query", "choices", "gold"} for i in items)
+
+
+def test_run_lm_eval_offline_matches_brute_force(model, tokenizer, local_tasks):
+    directory, names = local_tasks
+    assert names == ["imibench_arithmetic", "imibench_sentiment", "imibench_verbosity"]
+    model.train()
+    metrics = run_lm_eval(model, tokenizer, names, include_path=directory, batch_size=8, device="cpu")
+    assert model.training, "run_lm_eval must restore the model's train mode"
+    for name in names:
+        for metric in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr"):
+            assert 0.0 <= metrics[f"lm_eval/{name}/{metric}"] <= 1.0
+        acc, acc_norm = brute_force_accuracy(model, tokenizer, directory / f"{name}.jsonl")
+        assert metrics[f"lm_eval/{name}/acc"] == pytest.approx(acc)
+        assert metrics[f"lm_eval/{name}/acc_norm"] == pytest.approx(acc_norm)
+    assert all(key.startswith("lm_eval/") for key in metrics)
+
+
+def test_run_lm_eval_limit(model, tokenizer, local_tasks):
+    directory, names = local_tasks
+    metrics = run_lm_eval(model, tokenizer, names[:1], include_path=directory, limit=4)
+    # With 4 items accuracy is a multiple of 1/4.
+    assert (metrics[f"lm_eval/{names[0]}/acc"] * 4) % 1 == 0
+
+
+def test_run_lm_eval_rejects_a_tokenizer_that_appends_eos(model, tasks, local_tasks):
+    directory, names = local_tasks
+    bad = word_tokenizer([w for task in tasks for w in task.vocabulary], append_eos=True)
+    with pytest.raises(ValueError, match="EOS"):
+        run_lm_eval(model, bad, names, include_path=directory)
+
+
+def test_run_lm_eval_unknown_task_is_named(model, tokenizer, local_tasks):
+    """A name not in include_path is looked up among lm-eval's own tasks (include_defaults=True)."""
+    directory, _ = local_tasks
+    with pytest.raises(ValueError, match="imibench_nope"):
+        run_lm_eval(model, tokenizer, ["imibench_nope"], include_path=directory)
+
+
+def test_run_lm_eval_checks_the_device(model, tokenizer, local_tasks):
+    directory, names = local_tasks
+    with pytest.raises(ValueError, match="device"):
+        run_lm_eval(model, tokenizer, names, include_path=directory, device="cuda")
+
+
+def test_flatten_results_by_hand():
+    results = {
+        "imibench_arithmetic": {"alias": "imibench_arithmetic", "acc,none": 0.5, "acc_stderr,none": 0.1},
+        "gsm8k": {"exact_match,strict-match": 0.25, "exact_match_stderr,strict-match": "N/A"},
+    }
+    assert flatten_results(results) == {
+        "lm_eval/imibench_arithmetic/acc": 0.5,
+        "lm_eval/imibench_arithmetic/acc_stderr": 0.1,
+        "lm_eval/gsm8k/exact_match_strict-match": 0.25,
+    }

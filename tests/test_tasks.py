@@ -1,0 +1,345 @@
+"""The built-in tasks: gold rewards on hand-made examples, determinism, vocabulary coverage, the
+verbosity trap's bias, and the registry's errors."""
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from bench.data.tasks import ArithmeticTask, SentimentTask, VerbosityTrapTask, available_tasks, build_task
+from bench.data.tasks.arithmetic import digit_match, evaluate, number_to_words, parse_number
+
+ALL_TASKS = ["arithmetic", "sentiment", "verbosity"]
+
+
+def binomial_tolerance(p: float, n: int, z: float = 4.0) -> float:
+    return z * math.sqrt(p * (1 - p) / n)
+
+
+# ---------------------------------------------------------------- registry
+
+
+def test_registry_lists_and_builds_every_task():
+    assert available_tasks() == sorted(ALL_TASKS)
+    assert isinstance(build_task("arithmetic"), ArithmeticTask)
+    assert isinstance(build_task("sentiment"), SentimentTask)
+    assert isinstance(build_task("verbosity", length_bias=2.0), VerbosityTrapTask)
+    assert build_task("verbosity", length_bias=2.0).length_bias == 2.0
+
+
+def test_registry_unknown_name_lists_available_tasks():
+    with pytest.raises(ValueError, match="arithmetic, sentiment, verbosity"):
+        build_task("nope")
+
+
+def test_registry_unknown_kwarg_names_the_config_key():
+    with pytest.raises(ValueError, match=r"dataset\.task_kwargs\.lenght_bias"):
+        build_task("verbosity", lenght_bias=1.0)
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, key",
+    [
+        ("arithmetic", {"error_rate": 1.5}, "error_rate"),
+        ("arithmetic", {"max_operands": 9}, "max_operands"),
+        ("arithmetic", {"operators": ["/"]}, "operators"),
+        ("sentiment", {"positive_rate": -0.1}, "positive_rate"),
+        ("sentiment", {"max_clauses": 7}, "max_clauses"),
+        ("verbosity", {"length_bias": -1.0}, "length_bias"),
+        ("verbosity", {"min_numbers": 1}, "min_numbers"),
+    ],
+)
+def test_bad_task_values_name_the_config_key(name, kwargs, key):
+    with pytest.raises(ValueError, match=rf"dataset\.task_kwargs\.{key}"):
+        build_task(name, **kwargs)
+
+
+# ---------------------------------------------------------------- properties shared by all tasks
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_prompts_and_demonstrations_are_deterministic_given_a_seed(name):
+    task = build_task(name)
+
+    def draw(seed):
+        rng = random.Random(seed)
+        out = []
+        for _ in range(50):
+            prompt = task.sample_prompt(rng)
+            out.append((prompt, task.demonstration(prompt, rng)))
+        return out
+
+    assert draw(7) == draw(7)
+    assert draw(7) != draw(8)
+    # multiple_choice_items is deterministic too (lm-eval files must be reproducible).
+    assert task.multiple_choice_items(random.Random(3), 20) == task.multiple_choice_items(random.Random(3), 20)
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_vocabulary_covers_every_prompt_demonstration_and_choice(name):
+    task = build_task(name)
+    vocabulary = task.vocabulary
+    assert len(vocabulary) == len(set(vocabulary)), "duplicate words in the vocabulary"
+    assert len(vocabulary) <= 64, "keep vocabularies small"
+    allowed = set(vocabulary)
+    rng = random.Random(0)
+    seen: set[str] = set()
+    for _ in range(3000):
+        prompt = task.sample_prompt(rng)
+        seen.update(prompt.split())
+        seen.update(task.demonstration(prompt, rng).split())
+    for item in task.multiple_choice_items(rng, 200):
+        seen.update(item["query"].split())
+        for choice in item["choices"]:
+            seen.update(choice.split())
+    assert seen <= allowed, f"words outside the vocabulary: {sorted(seen - allowed)}"
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_prompt_and_demonstration_fit_the_model_context(name):
+    task = build_task(name)
+    rng = random.Random(1)
+    for _ in range(3000):
+        prompt = task.sample_prompt(rng)
+        demo = task.demonstration(prompt, rng)
+        assert 1 <= len(demo.split()) <= task.max_response_tokens, demo
+        # BOS + prompt + response cap + EOS must stay within ~40 of the model's 64 positions.
+        assert len(prompt.split()) + task.max_response_tokens + 2 <= 40
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_gold_reward_is_bounded_for_any_word_sequence(name):
+    """Samples can be anything (degenerate, truncated at the cap, unknown tokens): never raise."""
+    task = build_task(name)
+    rng = random.Random(2)
+    words = [*task.vocabulary, "<unk>"]
+    for _ in range(2000):
+        prompt = task.sample_prompt(rng)
+        response = " ".join(rng.choice(words) for _ in range(rng.randint(0, task.max_response_tokens)))
+        assert -1.0 <= task.gold_reward(prompt, response) <= 1.0
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_multiple_choice_gold_is_the_unique_best_choice(name):
+    task = build_task(name)
+    items = task.multiple_choice_items(random.Random(4), 100)
+    assert len(items) == 100
+    golds = set()
+    for item in items:
+        choices = item["choices"]
+        assert len(choices) == len(set(choices)) >= 2
+        rewards = [task.gold_reward(item["query"], c) for c in choices]
+        best = rewards[item["gold"]]
+        assert all(r < best for i, r in enumerate(rewards) if i != item["gold"])
+        golds.add(item["gold"])
+    assert len(golds) > 1, "choices must be shuffled so the gold index carries no information"
+
+
+@pytest.mark.parametrize("name", ALL_TASKS)
+def test_gold_reward_rejects_a_prompt_from_another_task(name):
+    with pytest.raises(ValueError, match="prompt"):
+        build_task(name).gold_reward("hello there", "1")
+
+
+# ---------------------------------------------------------------- arithmetic
+
+
+def test_evaluate_matches_python_on_many_expressions():
+    task = ArithmeticTask(max_operands=4)
+    rng = random.Random(0)
+    for _ in range(2000):
+        prompt = task.sample_prompt(rng)
+        expression = prompt.removesuffix(" =")
+        assert task.answer(prompt) == eval(expression), prompt  # Python's precedence is the oracle
+
+
+def test_evaluate_precedence_and_left_to_right():
+    assert evaluate([3, 4, 2], ["+", "*"]) == 11
+    assert evaluate([3, 4, 2], ["+", "*"], precedence=False) == 14
+    assert evaluate([8, 2, 3, 1], ["-", "*", "-"]) == 1
+
+
+def test_number_words_round_trip():
+    for value in [0, 7, 10, -5, -81, 729]:
+        assert parse_number(number_to_words(value).split(), 3) == value
+    assert number_to_words(-12) == "- 1 2"
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("1 1", 1.0),  # 3 + 4 * 2 = 11
+        ("1  1", 1.0),  # any whitespace separates words
+        ("1 2", -0.5 + 1 / 2),  # one of two digits right
+        ("1 4", -0.5 + 1 / 2),  # the left-to-right mistake
+        ("- 1 1", -0.5 + 2 / 3),  # "-11" vs "11": two of three characters right
+        ("5", -0.5 + 0.0),
+        ("", -1.0),
+        ("1 1 +", -1.0),  # stray word
+        ("0 7", -1.0),  # leading zero
+        ("1 1 1 1 1 1 1 1", -1.0),  # truncated at the cap: more digits than any answer has
+        ("<unk>", -1.0),
+        ("=", -1.0),
+    ],
+)
+def test_arithmetic_gold_reward_by_hand(response, expected):
+    assert ArithmeticTask().gold_reward("3 + 4 * 2 =", response) == pytest.approx(expected, abs=1e-6)
+
+
+def test_arithmetic_gold_reward_negative_answers():
+    task = ArithmeticTask()
+    assert task.gold_reward("2 - 7 =", "- 5") == 1.0
+    assert task.gold_reward("2 - 7 =", "5") == pytest.approx(-0.5 + 1 / 2)
+    assert task.gold_reward("2 - 2 =", "- 0") == -1.0
+
+
+def test_digit_match_by_hand():
+    assert digit_match(12, 13) == 0.5
+    assert digit_match(113, 13) == pytest.approx(2 / 3)
+    assert digit_match(103, 13) == pytest.approx(1 / 3)
+    assert digit_match(-5, 5) == 0.5
+    assert digit_match(42, 42) == 1.0
+
+
+def test_arithmetic_demonstrations_are_wrong_at_the_error_rate_and_diverse():
+    task = ArithmeticTask(error_rate=0.3)
+    rng = random.Random(5)
+    n, wrong = 4000, 0
+    for _ in range(n):
+        prompt = task.sample_prompt(rng)
+        reward = task.gold_reward(prompt, task.demonstration(prompt, rng))
+        assert reward > -1.0, "demonstrations are always well-formed numbers"
+        wrong += reward < 1.0
+    assert abs(wrong / n - 0.3) < binomial_tolerance(0.3, n)
+    # Mistakes are diverse: many different wrong answers to one prompt.
+    mistakes = {ArithmeticTask(error_rate=1.0).demonstration("3 + 4 * 2 =", rng) for _ in range(300)}
+    assert "1 1" not in mistakes and "1 4" in mistakes and len(mistakes) >= 10
+    assert {ArithmeticTask(error_rate=0.0).demonstration("3 + 4 * 2 =", rng) for _ in range(50)} == {"1 1"}
+
+
+# ---------------------------------------------------------------- sentiment
+
+FOOD_TASTE = "review food taste"
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("the taste was great and it was lovely", 0.35 * 2 + 0.3),  # the best: exactly 1
+        ("great lovely taste", 1.0),  # the language is keyword-based
+        ("great lovely superb taste", 1.0),  # a third positive word earns nothing
+        ("the taste was bad", -0.35 + 0.3),
+        ("the taste was great", 0.35 + 0.3),
+        ("the chef was great", 0.35),  # on topic but not the asked-for aspect
+        ("the plot was great", 0.35 - 0.3),  # another topic's noun
+        ("review the taste was great", 0.35 + 0.3 - 0.3),  # echoing the instruction
+        ("the taste was great <unk>", 0.35 + 0.3 - 0.3),  # a word outside the language
+        ("great great great", 0.35 - 0.3 * (2 + 2)),  # 2 extra uses + 2 adjacent repeats
+        ("", -1.0),
+        (" ".join(["the"] * 24), -1.0),  # degenerate, truncated at the cap
+        # 19 words: 4 positives (capped at 2) + aspect; "the" and "was" used 4 times (1 extra each);
+        # rambling 19 - 12 = 7 words: 0.7 + 0.3 - 0.6 - 0.7.
+        ("the taste was good and the chef was great and the dish was lovely and the food was fun", -0.3),
+    ],
+)
+def test_sentiment_gold_reward_by_hand(response, expected):
+    assert SentimentTask().gold_reward(FOOD_TASTE, response) == pytest.approx(expected, abs=1e-6)
+
+
+def test_sentiment_demonstrations_are_mixed_in_sentiment():
+    from bench.data.tasks.sentiment import NEGATIVE, POSITIVE
+
+    task = SentimentTask(positive_rate=0.5, degenerate_rate=0.0)
+    rng = random.Random(6)
+    positive = negative = 0
+    rewards = []
+    for _ in range(3000):
+        prompt = task.sample_prompt(rng)
+        demo = task.demonstration(prompt, rng)
+        positive += sum(w in POSITIVE for w in demo.split())
+        negative += sum(w in NEGATIVE for w in demo.split())
+        rewards.append(task.gold_reward(prompt, demo))
+    n = positive + negative
+    assert abs(positive / n - 0.5) < binomial_tolerance(0.5, n)
+    assert min(rewards) < -0.5 and max(rewards) == 1.0  # room both ways for preference learning
+    all_positive = SentimentTask(positive_rate=1.0, off_topic_rate=0.0, degenerate_rate=0.0)
+    assert not any(w in NEGATIVE for w in all_positive.demonstration(FOOD_TASTE, rng).split())
+
+
+def test_sentiment_degenerate_demonstrations_stutter():
+    task = SentimentTask(degenerate_rate=1.0)
+    rng = random.Random(7)
+    for _ in range(100):
+        words = task.demonstration(FOOD_TASTE, rng).split()
+        assert words[-1] == words[-2] == words[-3]
+        assert task.gold_reward(FOOD_TASTE, " ".join(words)) < 0.5
+
+
+# ---------------------------------------------------------------- verbosity trap
+
+LARGEST = "largest of 3 7 2"
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("7", 1.0),
+        ("it is 7", 1.0 - 0.1 * 2),
+        ("well i think the answer is 7 you know", 1.0 - 0.1 * 8),
+        ("7 7", 1.0 - 0.1),  # a repeated answer is padding
+        ("7 or 3", 0.0 - 0.1),  # hedged
+        ("3", -0.5),
+        ("i think 3", -0.5 - 0.2),
+        ("well", -1.0),  # no answer; clipped at -1
+        ("", -1.0),
+        (" ".join(["well"] * 15 + ["7"]), -0.5),  # truncated at the cap: 1 - 15 * 0.1
+    ],
+)
+def test_verbosity_gold_reward_by_hand(response, expected):
+    assert VerbosityTrapTask().gold_reward(LARGEST, response) == pytest.approx(expected, abs=1e-6)
+
+
+def test_verbosity_label_reward_by_hand():
+    task = VerbosityTrapTask(length_bias=1.0)
+    assert task.label_reward(LARGEST, "7") == pytest.approx(1.0 + 1.0)
+    assert task.label_reward(LARGEST, "it is 7") == pytest.approx(0.8 + 3.0)
+    assert task.label_reward(LARGEST, "i think it is 3") == pytest.approx(-0.5 - 0.4 + 5.0)
+    no_bias = VerbosityTrapTask(length_bias=0.0)
+    assert no_bias.label_reward(LARGEST, "it is 7") == no_bias.gold_reward(LARGEST, "it is 7")
+
+
+def test_verbosity_padding_never_raises_gold_but_raises_the_label():
+    """Length is ignored (or penalised) by gold and rewarded by the annotator, on every demo."""
+    from bench.data.tasks.verbosity import PREFIX_PHRASES
+
+    task = VerbosityTrapTask()
+    rng = random.Random(8)
+    for _ in range(2000):
+        prompt = task.sample_prompt(rng)
+        demo = task.demonstration(prompt, rng)
+        padded = " ".join([*rng.choice(PREFIX_PHRASES), demo])
+        assert task.gold_reward(prompt, padded) <= task.gold_reward(prompt, demo)
+        assert task.label_reward(prompt, padded) > task.label_reward(prompt, demo)
+
+
+def test_verbosity_label_prefers_a_long_wrong_answer_to_a_short_right_one():
+    task = VerbosityTrapTask()
+    short_right, long_wrong = "7", "well i think it is 3 you know"
+    assert task.gold_reward(LARGEST, short_right) > task.gold_reward(LARGEST, long_wrong)
+    assert task.label_reward(LARGEST, long_wrong) > task.label_reward(LARGEST, short_right)
+
+
+def test_verbosity_demonstrations_vary_in_length_and_correctness():
+    task = VerbosityTrapTask()
+    rng = random.Random(9)
+    lengths, correct = set(), 0
+    n = 3000
+    for _ in range(n):
+        prompt = task.sample_prompt(rng)
+        demo = task.demonstration(prompt, rng)
+        lengths.add(len(demo.split()))
+        correct += task.answer(prompt) in demo.split()
+    assert {1, 2, 3, 5} <= lengths
+    # Correct unless wrong (0.25) and not rescued by a hedge (0.1): 0.75 + 0.25 * 0.1.
+    assert abs(correct / n - 0.775) < binomial_tolerance(0.775, n)
