@@ -2,9 +2,11 @@
 
 Cost of one run, under a convention for the one-off shared costs (SFT checkpoint, dataset build,
 reference log-probs; the record's `cost.shared.<kind>` entries give each cache's key and build cost):
-    own cost      the run's `cost.device_hours`, `cost.flops`, `cost.total_s`. A run that built a cache
-                  (hit = false) paid the build inside its own cost; that build is taken out first
-                  (`builds_in_own_cost=True`), so no build is counted twice.
+    own cost      the run's `cost.device_hours`, `cost.flops`, `cost.total_s`. bench times the setup
+                  phase in which a run builds a missing cache, so a run that built one (hit = false) has
+                  the build inside its own wall time and device-hours: it is taken out first, so no build
+                  is counted twice. bench's FLOPs count only the tokens the run itself trains on and
+                  scores, never a build, so nothing is taken out of them.
     "amortize"    each unique cache key's build cost is charged once, divided equally over the loaded
                   runs that used that key (the sweep shares it).
     "per_run"     every run is charged the full build cost of every cache it used, as if it ran alone.
@@ -39,11 +41,11 @@ from analysis.metrics import configuration_arrays, point_config_stats, resampled
 from analysis.stats import percentile_interval
 
 CONVENTIONS = ("amortize", "per_run")
-# (own cost column, shared entry field, charged column) for the three cost quantities
+# (own cost column, shared entry field, charged column, whether a build is inside the own cost)
 QUANTITIES = (
-    ("cost.device_hours", "device_hours", "charged.device_hours"),
-    ("cost.flops", "flops", "charged.flops"),
-    ("cost.total_s", "wall_s", "charged.wall_s"),
+    ("cost.device_hours", "device_hours", "charged.device_hours", True),
+    ("cost.flops", "flops", "charged.flops", False),
+    ("cost.total_s", "wall_s", "charged.wall_s", True),
 )
 CHARGED_COLUMNS = tuple(q[2] for q in QUANTITIES)
 
@@ -93,14 +95,14 @@ def shared_build_costs(frame: pd.DataFrame) -> pd.DataFrame:
         for key, users in frame[keys.notna()].groupby(keys[keys.notna()], sort=True):
             builders = users[built.loc[users.index]]
             row = {"kind": kind, "key": key, "n_runs": len(users), "n_builds": len(builders)}
-            for _, field, _ in QUANTITIES:
+            for _, field, _, _ in QUANTITIES:
                 values = shared_field(frame, kind, field).loc[(builders if len(builders) else users).index]
                 row[field] = values.mean() if len(builders) else values.median()
             rows.append(row)
     return pd.DataFrame(rows, columns=["kind", "key", "n_runs", "n_builds", *[q[1] for q in QUANTITIES]])
 
 
-def charged_costs(frame: pd.DataFrame, convention: str = "amortize", builds_in_own_cost: bool = True) -> pd.DataFrame:
+def charged_costs(frame: pd.DataFrame, convention: str = "amortize") -> pd.DataFrame:
     """Per-run cost under a shared-cost convention (see the module docstring).
 
     In:  runs frame with cost.* columns. Out: a frame with the same index and columns
@@ -111,12 +113,12 @@ def charged_costs(frame: pd.DataFrame, convention: str = "amortize", builds_in_o
         raise ValueError(f"cost convention must be one of {CONVENTIONS}, got {convention!r}")
     out = pd.DataFrame(index=frame.index)
     builds = shared_build_costs(frame)
-    for own_column, field, charged_column in QUANTITIES:
+    for own_column, field, charged_column, build_inside in QUANTITIES:
         charged = _column(frame, own_column)
         for kind in shared_kinds(frame):
             prefix = f"cost.shared.{kind}."
             keys = frame[prefix + "key"]
-            if builds_in_own_cost and prefix + "hit" in frame:
+            if build_inside and prefix + "hit" in frame:
                 built_here = _is_false(frame[prefix + "hit"]) & keys.notna()
                 charged = charged - shared_field(frame, kind, field).where(built_here, 0.0).fillna(0.0)
                 charged = charged.clip(lower=0.0)
@@ -215,3 +217,28 @@ def _reach_row(setting, arm, arm_runs, tolerance, best_point, best_boot, base_po
             f"savings_vs_full_grid_{name}": float(_savings(cost, full_grid)),
         })
     return row
+
+
+def savings_summary(table: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Savings summed over settings: what matching the tuned baseline on every setting costs.
+
+    In:  `cost_to_reach_table` output. Out: one row per (tolerance, arm other than the baseline):
+         tolerance, arm, n_settings (settings where both ran), n_reached (settings where the arm reaches τ),
+         total_device_hours / total_flops (Σ over those settings of the arm's expected cost; ∞ if it misses
+         τ anywhere), baseline_total_device_hours / baseline_total_flops, savings_device_hours /
+         savings_flops = 1 − total / baseline total (−∞ when the arm misses τ on some setting).
+    """
+    rows = []
+    base = table[table["arm"] == baseline].set_index(["setting", "tolerance"])
+    for (tolerance, arm), group in table[table["arm"] != baseline].groupby(["tolerance", "arm"], sort=True):
+        reference = base.loc[[(s, tolerance) for s in group["setting"]]]
+        row = {"tolerance": tolerance, "arm": arm, "n_settings": len(group), "n_reached": int(group["reaches"].sum())}
+        for name in ("device_hours", "flops"):
+            total = float(group[f"expected_{name}"].sum())
+            base_total = float(reference[f"expected_{name}"].sum())
+            row.update({f"total_{name}": total, f"baseline_total_{name}": base_total,
+                        f"savings_{name}": float(_savings(np.array(total), np.array(base_total)))})
+        rows.append(row)
+    columns = ["tolerance", "arm", "n_settings", "n_reached", "total_device_hours", "baseline_total_device_hours",
+               "savings_device_hours", "total_flops", "baseline_total_flops", "savings_flops"]
+    return pd.DataFrame(rows, columns=columns)

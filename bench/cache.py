@@ -21,6 +21,8 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
+from bench.secrets import redact_secrets
+
 META_FILE = "meta.json"
 
 
@@ -70,7 +72,7 @@ class DiskCache:
                 meta = {
                     "kind": kind,
                     "key": key,
-                    "payload": payload,
+                    "payload": redact_secrets(payload) if isinstance(payload, dict) else payload,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "build_cost": {"wall_s": time.time() - started, **(build_cost or {})},
                 }

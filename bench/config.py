@@ -49,6 +49,13 @@ def validate_config(cfg: DictConfig) -> None:
             f"model=tiny builds its tokenizer from a built-in task's vocabulary, but dataset.source={source!r}; "
             "use model=hf model.pretrained=<name or path> for real datasets"
         )
+    if source != "builtin":
+        from bench.data.adapters import check_dataset_config
+
+        try:
+            check_dataset_config(cfg.dataset)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
     if source == "builtin":
         from bench.data.tasks import available_tasks
 

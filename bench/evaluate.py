@@ -15,11 +15,10 @@ from typing import Mapping
 
 import torch
 
-from bench.data.encoding import PairTensors, SequenceTensors, _pad, encode_text
+from bench.data.encoding import PairTensors, SequenceTensors, _pad, encode_text, with_boundary
 from bench.generation import sample_responses
 from bench.logps import score_all
 from bench.methods.base import Method, PairLogps
-from bench.models import boundary_token_id
 from bench.trainer import PairCache, marginal_per_conditional_token
 
 COLLAPSE_RULE = (
@@ -57,7 +56,7 @@ def _sample_sequences(tokenizer, samples, max_length: int) -> SequenceTensors:
     """[BOS] + prompt + sampled ids (+ EOS only if the sample emitted it), response tokens scored."""
     rows, masks = [], []
     for s in samples:
-        prefix = [boundary_token_id(tokenizer)] + encode_text(tokenizer, s.prompt)
+        prefix = with_boundary(tokenizer, encode_text(tokenizer, s.prompt))
         response = s.response_ids + ([] if s.truncated else [tokenizer.eos_token_id])
         seq = (prefix + response)[:max_length]
         rows.append(seq)

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 from transformers import GenerationConfig
 
-from bench.data.encoding import encode_text
-from bench.models import boundary_token_id
+from bench.data.encoding import encode_text, with_boundary
 
 
 @dataclass
@@ -42,17 +41,16 @@ def sample_responses(
     config = GenerationConfig(
         do_sample=not greedy,
         temperature=1.0,
-        top_k=0,
+        top_k=0,  # 0 = off; None would fall back to transformers' default of 50 (it warns that 0 "may be ignored": it is honoured)
         top_p=1.0,
         max_new_tokens=max_new_tokens,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    start = boundary_token_id(tokenizer)
     samples: list[Sample] = []
     for first in range(0, len(prompts), batch_size):
         chunk = prompts[first : first + batch_size]
-        encoded = [[start] + encode_text(tokenizer, p) for p in chunk]
+        encoded = [with_boundary(tokenizer, encode_text(tokenizer, p)) for p in chunk]
         width = max(len(e) for e in encoded)
         # left-pad so every prompt ends at the same position and generation continues all of them
         input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)

@@ -118,7 +118,7 @@ def run_lm_eval(
     (acc, acc_norm, acc_stderr, ...); a metric under a filter other than "none" becomes
     "<metric>_<filter>". Non-numeric values (e.g. a stderr of "N/A") are left out. The model's
     train/eval mode is restored afterwards, and lm-eval is told not to reseed global RNGs (the
-    caller's training must not depend on whether it evaluated).
+    caller's training must not depend on whether it evaluated). Returns {} on non-main processes.
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -155,6 +155,8 @@ def run_lm_eval(
         )
     finally:
         model.train(was_training)
+    if results is None:  # lm-eval returns results on the main process only
+        return {}
     return flatten_results(results["results"])
 
 

@@ -9,12 +9,17 @@ from __future__ import annotations
 import math
 
 import hydra
+import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bench.pipeline import run
 from bench.report import print_summary
+
+# Our own progress bars say what is happening; transformers' per-load bars and notices only add noise.
+transformers.utils.logging.set_verbosity_error()
+transformers.utils.logging.disable_progress_bar()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

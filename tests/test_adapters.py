@@ -136,6 +136,9 @@ def test_shipped_ultrafeedback_config_reads_local_copy():
     train, _ = load_preference_records(cfg, "train")
     evaluation, stats = load_preference_records(cfg, "eval")
     assert len(train) == 3 and len(evaluation) == 1 and stats["split"] == "test_prefs"
+    # the split's own name selects the same role (max_eval_rows applies to test_prefs)
+    assert load_preference_records(cfg, "test_prefs") == (evaluation, stats)
+    assert load_preference_records(cfg, "train_prefs")[0] == train
 
 
 def test_ultrafeedback_bad_conversations(tmp_path):
@@ -330,7 +333,8 @@ def test_hub_source_needs_path_or_files():
     ({**_local_cfg(DATA / "local_bad.jsonl"), "eval_split": "test"}, "eval", "no entry for split 'test'"),
     ({**_local_cfg(DATA / "local_bad.jsonl"), "data_files": {"train": str(DATA / "local_bad.jsonl"), "test": None},
       "eval_split": "test"}, "eval", "dataset.data_files.test is null"),
-    (_local_cfg(DATA / "local_bad.jsonl"), "validation", "split must be one of"),
+    (_local_cfg(DATA / "local_bad.jsonl"), "validation", "split must be 'train', 'eval' or a configured split"),
+    (_local_cfg(DATA / "local_bad.jsonl"), None, "got None"),
 ])
 def test_split_and_file_errors(cfg, split, message):
     with pytest.raises(ValueError, match=message):

@@ -50,7 +50,8 @@ def test_bt_probability_with_noise_matches_hand_computed_rate(label_noise):
     rng = random.Random(1)
     wins = flips = 0
     for _ in range(N):
-        chosen, rejected, info = bradley_terry_label(task, "largest of 3 7 2", "7", "it is 7", rng, 2.0, label_noise)
+        labelled = bradley_terry_label(task, "largest of 3 7 2", "7", "it is 7", rng, 2.0, label_noise)
+        chosen, rejected, info = labelled
         assert {chosen, rejected} == {"7", "it is 7"}
         assert info["p_y1_preferred"] == pytest.approx(p)
         wins += chosen == "7"
@@ -161,7 +162,12 @@ def test_gold_agreement_of_unbiased_tasks_is_high():
 
 @pytest.mark.parametrize(
     "temperature, label_noise, match",
-    [(0.0, 0.0, "temperature"), (-1.0, 0.0, "temperature"), (math.inf, 0.0, "temperature"), (1.0, 1.5, "label_noise")],
+    [
+        (0.0, 0.0, "temperature"),
+        (-1.0, 0.0, "temperature"),
+        (math.inf, 0.0, "temperature"),
+        (1.0, 1.5, "label_noise"),
+    ],
 )
 def test_bad_labelling_arguments_fail_clearly(temperature, label_noise, match):
     task = build_task("arithmetic")

@@ -139,6 +139,7 @@ def test_run_lm_eval_rejects_a_tokenizer_that_appends_eos(model, tasks, local_ta
         run_lm_eval(model, bad, names, include_path=directory)
 
 
+@pytest.mark.slow  # indexes lm-eval's own ~thousands of task configs: ~10 s on 2 cores
 def test_run_lm_eval_unknown_task_is_named(model, tokenizer, local_tasks):
     """A name not in include_path is looked up among lm-eval's own tasks (include_defaults=True)."""
     directory, _ = local_tasks

@@ -6,6 +6,7 @@ calling the code under test. Also: config validation, Needs declarations, the YA
 """
 from __future__ import annotations
 
+import inspect
 import math
 from pathlib import Path
 
@@ -40,7 +41,7 @@ LEN_W, LEN_L = [4.0, 5.0, 2.0], [2.0, 3.0, 6.0]
 REF_W, REF_L = [-11.0, -12.5, -6.0], [-13.0, -10.0, -10.0]
 # Reference marginals (pmi_source=reference): chosen PMI_ref = [1, 0, 2], rejected PMI_ref = [0, 0.5, 0]
 MARG_REF_W, MARG_REF_L = [-15.0, -12.5, -10.0], [-13.0, -11.5, -10.0]
-# Policy marginals (pmi_source=policy): chosen PMI = s/|y| − m/|y| = [0.5, -0.2, 1.0]; rejected [0, 1/3, 0.5]
+# Policy marginals (pmi_source=policy): chosen PMI = (s − m)/|y| = [0.5, −0.2, 1.0]; rejected [0, 1/3, 0.5]
 MARG_POL_W, MARG_POL_L = [-12.0, -11.0, -10.0], [-14.0, -12.0, -12.0]
 
 # Δ = (s_w − ref_w) − (s_l − ref_l) by hand
@@ -93,7 +94,7 @@ def cfg(name: str, **overrides) -> dict:
 def test_hand_quantities_are_what_the_comments_say():
     assert DELTA == [2.0, 1.5, -3.0]
     assert DPMI_REF == [1.0, -0.5, 2.0]
-    assert DPMI_POL == pytest.approx([1.0, -0.2 - 1 / 3, 1.0 - 0.5])
+    assert DPMI_POL == pytest.approx([0.5, -0.2 - 1 / 3, 1.0 - 0.5])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,7 +123,9 @@ def test_robust_loss():
     eps = 0.2
     out = build_method(cfg("robust", epsilon=eps))(hand_batch(marginal=None))
     # [−(1−ε) log σ(βΔ) + ε log σ(−βΔ)] / (1 − 2ε)
-    expected = [((1 - eps) * nll_sigmoid(0.1 * d) - eps * nll_sigmoid(-0.1 * d)) / (1 - 2 * eps) for d in (2.0, 1.5, -3.0)]
+    expected = [
+        ((1 - eps) * nll_sigmoid(0.1 * d) - eps * nll_sigmoid(-0.1 * d)) / (1 - 2 * eps) for d in (2.0, 1.5, -3.0)
+    ]
     assert_losses(out, expected)
     assert expected[2] == pytest.approx((0.8 * math.log1p(math.exp(0.3)) - 0.2 * math.log1p(math.exp(-0.3))) / 0.6)
 
@@ -165,9 +168,8 @@ def test_pmi_and_delta_pmi_from_known_logps():
     # rejected: ā(y|x) = −6/3, ā(y|∅) = −5/3 → PMI −1/3; ΔPMI = 1 + 1/3
     d = delta_pmi(t([-10.0]), t([-6.0]), t([-14.0]), t([-5.0]), t([4.0]), t([3.0]))
     assert d.item() == pytest.approx(1 + 1 / 3)
-    # RMiPO's released context: marginal averaged over |y| − 1 tokens: −14/3 and −5/2
-    d = delta_pmi(t([-10.0]), t([-6.0]), t([-14.0]), t([-5.0]), t([4.0]), t([3.0]), t([3.0]), t([2.0]))
-    assert d.item() == pytest.approx((-2.5 + 14 / 3) - (-2.0 + 2.5))
+    # swapping chosen and rejected flips the sign
+    assert delta_pmi(t([-6.0]), t([-10.0]), t([-5.0]), t([-14.0]), t([3.0]), t([4.0])).item() == pytest.approx(-4 / 3)
 
 
 def test_delta_pmi_is_detached_even_from_grad_inputs():
@@ -270,14 +272,15 @@ def test_imi_simpo_regulators_and_warmup():
     # warm-up starts from SimPO's own γ/β = 0.5 and is half-way at step 5 of 10
     warm = build_method(cfg("imi_simpo", warmup_steps=10))
     torch.testing.assert_close(warm(hand_batch(step=0)).losses, build_method(cfg("simpo"))(hand_batch()).losses)
-    assert_losses(warm(hand_batch(step=5)), [nll_sigmoid(2 * (x - (0.5 * 0.5 + 0.5 * g))) for x, g in zip(X_SIMPO, G_REF)])
+    half_way = [nll_sigmoid(2 * (x - (0.5 * 0.5 + 0.5 * g))) for x, g in zip(X_SIMPO, G_REF)]
+    assert_losses(warm(hand_batch(step=5)), half_way)
 
 
 def test_imi_policy_source_uses_detached_policy_logps():
     out = build_method(cfg("imi_simpo", pmi_source="policy"))(hand_batch(marginal="policy"))
     g_pol = [g_of(d) for d in DPMI_POL]
     assert_losses(out, [nll_sigmoid(2 * (x - g)) for x, g in zip(X_SIMPO, g_pol)])
-    assert out.metrics["imi/delta_pmi_max"] == pytest.approx(1.0)
+    assert out.metrics["imi/delta_pmi_max"] == pytest.approx(0.5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -285,7 +288,7 @@ def test_imi_policy_source_uses_detached_policy_logps():
 
 
 def test_rmipo_margin_in_both_units():
-    g_pol = [g_of(d) for d in DPMI_POL]  # ΔPMI = [1, −8/15, 0.5]
+    g_pol = [g_of(d) for d in DPMI_POL]  # ΔPMI = [0.5, −8/15, 0.5]
     assert g_pol[1] == 1.6
     out = build_method(cfg("rmipo"))(hand_batch(marginal="policy"))
     # ratio (their code): −log σ(β(ā_w − ā_l − g)), β = 2
@@ -294,23 +297,20 @@ def test_rmipo_margin_in_both_units():
     absolute = build_method(cfg("rmipo", margin_units="absolute"))(hand_batch(marginal="policy"))
     # absolute: −log σ(β(ā_w − ā_l) − g)
     assert_losses(absolute, [nll_sigmoid(2 * x - g) for x, g in zip(X_SIMPO, g_pol)])
-    # first pair by hand: x = 4.5, ΔPMI = 1 → g = 0.3 + 1.3/e
-    assert absolute.losses[0].item() == pytest.approx(math.log1p(math.exp(-(9.0 - 0.3 - 1.3 / math.e))))
+    # first pair by hand: x = 4.5, ΔPMI = 0.5 → g = 0.3 + 1.3·e^−0.5
+    assert absolute.losses[0].item() == pytest.approx(math.log1p(math.exp(-(9.0 - 0.3 - 1.3 * math.exp(-0.5)))))
     # SimPO-style rewards β·ā
     assert out.metrics["rewards/chosen"] == pytest.approx(2 * (-2.5 - 2.4 - 4) / 3)
 
 
 def test_rmipo_custom_range_and_authors_context():
-    method = build_method(cfg("rmipo", g_min=0.5, g_max=1.0, marginal_context="authors"))
-    out = method(hand_batch(marginal="policy"))
-    # authors' context: the marginal averages over |y| − 1 tokens
-    dpmi = [
-        (-10 / 4 + 12 / 3) - (-14 / 2 + 14 / 1),
-        (-12 / 5 + 11 / 4) - (-11 / 3 + 12 / 2),
-        (-8 / 2 + 10 / 1) - (-9 / 6 + 12 / 5),
-    ]
-    g = [0.5 + 0.5 * math.exp(-max(0.0, d)) for d in dpmi]
+    out = build_method(cfg("rmipo", g_min=0.5, g_max=1.0))(hand_batch(marginal="policy"))
+    g = [0.5 + 0.5 * math.exp(-max(0.0, d)) for d in DPMI_POL]
     assert_losses(out, [nll_sigmoid(2 * (x - gi)) for x, gi in zip(X_SIMPO, g)])
+    # "authors" changes only the marginal pass the trainer runs (it rescales that pass's sum to |y|
+    # tokens): on the same log-probs the loss is the same.
+    authors = build_method(cfg("rmipo", g_min=0.5, g_max=1.0, marginal_context="authors"))
+    torch.testing.assert_close(authors(hand_batch(marginal="policy")).losses, out.losses)
 
 
 def test_rmipo_equals_imi_simpo_with_policy_source():
@@ -355,14 +355,14 @@ def test_beta_dpo_running_mean_and_beta_over_two_steps():
 
 def test_beta_dpo_filters_the_outlier_and_averages_over_kept_pairs():
     torch.manual_seed(0)
-    method = build_method(cfg("beta_dpo"))  # ρ = 0.2: keep ⌊5 · 0.8⌋ = 4 of 5
+    method = build_method(cfg("beta_dpo", a=0.2))  # ρ = 0.2: keep ⌊5 · 0.8⌋ = 4 of 5
     delta = [0.1, 0.0, -0.1, 0.05, 100.0]
     out = method(_beta_dpo_batch(delta))
     # M₀ = 0.1·20.01 = 2.001, σ₀ = 0.1·std ≈ 4.47: the outlier sits ~22σ₀ away, weight ≈ e^-240 → floor
     assert out.metrics["beta_dpo/kept_fraction"] == pytest.approx(0.8)
     kept = [0.1, 0.0, -0.1, 0.05]
     batch_gap = sum(kept) / 4
-    beta = 0.1 * (1 + 0.6 * (batch_gap - 0.1 * sum(delta) / 5))
+    beta = 0.1 * (1 + 0.2 * (batch_gap - 0.1 * sum(delta) / 5))  # 0.1·(1 + 0.2·(0.0125 − 2.001)) > 1e-3
     assert out.metrics["beta_dpo/batch_gap"] == pytest.approx(batch_gap)
     assert out.metrics["beta_dpo/beta"] == pytest.approx(beta)
     # per-pair losses scaled by B / kept so the trainer's mean is the mean over kept pairs
@@ -388,17 +388,14 @@ def test_beta_dpo_clamps_beta_and_freezes_state_without_grad():
 
 
 def test_every_method_has_a_yaml_whose_keys_and_values_are_the_code_defaults():
-    import inspect
-
     yaml_names = sorted(p.stem for p in CONF.glob("*.yaml"))
     assert yaml_names == available_methods()
     for name in available_methods():
         values = cfg(name)
         assert values.pop("name") == name
         assert list(values) == method_keys(name), name
-        from bench.methods import _REGISTRY  # the constructors' defaults are the documented ones
-
-        params = inspect.signature(_REGISTRY[name]).parameters
+        # the constructors' keyword defaults are the documented YAML values
+        params = inspect.signature(type(build_method(cfg(name)))).parameters
         assert values == {k: p.default for k, p in params.items()}, name
         assert isinstance(build_method(cfg(name)), Method)
 
@@ -482,7 +479,7 @@ def test_build_method_accepts_omegaconf():
         (cfg("beta_dpo"), Needs(reference=True)),
         (cfg("simpo"), Needs()),
         (cfg("rmipo"), Needs(reference=False, marginal="policy", marginal_context="bos")),
-        (cfg("rmipo", marginal_context="authors"), Needs(reference=False, marginal="policy", marginal_context="authors")),
+        (cfg("rmipo", marginal_context="authors"), Needs(marginal="policy", marginal_context="authors")),
         (cfg("imi_dpo"), Needs(reference=True, marginal="reference")),
         (cfg("imi_dpo", pmi_source="policy"), Needs(reference=True, marginal="policy")),
         (cfg("imi_ipo"), Needs(reference=True, marginal="reference")),

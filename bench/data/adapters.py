@@ -126,20 +126,21 @@ def _plain(cfg: Mapping) -> dict:
 def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> tuple[list[dict], dict]:
     """Load one split of a real preference dataset as normalised, validated records.
 
-    cfg: a conf/dataset entry (keys in conf/dataset/local_file.yaml); split: "train" or "eval"
-    (mapped to cfg["train_split"] / cfg["eval_split"]); tokenizer: only its chat template is used.
+    cfg: a conf/dataset entry (keys in conf/dataset/local_file.yaml).
+    split: the role, "train" or "eval" (read from cfg["train_split"] / cfg["eval_split"]), or the
+        split's own name as configured there ("train_prefs", "test", ...).
+    tokenizer: only its chat template is used (see the module docstring).
     Returns (records, stats): stats as in bench.data.validate.new_stats plus "dataset", "split",
     "prompt_format" and "max_rows"; the caller logs it and stores it in the run record.
     Raises ValueError if every row examined was dropped.
     """
     cfg = check_dataset_config(cfg)
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    split_name = cfg.get(f"{split}_split")
+    role = _role(cfg, split)
+    split_name = cfg.get(f"{role}_split")
     if split_name is None:
-        raise ValueError(f"dataset.{split}_split is null: dataset {cfg.get('name')!r} has no {split} split")
+        raise ValueError(f"dataset.{role}_split is null: dataset {cfg.get('name')!r} has no {role} split")
     max_rows = cfg.get("max_rows")
-    if split == "eval" and cfg.get("max_eval_rows") is not None:
+    if role == "eval" and cfg.get("max_eval_rows") is not None:
         max_rows = cfg["max_eval_rows"]
 
     renderer = _Renderer(tokenizer)
@@ -162,6 +163,17 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
     stats.update(dataset=cfg.get("name"), split=split_name, max_rows=max_rows,
                  prompt_format=renderer.format if renderer.rendered else "verbatim")
     return records, stats
+
+
+def _role(cfg: dict, split: str | None) -> str:
+    """"train"/"eval", given the role itself or the configured name of its split."""
+    if split in SPLITS:
+        return split
+    for role in SPLITS:
+        if split is not None and split == cfg.get(f"{role}_split"):
+            return role
+    configured = {f"dataset.{r}_split": cfg.get(f"{r}_split") for r in SPLITS}
+    raise ValueError(f"split must be 'train', 'eval' or a configured split name {configured}, got {split!r}")
 
 
 def _nonzero(counts: Mapping[str, int]) -> dict:

@@ -63,11 +63,17 @@ def encode_text(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def with_boundary(tokenizer, prompt_ids: list[int]) -> list[int]:
+    """[BOS] + prompt, unless the prompt already starts with it (chat templates often render one)."""
+    start = boundary_token_id(tokenizer)
+    return list(prompt_ids) if prompt_ids[:1] == [start] else [start, *prompt_ids]
+
+
 def conditional_sequence(tokenizer, prompt_ids: list[int], response_ids: list[int], max_length: int):
     """([BOS] + prompt + response + [EOS]) truncated to max_length, and its response mask."""
-    start = [boundary_token_id(tokenizer)]
-    full = start + prompt_ids + response_ids + [tokenizer.eos_token_id]
-    n_prefix = len(start) + len(prompt_ids)
+    prefix = with_boundary(tokenizer, prompt_ids)
+    full = prefix + response_ids + [tokenizer.eos_token_id]
+    n_prefix = len(prefix)
     full = full[:max_length]
     return full, [0] * n_prefix + [1] * (len(full) - n_prefix)
 
@@ -127,7 +133,7 @@ def encode_pairs(records: list[dict], tokenizer, max_length: int, source: str, o
             if on_bad_row == "error":
                 raise ValueError(
                     f"{source} row {i}: field 'prompt' is over-long ({len(prompt_ids)} tokens leave no room "
-                    f"for a response within max_length={max_length}); set data.on_bad_row=drop to skip such rows"
+                    f"for a response within max_length={max_length}); set dataset.on_bad_row=drop to skip such rows"
                 )
             stats["dropped"]["over_long"] += 1
             continue

@@ -82,7 +82,8 @@ def label_pairs(
     n_identical = n_flipped = n_gold_ties = n_gold_agree = 0
     n_unequal_length = n_longer_chosen = 0
     for i, sample in enumerate(samples):
-        if not (isinstance(sample, (tuple, list)) and len(sample) == 3 and all(isinstance(s, str) for s in sample)):
+        well_formed = isinstance(sample, (tuple, list)) and len(sample) == 3
+        if not (well_formed and all(isinstance(s, str) for s in sample)):
             raise ValueError(f"samples[{i}] must be a (prompt, y1, y2) tuple of strings, got {sample!r}")
         prompt, y1, y2 = sample
         labelled = bradley_terry_label(task, prompt, y1, y2, rng, temperature, label_noise)

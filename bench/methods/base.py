@@ -46,7 +46,9 @@ class PairLogps:
     rejected_lengths: torch.Tensor  # |y_l|
     reference_chosen_logps: torch.Tensor | None = None  # s_ref(y_w)
     reference_rejected_logps: torch.Tensor | None = None  # s_ref(y_l)
-    # Summed log p(y | ∅) from the model named by Needs.marginal.
+    # Summed log p(y | ∅) from the model named by Needs.marginal, scaled by the trainer so that dividing
+    # by chosen_lengths/rejected_lengths gives the marginal *average* ā(y | ∅) whatever tokens the
+    # marginal pass scored (bench.trainer.marginal_per_conditional_token).
     marginal_chosen_logps: torch.Tensor | None = None
     marginal_rejected_logps: torch.Tensor | None = None
     step: int = 0  # optimizer step (for warm-up schedules)

@@ -3,7 +3,7 @@
 Owns, as pure functions of tensors:
 - `pmi`: PMI(y; x) = ā(y | x) − ā(y | ∅), per token, detached;
 - `delta_pmi`: ΔPMI = PMI(y_w) − PMI(y_l), always detached — it modulates the loss, it is never trained;
-- `batch_delta_pmi`: ΔPMI read from a `PairLogps` for a given `pmi_source` and marginal context;
+- `batch_delta_pmi`: ΔPMI read from a `PairLogps` for a given `pmi_source`;
 - `regulator_g`: g(ΔPMI) = lo + (hi − lo)·exp(−max(0, ΔPMI)/τ) (RMiPO's map, with τ = 1 there);
 - `warmup_fraction` / `blend`: the linear schedule from the neutral (unregulated) value to full regulation.
 How g enters each base loss (margin / β / weight) lives in `bench.methods.imi_regulated`.
@@ -11,34 +11,22 @@ Imports no trainer, data, model or logging code.
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
 from bench.methods.base import PairLogps, PmiSource
 from bench.methods.common import average, required
 
-MarginalContext = Literal["bos", "authors"]
 
-
-def pmi(
-    conditional_logps: torch.Tensor,
-    marginal_logps: torch.Tensor,
-    lengths: torch.Tensor,
-    marginal_lengths: torch.Tensor | None = None,
-) -> torch.Tensor:
+def pmi(conditional_logps: torch.Tensor, marginal_logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """PMI(y; x) = ā(y | x) − ā(y | ∅) per pair [B], detached (DESIGN §4).
 
-    `conditional_logps` = s(y | x) and `marginal_logps` = s(y | ∅) are sums over scored response tokens;
-    `lengths` is the number of tokens scored in the conditional pass. The marginal pass normally scores
-    the same tokens; `marginal_lengths` covers RMiPO's released code, whose response-only pass leaves
-    the first response token unscored (|y| − 1 tokens).
+    `conditional_logps` = s(y | x) and `marginal_logps` = s(y | ∅) are summed log-probs, both averaged
+    over `lengths`, the number of response tokens scored in the conditional pass. When the marginal
+    pass scores a different number of tokens (RMiPO's released context leaves the first response token
+    unscored), the trainer rescales its sum to that count first (bench.trainer's
+    `marginal_per_conditional_token`), so that marginal_logps / lengths is still ā(y | ∅).
     """
-    if marginal_lengths is None:
-        marginal_lengths = lengths
-    conditional = average(conditional_logps.detach(), lengths)
-    marginal = average(marginal_logps.detach(), marginal_lengths)
-    return conditional - marginal
+    return average(conditional_logps.detach(), lengths) - average(marginal_logps.detach(), lengths)
 
 
 def delta_pmi(
@@ -48,25 +36,21 @@ def delta_pmi(
     rejected_marginal_logps: torch.Tensor,
     chosen_lengths: torch.Tensor,
     rejected_lengths: torch.Tensor,
-    chosen_marginal_lengths: torch.Tensor | None = None,
-    rejected_marginal_lengths: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """ΔPMI = PMI(y_w; x) − PMI(y_l; x) per pair [B], always detached (DESIGN §4; RMiPO computes it
     under torch.no_grad())."""
-    chosen = pmi(chosen_conditional_logps, chosen_marginal_logps, chosen_lengths, chosen_marginal_lengths)
-    rejected = pmi(rejected_conditional_logps, rejected_marginal_logps, rejected_lengths, rejected_marginal_lengths)
+    chosen = pmi(chosen_conditional_logps, chosen_marginal_logps, chosen_lengths)
+    rejected = pmi(rejected_conditional_logps, rejected_marginal_logps, rejected_lengths)
     return (chosen - rejected).detach()
 
 
-def batch_delta_pmi(
-    batch: PairLogps, pmi_source: PmiSource, marginal_context: MarginalContext, method: str
-) -> torch.Tensor:
+def batch_delta_pmi(batch: PairLogps, pmi_source: PmiSource, method: str) -> torch.Tensor:
     """ΔPMI for a batch, with both PMI terms from one model.
 
     pmi_source="policy": ā(y | x) from the live policy's log-probs (detached) and ā(y | ∅) from the
     trainer's extra no-grad policy pass (RMiPO's code). pmi_source="reference": both from the frozen
-    reference, so the signal is fixed per pair and costs nothing at train time once cached.
-    marginal_context="authors": the marginal pass scored |y| − 1 tokens (see `pmi`).
+    reference, so the signal is fixed per pair and costs nothing at train time once cached. The
+    marginal context (Needs.marginal_context) only changes how the trainer builds the marginal pass.
     """
     why = f"Needs.marginal={pmi_source!r}"
     marginal_chosen = required(batch, "marginal_chosen_logps", method, why)
@@ -77,12 +61,6 @@ def batch_delta_pmi(
         why = "pmi_source='reference' takes ā(y | x) from the reference"
         conditional_chosen = required(batch, "reference_chosen_logps", method, why)
         conditional_rejected = required(batch, "reference_rejected_logps", method, why)
-    chosen_marginal_lengths = rejected_marginal_lengths = None
-    if marginal_context == "authors":
-        # Their response-only pass has no BOS, so the first response token has no context to be scored
-        # from: they average over the |y| − 1 scored tokens (scripts/rmipo_trainer.py, get_batch_logps).
-        chosen_marginal_lengths = batch.chosen_lengths - 1
-        rejected_marginal_lengths = batch.rejected_lengths - 1
     return delta_pmi(
         conditional_chosen,
         conditional_rejected,
@@ -90,8 +68,6 @@ def batch_delta_pmi(
         marginal_rejected,
         batch.chosen_lengths,
         batch.rejected_lengths,
-        chosen_marginal_lengths,
-        rejected_marginal_lengths,
     )
 
 

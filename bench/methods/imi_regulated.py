@@ -9,8 +9,9 @@ A regulator turns the per-pair g = regulator_g(ΔPMI) (bench.methods.imi) into o
   units of the quantity the loss pushes, Δ̄, exactly as for the sigmoid losses).
 - `beta`: a per-pair β_i = β·g_i. For simpo γ/β stays fixed, so the loss is −log σ(β_i(x − γ/β)).
 - `weight`: the per-pair loss times w_i = g_i / mean(g), so the weights have mean 1 in the batch.
-The neutral value (the unregulated base loss) is the base's own margin (0 for dpo/ipo, γ/β for
-simpo), a β scale of 1, or a weight of 1; `warmup_steps` blends linearly from it to full regulation.
+`margin_units` matters only to the margin regulator. The neutral value (the unregulated base loss) is
+the base's own margin (0 for dpo/ipo, γ/β for simpo), a β scale of 1, or a weight of 1;
+`warmup_steps` blends linearly from it to full regulation.
 
 Owns the wiring of g into a base loss and the IMI metrics; the signal itself is in `imi.py`, the base
 losses in their own modules. Pure tensor code.
@@ -22,7 +23,7 @@ from typing import Protocol
 import torch
 
 from bench.methods.base import LossOutput, Method, Needs, PairLogps
-from bench.methods.common import choice, non_negative, non_negative_int, positive, summary
+from bench.methods.common import choice, non_negative, non_negative_int, number, positive, summary
 from bench.methods.dpo import DPO
 from bench.methods.imi import batch_delta_pmi, blend, regulator_g, warmup_fraction
 from bench.methods.ipo import IPO
@@ -77,7 +78,7 @@ class ImiRegulated(Method):
         # A β scale or a pair weight of 0 would switch pairs off, so those regulators need lo > 0.
         check_lo = non_negative if self.regulator == "margin" else positive
         self.lo = check_lo(lo_key, lo)
-        self.hi = positive(hi_key, hi) if self.regulator != "margin" else non_negative(hi_key, hi)
+        self.hi = number(hi_key, hi)
         if self.lo > self.hi:
             raise ValueError(
                 f"method.{lo_key} must be <= method.{hi_key} (g decreases from {hi_key} to {lo_key} as ΔPMI grows), "
@@ -92,7 +93,7 @@ class ImiRegulated(Method):
     def loss(self, batch: PairLogps) -> LossOutput:
         base = self.base
         x = base.preference_margin(batch)
-        delta_pmi = batch_delta_pmi(batch, self.pmi_source, self.marginal_context, self.name)  # type: ignore[arg-type]
+        delta_pmi = batch_delta_pmi(batch, self.pmi_source, self.name)  # type: ignore[arg-type]
         g = regulator_g(delta_pmi, self.lo, self.hi, self.tau)
         fraction = warmup_fraction(batch.step, self.warmup_steps)
 

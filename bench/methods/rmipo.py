@@ -9,8 +9,10 @@ As the authors' `simpo_loss` (loss_type "rmipo") and `concatenated_forward` do i
 - loss = −log σ(β(ā(y_w) − ā(y_l) − g)), β = 2.0 in all released configs; the YAML's gamma_beta_ratio
   is ignored by that loss, so it is no key here. margin_units="absolute" reads g as an absolute γ
   instead: −log σ(β(ā(y_w) − ā(y_l)) − g).
-- marginal_context="authors" keeps their response-only pass (no BOS, first response token unscored,
-  averaged over |y| − 1 tokens); "bos" (default) scores every response token after a BOS.
+- marginal_context="authors" asks the trainer for their response-only pass (no BOS, first response
+  token unscored, averaged over the |y| − 1 scored tokens); "bos" (default) scores every response
+  token after a BOS. Either way the trainer hands over marginal sums scaled to |y| tokens, so the
+  loss code is the same.
 Their label_smoothing defaults to 0 and is not exposed. This module only fixes that configuration;
 the signal, the map and the margin wiring are the shared IMI code (imi.py, imi_regulated.py).
 """

@@ -19,7 +19,15 @@ TASKS: dict[str, type[Task]] = {
     VerbosityTrapTask.name: VerbosityTrapTask,
 }
 
-__all__ = ["Task", "TASKS", "available_tasks", "build_task", "ArithmeticTask", "SentimentTask", "VerbosityTrapTask"]
+__all__ = [
+    "TASKS",
+    "ArithmeticTask",
+    "SentimentTask",
+    "Task",
+    "VerbosityTrapTask",
+    "available_tasks",
+    "build_task",
+]
 
 
 def available_tasks() -> list[str]:

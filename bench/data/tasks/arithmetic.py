@@ -10,7 +10,14 @@ from __future__ import annotations
 import random
 
 from bench.data.tasks.base import Task
-from bench.data.tasks.common import exact, multiple_choice_items, require, require_probability, words_of
+from bench.data.tasks.common import (
+    exact,
+    multiple_choice_items,
+    require,
+    require_int,
+    require_probability,
+    words_of,
+)
 
 DIGITS = tuple(str(d) for d in range(10))
 OPERATORS = ("+", "-", "*")
@@ -75,7 +82,8 @@ def parse_number(words: list[str], max_digits: int) -> int | None:
 def digit_match(predicted: int, target: int) -> float:
     """Fraction of right-aligned characters (sign included) that agree, over the longer string.
 
-    E.g. 12 vs 13 -> 1/2; 113 vs 13 -> 2/3; 103 vs 13 -> 1/3; -5 vs 5 -> 1/2. Equals 1 only if the numbers are equal.
+    E.g. 12 vs 13 -> 1/2; 113 vs 13 -> 2/3; 103 vs 13 -> 1/3; -5 vs 5 -> 1/2.
+    Equals 1 only if the numbers are equal.
     """
     a, b = str(predicted)[::-1], str(target)[::-1]
     matches = sum(x == y for x, y in zip(a, b))
@@ -95,12 +103,8 @@ class ArithmeticTask(Task):
         operators: tuple[str, ...] | list[str] = OPERATORS,
         error_rate: float = 0.3,
     ) -> None:
-        require(isinstance(min_operands, int) and min_operands >= 2, "min_operands", f"must be an int >= 2, got {min_operands!r}")
-        require(
-            isinstance(max_operands, int) and min_operands <= max_operands <= 4,
-            "max_operands",
-            f"must be an int in [min_operands={min_operands}, 4] (prompts must stay short), got {max_operands!r}",
-        )
+        require_int(min_operands, "min_operands", 2)
+        require_int(max_operands, "max_operands", min_operands, 4, "from min_operands; prompts must stay short")
         operators = tuple(operators)
         require(
             len(operators) > 0 and set(operators) <= set(OPERATORS),
@@ -158,7 +162,8 @@ class ArithmeticTask(Task):
             elif kind == "digit_slip":
                 text = list(str(abs(correct)))
                 i = rng.randrange(len(text))
-                text[i] = rng.choice([d for d in DIGITS if d != text[i] and (i > 0 or len(text) == 1 or d != "0")])
+                leading = i == 0 and len(text) > 1  # a leading digit may not become 0
+                text[i] = rng.choice([d for d in DIGITS if d != text[i] and not (leading and d == "0")])
                 value = int("".join(text)) * (-1 if correct < 0 else 1)
             else:
                 value = rng.randint(-9, 99)

@@ -19,7 +19,21 @@ def require(condition: bool, key: str, message: str) -> None:
 
 
 def require_probability(value: float, key: str) -> None:
-    require(isinstance(value, (int, float)) and 0.0 <= value <= 1.0, key, f"must be in [0, 1], got {value!r}")
+    ok = isinstance(value, (int, float)) and 0.0 <= value <= 1.0
+    require(ok, key, f"must be in [0, 1], got {value!r}")
+
+
+def require_nonnegative(value: float, key: str) -> None:
+    ok = isinstance(value, (int, float)) and 0.0 <= value < float("inf")
+    require(ok, key, f"must be a finite number >= 0, got {value!r}")
+
+
+def require_int(value: int, key: str, low: int, high: int | None = None, why: str = "") -> None:
+    """`value` must be an int in [low, high] (high=None: no upper bound); `why` explains the bound."""
+    is_int = isinstance(value, int) and not isinstance(value, bool)
+    ok = is_int and low <= value and (high is None or value <= high)
+    bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
+    require(ok, key, f"must be an int {bounds}{f' ({why})' if why else ''}, got {value!r}")
 
 
 def exact(reward: float) -> float:

@@ -11,7 +11,7 @@ import random
 from collections import Counter
 
 from bench.data.tasks.base import Task
-from bench.data.tasks.common import exact, multiple_choice_items, require, require_probability, words_of
+from bench.data.tasks.common import exact, multiple_choice_items, require_int, require_probability, words_of
 
 # topic -> its aspect nouns. Every word belongs to exactly one category.
 TOPICS: dict[str, tuple[str, ...]] = {
@@ -71,11 +71,7 @@ class SentimentTask(Task):
         require_probability(off_topic_rate, "off_topic_rate")
         require_probability(degenerate_rate, "degenerate_rate")
         # 3 clauses of <= 5 words + 2 "and" + <= 4 degenerate words = 21 <= max_response_tokens.
-        require(
-            isinstance(max_clauses, int) and 1 <= max_clauses <= 3,
-            "max_clauses",
-            f"must be an int in [1, 3] (demonstrations must fit {self.max_response_tokens} tokens), got {max_clauses!r}",
-        )
+        require_int(max_clauses, "max_clauses", 1, 3, f"demonstrations must fit {self.max_response_tokens} tokens")
         self.positive_rate = float(positive_rate)
         self.aspect_rate = float(aspect_rate)
         self.off_topic_rate = float(off_topic_rate)
@@ -100,7 +96,8 @@ class SentimentTask(Task):
 
     def parse_prompt(self, prompt: str) -> tuple[str, str]:
         words = words_of(prompt)
-        if len(words) != 3 or words[0] != PROMPT_WORD or words[1] not in TOPICS or words[2] not in TOPICS[words[1]]:
+        ok = len(words) == 3 and words[0] == PROMPT_WORD and words[1] in TOPICS and words[2] in TOPICS[words[1]]
+        if not ok:
             raise ValueError(f"sentiment prompt {prompt!r} is not of the form 'review <topic> <aspect of topic>'")
         return words[1], words[2]
 
@@ -121,21 +118,14 @@ class SentimentTask(Task):
             return [adjective, noun]
         return ["it", "was", adjective]
 
-    def _response(self, prompt: str, rng: random.Random, positive: bool | None, n_clauses: int | None = None) -> str:
-        """A response; `positive=None` draws each adjective's polarity with `positive_rate`."""
+    def demonstration(self, prompt: str, rng: random.Random) -> str:
         topic, aspect = self.parse_prompt(prompt)
-        n_clauses = n_clauses or rng.randint(1, self.max_clauses)
         words: list[str] = []
-        for i in range(n_clauses):
-            is_positive = rng.random() < self.positive_rate if positive is None else positive
-            adjective = rng.choice(POSITIVE if is_positive else NEGATIVE)
+        for i in range(rng.randint(1, self.max_clauses)):
+            adjective = rng.choice(POSITIVE if rng.random() < self.positive_rate else NEGATIVE)
             if i:
                 words.append("and")
             words += self._clause(topic, aspect, i == 0, adjective, rng)
-        return " ".join(words)
-
-    def demonstration(self, prompt: str, rng: random.Random) -> str:
-        words = self._response(prompt, rng, positive=None).split()
         if rng.random() < self.degenerate_rate:
             # Degenerate: the last word stutters 2-4 more times (what a badly trained LM does).
             words += [words[-1]] * rng.randint(2, 4)

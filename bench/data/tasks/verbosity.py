@@ -10,7 +10,14 @@ from __future__ import annotations
 import random
 
 from bench.data.tasks.base import Task
-from bench.data.tasks.common import exact, multiple_choice_items, require, require_probability, words_of
+from bench.data.tasks.common import (
+    exact,
+    multiple_choice_items,
+    require_int,
+    require_nonnegative,
+    require_probability,
+    words_of,
+)
 
 DIGITS = tuple(str(d) for d in range(10))
 PROMPT_WORDS = ("largest", "of")
@@ -52,17 +59,13 @@ class VerbosityTrapTask(Task):
         padding_penalty: float = 0.1,
         length_bias: float = 1.0,
     ) -> None:
-        require(isinstance(min_numbers, int) and min_numbers >= 2, "min_numbers", f"must be an int >= 2, got {min_numbers!r}")
-        require(
-            isinstance(max_numbers, int) and min_numbers <= max_numbers <= 8,
-            "max_numbers",
-            f"must be an int in [min_numbers={min_numbers}, 8] (prompts must stay short), got {max_numbers!r}",
-        )
+        require_int(min_numbers, "min_numbers", 2)
+        require_int(max_numbers, "max_numbers", min_numbers, 8, "from min_numbers; prompts must stay short")
         require_probability(error_rate, "error_rate")
         require_probability(hedge_rate, "hedge_rate")
         require_probability(padding_rate, "padding_rate")
-        require(isinstance(padding_penalty, (int, float)) and padding_penalty >= 0, "padding_penalty", f"must be >= 0, got {padding_penalty!r}")
-        require(isinstance(length_bias, (int, float)) and length_bias >= 0, "length_bias", f"must be >= 0, got {length_bias!r}")
+        require_nonnegative(padding_penalty, "padding_penalty")
+        require_nonnegative(length_bias, "length_bias")
         self.min_numbers = min_numbers
         self.max_numbers = max_numbers
         self.error_rate = float(error_rate)

@@ -1,0 +1,121 @@
+"""Command line: `python -m analysis report|runs ...` (also installed as `imi-bench-report`).
+
+    python -m analysis report <runs dir> --out <dir> [--metric gold_reward] [--baseline dpo]
+                              [--tolerance 0 0.05] [--amortize | --per-run] [--stat mean|median]
+    python -m analysis runs <runs dir> [--metric gold_reward] [--csv]
+
+Either command reads W&B instead with `--wandb ENTITY/PROJECT` (needs the network and a key).
+Bad input (a missing folder, an unknown metric) exits with status 2 and a one-line message; this
+module only parses arguments and prints, the work is in `analysis.report` and `analysis.load`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.load import LoadedRuns, load_runs, load_wandb_runs
+from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
+
+
+def _add_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs_dir", nargs="?", type=Path,
+                        help="runs root (<root>/<sweep_id>/<run_id>/record.json), one sweep folder, or one run folder")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT",
+                        help="read the runs from the W&B API instead of a folder (needs network and `wandb login`)")
+    parser.add_argument("--wandb-group", metavar="SWEEP_ID", help="with --wandb: only runs of this group (sweep id)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis",
+                                     description="Tuning-cost analysis of imi-bench run records (DESIGN §11).")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    report = commands.add_parser("report", help="write report.md, CSV/LaTeX tables and PNG/PDF figures",
+                                 description="Write report.md, tables (CSV + LaTeX) and figures (PNG + PDF).")
+    _add_source(report)
+    report.add_argument("--out", type=Path, help="output folder (default: <runs dir>/report)")
+    report.add_argument("--metric", help="score column, higher is better (default: the runs' `objective` config, "
+                                         "else gold_reward); e.g. win_rate, pref_acc, lm_eval/<task>/<metric>")
+    report.add_argument("--baseline", default="dpo", help="the tuned baseline that sets the target τ (default: dpo)")
+    report.add_argument("--tolerance", type=float, nargs="+", default=list(DEFAULT_TOLERANCES), metavar="TOL",
+                        help="τ = baseline best-of-grid − TOL, in metric units; several allowed (default: 0 0.05)")
+    convention = report.add_mutually_exclusive_group()
+    convention.add_argument("--amortize", dest="convention", action="store_const", const="amortize",
+                            help="charge each shared SFT/dataset/reference cache once, split over the runs using it (default)")
+    convention.add_argument("--per-run", dest="convention", action="store_const", const="per_run",
+                            help="charge every run the full build cost of each shared cache it used")
+    report.set_defaults(convention="amortize")
+    report.add_argument("--stat", choices=("mean", "median"), default="mean",
+                        help="seed statistic that scores a configuration (default: mean)")
+    report.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default: 2000)")
+    report.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    report.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
+
+    runs = commands.add_parser("runs", help="print the runs table (method, dataset, β, seed, metric, status)",
+                               description="Print one line per run, completed or not, with why a run is left out.")
+    _add_source(runs)
+    runs.add_argument("--metric", help="metric column to show (default: as for `report`)")
+    runs.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
+    return parser
+
+
+def _load(args: argparse.Namespace, parser: argparse.ArgumentParser) -> LoadedRuns:
+    if args.wandb:
+        if args.runs_dir is not None:
+            parser.error("give either a runs folder or --wandb, not both")
+        filters = {"group": args.wandb_group} if args.wandb_group else None
+        return load_wandb_runs(args.wandb, filters)
+    if args.runs_dir is None:
+        parser.error("a runs folder (or --wandb ENTITY/PROJECT) is required")
+    return load_runs(args.runs_dir)
+
+
+def runs_table(loaded: LoadedRuns, metric: str) -> pd.DataFrame:
+    """One row per run, completed or skipped: sweep, run, method, dataset, setup, β, seed, metric, status, note."""
+    columns = ["sweep_id", "run_id", "method.name", "dataset.name", "hardware.name", "method.beta", "seed", metric]
+    done = loaded.runs.reindex(columns=columns).assign(status="completed", note="")
+    skipped = loaded.skipped.reindex(columns=[*columns, "status", "reason"]).rename(columns={"reason": "note"})
+    skipped["status"] = loaded.skipped["skip"].to_numpy()
+    table = pd.concat([done, skipped], ignore_index=True)
+    return table.rename(columns={"method.name": "method", "dataset.name": "dataset", "hardware.name": "setup",
+                                 "method.beta": "beta"})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        loaded = _load(args, parser)
+        if args.command == "runs":
+            metric = resolve_metric(loaded.runs, args.metric)
+            table = runs_table(loaded, metric)
+            if args.csv:
+                print(table.to_csv(index=False), end="")
+            else:
+                with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
+                                       "display.max_colwidth", 80):
+                    print(table.astype(object).where(table.notna(), "").to_string(index=False) if len(table) else "(no runs)")
+                print(loaded.skip_summary())
+            return 0
+        out = args.out or (args.runs_dir / "report" if args.runs_dir else Path("report"))
+        options = ReportOptions(metric=args.metric, baseline=args.baseline, tolerances=tuple(args.tolerance),
+                                convention=args.convention, stat=args.stat, n_boot=args.n_boot,
+                                confidence=args.confidence, seed=args.seed)
+        report = build_report(loaded, out, options, source=args.wandb or str(args.runs_dir))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(loaded.skip_summary())
+    for note in report.notes:
+        print(f"note: {note}")
+    print(f"report: {report.report_md}")
+    print(f"tables: {report.out_dir / 'tables'}")
+    print(f"figures: {report.out_dir / 'figures'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

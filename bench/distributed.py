@@ -1,0 +1,210 @@
+"""Process setup for multi-process training (DESIGN §10): the one place that reads launcher state.
+
+Owns: deciding how this process was launched (torchrun / `accelerate launch`, a SLURM job step, or
+nothing), making the torch.distributed rendezvous variables right for that launcher, and the
+keyword arguments of accelerate's `Accelerator`. It must not build the Accelerator, touch a model,
+call `torch.distributed.init_process_group`, or set torch's thread count (the trainer owns those).
+
+Call order, in every process of a run:
+
+    prepare_distributed_env(hardware.num_processes, hardware.accelerator)
+    accelerator = Accelerator(**accelerator_kwargs(hardware), ...)
+
+Launchers and what happens:
+- torchrun / `accelerate launch --multi_gpu` (TORCHELASTIC_RUN_ID is set): torchrun already exported
+  MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK; nothing is changed.
+- a SLURM job (SLURM_JOB_ID is set): in a job step (srun, as the submitit launcher runs every task)
+  there are SLURM_NTASKS processes; in the batch script or an salloc shell, one. The rendezvous
+  variables are rebuilt from SLURM's (SLURM_PROCID, SLURM_NTASKS, ...) with submitit's TorchDistributedEnvironment.
+  sbatch copies the submitting shell's environment into the job, so a MASTER_PORT exported there
+  would otherwise be reused by every job of a sweep: concurrent jobs then share one port and a rank
+  can join another job's group. Values set by this job itself are kept only when the job says so by
+  exporting IMI_BENCH_DIST_JOB_ID=$SLURM_JOB_ID beside them (an inherited copy names another job).
+- no launcher: a single process; nothing is changed.
+
+Only rank 0 writes run records, history and logger output: under SLURM every rank runs Hydra's whole
+job (config dump, task function), and under torchrun every rank runs the entry point.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any, Mapping
+
+# The env:// rendezvous variables (torch.distributed "Environment variable initialization").
+RENDEZVOUS_VARS = ("MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE")
+# Set beside the rendezvous variables by whoever chose them inside a SLURM job: the job id they belong to.
+DIST_JOB_ID_VAR = "IMI_BENCH_DIST_JOB_ID"
+# How long ranks wait for each other at rendezvous and in collectives before failing. torch's default
+# is 30 minutes, so a rank that died before rendezvous would hold the others (and the allocation) that
+# long; two minutes is ample on one node. Hardware configs override it with `dist_timeout_s`.
+DEFAULT_DIST_TIMEOUT_S = 120
+ACCELERATORS = ("cpu", "cuda")
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+class DistributedSetupError(RuntimeError):
+    """The launch does not match the hardware config; the message names the key or variable."""
+
+
+def launcher() -> str:
+    """How this process was started: "torchrun", "slurm" (inside a SLURM job) or "none"."""
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # set by torchrun's agent (also under accelerate launch)
+        return "torchrun"
+    if "SLURM_JOB_ID" in os.environ:
+        return "slurm"
+    return "none"
+
+
+def _in_slurm_step() -> bool:
+    # srun sets SLURM_STEP_ID; the batch script and an salloc shell are one process whatever
+    # SLURM_NTASKS (the allocation's task count) says.
+    return "SLURM_STEP_ID" in os.environ
+
+
+def world_size() -> int:
+    """Number of processes of this run, from the launcher (1 when there is none)."""
+    kind = launcher()
+    if kind == "torchrun":
+        return _int_env("WORLD_SIZE")
+    if kind == "slurm" and _in_slurm_step():
+        return _int_env("SLURM_NTASKS")
+    return 1
+
+
+def global_rank() -> int:
+    """This process's rank among `world_size()` processes, from the launcher (0 when there is none)."""
+    kind = launcher()
+    if kind == "torchrun":
+        return _int_env("RANK")
+    if kind == "slurm" and _in_slurm_step():
+        return _int_env("SLURM_PROCID")
+    return 0
+
+
+def is_main_process() -> bool:
+    """True in the one process that may write run records, history and logs (global rank 0).
+
+    Reads the initialised process group when there is one, else the launcher's variables, so it
+    gives the same answer before and after the Accelerator exists (unlike a plain
+    `Accelerator().is_main_process` under torchrun on CPU without cpu=True, which says True on every
+    rank). Every rank must still run the same collectives; only the writing is rank 0's.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return global_rank() == 0
+
+
+def prepare_distributed_env(num_processes: int, accelerator: str) -> None:
+    """Make this process's environment right for `num_processes`-way training; call before Accelerator().
+
+    num_processes: `hardware.num_processes`, which must equal the launcher's world size (1 without one).
+    accelerator:   `hardware.accelerator`, "cpu" or "cuda".
+    Raises DistributedSetupError when the launch and the config disagree (e.g. a 2-process config run
+    without a launcher would otherwise train alone and silently report single-process numbers).
+    """
+    if isinstance(num_processes, bool) or not isinstance(num_processes, int) or num_processes < 1:
+        raise DistributedSetupError(f"hardware.num_processes must be an integer >= 1, got {num_processes!r}")
+    if accelerator not in ACCELERATORS:
+        raise DistributedSetupError(f"hardware.accelerator must be one of {', '.join(ACCELERATORS)}, got {accelerator!r}")
+    kind = launcher()
+    if kind == "slurm":
+        _prepare_slurm_job()
+    size = world_size()
+    if size != num_processes:
+        raise DistributedSetupError(_mismatch_message(kind, size, num_processes))
+
+
+def accelerator_kwargs(hardware_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments for `accelerate.Accelerator` from a hardware config (conf/hardware/*.yaml).
+
+    Reads `accelerator` (cpu|cuda), `mixed_precision` (no|bf16|fp16) and `dist_timeout_s` (optional,
+    default 120). Returns {"cpu", "mixed_precision", "kwargs_handlers"}; the caller adds its own
+    (e.g. gradient_accumulation_steps).
+    cpu=True matters beyond device placement: without it, accelerate under torchrun on a CPU-only
+    torch reports DistributedType.NO and every rank trains alone on the full data.
+    """
+    from accelerate.utils import InitProcessGroupKwargs
+
+    device = _required(hardware_cfg, "accelerator")
+    if device not in ACCELERATORS:
+        raise DistributedSetupError(f"hardware.accelerator must be one of {', '.join(ACCELERATORS)}, got {device!r}")
+    precision = _required(hardware_cfg, "mixed_precision")
+    if precision not in MIXED_PRECISIONS:
+        raise DistributedSetupError(
+            f"hardware.mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {precision!r}")
+    timeout_s = hardware_cfg.get("dist_timeout_s", DEFAULT_DIST_TIMEOUT_S)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+        raise DistributedSetupError(f"hardware.dist_timeout_s must be a number of seconds > 0, got {timeout_s!r}")
+    if device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise DistributedSetupError("hardware.accelerator is 'cuda' but no CUDA device is visible; "
+                                        "use hardware=cpu or run on a GPU machine")
+    return {
+        "cpu": device == "cpu",
+        "mixed_precision": precision,
+        "kwargs_handlers": [InitProcessGroupKwargs(timeout=timedelta(seconds=timeout_s))],
+    }
+
+
+def _prepare_slurm_job() -> None:
+    job_id = os.environ["SLURM_JOB_ID"]
+    # MASTER_ADDR/MASTER_PORT are per job: kept only if this job chose them (see the module docstring).
+    chosen_here = os.environ.get(DIST_JOB_ID_VAR) == job_id
+    kept = {key: os.environ[key] for key in ("MASTER_ADDR", "MASTER_PORT") if chosen_here and key in os.environ}
+    # RANK/WORLD_SIZE/LOCAL_* are per task and always follow SLURM's own numbering.
+    for key in RENDEZVOUS_VARS:
+        os.environ.pop(key, None)
+    os.environ.pop(DIST_JOB_ID_VAR, None)
+    # accelerate otherwise sets torch's threads to physical cores / local world size, ignoring the
+    # allocation: 2 ranks on a 16-core node would each take 8 threads while SLURM gave them 1 CPU.
+    if "SLURM_CPUS_PER_TASK" in os.environ:
+        os.environ["OMP_NUM_THREADS"] = os.environ["SLURM_CPUS_PER_TASK"]
+    if world_size() == 1:
+        return  # one process: no rendezvous, and stale copies must not make accelerate look for one
+    from submitit.helpers import TorchDistributedEnvironment
+
+    # submitit picks its job environment by SUBMITIT_EXECUTOR, which only its own job script sets:
+    # name SLURM explicitly so plain `srun python -m bench.train` works too.
+    os.environ["SUBMITIT_EXECUTOR"] = "slurm"
+    if "MASTER_PORT" in kept:  # TorchDistributedEnvironment reuses an exported port, else derives one from the job id
+        os.environ["MASTER_PORT"] = kept["MASTER_PORT"]
+    # All GPUs of the node stay visible: accelerate picks cuda:LOCAL_RANK itself.
+    TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+    if "MASTER_ADDR" in kept:
+        os.environ["MASTER_ADDR"] = kept["MASTER_ADDR"]
+    # A second call in this process (or a job this one submits) can tell these values apart.
+    os.environ[DIST_JOB_ID_VAR] = job_id
+
+
+def _mismatch_message(kind: str, size: int, num_processes: int) -> str:
+    if kind == "none":
+        return (f"hardware.num_processes={num_processes} but this process was started without a "
+                f"multi-process launcher; launch it with `accelerate launch --multi_gpu --num_processes "
+                f"{num_processes} -m bench.train ...`, torchrun, or on SLURM with "
+                f"hydra.launcher.tasks_per_node={num_processes}")
+    if kind == "torchrun":
+        return (f"hardware.num_processes={num_processes} but torchrun started WORLD_SIZE={size} "
+                f"processes; make them agree")
+    where = (f"this SLURM job step has SLURM_NTASKS={size} tasks" if _in_slurm_step()
+             else "this process runs in a SLURM batch script or salloc shell, outside srun (one process)")
+    return (f"hardware.num_processes={num_processes} but {where}; set hydra.launcher.tasks_per_node "
+            f"(x nodes) to {num_processes}, or hardware.num_processes={size}")
+
+
+def _int_env(name: str) -> int:
+    value = os.environ.get(name)
+    try:
+        return int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise DistributedSetupError(f"environment variable {name} must be an integer, got {value!r}") from None
+
+
+def _required(cfg: Mapping[str, Any], key: str) -> Any:
+    if key not in cfg:
+        raise DistributedSetupError(f"hardware.{key} is missing from the hardware config")
+    return cfg[key]

@@ -1,0 +1,41 @@
+"""Shared fixtures: composed configs in fast mode, with a per-session cache so SFT is built once."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+# Nothing in the test suite may reach the network.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture
+def make_config(tmp_path, shared_cache):
+    """compose(overrides) in fast mode, writing runs under tmp_path and caches to the session cache."""
+
+    def _make(*overrides: str):
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            return compose(
+                config_name="config",
+                overrides=[
+                    "budget=fast",
+                    "progress=false",
+                    "eval.lm_eval.enabled=false",
+                    f"paths.runs_root={tmp_path / 'runs'}",
+                    f"paths.cache_root={shared_cache}",
+                    *overrides,
+                ],
+            )
+
+    return _make

@@ -1,0 +1,83 @@
+"""End to end on the embedded default (fast mode): every method trains and writes a valid record."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from bench import records
+from bench.config import ConfigError
+from bench.methods import available_methods
+from bench.pipeline import run
+
+TRL_NAMES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+GOLD_METRICS = ("gold_reward", "win_rate", "kl", "length", "no_eos_rate", "collapsed", "pref_acc")
+
+
+@pytest.mark.parametrize("method", available_methods())
+def test_every_method_writes_a_completed_record(make_config, method):
+    result = run(make_config(f"method={method}"))
+    record = records.read_record(result.directory)
+    assert record["status"] == "completed", record["error"]
+    assert record["schema_version"] == records.SCHEMA_VERSION
+    assert record["config"]["method"]["name"] == method
+    for key in GOLD_METRICS:
+        assert math.isfinite(record["metrics"][key]), key
+    assert 0.0 <= record["metrics"]["win_rate"] <= 1.0
+    cost = record["cost"]
+    assert cost["train_tokens"] > 0 and cost["flops"] > 0 and cost["device_hours"] > 0
+    assert set(cost["shared"]) == {"sft", "dataset", "reference"}
+    assert record["provenance"]["seed"] == 0 and record["provenance"]["packages"]["torch"]
+    history = records.read_history(result.directory)
+    assert [row["step"] for row in history] == [0, 1, 2]
+    for name in TRL_NAMES:
+        assert all(math.isfinite(row[name]) for row in history), name
+    if method.startswith("imi_") or method == "rmipo":
+        assert {"imi/delta_pmi_mean", "imi/delta_pmi_min", "imi/delta_pmi_max"} <= set(history[0])
+
+
+def test_rerun_skips_completed_and_same_seed_is_deterministic(make_config, tmp_path):
+    first = run(make_config("method=imi_dpo"))
+    again = run(make_config("method=imi_dpo"))
+    assert again.skipped and again.record["run_id"] == first.record["run_id"]
+    # a fresh runs folder forces a recomputation: CPU results must be identical
+    fresh = run(make_config("method=imi_dpo", f"paths.runs_root={tmp_path / 'other'}"))
+    assert not fresh.skipped
+    assert fresh.record["metrics"] == first.record["metrics"]
+
+
+def test_nonfinite_loss_fails_the_run_with_step_and_stats(make_config):
+    result = run(make_config("method=dpo", "train.lr=1e12", "train.max_steps=5"))
+    record = records.read_record(result.directory)
+    assert record["status"] == "failed"
+    assert "NonFiniteLossError" in record["error"] and "at step" in record["error"]
+    # a failed run is redone, not skipped, when launched again
+    assert not run(make_config("method=dpo", "train.lr=1e12", "train.max_steps=5")).skipped
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("method.beta=-1", "method.beta"),
+        ("method=nope", None),
+        ("train.lr=0", "train.lr"),
+        ("dataset.on_bad_row=ignore", "dataset.on_bad_row"),
+        ("dataset.task=chess", "dataset.task"),
+    ],
+)
+def test_config_errors_name_the_key_before_any_compute(make_config, tmp_path, override, key):
+    if key is None:  # an unknown group option is Hydra's own error, also before any compute
+        with pytest.raises(Exception, match="nope"):
+            make_config(override)
+        return
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        run(make_config(override))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_record_is_plain_json_with_redacted_secrets(make_config):
+    result = run(make_config("method=simpo", "+dataset.hf_token=hf_SECRET"))
+    text = (result.directory / records.RECORD_FILE).read_text()
+    assert "hf_SECRET" not in text
+    json.loads(text)
