@@ -80,6 +80,9 @@ def runs_table(loaded: LoadedRuns, metric: str) -> pd.DataFrame:
     skipped = loaded.skipped.reindex(columns=[*columns, "status", "reason"]).rename(columns={"reason": "note"})
     skipped["status"] = loaded.skipped["skip"].to_numpy()
     table = pd.concat([done, skipped], ignore_index=True)
+    seeds = pd.to_numeric(table["seed"], errors="coerce")
+    if (seeds.dropna() % 1 == 0).all():  # integer seeds print as 2, not 2.0, beside the missing ones
+        table["seed"] = seeds.astype("Int64")
     return table.rename(columns={"method.name": "method", "dataset.name": "dataset", "hardware.name": "setup",
                                  "method.beta": "beta"})
 
@@ -97,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 200,
                                        "display.max_colwidth", 80):
-                    print(table.astype(object).where(table.notna(), "").to_string(index=False) if len(table) else "(no runs)")
+                    shown = table.round({metric: 4}).astype(object)
+                    text = shown.where(table.notna(), "").to_string(index=False) if len(table) else "(no runs)"
+                    print("\n".join(line.rstrip() for line in text.splitlines()))
                 print(loaded.skip_summary())
             return 0
         out = args.out or (args.runs_dir / "report" if args.runs_dir else Path("report"))

@@ -18,7 +18,7 @@ Columns of `LoadedRuns.runs` (one row per completed run):
 Columns of `LoadedRuns.skipped` (one row per run that is not analysed):
     run_dir, run_id, sweep_id, status, skip ("incomplete"|"failed"|"unreadable"|"malformed"|
     "unsupported"|"duplicate"), reason (human-readable, names the file and field),
-    and, where the record says so, method.name, dataset.name, method.beta, seed.
+    and, where the record says so, method.name, dataset.name, hardware.name, method.beta, seed.
 """
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ REQUIRED_CONFIG_KEYS = ("method.name", "dataset.name")
 UNSPECIFIED = "unspecified"
 
 # Columns shown by `python -m analysis runs` and kept for skipped runs when the record has them.
-IDENTITY_COLUMNS = ("method.name", "dataset.name", "method.beta", "seed")
+IDENTITY_COLUMNS = ("method.name", "dataset.name", "hardware.name", "method.beta", "seed")
 
 # Per-step history scalars without a "/" (the trainer's rows); a W&B summary holds their last value,
 # which is not a final metric (see `split_summary`).
@@ -397,7 +397,7 @@ def split_summary(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[st
 
 def wandb_run_to_record(run_id: str, group: str | None, state: str, config: Mapping[str, Any],
                         summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of one W&B API run (`run.id, run.group, run.state, run.config, run.summary_metrics`)
+    """The fields of one W&B API run (`run.name, run.group, run.state, run.config, run.summary_metrics`)
     as a record dict with the same keys as record.json, so both sources give the same columns.
 
     Config keys logged flat with "/" or "." separators are nested back. The sweep id is the run's
@@ -437,7 +437,10 @@ def load_wandb_runs(path: str, filters: Mapping[str, Any] | None = None, api: An
         api = wandb.Api()
     triples = []
     for run in api.runs(path, filters=dict(filters or {})):
-        record = wandb_run_to_record(run.id, getattr(run, "group", None), run.state,
+        # bench names each W&B run after its run id (WandbLogger: name = run id), so the display name
+        # matches the local record; the W&B id is the fallback for runs logged some other way
+        record = wandb_run_to_record(run.name or run.id, getattr(run, "group", None), run.state,
                                      dict(run.config), dict(run.summary_metrics))
+        record["provenance"]["wandb_id"] = run.id
         triples.append((None, record, None))
     return records_to_frame(triples, source=f"wandb:{path}")

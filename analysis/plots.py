@@ -70,9 +70,14 @@ def _hide_unused(axes: np.ndarray, used: int) -> None:
         ax.set_visible(False)
 
 
-def _legend(fig: Figure, handles: list, n_panels: int) -> None:
+LEGEND_ENTRY_WIDTH = 2.8  # inches one legend entry needs at fontsize 8 (the labels are a few words long)
+
+
+def _legend(fig: Figure, handles: list) -> None:
+    """One legend for all panels, below them, in as many columns as the figure's width holds."""
     if handles:
-        fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 5), fontsize=8, frameon=False)
+        columns = max(1, min(len(handles), int(fig.get_figwidth() // LEGEND_ENTRY_WIDTH)))
+        fig.legend(handles=handles, loc="outside lower center", ncols=columns, fontsize=8, frameon=False)
 
 
 def save_figure(fig: Figure, directory: str | Path, name: str) -> list[Path]:
@@ -132,7 +137,7 @@ def beta_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> 
                        linewidths=0.9)
         for _, row in configs[configs["arm_kind"] == "fixed"].iterrows():
             color = colors[row["arm"]]
-            ax.axhspan(row["q25"], row["q75"], color=color, alpha=0.12, linewidth=0)
+            ax.axhspan(row["q25"], row["q75"], color=color, alpha=0.1, linewidth=0)
             ax.axhline(row["median"], color=color, linestyle="--", linewidth=1.6)
             handles.setdefault(row["arm"], Line2D([], [], color=color, linestyle="--", linewidth=1.6,
                                                   label=f"{row['arm']} at defaults: median (IQR band)"))
@@ -147,7 +152,7 @@ def beta_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> 
              Line2D([], [], color="grey", marker="x", linestyle="none", markersize=5, label="collapsed run"),
              Line2D([], [], color="black", marker="o", linestyle="none", markerfacecolor="none", markersize=8,
                     label="published default β")]
-    _legend(fig, [*handles.values(), *extra], len(settings))
+    _legend(fig, [*handles.values(), *extra])
     return fig
 
 
@@ -196,7 +201,7 @@ def expected_best(curves: pd.DataFrame, x: str = "k", reference: pd.DataFrame | 
         ax.set_xlabel(xlabel)
         ax.set_ylabel("expected best score Ê_k")
     _hide_unused(axes, len(settings))
-    _legend(fig, list(handles.values()), len(settings))
+    _legend(fig, list(handles.values()))
     return fig
 
 
@@ -241,7 +246,7 @@ def reward_kl_frontier(runs: pd.DataFrame, reward: str = "gold_reward", kl: str 
         ax.set_ylabel(f"{reward} (gold reward per sample)")
     _hide_unused(axes, len(settings))
     handles["_run"] = Line2D([], [], color="grey", marker="o", linestyle="none", markersize=3, alpha=0.5, label="one run")
-    _legend(fig, list(handles.values()), len(settings))
+    _legend(fig, list(handles.values()))
     return fig
 
 
@@ -296,5 +301,5 @@ def imi_traces(traces: pd.DataFrame, smoothing: int | None = None) -> Figure:
         axes[row, column].set_visible(False)
         axes[row + 1, column].set_visible(False)
     handles["_run"] = Line2D([], [], color="grey", linewidth=0.8, alpha=0.5, label="one run (seed)")
-    _legend(fig, list(handles.values()), n)
+    _legend(fig, list(handles.values()))
     return fig

@@ -83,16 +83,21 @@ def resolve_metric(runs: pd.DataFrame, requested: str | None) -> str:
     return DEFAULT_METRIC
 
 
-def imi_trace_frame(runs: pd.DataFrame) -> pd.DataFrame:
+def imi_trace_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """ΔPMI and effective-regulation traces of the IMI runs, read from their history.jsonl.
 
-    Out: one row per (run, step): setting, arm, method.name, run_id, step, delta_pmi, regulation,
-    regulation_name ("effective_margin" | "effective_beta" | "effective_weight" | None). Runs with no
-    run directory (W&B) or no IMI keys in their history are left out.
+    Out: (traces, problems). traces: one row per (run, step): setting, arm, method.name, run_id, step,
+    delta_pmi, regulation, regulation_name ("effective_margin" | "effective_beta" | "effective_weight" |
+    None). Runs with no run directory (W&B) or no IMI keys in their history are left out; a history that
+    cannot be read is left out too, and its error is one of `problems`.
     """
-    frames = []
+    frames, problems = [], []
     for _, run in runs[(runs["arm_kind"] == "fixed") & runs["run_dir"].notna()].iterrows():
-        history = read_history(run["run_dir"])
+        try:
+            history = read_history(run["run_dir"])
+        except (ValueError, OSError) as err:
+            problems.append(str(err))
+            continue
         delta = next((k for k in DELTA_PMI_KEYS if k in history.columns), None)
         if history.empty or delta is None or "step" not in history.columns:
             continue
@@ -104,7 +109,7 @@ def imi_trace_frame(runs: pd.DataFrame) -> pd.DataFrame:
             "regulation_name": regulation.removeprefix("imi/").removesuffix("_mean") if regulation else None,
         }))
     columns = ["setting", "arm", "method.name", "run_id", "step", "delta_pmi", "regulation", "regulation_name"]
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+    return (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)), problems
 
 
 def comparison_table(entries: pd.DataFrame, baseline: str) -> pd.DataFrame:
@@ -343,6 +348,9 @@ def _aggregate_section(w: _Writer, entries: pd.DataFrame, summary: pd.DataFrame,
         w.note(f"IQM and probability of improvement: there is no `{o.baseline}` grid to normalise by and compare with.")
         return
     normalized = normalize_scores(entries, summary, o.baseline, o.stat)
+    unscaled = sorted(normalized.loc[normalized["normalized"].isna(), "setting"].unique())
+    if unscaled:
+        w.text(f"> Left out of the IQM (no `{o.baseline}` grid, or a flat one, to normalise by): {', '.join(unscaled)}.")
     table = iqm_table(normalized, "normalized", o.n_boot, o.confidence, o.seed)
     if table.empty:
         w.note(f"IQM: the `{o.baseline}` grid is flat on every setting, so scores cannot be normalised.")
@@ -404,7 +412,9 @@ def _figures_section(w: _Writer, runs, summary, curves, grid_table, o: ReportOpt
                  "Reward–KL frontier: gold reward vs KL(π‖π_ref) per run, medians per configuration")
     else:
         w.note("reward–KL frontier: the runs have no gold_reward and kl metrics (no gold-reward task).")
-    traces = imi_trace_frame(runs)
+    traces, problems = imi_trace_frame(runs)
+    for problem in problems:
+        w.note(f"ΔPMI traces: a history was left out: {problem}")
     if traces.empty:
         w.note("ΔPMI / effective-margin traces: no IMI run with a local history.jsonl holding imi/delta_pmi_*.")
     else:

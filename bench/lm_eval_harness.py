@@ -8,9 +8,11 @@ label anything, nor download anything itself.
 
 Tokenization: texts are space-separated words and the query/choices are joined by a single space
 (`target_delimiter: " "`), so a word-level tokenizer sees exactly the words the model was trained on.
-lm-eval scores a choice as the tokens of `query + " " + choice` beyond the tokens of `query`; that is
-only right if the tokenizer does not append EOS to every encoding (checked in `run_lm_eval`). A
-choice's score has no EOS term, as usual in lm-eval multiple choice.
+lm-eval scores a choice as the tokens of `query + " " + choice` beyond the tokens of `query`. By
+default (`boundary_token=True`) each pair is encoded as the suite's trainer encodes a sequence: one
+boundary token (BOS, else EOS), then the text with no other special tokens — so a model trained on
+"<bos> prompt response <eos>" is scored in the context it was trained in, whatever the tokenizer's
+post-processor does. A choice's score has no EOS term, as usual in lm-eval multiple choice.
 """
 from __future__ import annotations
 
@@ -82,9 +84,28 @@ def _check_item(task: Task, index: int, item: dict) -> None:
         raise ValueError(f"task {task.name!r}: multiple-choice item {index} is malformed: {item!r}")
 
 
+def _boundary_hflm():
+    """HFLM whose (context, continuation) encoding is [boundary] + context + continuation with no
+    other special tokens; lm-eval's `prefix_token_id` is the boundary (BOS, else EOS), the same rule
+    as the suite's trainer. Built lazily: importing lm-eval costs seconds."""
+    from lm_eval.models.huggingface import HFLM
+
+    class BoundaryHFLM(HFLM):
+        def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
+            # As lm-eval does: trailing spaces of the context belong to the continuation.
+            n_spaces = len(context) - len(context.rstrip())
+            if n_spaces:
+                context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
+            whole = self.tok_encode(context + continuation, add_special_tokens=False)
+            context_enc = self.tok_encode(context, add_special_tokens=False)
+            return [self.prefix_token_id, *context_enc], whole[len(context_enc) :]
+
+    return BoundaryHFLM
+
+
 def _check_tokenizer(tokenizer) -> None:
-    """lm-eval splits `context + continuation` at len(encode(context)); an EOS appended to every
-    encoding would shift that split by one token and score the wrong tokens."""
+    """Without the boundary encoding, lm-eval splits `context + continuation` at
+    len(encode(context)); an EOS appended to every encoding would shift that split by one token."""
     eos = getattr(tokenizer, "eos_token_id", None)
     probe = tokenizer("x y")["input_ids"]
     if eos is not None and probe and probe[-1] == eos:
@@ -110,13 +131,15 @@ def run_lm_eval(
     batch_size: int = 8,
     device: str = "cpu",
     limit: int | float | None = None,
+    boundary_token: bool = True,
 ) -> dict[str, float]:
     """Evaluate an in-memory causal LM on lm-eval tasks; return {"lm_eval/<task>/<metric>": value}.
 
     Local tasks are looked up in `include_path` (as written by `write_local_tasks`); lm-eval's own
     task index is loaded (~8 s) only if some name is not found there. Metrics keep lm-eval's names
     (acc, acc_norm, acc_stderr, ...); a metric under a filter other than "none" becomes
-    "<metric>_<filter>". Non-numeric values (e.g. a stderr of "N/A") are left out. The model's
+    "<metric>_<filter>". `boundary_token`: score log-likelihoods after one BOS (else EOS) as the
+    trainer encodes sequences (see the module docstring); False = lm-eval's own tokenization. Non-numeric values (e.g. a stderr of "N/A") are left out. The model's
     train/eval mode is restored afterwards, and lm-eval is told not to reseed global RNGs (the
     caller's training must not depend on whether it evaluated). Returns {} on non-main processes.
     """
@@ -126,7 +149,8 @@ def run_lm_eval(
 
     if isinstance(task_names, str) or not task_names:
         raise ValueError(f"task_names must be a non-empty list of lm-eval task names, got {task_names!r}")
-    _check_tokenizer(tokenizer)
+    if not boundary_token:
+        _check_tokenizer(tokenizer)
     _check_device(model, device)
     manager = None
     if include_path is not None:
@@ -142,7 +166,8 @@ def run_lm_eval(
 
     was_training = model.training
     try:
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        lm_class = _boundary_hflm() if boundary_token else HFLM
+        lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
         results = simple_evaluate(
             model=lm,
             tasks=list(task_names),

@@ -1,5 +1,6 @@
 """The lm-eval bridge runs offline on a tiny in-memory Llama with a word-level tokenizer built from
-the tasks' vocabularies, and its accuracies equal a brute-force scoring of the same items."""
+the tasks' vocabularies, and its accuracies equal a brute-force scoring of the same items in the
+trainer's encoding (<bos> + query + choice), whatever the tokenizer's post-processor adds."""
 from __future__ import annotations
 
 import json
@@ -23,15 +24,19 @@ SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 N_ITEMS = 30
 
 
-def word_tokenizer(words: list[str], append_eos: bool = False) -> PreTrainedTokenizerFast:
-    """WordLevel + WhitespaceSplit; the post-processor prepends <bos> (and optionally appends <eos>)."""
+POST_PROCESSORS = {None: None, "bos": "<bos> $A", "bos_eos": "<bos> $A <eos>"}
+
+
+def word_tokenizer(words: list[str], post_processor: str | None = None) -> PreTrainedTokenizerFast:
+    """WordLevel + WhitespaceSplit; `post_processor` says which special tokens encode() adds."""
     vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + sorted(set(words)))}
     tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    single = "<bos> $A <eos>" if append_eos else "<bos> $A"
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single=single, special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])]
-    )
+    if post_processor is not None:
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single=POST_PROCESSORS[post_processor],
+            special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
+        )
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
     )
@@ -43,8 +48,13 @@ def tasks():
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tasks):
-    return word_tokenizer([w for task in tasks for w in task.vocabulary])
+def words(tasks):
+    return [w for task in tasks for w in task.vocabulary]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(words):
+    return word_tokenizer(words)  # like the suite's: encode() adds no special tokens
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +86,17 @@ def local_tasks(tasks, tmp_path_factory):
 def brute_force_accuracy(model, tokenizer, data_path: Path) -> tuple[float, float]:
     """acc and acc_norm (log-likelihood over choice length in characters), scored one choice at a
     time: the log-prob of the choice's tokens after <bos> + query."""
+
+    def encode(text: str) -> list[int]:
+        return [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]
+
     correct = correct_norm = n = 0
     for line in data_path.read_text().splitlines():
         item = json.loads(line)
-        context_len = len(tokenizer(item["query"])["input_ids"])
+        context_len = len(encode(item["query"]))
         lls = []
         for choice in item["choices"]:
-            ids = tokenizer(f"{item['query']} {choice}")["input_ids"]
+            ids = encode(f"{item['query']} {choice}")
             logps = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
             lls.append(sum(logps[t - 1, ids[t]].item() for t in range(context_len, len(ids))))
         normed = [ll / len(c) for ll, c in zip(lls, item["choices"])]
@@ -110,11 +124,20 @@ def test_write_local_tasks_writes_a_reproducible_multiple_choice_task(tasks, tmp
     assert len(items) == 10 and all(set(i) == {"query", "choices", "gold"} for i in items)
 
 
-def test_run_lm_eval_offline_matches_brute_force(model, tokenizer, local_tasks):
+@pytest.mark.parametrize(
+    "post_processor, boundary_token",
+    [(None, True), ("bos", True), ("bos_eos", True), ("bos", False)],
+)
+def test_run_lm_eval_offline_matches_brute_force(model, words, local_tasks, post_processor, boundary_token):
+    """With the boundary encoding the tokenizer's post-processor does not matter; without it, a
+    tokenizer that adds <bos> itself gives the same scores."""
     directory, names = local_tasks
     assert names == ["imibench_arithmetic", "imibench_sentiment", "imibench_verbosity"]
+    tokenizer = word_tokenizer(words, post_processor)
     model.train()
-    metrics = run_lm_eval(model, tokenizer, names, include_path=directory, batch_size=8, device="cpu")
+    metrics = run_lm_eval(
+        model, tokenizer, names, include_path=directory, batch_size=8, device="cpu", boundary_token=boundary_token
+    )
     assert model.training, "run_lm_eval must restore the model's train mode"
     for name in names:
         for metric in ("acc", "acc_norm", "acc_stderr", "acc_norm_stderr"):
@@ -132,11 +155,10 @@ def test_run_lm_eval_limit(model, tokenizer, local_tasks):
     assert (metrics[f"lm_eval/{names[0]}/acc"] * 4) % 1 == 0
 
 
-def test_run_lm_eval_rejects_a_tokenizer_that_appends_eos(model, tasks, local_tasks):
+def test_without_boundary_encoding_a_tokenizer_that_appends_eos_is_refused(model, words, local_tasks):
     directory, names = local_tasks
-    bad = word_tokenizer([w for task in tasks for w in task.vocabulary], append_eos=True)
     with pytest.raises(ValueError, match="EOS"):
-        run_lm_eval(model, bad, names, include_path=directory)
+        run_lm_eval(model, word_tokenizer(words, "bos_eos"), names, include_path=directory, boundary_token=False)
 
 
 @pytest.mark.slow  # indexes lm-eval's own ~thousands of task configs: ~10 s on 2 cores
