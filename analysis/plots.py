@@ -8,7 +8,9 @@ figure stays alive in a global registry. No statistics are computed here beyond 
 """
 from __future__ import annotations
 
+import itertools
 import math
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 # One colour per method in every figure: baselines in cool colours, IMI methods in warm ones.
 METHOD_COLORS = {
@@ -27,6 +30,8 @@ METHOD_COLORS = {
 EXTRA_COLORS = ("#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d", "#31a354")
 PANEL_WIDTH, PANEL_HEIGHT = 4.6, 3.5
 MAX_COLUMNS = 3
+TITLE_CHARS_PER_INCH = 11  # characters of a 12-pt title per inch of figure width
+LEGEND_ENTRY_WIDTH = 2.8  # inches one legend entry needs at fontsize 8 (the labels are a few words long)
 
 
 def arm_colors(arms: pd.DataFrame) -> dict[str, str]:
@@ -34,7 +39,7 @@ def arm_colors(arms: pd.DataFrame) -> dict[str, str]:
 
     In: a frame with columns arm, method.name (one row per arm or more).
     """
-    colors, spare = {}, iter(EXTRA_COLORS * 4)
+    colors, spare = {}, itertools.cycle(EXTRA_COLORS)
     used_methods: set[str] = set()
     for arm, method in arms[["arm", "method.name"]].drop_duplicates().sort_values(["method.name", "arm"]).itertuples(index=False):
         if method in METHOD_COLORS and method not in used_methods:
@@ -56,8 +61,13 @@ def _panels(n: int, suptitle: str) -> tuple[Figure, np.ndarray]:
     fig = Figure(figsize=(PANEL_WIDTH * columns, PANEL_HEIGHT * rows + 0.9), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, columns, squeeze=False)
-    fig.suptitle(suptitle, fontsize=12)
+    _suptitle(fig, suptitle)
     return fig, axes
+
+
+def _suptitle(fig: Figure, text: str) -> None:
+    """A figure title wrapped to the figure's width (a one-panel figure is only ~4.6 inches wide)."""
+    fig.suptitle(textwrap.fill(text, width=int(fig.get_figwidth() * TITLE_CHARS_PER_INCH)), fontsize=12)
 
 
 def _style(ax) -> None:
@@ -68,9 +78,6 @@ def _style(ax) -> None:
 def _hide_unused(axes: np.ndarray, used: int) -> None:
     for ax in axes.ravel()[used:]:
         ax.set_visible(False)
-
-
-LEGEND_ENTRY_WIDTH = 2.8  # inches one legend entry needs at fontsize 8 (the labels are a few words long)
 
 
 def _legend(fig: Figure, handles: list) -> None:
@@ -145,7 +152,7 @@ def beta_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> 
         ax.set_xlim(low, high)
         ax.set_title(setting, fontsize=10)
         ax.set_xlabel("β (log scale)")
-        ax.set_ylabel(f"{metric} (per run; line = median over seeds)", fontsize=8)
+        ax.set_ylabel(metric)
     _hide_unused(axes, len(settings))
     extra = [Patch(color="grey", alpha=0.25, label="IQR over seeds"),
              Line2D([], [], color="grey", marker="o", linestyle="none", markersize=3, alpha=0.6, label="one run"),
@@ -267,8 +274,7 @@ def imi_traces(traces: pd.DataFrame, smoothing: int | None = None) -> Figure:
     axes = fig.subplots(2 * blocks, columns, squeeze=False)
     window = smoothing or max(1, int(traces["step"].max() + 1) // 25)
     smoothing_text = "no smoothing" if window == 1 else f"rolling mean over {window} steps"
-    fig.suptitle(f"IMI signal during training: ΔPMI and effective regulation (batch means, {smoothing_text})",
-                 fontsize=12)
+    _suptitle(fig, f"IMI signal during training: ΔPMI and effective regulation (batch means, {smoothing_text})")
     colors = arm_colors(traces)
     handles: dict[str, object] = {}
     for index, setting in enumerate(settings):
@@ -291,6 +297,7 @@ def imi_traces(traces: pd.DataFrame, smoothing: int | None = None) -> Figure:
         for ax in (top, bottom):
             _style(ax)
             ax.set_xlabel("optimizer step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         top.axhline(0.0, color="black", linewidth=0.6)
         top.set_title(f"{setting}: ΔPMI", fontsize=10)
         top.set_ylabel("ΔPMI = PMI(y_w) − PMI(y_l) (nats/token)", fontsize=8)

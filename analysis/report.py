@@ -189,7 +189,9 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
         _skipped_section(w, loaded)
         return _finish(w)
 
+    # charge shared caches before any run is dropped: a run without the metric still used (and shared) them
     runs = annotate(runs, loaded.config_columns)
+    runs = runs.join(charged_costs(runs, o.convention))
     missing = runs[metric].isna()
     if missing.any():
         w.notes.append(f"{int(missing.sum())} completed runs have no `{metric}` and are left out.")
@@ -199,7 +201,6 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
         w.note(f"no completed run reports `{metric}`.")
         _skipped_section(w, loaded)
         return _finish(w)
-    runs = runs.join(charged_costs(runs, o.convention))
     has_cost = bool(runs["charged.device_hours"].notna().any())
     summary = seed_summary(runs, metric)
     entries = comparison_entries(runs, summary, metric, o.stat)

@@ -68,7 +68,7 @@ def sft_model_for_task(task, task_payload: dict, tokenizer, model_cfg: Mapping, 
     """The cached SFT model for a built-in task: (model, CacheEntry)."""
     payload = {
         "task": task_payload,
-        "vocabulary": list(tokenizer.get_vocab().items()),
+        "vocabulary": sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]),  # get_vocab order varies by process
         "model": dict(model_cfg),
         "sft": dict(sft_cfg),
         "seed": seed,

@@ -187,3 +187,20 @@ def test_a_setting_without_the_baseline_is_left_out_of_baseline_tables(tmp_path)
     assert set(pd.read_csv(tmp_path / "out" / "tables" / "cost_to_reach.csv")["setting"]) == {"arithmetic"}
     comparison = pd.read_csv(tmp_path / "out" / "tables" / "comparison.csv")
     assert set(comparison["setting"]) == {"arithmetic", "sentiment"}
+
+
+@pytest.mark.slow
+def test_report_on_records_written_by_the_real_pipeline(make_config, tmp_path):
+    """bench's fast-mode pipeline writes a small sweep; the analysis reads it and writes the report."""
+    from bench.pipeline import run
+
+    for overrides in (("method=dpo", "method.beta=0.1"), ("method=dpo", "method.beta=1.0"), ("method=rmipo",)):
+        assert run(make_config(*overrides, "sweep_id=real")).record["status"] == "completed"
+    loaded = load_runs(tmp_path / "runs")
+    assert len(loaded.runs) == 3 and loaded.skipped.empty
+    report = build_report(loaded, tmp_path / "out", ReportOptions(n_boot=50))
+    costs = pd.read_csv(tmp_path / "out" / "tables" / "cost_to_reach.csv")
+    assert set(costs["arm"]) == {"dpo", "rmipo"} and costs["expected_device_hours"].notna().all()
+    for name in ("beta_sensitivity", "expected_best_vs_device_hours", "reward_kl_frontier", "imi_traces"):
+        assert_image(tmp_path / "out" / "figures" / f"{name}.png")
+    assert "Skipped:" not in report.report_md.read_text()

@@ -81,3 +81,24 @@ def test_record_is_plain_json_with_redacted_secrets(make_config):
     text = (result.directory / records.RECORD_FILE).read_text()
     assert "hf_SECRET" not in text
     json.loads(text)
+
+
+def test_cli_runs_and_second_process_hits_every_shared_cache(tmp_path):
+    """The real entry point, twice, in separate processes: caches must be found again (stable keys)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / "cache")}
+    records_written = []
+    for seed in (0, 1):
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.train", "budget=fast", "progress=false", "eval.lm_eval.enabled=false", f"seed={seed}"],
+            capture_output=True, text=True, env=env, timeout=600,
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "[imi-bench] completed:" in out.stdout and "record.json" in out.stdout
+        records_written += list((tmp_path / "runs").glob(f"local/*-s{seed}-*/record.json"))
+    second = json.loads(records_written[1].read_text())
+    assert {name: shared["hit"] for name, shared in second["cost"]["shared"].items()} == {
+        "sft": True, "dataset": True, "reference": True}
