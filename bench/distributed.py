@@ -15,11 +15,14 @@ Launchers and what happens:
   MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK; nothing is changed.
 - a SLURM job (SLURM_JOB_ID is set): in a job step (srun, as the submitit launcher runs every task)
   there are SLURM_NTASKS processes; in the batch script or an salloc shell, one. The rendezvous
-  variables are rebuilt from SLURM's (SLURM_PROCID, SLURM_NTASKS, ...) with submitit's TorchDistributedEnvironment.
+  variables are rebuilt from SLURM's (SLURM_PROCID, SLURM_NTASKS, ...) with submitit's
+  TorchDistributedEnvironment.
   sbatch copies the submitting shell's environment into the job, so a MASTER_PORT exported there
   would otherwise be reused by every job of a sweep: concurrent jobs then share one port and a rank
   can join another job's group. Values set by this job itself are kept only when the job says so by
   exporting IMI_BENCH_DIST_JOB_ID=$SLURM_JOB_ID beside them (an inherited copy names another job).
+  OMP_NUM_THREADS is set to SLURM_CPUS_PER_TASK, so accelerate does not size torch's threads by
+  the node's cores instead of the allocation.
 - no launcher: a single process; nothing is changed.
 
 Only rank 0 writes run records, history and logger output: under SLURM every rank runs Hydra's whole

@@ -163,7 +163,7 @@ def _lm_eval(cfg: DictConfig, setup: Setup, model, device) -> dict:
         if not names:
             return {}
         return run_lm_eval(model, setup.tokenizer, names, Path(include) if setup.task is not None else None,
-                           batch_size=lm_cfg.batch_size, device=str(device))
+                           batch_size=lm_cfg.batch_size, device=str(model.device))
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
@@ -188,7 +188,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     started_at, history, metrics, error, status = now(), [], {}, None, "failed"
     setup = None
     try:
-        with meter.phase("setup"):
+        with meter.phase("setup"), accelerator.main_process_first():
+            # rank 0 builds any missing cache entry; the other ranks then find it (transformers'
+            # save_pretrained writes nothing on non-zero ranks, so they must never build one)
             cache = DiskCache(cfg.paths.cache_root)
             setup = build_setup(cfg, method, cache, meter, accelerator.device, show_progress)
             meter.n_params = non_embedding_parameters(setup.model)
@@ -225,5 +227,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
         records.write_history(directory, history)
         records.write_record(directory, record)
         logger.finish(status=status, metrics=metrics, cost=record["cost"])
+    if status == "failed" and accelerator.num_processes > 1:
+        # End this rank now: its peers then fail on the closed connection instead of waiting at a
+        # barrier for dist_timeout_s; the real error is in this rank's log (and in the record if rank 0).
+        raise RuntimeError(f"rank {accelerator.process_index} failed: {error.splitlines()[0]}")
     accelerator.wait_for_everyone()
     return RunResult(record, directory)

@@ -61,12 +61,22 @@ install_packages() {
     ((missing)) || return 0
     command -v apt-get >/dev/null || die "SLURM is not installed and apt-get is missing; install: ${PACKAGES[*]}"
     log "installing ${PACKAGES[*]} (apt-get)"
+    # The packages' scripts would start system-wide daemons (with configs that do not exist yet).
+    # Debian's policy-rc.d hook forbids that; container images usually ship one, else add it for
+    # the duration of the install.
+    local own_policy=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
+        own_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT   # also if apt-get fails below
+    fi
     # Lock timeout: another apt run on the same machine should delay us, not fail us.
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update -qq \
         || die "apt-get update failed"
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq \
         --no-install-recommends "${PACKAGES[@]}" >/dev/null \
         || die "apt-get install ${PACKAGES[*]} failed"
+    if ((own_policy)); then rm -f /usr/sbin/policy-rc.d; trap - EXIT; fi
     for bin in "${BINARIES[@]}"; do [[ -x "$bin" ]] || die "$bin still missing after install"; done
 }
 
