@@ -1,0 +1,90 @@
+"""Re-run committed runs from their own records and check the metrics agree (DESIGN §9, results/).
+
+    python -m bench.reproduce results/<name> [--runs 2] [--atol 1e-6] [--metrics gold_reward kl ...]
+
+Each chosen record's resolved config is run again (into a scratch runs folder, with the usual shared
+caches, which are rebuilt from scratch if absent) and every compared metric must match within `--atol`.
+On the same CPU type, thread count and package versions a run is bit-for-bit repeatable, so the default
+tolerance is tight; across machines, pass the tolerance stated beside the result.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from bench.pipeline import run
+from bench.records import RECORD_FILE
+
+DEFAULT_METRICS = ("gold_reward", "win_rate", "kl", "no_eos_rate", "pref_acc", "length")
+
+
+def completed_records(root: Path) -> list[dict]:
+    found = []
+    for path in sorted(Path(root).rglob(RECORD_FILE)):
+        record = json.loads(path.read_text())
+        if record.get("status") == "completed":
+            found.append(record)
+    return found
+
+
+def compare(expected: dict, actual: dict, metrics: list[str], atol: float) -> list[str]:
+    """Mismatches as readable lines (empty = reproduced). A metric absent from the original is skipped."""
+    problems = []
+    for name in metrics:
+        if name not in expected:
+            continue
+        want, got = expected[name], actual.get(name, math.nan)
+        if not (abs(want - got) <= atol or (math.isnan(want) and math.isnan(got))):
+            problems.append(f"{name}: recorded {want:.6g}, reproduced {got:.6g} (|diff| {abs(want - got):.3g} > {atol})")
+    return problems
+
+
+def reproduce(record: dict, runs_root: Path, cache_root: str, metrics: list[str], atol: float) -> list[str]:
+    config = dict(record["config"])
+    config["paths"] = {"runs_root": str(runs_root), "cache_root": str(Path(cache_root).resolve())}
+    config["progress"] = False
+    result = run(OmegaConf.create(config))
+    if result.record["status"] != "completed":
+        return [f"re-run failed: {result.record['error'].splitlines()[0]}"]
+    return compare(record["metrics"], result.record["metrics"], metrics, atol)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.reproduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("results", type=Path, help="a folder of run records (e.g. results/beta_sensitivity)")
+    parser.add_argument("--runs", type=int, default=2, help="how many records to re-run, drawn at random (0 = all)")
+    parser.add_argument("--seed", type=int, default=0, help="which records are drawn")
+    parser.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance per metric")
+    parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
+    parser.add_argument("--cache-root", default=os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench"),
+                        help="shared cache folder (default: $IMI_BENCH_CACHE or .cache/imi-bench)")
+    args = parser.parse_args(argv)
+
+    records = completed_records(args.results)
+    if not records:
+        print(f"no completed records under {args.results}", file=sys.stderr)
+        return 2
+    chosen = records if args.runs == 0 else random.Random(args.seed).sample(records, min(args.runs, len(records)))
+    failures = 0
+    with tempfile.TemporaryDirectory(prefix="imi-bench-reproduce-") as scratch:
+        for record in chosen:
+            problems = reproduce(record, Path(scratch), args.cache_root, args.metrics, args.atol)
+            failures += bool(problems)
+            print(f"[reproduce] {'OK  ' if not problems else 'FAIL'} {record['run_id']}")
+            for line in problems:
+                print(f"           {line}")
+    print(f"[reproduce] {len(chosen) - failures}/{len(chosen)} runs reproduced within atol={args.atol}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
