@@ -61,6 +61,11 @@ def validate_config(cfg: DictConfig) -> None:
 
         if cfg.dataset.task not in available_tasks():
             raise ConfigError(f"dataset.task: unknown task {cfg.dataset.task!r}; available: {', '.join(available_tasks())}")
+        if not 0.0 <= cfg.dataset.label_noise <= 0.5:
+            raise ConfigError(f"dataset.label_noise must be in [0, 0.5] (a flip rate above 0.5 inverts the labels), got {cfg.dataset.label_noise!r}")
+        _positive(cfg, "dataset.bt_temperature")
+        for key in ("n_train_prompts", "n_eval_pair_prompts", "n_eval_prompts"):
+            _positive(cfg, f"dataset.{key}")
     if cfg.hardware.accelerator not in ("cpu", "cuda"):
         raise ConfigError(f"hardware.accelerator must be 'cpu' or 'cuda', got {cfg.hardware.accelerator!r}")
     if cfg.hardware.mixed_precision not in ("no", "bf16", "fp16"):

@@ -72,7 +72,8 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
 
         task = build_task(dataset_cfg["task"], **dataset_cfg.get("task_kwargs", {}))
         tokenizer = build_word_tokenizer(task.vocabulary)
-        task_payload = {"name": dataset_cfg["task"], "kwargs": dataset_cfg.get("task_kwargs", {})}
+        sft_params = {k: v for k, v in task.params.items() if k not in task.label_only_params}
+        task_payload = {"name": dataset_cfg["task"], "params": sft_params}
         reference, sft_entry = sft_model_for_task(task, task_payload, tokenizer, model_cfg, sft_cfg,
                                                   dataset_cfg["seed"], cache, show_progress)
         meter.add_shared("sft", sft_entry.key, sft_entry.hit, sft_entry.build_cost)

@@ -18,6 +18,9 @@ class Task(ABC):
     # Generation cap in tokens (EOS excluded). A sample that hits it is "truncated" (no EOS):
     # it is still scored by gold_reward, never dropped.
     max_response_tokens: int = 16
+    # Constructor arguments that change only label_reward / gold_reward, never prompts or
+    # demonstrations: left out of the SFT cache key, so varying them reuses the SFT model.
+    label_only_params: tuple[str, ...] = ()
 
     @property
     @abstractmethod

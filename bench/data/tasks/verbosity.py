@@ -47,6 +47,7 @@ class VerbosityTrapTask(Task):
     [−1, 1]); label_reward = gold + `length_bias`·#words, so annotators reward padding."""
 
     name = "verbosity"
+    label_only_params = ("length_bias", "padding_penalty")
     max_response_tokens = 16
 
     def __init__(
