@@ -1,0 +1,210 @@
+"""The experiment presets (conf/experiment/) and multirun.sh's planning, without training anything.
+
+Every preset composes, and so does every job of its sweep: `hydra.sweeper.params` expanded exactly as
+Hydra's basic sweeper does (its own `split_arguments`), each job composed and checked with
+bench.config.validate_config, the swept values found in the job's config, and no two jobs the same
+run. Headers say what they claim (job counts), the grid presets keep the full budget, and
+multirun.sh lists, plans and refuses what it should. Running the presets is tests/test_sweeps.py.
+"""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from bench import records
+from bench.config import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+MULTIRUN = ROOT / "multirun.sh"
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+SUITES = ("quick", "compare", "ablations")
+# Presets that lower the budget on purpose (quick_budget.yaml says why); all others are citable runs at
+# the full budget of config.yaml.
+REDUCED_BUDGET = {"quick_budget", "quick_dpo", "quick_imi"}
+BUDGET_KEYS = ("sft", "train", "eval", "model")
+
+
+@lru_cache(maxsize=None)
+def preset_config(preset: str | None, *overrides: str):
+    """The composed config (with its hydra node) of `experiment=<preset>` plus overrides."""
+    extra = [f"experiment={preset}"] if preset else []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=[*extra, *overrides], return_hydra_config=True)
+
+
+def preset_jobs(preset: str) -> list[list[str]]:
+    """The override list of every job `python -m bench.train -m experiment=<preset>` launches."""
+    params = preset_config(preset).hydra.sweeper.params or {}
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    return [job + [f"experiment={preset}"] for job in BasicSweeper.split_arguments(parsed, None)[0]]
+
+
+def task_config(*overrides: str):
+    """A job's config as the job sees it (no hydra node), runs and caches kept out of the repo."""
+    cfg = preset_config(None, "paths.runs_root=/nonexistent/runs", "paths.cache_root=/nonexistent/cache", *overrides)
+    cfg = cfg.copy()
+    OmegaConf.set_struct(cfg, False)
+    del cfg["hydra"]
+    return cfg
+
+
+def run_script(*args: str, cwd: Path, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run multirun.sh in its own process group, killed whole if it outlives `timeout`."""
+    proc = subprocess.Popen([str(MULTIRUN), *args], cwd=cwd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"multirun.sh {' '.join(args)} did not finish within {timeout} s:\n{out[-3000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def _swept_value_in(cfg, override: str) -> None:
+    key, value = override.split("=", 1)
+    if key == "experiment":
+        return
+    if key in ("method", "dataset"):  # a config group: the option's name lands in <group>.name
+        assert cfg[key].name == value, override
+        return
+    parsed = OverridesParser.create().parse_override(override).value()
+    assert OmegaConf.select(cfg, key) == parsed, f"{override}: the job's config has {OmegaConf.select(cfg, key)!r}"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_header_names_the_preset_and_its_job_count(preset):
+    lines = (CONF_DIR / "experiment" / f"{preset}.yaml").read_text().splitlines()
+    assert lines[0] == "# @package _global_", "presets set keys anywhere in the config"
+    match = re.fullmatch(rf"# {preset} — (.+)", lines[1])
+    assert match, f"line 2 must read '# {preset} — <one line>': multirun.sh --help shows it"
+    claimed = re.search(r"\((\d+) jobs\)$", match.group(1))
+    n_jobs = len(preset_jobs(preset))
+    if claimed:
+        assert int(claimed.group(1)) == n_jobs
+    stated = re.search(r"^# Jobs: .*= (\d+)", "\n".join(lines), re.M)
+    assert stated or n_jobs == 1, "the header's 'Jobs: ... = N' line states the count"
+    if stated:
+        assert int(stated.group(1)) == n_jobs
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_job_of_every_preset_composes_and_validates(preset):
+    jobs = preset_jobs(preset)
+    assert jobs, preset
+    hashes = {}
+    for job in jobs:
+        cfg = task_config(*job)
+        validate_config(cfg)
+        for override in job:
+            _swept_value_in(cfg, override)
+        digest = records.config_hash(OmegaConf.to_container(cfg, resolve=True))
+        assert digest not in hashes, f"{job} is the same run as {hashes.get(digest)}"
+        hashes[digest] = job
+
+
+@pytest.mark.parametrize("preset", sorted(set(PRESETS) - REDUCED_BUDGET))
+def test_citable_presets_keep_the_full_budget(preset):
+    base, cfg = task_config(), task_config(f"experiment={preset}")
+    for key in BUDGET_KEYS:
+        assert cfg[key] == base[key], f"experiment={preset} changes {key}: presets are run at the full budget"
+    for key in ("n_train_prompts", "n_eval_pair_prompts", "n_eval_prompts", "seed"):
+        assert cfg.dataset[key] == base.dataset[key], f"experiment={preset} changes dataset.{key}"
+    # seeds: 3 at least, since collapse is bimodal across seeds (median and collapse rate need them)
+    assert len({job_seed for job_seed in (task_config(*job).seed for job in preset_jobs(preset))}) >= 3
+
+
+def test_quick_presets_share_one_budget_and_sweep_what_the_suite_promises():
+    budget = task_config("experiment=quick_budget")
+    assert budget.dataset.name == "sentiment" and budget.sft.steps < task_config().sft.steps
+    for preset in ("quick_dpo", "quick_imi"):
+        cfg = task_config(f"experiment={preset}")
+        for key in (*BUDGET_KEYS, "dataset"):
+            assert cfg[key] == budget[key], f"{preset}.{key} differs from quick_budget"
+    methods = sorted({task_config(*job).method.name for job in preset_jobs("quick_imi")})
+    betas = sorted({task_config(*job).method.beta for job in preset_jobs("quick_dpo")})
+    assert methods == ["imi_dpo", "rmipo"] and len(betas) == 4 and 0.1 in betas
+
+
+def test_compare_covers_every_method_and_the_suite_sweeps_the_same_tasks():
+    from bench.methods import available_methods
+
+    jobs = [task_config(*job) for job in preset_jobs("compare")]
+    assert sorted({cfg.method.name for cfg in jobs}) == available_methods()
+    builtin = sorted(p.stem for p in (CONF_DIR / "dataset").glob("*.yaml")
+                     if OmegaConf.load(p).get("source") == "builtin")
+    assert sorted({cfg.dataset.name for cfg in jobs}) == builtin
+    # the compare suite runs the grids over multirun.sh's BUILTIN_DATASETS: it must be the same list
+    line = re.search(r"^BUILTIN_DATASETS=(\S+)$", MULTIRUN.read_text(), re.M)
+    assert line and sorted(line.group(1).split(",")) == builtin
+    # and every method runs at its own defaults: the compare runs are the default points of the grids
+    for cfg in jobs:
+        defaults = OmegaConf.load(CONF_DIR / "method" / f"{cfg.method.name}.yaml")
+        assert cfg.method == defaults
+
+
+def test_imi_presets_leave_the_imi_defaults_alone():
+    # imi_defaults must run each method exactly as conf/method/<name>.yaml has it: the claim under test
+    for job in preset_jobs("imi_defaults"):
+        cfg = task_config(*job)
+        assert cfg.method == OmegaConf.load(CONF_DIR / "method" / f"{cfg.method.name}.yaml")
+
+
+def test_a_bad_swept_value_fails_validation_naming_the_key():
+    with pytest.raises(ConfigError, match=r"method\.beta"):
+        validate_config(task_config("experiment=dpo_beta_grid", "method.beta=-0.1"))
+
+
+def test_help_lists_every_preset_and_suite_with_one_line_each(tmp_path):
+    result = run_script("--help", cwd=tmp_path, timeout=30)
+    assert result.returncode == 0, result.stdout
+    listed = {}
+    for line in result.stdout.splitlines():
+        match = re.match(r"^  (\S+)\s{2,}(\S.*)$", line)
+        if match:
+            listed[match.group(1)] = match.group(2)
+    assert set(listed) == set(PRESETS) | set(SUITES)
+    assert all(len(text) > 20 for text in listed.values()), listed
+
+
+def test_dry_run_plans_the_quick_suite_without_running_it(tmp_path):
+    env = {"IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / "cache")}
+    result = run_script("--dry-run", "budget=fast", cwd=tmp_path, env=env, timeout=180)
+    assert result.returncode == 0, result.stdout
+    out = result.stdout
+    assert "sweep id quick" in out and f"records go to {tmp_path / 'runs' / 'quick'}/<run id>/" in out
+    assert "12 jobs in 2 sweep(s), 12 distinct runs" in out
+    planned = re.findall(r"^\[multirun\]   (\S+)   sweep (\d)$", out, re.M)
+    assert [sweep for _, sweep in planned] == ["1"] * 8 + ["2"] * 4
+    assert sorted(Path(d).name.split("-")[0] for d, _ in planned) == ["dpo"] * 8 + ["imi_dpo"] * 2 + ["rmipo"] * 2
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "multirun").exists(), "a dry run runs nothing"
+
+    renamed = run_script("--dry-run", "--sweep-id", "mine", "quick_imi", "seed=7", cwd=tmp_path, env=env, timeout=180)
+    assert renamed.returncode == 0, renamed.stdout
+    assert "2 jobs in 1 sweep(s)" in renamed.stdout and f"{tmp_path / 'runs' / 'mine'}/" in renamed.stdout
+    assert all("-s7-" in d for d, _ in re.findall(r"^\[multirun\]   (\S+)   sweep (\d)$", renamed.stdout, re.M))
+
+
+def test_bad_config_or_preset_fails_before_any_compute(tmp_path):
+    env = {"IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / "cache")}
+    bad = run_script("dpo_beta_grid", "method.beta=0.1,-1.0", cwd=tmp_path, env=env, timeout=180)
+    assert bad.returncode != 0
+    assert "method.beta" in bad.stdout and "bad config" in bad.stdout
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "cache").exists()
+
+    unknown = run_script("no_such_preset", cwd=tmp_path, env=env, timeout=30)
+    assert unknown.returncode == 2 and "unknown preset 'no_such_preset'" in unknown.stdout
+    two = run_script("quick", "compare", cwd=tmp_path, env=env, timeout=30)
+    assert two.returncode == 2 and "two presets" in two.stdout
+
