@@ -2,8 +2,12 @@
 # multirun.sh — run a named sweep preset, show its progress, then report on what it produced
 # (DESIGN §10). The main entry point for users:
 #
-#   ./multirun.sh [--sweep-id NAME] [--dry-run] [--verbose] [PRESET] [hydra overrides...]
+#   ./multirun.sh [options] [PRESET] [hydra overrides...]
 #   ./multirun.sh --help                 lists the presets
+#
+# Options: --sweep-id NAME (default: the preset's name), --dry-run (plan and list the jobs, run
+# nothing), --verbose (stream every job's output, not only its status lines), --no-report (print the
+# runs table instead of running the analysis report).
 #
 # PRESET is a suite (below) or any conf/experiment/<name>.yaml; the default is `quick`. A Hydra sweep
 # is one cartesian product and a β grid belongs to one method, so a suite is several sweeps (one
@@ -107,7 +111,7 @@ from bench.pipeline import run_identity
 
 # Hydra 1.3 warns on every composition that conf/hydra/launcher/joblib.yaml shares the plugin's name
 # (deliberately: see that file); once per job here would bury the plan.
-warnings.filterwarnings("ignore", message=".*is validated against ConfigStore schema")
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 conf_dir, plan_file, steps = sys.argv[1], Path(sys.argv[2]), sys.argv[3:]
 lines, sweep_dirs = [], set()
 with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
@@ -215,6 +219,7 @@ LIVE_LINES='^\[imi-bench\] (completed|failed|skipped|error)|^\[multirun\]|Launch
 SWEEP_ID=""
 DRY_RUN=0
 VERBOSE=0
+REPORT=1
 PRESET=""
 OVERRIDES=()
 while (( $# )); do
@@ -225,6 +230,7 @@ while (( $# )); do
     --sweep-id=*) SWEEP_ID="${1#*=}" ;;
     --dry-run) DRY_RUN=1 ;;
     --verbose) VERBOSE=1 ;;
+    --no-report) REPORT=0 ;;
     -m|--multirun) ;;  # every preset is a multirun already
     -*) echo "multirun.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     *=*) OVERRIDES+=("$1") ;;
@@ -295,17 +301,12 @@ for step in "${STEPS[@]}"; do
   eval "args=($step)"  # the step was built with printf %q: this splits it back into its words
   echo "[multirun] sweep $index/${#STEPS[@]}: python -m bench.train -m ${args[*]}"
   echo "[multirun]   full output: $log"
-  cmd=("$PYTHON" -m bench.train -m "${args[@]}" "hydra.sweep.dir=$LOG_DIR/$index-$name")
-  status=0
-  if (( VERBOSE )); then
-    "${cmd[@]}" 2>&1 | tee "$log" || status=$?
-  else
-    "${cmd[@]}" > "$log" 2>&1 &
-    job=$!
-    # the lines worth seeing live; tail stops once the sweep's process has exited
-    tail -n +1 -F --pid="$job" "$log" 2>/dev/null | grep --line-buffered -E "$LIVE_LINES" || true
-    wait "$job" || status=$?
-  fi
+  # Hydra's own output folder for the sweep (configs, per-job logs), unless the user chose one
+  [[ " ${args[*]} " == *" hydra.sweep.dir="* ]] || args+=("hydra.sweep.dir=$LOG_DIR/$index-$name")
+  if (( VERBOSE )); then show=(cat); else show=(grep --line-buffered -E "$LIVE_LINES"); fi
+  # In the foreground, so that Ctrl-C reaches the sweep. The status is the sweep's (PIPESTATUS[0]),
+  # not grep's, which fails when no line matched.
+  "$PYTHON" -m bench.train -m "${args[@]}" 2>&1 | tee "$log" | "${show[@]}" && status=0 || status=${PIPESTATUS[0]}
   if (( status != 0 )); then
     # a job that raised (rather than writing a failed record) makes Hydra exit non-zero
     FAILED_SWEEPS=$((FAILED_SWEEPS + 1))
@@ -321,7 +322,9 @@ echo "[multirun] all sweeps ended after $(( $(date +%s) - START )) s"
 
 REPORT_DIR="$SWEEP_DIR/report"
 REPORTED=0
-if "$PYTHON" -m analysis report --help > /dev/null 2>&1; then
+if (( ! REPORT )); then
+  echo "[multirun] --no-report: the runs table instead:"
+elif "$PYTHON" -m analysis report --help > /dev/null 2>&1; then
   echo "[multirun] python -m analysis report $SWEEP_DIR --out $REPORT_DIR"
   if "$PYTHON" -m analysis report "$SWEEP_DIR" --out "$REPORT_DIR"; then
     REPORTED=1
@@ -331,12 +334,16 @@ if "$PYTHON" -m analysis report --help > /dev/null 2>&1; then
 else
   echo "[multirun] no analysis package here (python -m analysis); the runs table instead:"
 fi
-(( REPORTED )) || count_runs "$PLAN" "$START" table
+if (( ! REPORTED )); then
+  count_runs "$PLAN" "$START" table
+fi
 
 status=0
 count_runs "$PLAN" "$START" final || status=1
 echo "[multirun] records: $SWEEP_DIR/<run id>/record.json (+ history.jsonl)"
-(( REPORTED )) && echo "[multirun] report:  $REPORT_DIR/report.md"
+if (( REPORTED )); then
+  echo "[multirun] report:  $REPORT_DIR/report.md"
+fi
 echo "[multirun] Hydra logs: $LOG_DIR/"
 if (( status != 0 || FAILED_SWEEPS != 0 )); then
   echo "[multirun] FAILED: $(count_runs "$PLAN" "$START" failed) of $N_RUNS runs have no completed record" \

@@ -17,8 +17,11 @@ the model exactly the same token sequences (checked before timing: `check_same_s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import io
 import json
+import operator
 import platform
 import random
 import shlex
@@ -41,7 +44,11 @@ from bench.data.tasks import build_task
 from bench.loggers import NoneLogger
 from bench.logps import score_all
 from bench.methods import build_method
-from bench.models import build_tiny_model, build_word_tokenizer, non_embedding_parameters
+from bench.models import (
+    build_tiny_model,
+    build_word_tokenizer,
+    non_embedding_parameters,
+)
 from bench.provenance import now, provenance
 from bench.trainer import PairCache, PreferenceTrainer, marginal_per_conditional_token
 
@@ -109,8 +116,8 @@ RATIOS = (
 EXCLUDED_FROM_TIMING = [
     "building the workload (task sampling, tokenisation of our tensors) and the models",
     "TRL: DPOTrainer construction (datasets.map tokenisation, the reference log-prob precompute pass)",
-    "ours: the reference log-prob (and reference-side marginal) cache, computed by score_all before the "
-    "trainer is built, as bench.pipeline does (cached on disk there)",
+    ("ours: the reference log-prob (and reference-side marginal) cache, computed by score_all before the "
+     "trainer is built, as bench.pipeline does (cached on disk there)"),
     "both: trainer construction, optimizer/accelerate preparation, and the first --warmup optimizer steps",
 ]
 
@@ -207,46 +214,64 @@ def check_same_sequences(workload: Workload, trl_dataset) -> None:
 
 
 class StepClock:
-    """perf_counter at the end of every optimizer step, and the tokens that step fed the model.
+    """Wall (perf_counter) and process CPU time at the end of every optimizer step, and the tokens
+    that step fed the model.
 
     The timed window runs from the end of the last warm-up step to the end of the last step, so it
     holds whole steps (batch fetch, forward, backward, optimizer, logging) and nothing before them.
+    CPU time is a second view that other processes on a shared machine disturb less than wall time.
     """
 
-    def __init__(self):
+    def __init__(self, warmup: int, on_warmup_end=None):
+        if warmup < 1:
+            raise ValueError(f"benchmark: --warmup must be >= 1 (the window starts at the end of a warm-up step), "
+                             f"got {warmup}")
+        self.warmup = warmup
+        self.on_warmup_end = on_warmup_end  # called once, when the last warm-up step ends (starts a profiler)
         self.step_ends: list[float] = []
+        self.cpu_ends: list[float] = []
         self.tokens: list[int] = []  # non-pad tokens of each step's [2B, L] batch
         self.padded: list[int] = []  # 2B * L positions of each step's batch
         self.nograd_tokens: list[int] = []  # extra no-grad forward tokens (rmipo's marginal pass)
-        self.threads: list[int] = []
+        self.threads: set[int] = set()
 
-    def start_step(self, tokens: int, padded: int) -> None:
+    def start_step(self, tokens, padded) -> None:
         self.tokens.append(int(tokens))
         self.padded.append(int(padded))
         self.nograd_tokens.append(0)
 
     def end_step(self) -> None:
         self.step_ends.append(time.perf_counter())
-        self.threads.append(torch.get_num_threads())
+        self.cpu_ends.append(time.process_time())
+        self.threads.add(torch.get_num_threads())
+        if self.on_warmup_end is not None and len(self.step_ends) == self.warmup:
+            self.on_warmup_end()
 
-    def summary(self, warmup: int) -> dict:
-        n = len(self.step_ends)
+    def summary(self) -> dict:
+        n, warmup = len(self.step_ends), self.warmup
         if n != len(self.tokens) or n <= warmup:
             raise RuntimeError(f"benchmark: {n} steps ended, {len(self.tokens)} started, warm-up {warmup}")
-        seconds = self.step_ends[-1] - self.step_ends[warmup - 1] if warmup else None
-        if seconds is None:
-            raise ValueError("benchmark: --warmup must be >= 1 (the first step's start is not on the clock)")
-        timed = slice(warmup, n)
-        tokens = sum(self.tokens[timed])
+        seconds = self.step_ends[-1] - self.step_ends[warmup - 1]
+        cpu_seconds = self.cpu_ends[-1] - self.cpu_ends[warmup - 1]
+        step_seconds = [b - a for a, b in zip(self.step_ends[warmup - 1:], self.step_ends[warmup:])]
+        tokens = self.tokens[warmup:]
         return {
             "steps_timed": n - warmup,
             "seconds": seconds,
-            "tokens": tokens,
-            "padded_tokens": sum(self.padded[timed]),
-            "nograd_tokens": sum(self.nograd_tokens[timed]),
-            "tokens_per_s": tokens / seconds,
+            "cpu_seconds": cpu_seconds,
+            "tokens": sum(tokens),
+            "padded_tokens": sum(self.padded[warmup:]),
+            "epoch_tokens": sum(self.tokens),  # every step, warm-up included: the whole workload once
+            "padding_share": 1.0 - sum(tokens) / sum(self.padded[warmup:]),
+            "nograd_tokens": sum(self.nograd_tokens[warmup:]),
+            "tokens_per_s": sum(tokens) / seconds,
+            "tokens_per_cpu_s": sum(tokens) / cpu_seconds,
             "seconds_per_step": seconds / (n - warmup),
-            "torch_threads_seen": sorted(set(self.threads)),
+            # per step: robust to a burst of load from other processes (median over steps)
+            "median_step_tokens_per_s": statistics.median(t / s for t, s in zip(tokens, step_seconds)),
+            "step_seconds": [round(s, 6) for s in step_seconds],
+            "step_tokens": tokens,
+            "torch_threads_seen": sorted(self.threads),
         }
 
 
@@ -320,7 +345,7 @@ class _MeasuredPairs(PairTensors):
         return seqs
 
 
-def run_ours(workload: Workload, name: str, warmup: int) -> dict:
+def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
     from accelerate import Accelerator
 
     method = build_method(method_config(name))
@@ -329,7 +354,6 @@ def run_ours(workload: Workload, name: str, warmup: int) -> dict:
     if method.needs.marginal == "policy":
         marginal_seqs = workload.pairs.marginal(workload.tokenizer, workload.model_cfg["max_length"],
                                                 method.needs.marginal_context)
-    clock = StepClock()
     meter = _ClockMeter(clock)
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=1)
     model = copy.deepcopy(workload.initial_model)
@@ -337,18 +361,16 @@ def run_ours(workload: Workload, name: str, warmup: int) -> dict:
                                 {**workload.train_cfg, "log_every": 1}, accelerator, meter, _ClockLogger(clock),
                                 seed=workload.seed, show_progress=False)
     history = trainer.train()
-    return {**clock.summary(warmup), "final_loss": history[-1]["loss"]}
+    return {"final_loss": history[-1]["loss"]}
 
 
-def run_trl(workload: Workload, name: str, warmup: int) -> dict:
+def run_trl(workload: Workload, name: str, clock: StepClock) -> dict:
     try:
         from datasets import Dataset
-        from transformers import TrainerCallback
+        from transformers import PrinterCallback, ProgressCallback, TrainerCallback
         from trl import DPOConfig, DPOTrainer
     except ImportError as exc:  # trl is in the test extra: pip install -e .[test]
         raise ImportError(f"benchmark: TRL is needed for the {name} variant ({exc}); pip install 'trl>=1.16,<1.17'")
-
-    clock = StepClock()
 
     class ClockedDPOTrainer(DPOTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -363,30 +385,361 @@ def run_trl(workload: Workload, name: str, warmup: int) -> dict:
     precompute = name == "trl_dpo_precomputed"
     model = copy.deepcopy(workload.initial_model)
     with tempfile.TemporaryDirectory(prefix="imi-bench-trl-") as out:
-        args = DPOConfig(
-            output_dir=out, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
-            loss_type=["sigmoid"], beta=method_config("dpo")["beta"],
-            per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["max_steps"],
-            learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"], max_grad_norm=cfg["max_grad_norm"],
-            lr_scheduler_type="constant_with_warmup", warmup_steps=max(1, int(cfg["warmup_ratio"] * cfg["max_steps"])),
-            max_length=workload.model_cfg["max_length"], precompute_ref_log_probs=precompute,
-            dataloader_num_workers=0, logging_strategy="no", save_strategy="no", eval_strategy="no",
-            report_to="none", disable_tqdm=True, seed=workload.seed,
-        )
-        with warnings.catch_warnings():
+        with warnings.catch_warnings():  # transformers 5 deprecates `gradient_checkpointing`, which TRL sets
+            warnings.simplefilter("ignore", FutureWarning)
+            args = DPOConfig(
+                output_dir=out, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+                loss_type=["sigmoid"], beta=method_config("dpo")["beta"],
+                per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["max_steps"],
+                learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"], max_grad_norm=cfg["max_grad_norm"],
+                # ours: linear warm-up, then constant (bench.trainer's LambdaLR)
+                lr_scheduler_type="constant_with_warmup",
+                warmup_steps=max(1, int(cfg["warmup_ratio"] * cfg["max_steps"])),
+                max_length=workload.model_cfg["max_length"], precompute_ref_log_probs=precompute,
+                dataloader_num_workers=0, logging_strategy="no", save_strategy="no", eval_strategy="no",
+                report_to="none", disable_tqdm=True, seed=workload.seed,
+            )
+        # TRL's reference precompute draws its own progress bar on stderr: keep it off the benchmark's.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             trainer = ClockedDPOTrainer(
                 model=model, ref_model=None if precompute else copy.deepcopy(workload.initial_model), args=args,
                 train_dataset=Dataset.from_dict(trl_texts(workload)), processing_class=workload.tokenizer,
                 callbacks=[StepEnd()],
             )
-            check_same_sequences(workload, trainer.train_dataset)
+        check_same_sequences(workload, trainer.train_dataset)
+        for callback in (PrinterCallback, ProgressCallback):  # no logging sinks, no per-step printing
+            trainer.remove_callback(callback)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             result = trainer.train()
-    return {**clock.summary(warmup), "final_loss": result.training_loss}
+    return {"final_loss": result.training_loss}
 
 
-def run_variant(workload: Workload, name: str, warmup: int) -> dict:
+def run_variant(workload: Workload, name: str, warmup: int, on_warmup_end=None) -> dict:
+    """Train variant `name` on the workload; its clock's summary over the steps after `warmup`."""
     if name not in VARIANTS:
         raise ValueError(f"benchmark: unknown variant {name!r}; variants: {', '.join(VARIANTS)}")
     runner = run_trl if VARIANTS[name]["side"] == "trl" else run_ours
-    return runner(workload, name, warmup)
+    clock = StepClock(warmup, on_warmup_end)
+    extra = runner(workload, name, clock)
+    return {**clock.summary(), **extra}
+
+
+# ---------------------------------------------------------------------------------------------
+# Repeats, ratios, verdicts
+
+
+def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5, batch_size: int | None = None,
+                  variants: list[str] | None = None, task: str = "sentiment", seed: int = 0,
+                  show_progress: bool = True, command: str | None = None) -> dict:
+    """Time every variant `repeats` times per thread count, interleaved: each repeat runs all variants
+    back to back, in an order rotated by one per repeat so no variant always runs first or last."""
+    variants = list(variants or VARIANTS)
+    for name in variants:
+        if name not in VARIANTS:
+            raise ValueError(f"benchmark: unknown variant {name!r}; variants: {', '.join(VARIANTS)}")
+    if min(steps, repeats, warmup) < 1 or not threads or min(threads) < 1:
+        raise ValueError(f"benchmark: --steps, --repeats, --warmup and --threads must be >= 1, got {steps}, "
+                         f"{repeats}, {warmup}, {threads}")
+    workload = build_workload(steps, warmup, batch_size, task, seed)
+    started_at, load_before = now(), load_average()
+    runs = []
+    bar = tqdm(total=len(threads) * repeats * len(variants), desc="benchmark", disable=not show_progress)
+    for n_threads in threads:
+        for repeat in range(repeats):
+            shift = repeat % len(variants)
+            for position, name in enumerate(variants[shift:] + variants[:shift]):
+                bar.set_postfix(threads=n_threads, repeat=repeat, variant=name)
+                torch.set_num_threads(n_threads)
+                result = run_variant(workload, name, warmup)
+                if result["torch_threads_seen"] != [n_threads]:
+                    raise RuntimeError(f"benchmark: {name} ran with torch threads {result['torch_threads_seen']}, "
+                                       f"asked for {n_threads}")
+                runs.append({"threads": n_threads, "repeat": repeat, "position": position, "variant": name, **result})
+                bar.update(1)
+    bar.close()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "workload": describe_workload(workload, steps, warmup),
+        "settings": {"steps": steps, "warmup_steps": warmup, "repeats": repeats, "threads": threads,
+                     "variants": variants, "order": "rotated by one variant per repeat"},
+        "variants": {name: VARIANTS[name] for name in variants},
+        "excluded_from_timing": EXCLUDED_FROM_TIMING,
+        "token_count": "non-pad tokens of each step's [2B, L] batch: [BOS] prompt chosen [EOS] + [BOS] prompt "
+                       "rejected [EOS] per pair (identical sequences on both sides); rmipo's extra no-grad "
+                       "response-only tokens are not counted (reported as nograd_tokens)",
+        "summary": summarise(runs, threads, variants),
+        "runs": runs,
+        "load": {"before": load_before, "after": load_average()},
+        "started_at": started_at,
+        "finished_at": now(),
+        "provenance": {**provenance(seed, []), "cpu_model": cpu_model(),
+                       **({"command": command} if command else {})},
+    }
+
+
+def describe_workload(workload: Workload, steps: int, warmup: int) -> dict:
+    lengths = workload.pairs.both().attention_mask.sum(-1).float()
+    model = workload.initial_model
+    return {
+        "task": workload.task,
+        "n_pairs": len(workload.pairs),
+        "batch_size": workload.batch_size,
+        "max_length": workload.model_cfg["max_length"],
+        "optimizer_steps": warmup + steps,
+        "tokens_per_sequence_mean": round(float(lengths.mean()), 3),
+        "tokens_per_sequence_max": int(lengths.max()),
+        "model": {**workload.model_cfg, "vocab_size": len(workload.tokenizer), "dtype": str(next(model.parameters()).dtype),
+                  "parameters": sum(p.numel() for p in model.parameters()),
+                  "non_embedding_parameters": non_embedding_parameters(model)},
+        "train": workload.train_cfg,
+        "seed": workload.seed,
+    }
+
+
+def _spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def summarise(runs: list[dict], threads: list[int], variants: list[str]) -> dict:
+    """Per thread count: each variant's throughput over repeats, and each ratio measured within a repeat."""
+    summary = {}
+    for n_threads in threads:
+        by_repeat: dict[int, dict[str, dict]] = {}
+        for run in runs:
+            if run["threads"] == n_threads:
+                by_repeat.setdefault(run["repeat"], {})[run["variant"]] = run
+        per_variant = {
+            name: {key: _spread([r[name][key] for r in by_repeat.values()])
+                   for key in ("tokens_per_s", "seconds_per_step", "tokens_per_cpu_s", "median_step_tokens_per_s",
+                               "padding_share")}
+            for name in variants
+        }
+        ratios = {}
+        for ratio, top, bottom, quantity, claim in RATIOS:
+            if top not in variants or bottom not in variants:
+                continue
+            views = {
+                # the claim's own measure: whole timed window, wall clock
+                "wall": [_ratio(r[top], r[bottom], quantity) for r in by_repeat.values()],
+                # process CPU time: less disturbed by other processes on the machine
+                "cpu": [_ratio(r[top], r[bottom], quantity, cpu=True) for r in by_repeat.values()],
+                # median over steps: robust to bursts of load
+                "median_step": [_median_step_ratio(r[top], r[bottom], quantity) for r in by_repeat.values()],
+            }
+            entry = {"numerator": top, "denominator": bottom, "quantity": quantity,
+                     "per_repeat": views["wall"], **{view: _spread(v) for view, v in views.items()}}
+            if claim is not None:
+                op, threshold = claim
+                holds = operator.ge if op == ">=" else operator.le
+                entry["claim"] = f"{ratio} {op} {threshold}"
+                entry["holds_on_median"] = holds(entry["wall"]["median"], threshold)
+                entry["holds_in_every_repeat"] = all(holds(x, threshold) for x in views["wall"])
+            ratios[ratio] = entry
+        summary[f"threads={n_threads}"] = {"variants": per_variant, "ratios": ratios}
+    return summary
+
+
+def _ratio(top: dict, bottom: dict, quantity: str, cpu: bool = False) -> float:
+    if quantity == "tokens_per_s":
+        key = "tokens_per_cpu_s" if cpu else "tokens_per_s"
+        return top[key] / bottom[key]
+    key = "cpu_seconds" if cpu else "seconds"
+    return (top[key] / top["steps_timed"]) / (bottom[key] / bottom["steps_timed"])
+
+
+def _median_step_ratio(top: dict, bottom: dict, quantity: str) -> float:
+    """tokens/s: ratio of the per-step medians. seconds/step: median of step-by-step ratios (the two
+    runs train on identical batches in the same order, so step k of one pairs with step k of the other)."""
+    if quantity == "tokens_per_s":
+        return top["median_step_tokens_per_s"] / bottom["median_step_tokens_per_s"]
+    if top["step_tokens"] != bottom["step_tokens"]:
+        raise RuntimeError("benchmark: a seconds-per-step ratio needs identical batches on both sides")
+    return statistics.median(a / b for a, b in zip(top["step_seconds"], bottom["step_seconds"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Provenance and output
+
+
+def load_average() -> dict:
+    """The machine's load when the benchmark started/ended (other jobs share these CPUs)."""
+    import os
+
+    one, five, fifteen = os.getloadavg()
+    try:
+        uptime = subprocess.run(["uptime"], check=False, capture_output=True, text=True, timeout=5).stdout.strip()
+    except OSError:
+        uptime = None
+    return {"load_1m": one, "load_5m": five, "load_15m": fifteen, "uptime": uptime, "at": now()}
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], check=False, capture_output=True, text=True, timeout=5).stdout
+    except OSError:
+        out = ""
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
+    """results.json (everything, per-step times included) and results.md (the tables and what was compared)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "throughput.json", out_dir / "throughput.md"
+    for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (md_path, render_markdown(results))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)  # atomic: an interrupted run never leaves half a result
+    return json_path, md_path
+
+
+def _fmt(spread: dict, digits: int = 3) -> str:
+    return f"{spread['median']:.{digits}g} [{spread['min']:.{digits}g}–{spread['max']:.{digits}g}]"
+
+
+def render_markdown(results: dict) -> str:
+    w, s, prov = results["workload"], results["settings"], results["provenance"]
+    lines = [
+        "# Training throughput: imi-bench PreferenceTrainer vs TRL DPOTrainer (CPU)",
+        "",
+        f"Command: `{prov['command']}`  ",
+        f"Date: {results['started_at']} → {results['finished_at']}; git {prov['git_commit']} (dirty: {prov['git_dirty']})  ",
+        f"CPU: {prov['cpu_model']}, {prov['hardware']['cpu_count']} logical CPUs; torch threads per run: {s['threads']}  ",
+        (f"Load (1/5/15 min) before: {_load(results['load']['before'])}; after: {_load(results['load']['after'])} "
+         "(the machine was shared with other jobs)  "),
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in prov["packages"].items()),
+        "",
+        "## Workload (identical for every variant)",
+        "",
+        (f"- {w['n_pairs']} preference pairs from the built-in `{w['task']}` task (prompts and demonstrations, "
+         f"the higher gold reward chosen), {w['tokens_per_sequence_mean']} tokens per sequence on average "
+         f"(max {w['tokens_per_sequence_max']}), word-level tokenizer ({w['model']['vocab_size']} tokens)."),
+        (f"- Tiny Llama (conf/model/tiny.yaml): hidden {w['model']['hidden_size']}, {w['model']['num_layers']} "
+         f"layers, {w['model']['parameters']:,} parameters ({w['model']['non_embedding_parameters']:,} "
+         f"non-embedding), {w['model']['dtype']}, same initial weights for every run."),
+        (f"- Batch {w['batch_size']} pairs, max length {w['max_length']}, {w['optimizer_steps']} optimizer steps "
+         f"(one epoch): {s['warmup_steps']} warm-up steps, then {s['steps']} timed steps. lr {w['train']['lr']}, "
+         f"constant after {w['train']['warmup_ratio']:.0%} linear warm-up, grad clipping at "
+         f"{w['train']['max_grad_norm']}."),
+        f"- {s['repeats']} repeats per thread count; {s['order']}. Ratios are computed within each repeat.",
+        f"- Tokens: {results['token_count']}.",
+        ("- Both sides: fp32, CPU, the same torch thread count, TRL dataloader workers 0, no logging sinks, "
+         "no evaluation, no checkpoints, no gradient checkpointing, no progress bars. Differences kept (each "
+         "side's own behaviour): the data order (each trainer shuffles with its own sampler; tokens/s "
+         "normalises for it), the optimizer implementation (TRL's default fused AdamW, ours torch's default "
+         "AdamW), TRL's extra per-token outputs of its fused LM head."),
+        "- Left out of the clock: " + "; ".join(results["excluded_from_timing"]) + ".",
+        "",
+        "## What each variant does per step",
+        "",
+    ]
+    lines += [f"- **{name}** ({v['side']}): {v['per_step']}" for name, v in results["variants"].items()]
+    for key, block in results["summary"].items():
+        lines += ["", f"## {key}", "",
+                  ("Median [min–max] over repeats. tokens/s: wall clock over the timed window; tokens/CPU-s: "
+                   "process CPU time (less disturbed by other jobs); padding: share of the model's input "
+                   "positions that are padding."), "",
+                  "| variant | tokens/s | s/step | tokens/CPU-s | median-step tokens/s | padding |",
+                  "|---|---|---|---|---|---|"]
+        for name, v in block["variants"].items():
+            lines.append(f"| {name} | {_fmt(v['tokens_per_s'], 4)} | {_fmt(v['seconds_per_step'])} | "
+                         f"{_fmt(v['tokens_per_cpu_s'], 4)} | {_fmt(v['median_step_tokens_per_s'], 4)} | "
+                         f"{v['padding_share']['median']:.1%} |")
+        lines += ["", "| ratio | claim | wall (per repeat) | wall | CPU time | median step | verdict (wall median) |",
+                  "|---|---|---|---|---|---|---|"]
+        for name, r in block["ratios"].items():
+            per_repeat = ", ".join(f"{x:.3f}" for x in r["per_repeat"])
+            verdict = "—"
+            if "claim" in r:
+                verdict = ("holds" if r["holds_on_median"] else "MISSED") + (
+                    "" if r["holds_in_every_repeat"] == r["holds_on_median"] else " (not in every repeat)")
+            lines.append(f"| {name} ({r['quantity']}) | {r.get('claim', 'report')} | {per_repeat} | "
+                         f"{_fmt(r['wall'])} | {_fmt(r['cpu'])} | {_fmt(r['median_step'])} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def _load(load: dict) -> str:
+    return f"{load['load_1m']:.2f}/{load['load_5m']:.2f}/{load['load_15m']:.2f}"
+
+
+def profile_variants(workload: Workload, names: list[str], warmup: int, top: int = 12) -> str:
+    """Markdown: where one run of each variant spends its CPU time over the timed steps (torch.profiler
+    from the end of the warm-up to the last step; top ops by self time). Answers "why" when a ratio
+    misses its claim."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lines = ["# Where the time goes (torch.profiler over the timed steps, one run per variant)", ""]
+    for name in names:
+        prof = profile(activities=[ProfilerActivity.CPU])
+        result = run_variant(workload, name, warmup, on_warmup_end=prof.start)
+        prof.stop()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+        lines += [f"## {name}", "",
+                  (f"{result['tokens_per_s']:.0f} tokens/s under the profiler; matrix multiplies "
+                   f"({', '.join(MATMUL_OPS)}) take {matmul / total:.1%} of self CPU time; "
+                   f"{result['padding_share']:.1%} of the model's input positions are padding."), "",
+                  "| op | self CPU s | share | calls |", "|---|---|---|---|"]
+        lines += [f"| {e.key} | {e.self_cpu_time_total / 1e6:.3f} | {e.self_cpu_time_total / total:.1%} | {e.count} |"
+                  for e in events[:top]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=60, help="timed optimizer steps per run (default 60)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first (default 5)")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per thread count (default 5)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch thread counts, e.g. 1 2")
+    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: conf train.batch_size)")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: all")
+    parser.add_argument("--task", default="sentiment", help="built-in task the pairs come from")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--profile", nargs="*", metavar="VARIANT", default=None,
+                        help="also profile one run of each named variant (default dpo trl_dpo_precomputed) "
+                             "and write profile.md")
+    args = parser.parse_args(argv)
+    _quiet_libraries()
+    command = shlex.join(["python", "-m", "bench.benchmark", *(sys.argv[1:] if argv is None else argv)])
+    results = run_benchmark(args.steps, args.repeats, args.threads, args.warmup, args.batch_size, args.variants,
+                            args.task, args.seed, show_progress=not args.no_progress, command=command)
+    json_path, md_path = write_results(results, args.out)
+    for key, block in results["summary"].items():
+        for name, r in block["ratios"].items():
+            print(f"{key} {name}: {_fmt(r['wall'])} (claim: {r.get('claim', 'report')})")
+    print(f"wrote {json_path} and {md_path}")
+    if args.profile is not None:
+        torch.set_num_threads(args.threads[0])
+        workload = build_workload(args.steps, args.warmup, args.batch_size, args.task, args.seed)
+        names = args.profile or ["dpo", "trl_dpo_precomputed"]
+        profile_path = args.out / "profile.md"
+        profile_path.write_text(profile_variants(workload, names, args.warmup)
+                                + f"\nThreads: {args.threads[0]}. Command: `{results['provenance']['command']}`\n")
+        print(f"wrote {profile_path}")
+    return results
+
+
+def _quiet_libraries() -> None:
+    """transformers/datasets notices and per-map progress bars would drown the benchmark's own bar."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.utils.logging.disable_progress_bar()
+    datasets.utils.logging.set_verbosity_error()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Sweeps for real (DESIGN §10, §12): presets run in fast mode, Hydra multiruns in subprocesses.
+
+- every preset's first and last job run in-process (budget=fast); every job of every preset under `slow`;
+- a 4-job `python -m bench.train -m hydra/launcher=joblib` sweep brings back 4 completed records;
+- a multirun.sh sweep with one failing job keeps the others' completed records, writes a failed record
+  and exits non-zero saying how many failed; re-running it skips the completed runs (their records
+  untouched) and redoes the failed one;
+- `./multirun.sh quick` end to end in fast mode (slow, and run by CI).
+Every subprocess has a timeout and runs in its own process group, killed whole on expiry, so a hung
+sweep fails the test instead of hanging it.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import records
+from bench.pipeline import run
+from test_presets import PRESETS, preset_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTIRUN = ROOT / "multirun.sh"
+# Fast mode for every test here. sft.steps is repeated because an experiment preset is composed after
+# the budget group and quick_budget sets its own SFT length (see the lead's note on the defaults order).
+FAST = ("budget=fast", "sft.steps=40", "progress=false")
+
+
+def run_command(args: list[str], *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
+    """Run `args` in its own process group (its joblib workers too), killed whole after `timeout` s."""
+    proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(map(str, args))} did not finish within {timeout} s; output tail:\n{out[-4000:]}")
+    return subprocess.CompletedProcess(args, proc.returncode, out, "")
+
+
+def sweep_records(sweep_dir: Path) -> dict[str, dict]:
+    """run id -> record, for every run folder under one sweep folder."""
+    return {d.name: records.read_record(d) for d in sorted(sweep_dir.iterdir()) if (d / records.RECORD_FILE).exists()}
+
+
+@pytest.fixture
+def sweep_env(tmp_path, shared_cache) -> dict:
+    """Environment of a subprocess sweep: runs under tmp_path, the session's cache, nothing online."""
+    return {"IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(shared_cache),
+            "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+
+
+def _run_jobs_in_process(make_config, jobs: list[list[str]]) -> None:
+    for job in jobs:
+        result = run(make_config(*FAST, *job))
+        record = records.read_record(result.directory)
+        assert record is not None and record["status"] == "completed", f"{job}: {record and record['error']}"
+        for override in job:  # the swept value reached the run's config
+            key, value = override.split("=", 1)
+            if key in ("method", "dataset"):
+                assert record["config"][key]["name"] == value
+            elif key != "experiment":
+                node = record["config"]
+                for part in key.split("."):
+                    node = node[part]
+                assert str(node) == value or float(node) == float(value), override
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_first_and_last_job_of_every_preset_run_in_fast_mode(make_config, preset):
+    jobs = preset_jobs(preset)
+    _run_jobs_in_process(make_config, [jobs[0], jobs[-1]] if len(jobs) > 1 else jobs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_job_of_every_preset_runs_in_fast_mode(make_config, preset):
+    _run_jobs_in_process(make_config, preset_jobs(preset))
+
+
+def test_joblib_sweep_of_four_jobs_brings_back_four_completed_records(tmp_path, sweep_env):
+    args = [sys.executable, "-m", "bench.train", "-m", "hydra/launcher=joblib", *FAST,
+            "method=dpo,rmipo", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'hydra'}"]
+    result = run_command(args, cwd=tmp_path, env={**sweep_env, "IMI_BENCH_SWEEP_ID": "joblib4"}, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stdout, "the joblib launcher ran the jobs, two at a time"
+    found = sweep_records(tmp_path / "runs" / "joblib4")
+    assert len(found) == 4, sorted(found)
+    assert all(r["status"] == "completed" for r in found.values()), [r["error"] for r in found.values()]
+    combos = sorted((r["config"]["method"]["name"], r["config"]["seed"]) for r in found.values())
+    assert combos == sorted(itertools.product(["dpo", "rmipo"], [0, 1]))
+    for run_id, record in found.items():
+        assert record["sweep_id"] == "joblib4" and record["run_id"] == run_id
+        assert records.read_history(tmp_path / "runs" / "joblib4" / run_id), f"{run_id} has no history"
+        assert any(k.startswith("lm_eval/") for k in record["metrics"]), "lm-eval ran inside the joblib worker"
+
+
+def test_failed_job_keeps_the_others_and_a_rerun_redoes_only_it(tmp_path, sweep_env):
+    # One DPO β and seed, three learning rates: 1e12 makes the loss non-finite within 5 steps, so that
+    # job writes a failed record (NonFiniteLossError) and returns NaN; the other two complete.
+    sweep = ["dpo_beta_grid", "--sweep-id", "failing", *FAST, "eval.lm_eval.enabled=false",
+             "method.beta=0.1", "seed=0", "train.max_steps=5", "train.lr=5e-4,1e-3,1e12"]
+    # First with the basic launcher (in the driver process, and a launcher override must pass through),
+    # then again with multirun.sh's default joblib launcher: the launcher is no part of a run's identity.
+    first = run_command([str(MULTIRUN), *sweep, "hydra/launcher=basic"], cwd=tmp_path, env=sweep_env, timeout=400)
+    out = first.stdout
+    assert first.returncode == 1, out[-4000:]
+    assert "3 jobs in 1 sweep(s), 3 distinct runs" in out and "launcher: as overridden" in out
+    assert "FAILED: 1 of 3 runs have no completed record" in out
+    sweep_dir = tmp_path / "runs" / "failing"
+    found = sweep_records(sweep_dir)
+    by_lr = {r["config"]["train"]["lr"]: r for r in found.values()}
+    assert sorted(by_lr) == [5e-4, 1e-3, 1e12]
+    assert by_lr[5e-4]["status"] == by_lr[1e-3]["status"] == "completed"
+    failed = by_lr[1e12]
+    assert failed["status"] == "failed" and "NonFiniteLossError" in failed["error"]
+    assert f"failed: {sweep_dir / failed['run_id']}" in out
+    # the report ran (or said why not) before the failure was reported
+    assert out.index("python -m analysis report") < out.index("FAILED:") or "runs table instead" in out
+
+    mtimes = {run_id: (sweep_dir / run_id / records.RECORD_FILE).stat().st_mtime_ns for run_id in found}
+    again = run_command([str(MULTIRUN), "--no-report", *sweep], cwd=tmp_path, env=sweep_env, timeout=400)
+    out = again.stdout
+    assert again.returncode == 1, out[-4000:]
+    assert "2/3 runs already done: 2 completed, 0 failed" in out and "launcher: hydra/launcher=joblib" in out
+    completed_ids = [run_id for run_id, r in found.items() if r["status"] == "completed"]
+    for run_id in completed_ids:
+        assert f"[imi-bench] skipped {run_id}" in out
+        assert (sweep_dir / run_id / records.RECORD_FILE).stat().st_mtime_ns == mtimes[run_id], "record rewritten"
+    redone = records.read_record(sweep_dir / failed["run_id"])
+    assert (sweep_dir / failed["run_id"] / records.RECORD_FILE).stat().st_mtime_ns > mtimes[failed["run_id"]]
+    assert redone["status"] == "failed" and redone["provenance"]["started_at"] > failed["provenance"]["finished_at"]
+    assert f"[imi-bench] skipped {failed['run_id']}" not in out
+    # --no-report: the runs table instead, one line per planned run with its status
+    table = re.findall(r"^  (\S+)\s+(completed|failed|pending)\b", out, re.M)
+    assert sorted(table) == sorted((run_id, r["status"]) for run_id, r in found.items())
+    assert "FAILED: 1 of 3 runs" in out
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
+    env = {**sweep_env, "MULTIRUN_PROGRESS_EVERY": "2"}
+    plan = run_command([str(MULTIRUN), "--dry-run", *FAST], cwd=tmp_path, env=env, timeout=180)
+    assert plan.returncode == 0, plan.stdout[-4000:]
+    planned = sorted(Path(d).name for d in re.findall(r"^\[multirun\]   (\S+)   sweep \d$", plan.stdout, re.M))
+    assert len(planned) == 12
+
+    result = run_command([str(MULTIRUN), *FAST], cwd=tmp_path, env=env, timeout=900)
+    out = result.stdout
+    assert result.returncode == 0, out[-6000:]
+    sweep_dir = tmp_path / "runs" / "quick"
+    found = sweep_records(sweep_dir)
+    assert sorted(found) == planned, "multirun.sh planned exactly the runs the sweeps made"
+    assert all(r["status"] == "completed" for r in found.values())
+    assert {r["config"]["method"]["name"] for r in found.values()} == {"dpo", "rmipo", "imi_dpo"}
+    assert re.search(r"^\[multirun\] \d+/12 runs done", out, re.M), "progress lines"
+    assert (sweep_dir / "report" / "report.md").exists(), out[-3000:]
+    assert f"report:  {sweep_dir / 'report' / 'report.md'}" in out
+    assert "all 12 runs completed" in out
+    # every run of the suite shares one sweep id, so the analysis reads them together
+    assert {r["sweep_id"] for r in found.values()} == {"quick"}
