@@ -62,7 +62,7 @@ suite_sweeps() {
 
 suite_description() {
   case "$1" in
-    quick) echo "DPO over 4 β × 2 seeds + rmipo and imi_dpo × 2 seeds on sentiment, reduced SFT (< 10 min on 2 CPU cores)" ;;
+    quick) echo "DPO over 3 β × 2 seeds + rmipo and imi_dpo × 2 seeds on sentiment, short SFT (< 10 min on 2 CPU cores)" ;;
     compare) echo "the headline: every method at its defaults + the DPO, IPO and SimPO grids, on every built-in task, 3 seeds" ;;
     ablations) echo "every ablation_* preset: regulator × base loss, PMI source, margin units, warm-up, marginal context" ;;
   esac
@@ -87,9 +87,9 @@ usage() {
 
 # plan_sweeps PLAN_FILE STEP... : STEP = the overrides of one sweep, as one string. Expands each sweep
 # into its jobs exactly as Hydra's basic sweeper does (hydra.sweeper.params of the preset, then the
-# command-line overrides, cartesian product), composes and validates every job's config, and writes
-# one line per job to PLAN_FILE: "<run dir>\t<config hash>\t<step>". Prints a summary; fails on the
-# first bad config, naming the job.
+# command-line overrides, cartesian product), composes and validates every job's config (~0.1 s a
+# job), and writes PLAN_FILE: the sweep folder on its first line, then one line per job,
+# "<run dir>\t<config hash>\t<sweep index>". Prints a summary; fails on the first bad config, naming it.
 plan_sweeps() {
   "$PYTHON" - "$ROOT/conf" "$@" <<'PY'
 import shlex
@@ -107,7 +107,7 @@ from omegaconf import OmegaConf, open_dict
 from bench import records
 from bench.config import validate_config
 from bench.loggers import redact_secrets
-from bench.pipeline import run_identity
+from bench.records import run_identity
 
 # Hydra 1.3 warns on every composition that conf/hydra/launcher/joblib.yaml shares the plugin's name
 # (deliberately: see that file); once per job here would bury the plan.
@@ -270,6 +270,13 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+# Ctrl-C reaches the running sweep (same process group) and Hydra exits; without this trap bash would
+# take that as handled and start the next sweep of the suite.
+interrupted() {
+  echo "[multirun] interrupted: completed runs are kept; re-run the same command to resume" >&2
+  exit 130
+}
+trap interrupted INT TERM
 
 PLAN="$WORK/plan.tsv"
 echo "[multirun] preset $PRESET, sweep id $SWEEP_ID: composing and validating every job..."

@@ -43,7 +43,7 @@ from bench.data.encoding import PairTensors, encode_pairs
 from bench.data.tasks import build_task
 from bench.loggers import NoneLogger
 from bench.logps import score_all
-from bench.methods import build_method
+from bench.methods import PairLogps, build_method
 from bench.models import (
     build_tiny_model,
     build_word_tokenizer,
@@ -426,15 +426,54 @@ def run_variant(workload: Workload, name: str, warmup: int, on_warmup_end=None) 
     return {**clock.summary(), **extra}
 
 
+def loss_costs(workload: Workload, names: list[str], rounds: int = 5, iterations: int = 100) -> dict:
+    """Each method's own per-step work, in ms (median [min–max] over `rounds`, interleaved): building
+    its PairLogps from cached terms, the loss with its metrics, and the loss's backward to the log-probs.
+
+    Everything else in a step (the model's forward/backward, the optimizer) is the same for a method
+    and its IMI variant, so the difference of these times is what IMI adds per step, measured far more
+    precisely than an end-to-end ratio can be on a shared machine. rmipo's extra policy forward is not
+    part of it (its end-to-end ratio measures that); a stand-in tensor takes the forward's place.
+    """
+    methods = {name: build_method(method_config(name)) for name in names}
+    caches = {name: our_pair_cache(workload, method) for name, method in methods.items()}
+    index = torch.arange(workload.batch_size)
+    counts = workload.pairs.both().scored_counts().view(2, -1).T[index]
+    policy = -2.0 * counts  # stands in for the policy's summed log-probs (values do not change the cost)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, method in methods.items():
+            cache, times = caches[name], []
+            for _ in range(iterations):
+                started = time.perf_counter()
+                logps = policy.clone().requires_grad_(True)
+                batch = PairLogps(logps[:, 0], logps[:, 1], counts[:, 0], counts[:, 1])
+                if cache.reference_logps is not None:
+                    reference = cache.reference_logps[index]
+                    batch.reference_chosen_logps, batch.reference_rejected_logps = reference[:, 0], reference[:, 1]
+                if method.needs.marginal is not None:
+                    marginal = (cache.marginal_logps[index] if method.needs.marginal == "reference"
+                                else 1.5 * policy)  # the policy pass's output, detached
+                    batch.marginal_chosen_logps, batch.marginal_rejected_logps = marginal[:, 0], marginal[:, 1]
+                method(batch).losses.mean().backward()
+                times.append(time.perf_counter() - started)
+            samples[name].append(1e3 * statistics.median(times))
+    return {name: _spread(values) for name, values in samples.items()}
+
+
 # ---------------------------------------------------------------------------------------------
 # Repeats, ratios, verdicts
 
 
 def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5, batch_size: int | None = None,
                   variants: list[str] | None = None, task: str = "sentiment", seed: int = 0,
-                  show_progress: bool = True, command: str | None = None) -> dict:
+                  show_progress: bool = True, command: str | None = None, checkpoint=None) -> dict:
     """Time every variant `repeats` times per thread count, interleaved: each repeat runs all variants
-    back to back, in an order rotated by one per repeat so no variant always runs first or last."""
+    back to back, in an order rotated by one per repeat so no variant always runs first or last.
+
+    `checkpoint(results)`, if given, receives the results so far (complete=False) after every repeat,
+    so that an interrupted benchmark still leaves what it measured, marked as incomplete.
+    """
     variants = list(variants or VARIANTS)
     for name in variants:
         if name not in VARIANTS:
@@ -443,10 +482,35 @@ def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5,
         raise ValueError(f"benchmark: --steps, --repeats, --warmup and --threads must be >= 1, got {steps}, "
                          f"{repeats}, {warmup}, {threads}")
     workload = build_workload(steps, warmup, batch_size, task, seed)
-    started_at, load_before = now(), load_average()
-    runs = []
+    started_at, runs, load = now(), [], {"before": load_average(), "per_threads": {}}
+    loss_only: dict[str, dict] = {}  # threads -> method -> ms (bench.benchmark.loss_costs)
+    ours = [name for name in variants if VARIANTS[name]["side"] == "ours"]
+
+    def assemble(complete: bool) -> dict:
+        done = sorted({run["threads"] for run in runs}, key=threads.index)
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "complete": complete,
+            "workload": describe_workload(workload, steps, warmup),
+            "settings": {"steps": steps, "warmup_steps": warmup, "repeats": repeats, "threads": threads,
+                         "variants": variants, "order": "rotated by one variant per repeat"},
+            "variants": {name: VARIANTS[name] for name in variants},
+            "excluded_from_timing": EXCLUDED_FROM_TIMING,
+            "token_count": ("non-pad tokens of each step's [2B, L] batch: [BOS] prompt chosen [EOS] + [BOS] prompt "
+                            "rejected [EOS] per pair (identical sequences on both sides); rmipo's extra no-grad "
+                            "response-only tokens are not counted (reported as nograd_tokens)"),
+            "summary": summarise(runs, done, variants, loss_only),
+            "runs": runs,
+            "load": {**load, "after": load_average()},
+            "started_at": started_at,
+            "finished_at": now(),
+            "provenance": {**provenance(seed, []), "cpu_model": cpu_model(),
+                           **({"command": command} if command else {})},
+        }
+
     bar = tqdm(total=len(threads) * repeats * len(variants), desc="benchmark", disable=not show_progress)
     for n_threads in threads:
+        load["per_threads"][str(n_threads)] = {"before": load_average()}
         for repeat in range(repeats):
             shift = repeat % len(variants)
             for position, name in enumerate(variants[shift:] + variants[:shift]):
@@ -458,25 +522,15 @@ def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5,
                                        f"asked for {n_threads}")
                 runs.append({"threads": n_threads, "repeat": repeat, "position": position, "variant": name, **result})
                 bar.update(1)
+            if checkpoint is not None:
+                checkpoint(assemble(complete=False))
+        if ours:
+            bar.set_postfix(threads=n_threads, stage="loss-only costs")
+            torch.set_num_threads(n_threads)
+            loss_only[str(n_threads)] = loss_costs(workload, ours)
+        load["per_threads"][str(n_threads)]["after"] = load_average()
     bar.close()
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "workload": describe_workload(workload, steps, warmup),
-        "settings": {"steps": steps, "warmup_steps": warmup, "repeats": repeats, "threads": threads,
-                     "variants": variants, "order": "rotated by one variant per repeat"},
-        "variants": {name: VARIANTS[name] for name in variants},
-        "excluded_from_timing": EXCLUDED_FROM_TIMING,
-        "token_count": "non-pad tokens of each step's [2B, L] batch: [BOS] prompt chosen [EOS] + [BOS] prompt "
-                       "rejected [EOS] per pair (identical sequences on both sides); rmipo's extra no-grad "
-                       "response-only tokens are not counted (reported as nograd_tokens)",
-        "summary": summarise(runs, threads, variants),
-        "runs": runs,
-        "load": {"before": load_before, "after": load_average()},
-        "started_at": started_at,
-        "finished_at": now(),
-        "provenance": {**provenance(seed, []), "cpu_model": cpu_model(),
-                       **({"command": command} if command else {})},
-    }
+    return assemble(complete=True)
 
 
 def describe_workload(workload: Workload, steps: int, warmup: int) -> dict:
@@ -502,8 +556,9 @@ def _spread(values: list[float]) -> dict:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
 
 
-def summarise(runs: list[dict], threads: list[int], variants: list[str]) -> dict:
-    """Per thread count: each variant's throughput over repeats, and each ratio measured within a repeat."""
+def summarise(runs: list[dict], threads: list[int], variants: list[str], loss_only: dict | None = None) -> dict:
+    """Per thread count: each variant's throughput over repeats, each ratio measured within a repeat, and
+    (given `loss_only`, threads -> loss_costs) what a variant's own loss work adds per step over its base's."""
     summary = {}
     for n_threads in threads:
         by_repeat: dict[int, dict[str, dict]] = {}
@@ -536,8 +591,15 @@ def summarise(runs: list[dict], threads: list[int], variants: list[str]) -> dict
                 entry["claim"] = f"{ratio} {op} {threshold}"
                 entry["holds_on_median"] = holds(entry["wall"]["median"], threshold)
                 entry["holds_in_every_repeat"] = all(holds(x, threshold) for x in views["wall"])
+            costs = (loss_only or {}).get(str(n_threads), {})
+            if quantity == "seconds_per_step" and top in costs and bottom in costs:
+                extra_ms = costs[top]["median"] - costs[bottom]["median"]
+                step_ms = 1e3 * per_variant[bottom]["seconds_per_step"]["median"]
+                entry["loss_only"] = {"numerator_ms": costs[top]["median"], "denominator_ms": costs[bottom]["median"],
+                                      "extra_ms": extra_ms, "extra_share_of_step": extra_ms / step_ms}
             ratios[ratio] = entry
-        summary[f"threads={n_threads}"] = {"variants": per_variant, "ratios": ratios}
+        summary[f"threads={n_threads}"] = {"variants": per_variant, "ratios": ratios,
+                                           "loss_only_ms": (loss_only or {}).get(str(n_threads), {})}
     return summary
 
 
@@ -613,6 +675,10 @@ def render_markdown(results: dict) -> str:
          "(the machine was shared with other jobs)  "),
         "Packages: " + ", ".join(f"{k} {v}" for k, v in prov["packages"].items()),
         "",
+    ]
+    if not results["complete"]:
+        lines += ["**INCOMPLETE: the benchmark was interrupted; these are the repeats it finished.**", ""]
+    lines += [
         "## Workload (identical for every variant)",
         "",
         (f"- {w['n_pairs']} preference pairs from the built-in `{w['task']}` task (prompts and demonstrations, "
@@ -639,8 +705,12 @@ def render_markdown(results: dict) -> str:
     ]
     lines += [f"- **{name}** ({v['side']}): {v['per_step']}" for name, v in results["variants"].items()]
     for key, block in results["summary"].items():
-        lines += ["", f"## {key}", "",
-                  ("Median [min–max] over repeats. tokens/s: wall clock over the timed window; tokens/CPU-s: "
+        per_threads = results["load"]["per_threads"].get(key.removeprefix("threads="), {})
+        lines += ["", f"## {key}", ""]
+        if per_threads:
+            lines += [f"Load (1/5/15 min) when these runs started: {_load(per_threads['before'])}"
+                      + (f"; ended: {_load(per_threads['after'])}" if "after" in per_threads else ""), ""]
+        lines += [("Median [min–max] over repeats. tokens/s: wall clock over the timed window; tokens/CPU-s: "
                    "process CPU time (less disturbed by other jobs); padding: share of the model's input "
                    "positions that are padding."), "",
                   "| variant | tokens/s | s/step | tokens/CPU-s | median-step tokens/s | padding |",
@@ -659,6 +729,16 @@ def render_markdown(results: dict) -> str:
                     "" if r["holds_in_every_repeat"] == r["holds_on_median"] else " (not in every repeat)")
             lines.append(f"| {name} ({r['quantity']}) | {r.get('claim', 'report')} | {per_repeat} | "
                          f"{_fmt(r['wall'])} | {_fmt(r['cpu'])} | {_fmt(r['median_step'])} | {verdict} |")
+        if block.get("loss_only_ms"):
+            lines += ["", ("Loss-only cost per step (ms, median [min–max] over interleaved rounds): each method's "
+                           "PairLogps assembly, loss, metrics and the loss's backward, on one batch; the rest of a "
+                           "step is shared by a method and its IMI variant (see `loss_costs`)."), "",
+                      "| method | loss-only ms |", "|---|---|"]
+            lines += [f"| {name} | {_fmt(v)} |" for name, v in block["loss_only_ms"].items()]
+            extras = [(name, r["loss_only"]) for name, r in block["ratios"].items() if "loss_only" in r]
+            if extras:
+                lines += ["", "| ratio | extra loss-only ms per step | share of the base's step |", "|---|---|---|"]
+                lines += [f"| {name} | {x['extra_ms']:.3f} | {x['extra_share_of_step']:.2%} |" for name, x in extras]
     return "\n".join(lines) + "\n"
 
 
@@ -713,7 +793,8 @@ def main(argv: list[str] | None = None) -> dict:
     _quiet_libraries()
     command = shlex.join(["python", "-m", "bench.benchmark", *(sys.argv[1:] if argv is None else argv)])
     results = run_benchmark(args.steps, args.repeats, args.threads, args.warmup, args.batch_size, args.variants,
-                            args.task, args.seed, show_progress=not args.no_progress, command=command)
+                            args.task, args.seed, show_progress=not args.no_progress, command=command,
+                            checkpoint=lambda partial: write_results(partial, args.out))
     json_path, md_path = write_results(results, args.out)
     for key, block in results["summary"].items():
         for name, r in block["ratios"].items():

@@ -38,12 +38,6 @@ class RunResult:
     skipped: bool = False
 
 
-def run_identity(config: dict) -> tuple[str, str]:
-    """(run_id, config_hash): readable, and unique per result-determining config."""
-    digest = records.config_hash(config)
-    return f"{config['method']['name']}-{config['dataset']['name']}-s{config['seed']}-{digest[:8]}", digest
-
-
 @dataclass
 class Setup:
     """Everything built before training: models, data as tensors, cached reference terms."""
@@ -171,7 +165,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     """Run one configuration; returns its record (an already-completed identical run is skipped)."""
     validate_config(cfg)  # before any compute: errors name the key
     config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
-    run_id, digest = run_identity(config)
+    run_id, digest = records.run_identity(config)
     directory = records.run_dir(Path(cfg.paths.runs_root), cfg.sweep_id, run_id)
     done = records.completed_record(directory, digest)
     if done is not None:
@@ -187,7 +181,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     meter = CostMeter(device_count=accelerator.num_processes)
     logger = build_logger(config["logger"], is_main_process=is_main)
     started_at, history, metrics, error, status = now(), [], {}, None, "failed"
-    setup = None
+    setup = trainer = None
     try:
         with meter.phase("setup"), accelerator.main_process_first():
             # rank 0 builds any missing cache entry; the other ranks then find it (transformers'
@@ -212,6 +206,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
         status = "completed"
     except Exception as exc:  # the record keeps what failed and where; the caller decides to raise
         error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc().splitlines(keepends=True)[-12:])
+        if trainer is not None:  # the steps logged before the failure (e.g. up to a non-finite loss)
+            history = trainer.history
     record = {
         "run_id": run_id,
         "sweep_id": cfg.sweep_id,

@@ -71,6 +71,12 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def run_identity(config: dict) -> tuple[str, str]:
+    """(run_id, config_hash) of a resolved config: readable, and unique per result-determining config."""
+    digest = config_hash(config)
+    return f"{config['method']['name']}-{config['dataset']['name']}-s{config['seed']}-{digest[:8]}", digest
+
+
 def run_dir(runs_root: Path, sweep_id: str, run_id: str) -> Path:
     return Path(runs_root) / sweep_id / run_id
 

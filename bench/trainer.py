@@ -99,7 +99,7 @@ class PreferenceTrainer:
 
     def train(self) -> list[dict]:
         """Run the optimisation; returns the history (one row per logged optimizer step)."""
-        history: list[dict] = []
+        history = self.history = []  # kept on the trainer: a failed run's record keeps the steps before it
         accelerator = self.accelerator
         log_every = self.cfg["log_every"]
         bar = tqdm(total=self.total_steps, desc=f"train {self.method.name}", disable=not self.show_progress, mininterval=1.0)
@@ -140,6 +140,8 @@ class PreferenceTrainer:
         elapsed = time.perf_counter() - started
         if history:
             history[-1]["train_tokens_per_s"] = self.meter.train_tokens / max(elapsed, 1e-9)
+            if accelerator.is_main_process:  # the same last row in W&B as in history.jsonl
+                self.logger.log_step(history[-1]["step"], {"train_tokens_per_s": history[-1]["train_tokens_per_s"]})
         return history
 
 

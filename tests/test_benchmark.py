@@ -50,6 +50,12 @@ def test_tiny_run_writes_every_field_with_positive_throughputs(tiny_run):
     for ratio in block["ratios"].values():
         assert len(ratio["per_repeat"]) == 1 and ratio["wall"]["median"] > 0 and ratio["cpu"]["median"] > 0
     assert isinstance(block["ratios"]["dpo_vs_trl_precomputed"]["holds_on_median"], bool)
+    ours = {name for name, v in bm.VARIANTS.items() if v["side"] == "ours"}
+    assert set(block["loss_only_ms"]) == ours and all(v["median"] > 0 for v in block["loss_only_ms"].values())
+    for name in ("imi_dpo_cost_vs_dpo", "imi_simpo_cost_vs_simpo", "rmipo_cost_vs_simpo"):
+        assert math.isfinite(block["ratios"][name]["loss_only"]["extra_share_of_step"])
+    assert "dpo_vs_trl_precomputed" not in {n for n, r in block["ratios"].items() if "loss_only" in r}
+    assert results["complete"] is True
     provenance = results["provenance"]
     assert provenance["packages"]["trl"].startswith("1.16") and provenance["packages"]["torch"]
     assert provenance["cpu_model"] and "git_commit" in provenance and "--steps" in provenance["command"]
@@ -144,6 +150,16 @@ def test_ratios_are_taken_within_each_repeat_and_judged_on_the_median():
     assert cost["holds_on_median"] is False and cost["holds_in_every_repeat"] is False
     assert summary["variants"]["dpo"]["tokens_per_s"] == pytest.approx({"median": 160.0, "min": 140.0,
                                                                         "max": 300.0, "n": 3})
+
+
+def test_loss_only_extra_is_the_difference_of_medians_over_the_base_step():
+    runs = [_run("dpo", 0, 0.2, 1.0), _run("imi_dpo", 0, 0.2, 1.0)]
+    loss_only = {"1": {"dpo": {"median": 0.5}, "imi_dpo": {"median": 0.9}}}
+    block = bm.summarise(runs, [1], ["dpo", "imi_dpo"], loss_only)["threads=1"]
+    extra = block["ratios"]["imi_dpo_cost_vs_dpo"]["loss_only"]
+    assert extra["extra_ms"] == pytest.approx(0.4)
+    assert extra["extra_share_of_step"] == pytest.approx(0.4 / 200.0)  # dpo's step: 0.2 s = 200 ms
+    assert block["loss_only_ms"] == loss_only["1"]
 
 
 def test_cpu_time_view_uses_process_time():

@@ -90,7 +90,6 @@ def test_wandb_run_has_the_records_config_identity_and_summary(imi_run):
 # Known gap, closed by the patch to bench/trainer.py in the sweeps report: the trainer adds
 # train_tokens_per_s to the last history row after logging the row, so W&B's last row lacks it. Remove
 # the marker with the patch (strict: this test fails once the gap is closed and the marker stays).
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="train_tokens_per_s is not logged to W&B")
 def test_wandb_history_is_history_jsonl(imi_run):
     _, history, logged = imi_run
     assert len(logged["history"]) == len(history) == 3  # budget=fast: 3 optimizer steps
@@ -109,7 +108,6 @@ def test_failed_run_is_a_failed_wandb_run_with_the_same_config_and_cost(failed_r
 
 # Known gap, closed by the patch to bench/trainer.py + bench/pipeline.py in the sweeps report: a failed
 # run's history.jsonl is empty although W&B got the steps before the failure. Remove with the patch.
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="a failed run's history.jsonl loses its steps")
 def test_failed_run_keeps_the_steps_before_the_failure_in_both(failed_run):
     _, history, logged = failed_run
     assert history, "history.jsonl holds the steps before the non-finite loss"
