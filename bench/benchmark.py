@@ -75,6 +75,7 @@ VARIANTS: dict[str, dict] = {
     },
     "dpo": {
         "side": "ours",
+        "method": "dpo",
         "per_step": "PreferenceTrainer, method dpo: index batch from pre-padded tensors; one forward+backward "
                     "on the concatenated [2B, L] batch (logits + cross-entropy on response tokens); cached "
                     "reference log-probs looked up by pair index; loss + TRL-named metrics; grad clipping; "
@@ -82,25 +83,35 @@ VARIANTS: dict[str, dict] = {
     },
     "imi_dpo": {
         "side": "ours",
+        "method": "imi_dpo",
         "per_step": "As dpo, plus cached reference-side marginal log-probs looked up by pair index (pmi_source="
                     "reference) and the IMI regulator (delta_pmi -> g -> margin) with its metrics. No extra forward.",
     },
     "simpo": {
         "side": "ours",
+        "method": "simpo",
         "per_step": "As dpo without the reference lookup (reference-free SimPO loss).",
     },
     "imi_simpo": {
         "side": "ours",
+        "method": "imi_simpo",
         "per_step": "As simpo, plus cached reference log-probs and reference-side marginals (pmi_source="
                     "reference) and the IMI regulator. No extra forward.",
     },
     "rmipo": {
         "side": "ours",
+        "method": "rmipo",
+        "extra_forward": True,  # its cost is a forward pass, which loss_costs does not see
         "per_step": "As simpo, plus an extra no-grad forward of the live policy on the [2B, L'] response-only "
                     "batch ([BOS] response [EOS]) for log p(y | empty prompt) (RMiPO's code), then the IMI margin.",
     },
 }
-OUR_METHODS = tuple(name for name, v in VARIANTS.items() if v["side"] == "ours")
+VARIANTS["dpo_aa"] = {
+    "side": "ours",
+    "method": "dpo",
+    "per_step": "Exactly dpo, run again in the same repeat (an A/A control): dpo_aa/dpo would be 1 on a quiet "
+                "machine, so its spread is the run-to-run noise of every other ratio.",
+}
 
 # Ratios measured within each repeat: (name, numerator, denominator, quantity, claim threshold or None).
 # tokens_per_s ratios: higher is faster. seconds_per_step ratios: the cost of a variant per step
@@ -111,6 +122,7 @@ RATIOS = (
     ("imi_dpo_cost_vs_dpo", "imi_dpo", "dpo", "seconds_per_step", ("<=", 1.05)),
     ("imi_simpo_cost_vs_simpo", "imi_simpo", "simpo", "seconds_per_step", ("<=", 1.05)),
     ("rmipo_cost_vs_simpo", "rmipo", "simpo", "seconds_per_step", None),
+    ("noise_dpo_aa_vs_dpo", "dpo_aa", "dpo", "seconds_per_step", None),
 )
 
 EXCLUDED_FROM_TIMING = [
@@ -293,13 +305,18 @@ class _ClockMeter(CostMeter):
 
 
 class _ClockLogger(NoneLogger):
-    """The trainer logs one row per step with log_every=1: the end of the step."""
+    """The trainer logs a row at the end of every step with log_every=1: that is the end of the step.
+    Further calls for a step already logged merge into its row (the RunLogger contract), so they are
+    not step ends (the trainer adds train_tokens_per_s to the last row after the loop)."""
 
     def __init__(self, clock: StepClock):
         self.clock = clock
+        self.last_step: int | None = None
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
-        self.clock.end_step()
+        if step != self.last_step:
+            self.clock.end_step()
+            self.last_step = step
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +365,7 @@ class _MeasuredPairs(PairTensors):
 def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
     from accelerate import Accelerator
 
-    method = build_method(method_config(name))
+    method = build_method(method_config(VARIANTS[name]["method"]))
     pair_cache = our_pair_cache(workload, method)
     marginal_seqs = None
     if method.needs.marginal == "policy":
@@ -484,7 +501,7 @@ def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5,
     workload = build_workload(steps, warmup, batch_size, task, seed)
     started_at, runs, load = now(), [], {"before": load_average(), "per_threads": {}}
     loss_only: dict[str, dict] = {}  # threads -> method -> ms (bench.benchmark.loss_costs)
-    ours = [name for name in variants if VARIANTS[name]["side"] == "ours"]
+    ours = list(dict.fromkeys(VARIANTS[name]["method"] for name in variants if VARIANTS[name]["side"] == "ours"))
 
     def assemble(complete: bool) -> dict:
         done = sorted({run["threads"] for run in runs}, key=threads.index)
@@ -592,11 +609,19 @@ def summarise(runs: list[dict], threads: list[int], variants: list[str], loss_on
                 entry["holds_on_median"] = holds(entry["wall"]["median"], threshold)
                 entry["holds_in_every_repeat"] = all(holds(x, threshold) for x in views["wall"])
             costs = (loss_only or {}).get(str(n_threads), {})
-            if quantity == "seconds_per_step" and top in costs and bottom in costs:
-                extra_ms = costs[top]["median"] - costs[bottom]["median"]
+            top_method, bottom_method = VARIANTS[top].get("method"), VARIANTS[bottom].get("method")
+            if (quantity == "seconds_per_step" and top_method in costs and bottom_method in costs
+                    and not VARIANTS[top].get("extra_forward")):
+                # the rest of the step is the same code on the same batches, so this is the cost ratio
+                # without the machine's run-to-run noise
+                extra_ms = costs[top_method]["median"] - costs[bottom_method]["median"]
                 step_ms = 1e3 * per_variant[bottom]["seconds_per_step"]["median"]
-                entry["loss_only"] = {"numerator_ms": costs[top]["median"], "denominator_ms": costs[bottom]["median"],
-                                      "extra_ms": extra_ms, "extra_share_of_step": extra_ms / step_ms}
+                entry["loss_only"] = {"numerator_ms": costs[top_method]["median"],
+                                      "denominator_ms": costs[bottom_method]["median"], "extra_ms": extra_ms,
+                                      "extra_share_of_step": extra_ms / step_ms,
+                                      "implied_ratio": 1.0 + extra_ms / step_ms}
+                if claim is not None:
+                    entry["holds_by_loss_only"] = holds(entry["loss_only"]["implied_ratio"], threshold)
             ratios[ratio] = entry
         summary[f"threads={n_threads}"] = {"variants": per_variant, "ratios": ratios,
                                            "loss_only_ms": (loss_only or {}).get(str(n_threads), {})}
@@ -719,26 +744,32 @@ def render_markdown(results: dict) -> str:
             lines.append(f"| {name} | {_fmt(v['tokens_per_s'], 4)} | {_fmt(v['seconds_per_step'])} | "
                          f"{_fmt(v['tokens_per_cpu_s'], 4)} | {_fmt(v['median_step_tokens_per_s'], 4)} | "
                          f"{v['padding_share']['median']:.1%} |")
-        lines += ["", "| ratio | claim | wall (per repeat) | wall | CPU time | median step | verdict (wall median) |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += ["", ("Ratios: wall = whole timed window; CPU = process CPU time; median step = per-step "
+                       "(step-by-step for costs, on identical batches); loss-only implied = 1 + (the variant's "
+                       "loss-only ms − its base's) / the base's step, free of run-to-run noise because the rest "
+                       "of the step is the same code on the same batches. The A/A row (dpo run twice) shows "
+                       "that noise."), "",
+                  ("| ratio | claim | wall (per repeat) | wall | CPU time | median step | verdict (wall median) "
+                   "| loss-only implied |"), "|---|---|---|---|---|---|---|---|"]
         for name, r in block["ratios"].items():
             per_repeat = ", ".join(f"{x:.3f}" for x in r["per_repeat"])
             verdict = "—"
             if "claim" in r:
                 verdict = ("holds" if r["holds_on_median"] else "MISSED") + (
                     "" if r["holds_in_every_repeat"] == r["holds_on_median"] else " (not in every repeat)")
+            implied = "—"
+            if "loss_only" in r:
+                implied = f"{r['loss_only']['implied_ratio']:.4f}"
+                if "holds_by_loss_only" in r:
+                    implied += " holds" if r["holds_by_loss_only"] else " MISSED"
             lines.append(f"| {name} ({r['quantity']}) | {r.get('claim', 'report')} | {per_repeat} | "
-                         f"{_fmt(r['wall'])} | {_fmt(r['cpu'])} | {_fmt(r['median_step'])} | {verdict} |")
+                         f"{_fmt(r['wall'])} | {_fmt(r['cpu'])} | {_fmt(r['median_step'])} | {verdict} | {implied} |")
         if block.get("loss_only_ms"):
             lines += ["", ("Loss-only cost per step (ms, median [min–max] over interleaved rounds): each method's "
                            "PairLogps assembly, loss, metrics and the loss's backward, on one batch; the rest of a "
                            "step is shared by a method and its IMI variant (see `loss_costs`)."), "",
                       "| method | loss-only ms |", "|---|---|"]
             lines += [f"| {name} | {_fmt(v)} |" for name, v in block["loss_only_ms"].items()]
-            extras = [(name, r["loss_only"]) for name, r in block["ratios"].items() if "loss_only" in r]
-            if extras:
-                lines += ["", "| ratio | extra loss-only ms per step | share of the base's step |", "|---|---|---|"]
-                lines += [f"| {name} | {x['extra_ms']:.3f} | {x['extra_share_of_step']:.2%} |" for name, x in extras]
     return "\n".join(lines) + "\n"
 
 

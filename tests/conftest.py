@@ -39,3 +39,16 @@ def make_config(tmp_path, shared_cache):
             )
 
     return _make
+
+
+@pytest.fixture(autouse=True)
+def _restore_environment():
+    """Undo environment changes made by code under test (not just by monkeypatch).
+
+    bench.distributed exports rendezvous variables (MASTER_ADDR, RANK, ...) straight into os.environ;
+    leaked into later tests, they make every subprocess try to join a process group that never forms.
+    """
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)

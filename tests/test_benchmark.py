@@ -50,11 +50,16 @@ def test_tiny_run_writes_every_field_with_positive_throughputs(tiny_run):
     for ratio in block["ratios"].values():
         assert len(ratio["per_repeat"]) == 1 and ratio["wall"]["median"] > 0 and ratio["cpu"]["median"] > 0
     assert isinstance(block["ratios"]["dpo_vs_trl_precomputed"]["holds_on_median"], bool)
-    ours = {name for name, v in bm.VARIANTS.items() if v["side"] == "ours"}
-    assert set(block["loss_only_ms"]) == ours and all(v["median"] > 0 for v in block["loss_only_ms"].values())
-    for name in ("imi_dpo_cost_vs_dpo", "imi_simpo_cost_vs_simpo", "rmipo_cost_vs_simpo"):
-        assert math.isfinite(block["ratios"][name]["loss_only"]["extra_share_of_step"])
-    assert "dpo_vs_trl_precomputed" not in {n for n, r in block["ratios"].items() if "loss_only" in r}
+    methods = {v["method"] for v in bm.VARIANTS.values() if v["side"] == "ours"}
+    assert set(block["loss_only_ms"]) == methods and all(v["median"] > 0 for v in block["loss_only_ms"].values())
+    for name in ("imi_dpo_cost_vs_dpo", "imi_simpo_cost_vs_simpo", "noise_dpo_aa_vs_dpo"):
+        assert math.isfinite(block["ratios"][name]["loss_only"]["implied_ratio"])
+    for name in ("imi_dpo_cost_vs_dpo", "imi_simpo_cost_vs_simpo"):
+        assert isinstance(block["ratios"][name]["holds_by_loss_only"], bool)
+    # rmipo's cost is its extra forward, which the loss-only timing does not see; TRL has no loss-only timing
+    assert {n for n, r in block["ratios"].items() if "loss_only" in r} == {
+        "imi_dpo_cost_vs_dpo", "imi_simpo_cost_vs_simpo", "noise_dpo_aa_vs_dpo"}
+    assert block["ratios"]["noise_dpo_aa_vs_dpo"]["loss_only"]["extra_ms"] == 0.0  # the same method
     assert results["complete"] is True
     provenance = results["provenance"]
     assert provenance["packages"]["trl"].startswith("1.16") and provenance["packages"]["torch"]
@@ -159,7 +164,13 @@ def test_loss_only_extra_is_the_difference_of_medians_over_the_base_step():
     extra = block["ratios"]["imi_dpo_cost_vs_dpo"]["loss_only"]
     assert extra["extra_ms"] == pytest.approx(0.4)
     assert extra["extra_share_of_step"] == pytest.approx(0.4 / 200.0)  # dpo's step: 0.2 s = 200 ms
+    assert extra["implied_ratio"] == pytest.approx(1.002)
     assert block["loss_only_ms"] == loss_only["1"]
+    assert block["ratios"]["imi_dpo_cost_vs_dpo"]["holds_by_loss_only"] is True  # 1.002 <= 1.05
+    big = {"1": {"dpo": {"median": 0.5}, "imi_dpo": {"median": 20.5}}}  # +20 ms on a 200 ms step: 1.10
+    block = bm.summarise(runs, [1], ["dpo", "imi_dpo"], big)["threads=1"]
+    assert block["ratios"]["imi_dpo_cost_vs_dpo"]["loss_only"]["implied_ratio"] == pytest.approx(1.1)
+    assert block["ratios"]["imi_dpo_cost_vs_dpo"]["holds_by_loss_only"] is False
 
 
 def test_cpu_time_view_uses_process_time():

@@ -211,7 +211,7 @@ def rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 WORKER = textwrap.dedent("""
-    import json, pathlib, sys
+    import json, os, pathlib, sys
     import torch
     from bench.distributed import accelerator_kwargs, is_main_process, prepare_distributed_env
 
@@ -233,7 +233,8 @@ WORKER = textwrap.dedent("""
     report = {"rank": rank, "world_size": accelerator.num_processes,
               "distributed_type": str(accelerator.distributed_type), "ddp": type(model).__name__,
               "is_main_process": is_main_process(), "params": params.tolist()}
-    print("REPORT " + json.dumps(report), flush=True)
+    # one write per line: both ranks share stdout, and print() may write the newline separately
+    os.write(1, ("REPORT " + json.dumps(report) + "\\n").encode())
     if is_main_process():
         pathlib.Path(sys.argv[1], f"result-rank{rank}.json").write_text(json.dumps(report))
 """)
