@@ -102,3 +102,16 @@ def test_cli_runs_and_second_process_hits_every_shared_cache(tmp_path):
     second = json.loads(records_written[1].read_text())
     assert {name: shared["hit"] for name, shared in second["cost"]["shared"].items()} == {
         "sft": True, "dataset": True, "reference": True}
+
+
+def test_built_in_datasets_are_deterministic_given_the_seed(make_config, tmp_path):
+    """Two independent builds (separate caches: SFT, sampling, labelling) give byte-identical pairs."""
+    builds = []
+    for name in ("a", "b"):
+        result = run(make_config("dataset=verbosity", f"paths.cache_root={tmp_path / name}",
+                                 f"paths.runs_root={tmp_path / name / 'runs'}"))
+        assert not result.skipped
+        key = result.record["cost"]["shared"]["dataset"]["key"]
+        builds.append((key, (tmp_path / name / "dataset" / key / "train.jsonl").read_bytes()))
+    assert builds[0][0] == builds[1][0]
+    assert builds[0][1] == builds[1][1] and len(builds[0][1]) > 0
