@@ -57,7 +57,7 @@ CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 DEFAULT_OUT = Path("results/throughput")
 
 # What each variant does per optimizer step (written into the markdown, so a reader knows what
-# was compared). The "ours" variants run bench.trainer.PreferenceTrainer with conf/method/<name>.yaml.
+# was compared). The "ours" variants run bench.trainer.PreferenceTrainer with conf/method/<method>.yaml.
 VARIANTS: dict[str, dict] = {
     "trl_dpo_precomputed": {
         "side": "trl",
@@ -105,12 +105,12 @@ VARIANTS: dict[str, dict] = {
         "per_step": "As simpo, plus an extra no-grad forward of the live policy on the [2B, L'] response-only "
                     "batch ([BOS] response [EOS]) for log p(y | empty prompt) (RMiPO's code), then the IMI margin.",
     },
-}
-VARIANTS["dpo_aa"] = {
-    "side": "ours",
-    "method": "dpo",
-    "per_step": "Exactly dpo, run again in the same repeat (an A/A control): dpo_aa/dpo would be 1 on a quiet "
-                "machine, so its spread is the run-to-run noise of every other ratio.",
+    "dpo_aa": {
+        "side": "ours",
+        "method": "dpo",
+        "per_step": "Exactly dpo, run again in the same repeat (an A/A control): dpo_aa/dpo would be 1 on a quiet "
+                    "machine, so its spread is the run-to-run noise of every other ratio.",
+    },
 }
 
 # Ratios measured within each repeat: (name, numerator, denominator, quantity, claim threshold or None).
@@ -685,7 +685,10 @@ def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
 
 
 def _fmt(spread: dict, digits: int = 3) -> str:
-    return f"{spread['median']:.{digits}g} [{spread['min']:.{digits}g}–{spread['max']:.{digits}g}]"
+    def number(x: float) -> str:
+        return f"{x:.0f}" if abs(x) >= 10 ** digits else f"{x:.{digits}g}"  # 10070, not 1.007e+04
+
+    return f"{number(spread['median'])} [{number(spread['min'])}–{number(spread['max'])}]"
 
 
 def render_markdown(results: dict) -> str:
