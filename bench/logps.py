@@ -17,7 +17,8 @@ def sequence_logps(model, seqs: SequenceTensors) -> tuple[torch.Tensor, torch.Te
     Token t is predicted by the logits at t−1; cross_entropy avoids materialising the full
     log-softmax (which matters for 100k+ vocabularies).
     """
-    logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask).logits[:, :-1]
+    # use_cache=False: a scoring pass never decodes further, so building a KV cache is wasted work
+    logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, use_cache=False).logits[:, :-1]
     labels = seqs.input_ids[:, 1:]
     mask = seqs.response_mask[:, 1:].to(logits.dtype)
     token_logps = -F.cross_entropy(logits.float().transpose(1, 2), labels, reduction="none")
