@@ -30,7 +30,7 @@ COLLAPSE_RULE = (
 def preference_metrics(model, reference: PairCache, method: Method, pairs: PairTensors,
                        marginal_seqs: SequenceTensors | None, device) -> dict[str, float]:
     """pref_acc and the method's native reward metrics on held-out pairs (no gradient)."""
-    logps, counts = score_all(model, SequenceTensors.cat([pairs.chosen, pairs.rejected]), device=device)
+    logps, counts = score_all(model, pairs.both(), device=device)
     n = len(pairs)
     metrics: dict[str, float] = {}
     batch = PairLogps(logps[:n], logps[n:], counts[:n], counts[n:], step=10**9)

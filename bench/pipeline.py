@@ -24,7 +24,8 @@ from bench.data.encoding import PairTensors, encode_pairs
 from bench.distributed import accelerator_kwargs, prepare_distributed_env
 from bench.evaluate import gold_metrics, preference_metrics
 from bench.logps import score_all
-from bench.loggers import build_logger, redact_secrets
+from bench.loggers import build_logger
+from bench.secrets import redact_secrets
 from bench.methods import build_method
 from bench.models import build_word_tokenizer, load_hf_model, non_embedding_parameters
 from bench.provenance import now, provenance
