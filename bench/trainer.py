@@ -6,13 +6,17 @@ reads `method.needs` and computes only what the method asks for:
 - cached reference log-probs (and reference-side marginals), looked up by pair index — no forward;
 - a no-grad response-only policy forward, only for methods with `needs.marginal == "policy"`.
 The method turns the log-probs into per-pair losses; the trainer averages, steps and logs.
+
+Step callbacks (`callbacks=`) are how outside code sees step boundaries (intermediate evaluation in
+bench.pipeline, the throughput benchmark's clock) without subclassing the meter, logger or data: each
+may define `on_step_end(trainer, step, row)`, called after every optimizer step.
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Protocol, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -47,10 +51,19 @@ def marginal_per_conditional_token(marginal_sums, marginal_counts, conditional_c
     return marginal_sums / marginal_counts.clamp(min=1) * conditional_counts
 
 
+class StepCallback(Protocol):
+    """What `PreferenceTrainer(callbacks=...)` calls. The method is optional: an object without it is
+    skipped, so a callback implements only the hooks it needs."""
+
+    def on_step_end(self, trainer: "PreferenceTrainer", step: int, row: dict | None) -> None:
+        """After optimizer step `step` (0-based) and its logging. `row` is the history row logged for
+        this step (the same dict as in `trainer.history`), or None on a step that `log_every` skips."""
+
+
 class PreferenceTrainer:
     def __init__(self, method: Method, model, data: PairTensors, pair_cache: PairCache,
                  marginal_seqs: SequenceTensors | None, train_cfg: Mapping, accelerator, meter,
-                 logger, seed: int, show_progress: bool = True):
+                 logger, seed: int, show_progress: bool = True, callbacks: Sequence[StepCallback] = ()):
         self.method = method
         self.data = data
         self.pair_cache = pair_cache
@@ -60,6 +73,8 @@ class PreferenceTrainer:
         self.meter = meter
         self.logger = logger
         self.show_progress = show_progress and accelerator.is_main_process
+        # bound once: a callback without on_step_end costs nothing per step
+        self._step_end_hooks = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
         generator = torch.Generator().manual_seed(seed)
         loader = torch.utils.data.DataLoader(
             torch.arange(len(data)), batch_size=train_cfg["batch_size"], shuffle=True,
@@ -125,6 +140,7 @@ class PreferenceTrainer:
                     self.optimizer.zero_grad(set_to_none=True)
                 if not accelerator.sync_gradients:
                     continue
+                row = None
                 if step % log_every == 0 or step == self.total_steps - 1:
                     row = {"step": step, "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0],
                            "grad_norm": float(grad_norm) if grad_norm is not None else math.nan, **out.metrics}
@@ -132,6 +148,8 @@ class PreferenceTrainer:
                     if accelerator.is_main_process:
                         self.logger.log_step(step, {k: v for k, v in row.items() if k != "step"})
                     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row.get('rewards/accuracies', math.nan):.2f}")
+                for hook in self._step_end_hooks:
+                    hook(self, step, row)
                 step += 1
                 bar.update(1)
                 if step >= self.total_steps:
