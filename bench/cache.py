@@ -7,6 +7,7 @@ building leaves only its temp directory (ignored) and its lock is released by th
 
 Each entry carries `meta.json` with the one-off cost of building it, so a run that *hits* the cache
 can still report what the entry cost (the analysis amortises it over the sweep or charges it per run).
+The time a caller spent blocked on the lock is returned as `wait_s` (not compute: see bench.cost).
 """
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ class CacheEntry:
     path: Path
     hit: bool
     meta: dict
+    wait_s: float = 0.0  # seconds blocked on the lock while another job built (or held) the entry
 
     @property
     def build_cost(self) -> dict:
@@ -60,9 +62,11 @@ class DiskCache:
         if (final / META_FILE).exists():
             return CacheEntry(kind, key, final, True, _read_json(final / META_FILE))
         final.parent.mkdir(parents=True, exist_ok=True)
+        asked = time.perf_counter()
         with FileLock(str(final) + ".lock"):
+            wait_s = time.perf_counter() - asked
             if (final / META_FILE).exists():  # another job built it while we waited
-                return CacheEntry(kind, key, final, True, _read_json(final / META_FILE))
+                return CacheEntry(kind, key, final, True, _read_json(final / META_FILE), wait_s)
             tmp = final.parent / f".{key}.tmp-{os.getpid()}"
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
@@ -83,7 +87,7 @@ class DiskCache:
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)
                 raise
-        return CacheEntry(kind, key, final, False, meta)
+        return CacheEntry(kind, key, final, False, meta, wait_s)
 
 
 def _read_json(path: Path) -> dict:

@@ -64,11 +64,15 @@ def validate_config(cfg: DictConfig) -> None:
         if not 0.0 <= cfg.dataset.label_noise <= 0.5:
             raise ConfigError(f"dataset.label_noise must be in [0, 0.5] (a flip rate above 0.5 inverts the labels), got {cfg.dataset.label_noise!r}")
         _positive(cfg, "dataset.bt_temperature")
-        for key in ("n_train_prompts", "n_eval_pair_prompts", "n_eval_prompts"):
+        for key in ("n_train_prompts", "n_eval_pair_prompts", "n_val_prompts", "n_test_prompts"):
             _positive(cfg, f"dataset.{key}")
     if cfg.hardware.accelerator not in ("cpu", "cuda"):
         raise ConfigError(f"hardware.accelerator must be 'cpu' or 'cuda', got {cfg.hardware.accelerator!r}")
     if cfg.hardware.mixed_precision not in ("no", "bf16", "fp16"):
         raise ConfigError(f"hardware.mixed_precision must be no, bf16 or fp16, got {cfg.hardware.mixed_precision!r}")
+    fractions = list(cfg.eval.curve.fractions)
+    if not fractions or any(not isinstance(f, (int, float)) or not 0 < f <= 1 for f in fractions):
+        raise ConfigError(f"eval.curve.fractions must be a non-empty list of fractions in (0, 1], got {fractions!r}")
+    _positive(cfg, "eval.curve.n_prompts")
     if cfg.objective is None:
         raise ConfigError("objective must name a metric (e.g. gold_reward or pref_acc)")

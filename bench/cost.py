@@ -5,6 +5,10 @@ no-grad forward ≈ 2·N, with N the non-embedding parameter count (`bench.model
 Attention's context-dependent term and the embedding/unembedding matmuls are left out: for the short
 sequences here they are a small correction, and leaving them out keeps the estimate comparable across
 methods (what the analysis needs).
+
+Waiting is not compute: time a run spends blocked on a shared cache's lock (another job building the
+SFT model it needs) or in a queue is recorded as `wait_s` and taken out of the phase it happened in, so
+`total_s` and `device_hours` count only work this run did (DESIGN §8).
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ from contextlib import contextmanager
 import torch
 
 PHASES = ("setup", "train", "eval")
-NOGRAD_KINDS = ("reference", "marginal", "eval")
+NOGRAD_KINDS = ("reference", "marginal", "eval", "curve")
 
 
 def device_description() -> tuple[str, int]:
@@ -40,6 +44,7 @@ class CostMeter:
         self.n_params = n_params
         self.device_count = device_count
         self.seconds = {p: 0.0 for p in PHASES}
+        self.waits = {p: 0.0 for p in PHASES}
         self.train_tokens = 0
         self.nograd_tokens = {k: 0 for k in NOGRAD_KINDS}
         self.shared: dict[str, dict] = {}
@@ -54,15 +59,24 @@ class CostMeter:
         finally:
             self.seconds[name] += time.perf_counter() - started
 
+    def add_wait(self, seconds: float, phase: str = "setup") -> None:
+        """Seconds spent waiting (lock, queue) inside `phase`: excluded from that phase's compute time."""
+        self.waits[phase] += float(seconds)
+
+    def compute_seconds(self) -> dict[str, float]:
+        return {p: max(0.0, s - self.waits[p]) for p, s in self.seconds.items()}
+
     def add_train_tokens(self, n: int) -> None:
         self.train_tokens += int(n)
 
     def add_nograd_tokens(self, kind: str, n: int) -> None:
         self.nograd_tokens[kind] += int(n)
 
-    def add_shared(self, name: str, key: str, hit: bool, build_cost: dict) -> None:
-        """Record a shared cache (sft, dataset, reference): whether it was hit and what building it cost."""
-        self.shared[name] = {"key": key, "hit": bool(hit), **build_cost}
+    def add_shared(self, name: str, key: str, hit: bool, build_cost: dict, wait_s: float = 0.0) -> None:
+        """Record a shared cache (sft, dataset, reference): whether it was hit, what building it cost, and
+        how long this run waited on its lock (setup time that is not compute)."""
+        self.shared[name] = {"key": key, "hit": bool(hit), **build_cost, "wait_s": round(float(wait_s), 4)}
+        self.add_wait(wait_s, "setup")
 
     def flops(self, train_tokens: int, nograd_tokens: int) -> float:
         return 6.0 * self.n_params * train_tokens + 2.0 * self.n_params * nograd_tokens
@@ -70,12 +84,14 @@ class CostMeter:
     def summary(self) -> dict:
         device_name, count = device_description()
         count = max(count if torch.cuda.is_available() else 1, self.device_count)
-        total = sum(self.seconds.values())
+        seconds = self.compute_seconds()
+        total = sum(seconds.values())
         nograd = sum(self.nograd_tokens.values())
         peak, peak_kind = peak_memory()
         return {
-            **{f"{p}_s": round(s, 4) for p, s in self.seconds.items()},
+            **{f"{p}_s": round(s, 4) for p, s in seconds.items()},
             "total_s": round(total, 4),
+            "wait_s": round(sum(self.waits.values()), 4),
             "device_name": device_name,
             "device_count": count,
             "device_hours": total * count / 3600.0,

@@ -7,11 +7,18 @@
   SFT model's samples on the same prompts (ties count ½), `kl` (Monte-Carlo KL(π‖π_ref) at sequence level:
   mean of log π(y|x) − log π_ref(y|x) over y ~ π), `length`, `no_eos_rate` (samples that hit the cap;
   they are scored, never dropped) and `collapsed` (see COLLAPSE_RULE).
+  The pipeline computes these twice, on the test prompts (bare names) and on the validation prompts
+  ("val/…"), each with its own sampling seeds (`sampling_seeds`).
+- The validation curve (`ValidationCurve`, a trainer step callback): mean gold reward of temperature-1
+  policy samples on a fixed sample of validation prompts at a few fractions of training, with the cost
+  spent so far, so that early-stopping tuners can be replayed from records (DESIGN §11).
 """
 from __future__ import annotations
 
 import copy
-from typing import Mapping
+import math
+import time
+from typing import Mapping, Sequence
 
 import torch
 
@@ -64,12 +71,28 @@ def _sample_sequences(tokenizer, samples, max_length: int) -> SequenceTensors:
     return _pad(rows, masks, tokenizer.pad_token_id)
 
 
+# Offsets of the sampling streams of one run: each evaluation draws its samples from its own seed, so
+# test, validation and curve samples are independent of each other and of other training seeds' streams.
+SAMPLING_STREAMS = {"test": (1, 2), "val": (3, 4), "curve": (5, 6)}
+
+
+def sampling_seeds(seed: int, stream: str) -> tuple[int, int]:
+    """(policy seed, reference seed) of one evaluation stream of the run with training seed `seed`."""
+    policy, reference = SAMPLING_STREAMS[stream]
+    return 1000 * seed + policy, 1000 * seed + reference
+
+
+def mean_gold(task, samples) -> float:
+    return sum(task.gold_reward(s.prompt, s.response) for s in samples) / len(samples)
+
+
 def gold_metrics(model, reference_model, tokenizer, task, prompts: list[str], eval_cfg: Mapping,
-                 max_length: int, seed: int, device, meter) -> dict[str, float]:
+                 max_length: int, seeds: tuple[int, int], device, meter) -> dict[str, float]:
+    """Gold-reward metrics on `prompts` (see the module docstring); seeds = (policy, reference) sampling seeds."""
     cap = task.max_response_tokens
-    policy = sample_responses(model, tokenizer, prompts, cap, seed=seed, device=device)
+    policy = sample_responses(model, tokenizer, prompts, cap, seed=seeds[0], device=device)
     greedy = sample_responses(model, tokenizer, prompts, cap, greedy=True, device=device)
-    ref = sample_responses(reference_model, tokenizer, prompts, cap, seed=seed + 1, device=device)
+    ref = sample_responses(reference_model, tokenizer, prompts, cap, seed=seeds[1], device=device)
     gold = torch.tensor([task.gold_reward(s.prompt, s.response) for s in policy])
     gold_ref = torch.tensor([task.gold_reward(s.prompt, s.response) for s in ref])
     gold_greedy = torch.tensor([task.gold_reward(s.prompt, s.response) for s in greedy])
@@ -90,3 +113,57 @@ def gold_metrics(model, reference_model, tokenizer, task, prompts: list[str], ev
         "no_eos_rate": no_eos_rate,
         "collapsed": float(no_eos_rate >= eval_cfg["collapse_no_eos_rate"]),
     }
+
+
+class ValidationCurve:
+    """Trainer step callback: validation gold reward at `fractions` of training, with the cost so far.
+
+    `points` (written to the record as `val_curve`): one dict per fraction, {fraction, step (optimizer
+    steps done), n_prompts, val/gold_reward, flops, device_hours, train_s}; flops, device_hours and
+    train_s are cumulative for this run from the start of training up to and including this point's
+    evaluation (shared builds and the final evaluation are not included). Every point scores the same
+    prompts with the same sampling seed, so differences along the curve are not sampling noise of the
+    prompt draw. Only the main process evaluates (other ranks wait at their next gradient sync).
+    """
+
+    def __init__(self, task, tokenizer, prompts: list[str], fractions: Sequence[float], seed: int, meter, device):
+        self.task, self.tokenizer, self.prompts = task, tokenizer, list(prompts)
+        self.fractions = sorted(float(f) for f in fractions)
+        self.seed, self.meter, self.device = seed, meter, device
+        self.points: list[dict] = []
+        self._due: dict[int, float] | None = None
+        self._started = time.perf_counter()
+
+    def on_step_end(self, trainer, step: int, row: dict | None) -> None:
+        if self._due is None:  # total_steps is known once the trainer exists
+            self._due = {}
+            for f in self.fractions:  # on a very short run two fractions can share a step: keep the first
+                self._due.setdefault(max(1, round(f * trainer.total_steps)), f)
+        done = step + 1
+        if done not in self._due or not self.prompts or not trainer.accelerator.is_main_process:
+            return
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        try:
+            samples = sample_responses(model, self.tokenizer, self.prompts, self.task.max_response_tokens,
+                                       seed=self.seed, device=self.device)
+        except RuntimeError:
+            if _gives_finite_logits(model, self.tokenizer, self.prompts[0], self.device):
+                raise
+            # a diverged model: the trainer fails the run at its next loss, with the step and stats
+            samples = None
+        if samples is not None:
+            self.meter.add_nograd_tokens("curve", sum(len(s.response_ids) for s in samples))
+        gold = mean_gold(self.task, samples) if samples is not None else math.nan
+        elapsed = time.perf_counter() - self._started
+        self.points.append({
+            "fraction": self._due[done], "step": done, "n_prompts": len(self.prompts),
+            "val/gold_reward": gold,
+            "flops": self.meter.flops(self.meter.train_tokens, sum(self.meter.nograd_tokens.values())),
+            "device_hours": elapsed * self.meter.device_count / 3600.0, "train_s": elapsed,
+        })
+
+
+@torch.no_grad()
+def _gives_finite_logits(model, tokenizer, prompt: str, device) -> bool:
+    ids = torch.tensor([with_boundary(tokenizer, encode_text(tokenizer, prompt))], device=device)
+    return bool(torch.isfinite(model(input_ids=ids, use_cache=False).logits).all())

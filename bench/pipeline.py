@@ -22,7 +22,7 @@ from bench.config import validate_config
 from bench.cost import CostMeter
 from bench.data.encoding import PairTensors, encode_pairs
 from bench.distributed import accelerator_kwargs, prepare_distributed_env
-from bench.evaluate import gold_metrics, preference_metrics
+from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
 from bench.logps import score_all
 from bench.loggers import build_logger
 from bench.secrets import redact_secrets
@@ -49,14 +49,15 @@ class Setup:
     task: object | None
     train: PairTensors
     held_out: PairTensors
-    eval_prompts: list[str]
+    val_prompts: list[str]   # what a tuner selects on (metrics "val/…", the validation curve)
+    test_prompts: list[str]  # what a selected configuration is scored on (the bare metric names)
     train_cache: PairCache
     eval_cache: PairCache
     data_stats: dict = field(default_factory=dict)
 
 
 def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show_progress: bool):
-    """(policy init, reference model, tokenizer, task, {train, eval, eval_prompts}, stats, model_key, data_key)."""
+    """(policy init, reference model, tokenizer, task, {train, eval, val_prompts, test_prompts}, stats, model_key, data_key)."""
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     sft_cfg = OmegaConf.to_container(cfg.sft, resolve=True)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -71,9 +72,9 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
         task_payload = {"name": dataset_cfg["task"], "params": sft_params}
         reference, sft_entry = sft_model_for_task(task, task_payload, tokenizer, model_cfg, sft_cfg,
                                                   dataset_cfg["seed"], cache, show_progress)
-        meter.add_shared("sft", sft_entry.key, sft_entry.hit, sft_entry.build_cost)
+        meter.add_shared("sft", sft_entry.key, sft_entry.hit, sft_entry.build_cost, sft_entry.wait_s)
         splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, sft_entry.key, cache)
-        meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost)
+        meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
         policy = type(reference).from_pretrained(sft_entry.path, dtype=torch.float32)
         return policy, reference, tokenizer, task, splits, stats, sft_entry.key, data_entry.key
     from bench.data.adapters import load_preference_records
@@ -83,7 +84,7 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
     splits, stats = {}, {}
     for split, name in (("train", "train_split"), ("eval", "eval_split")):
         splits[split], stats[split] = load_preference_records(dataset_cfg, dataset_cfg[name], tokenizer)
-    splits["eval_prompts"] = []
+    splits["val_prompts"] = splits["test_prompts"] = []
     model_key = cache_key({"pretrained": model_cfg["pretrained"], "revision": model_cfg.get("revision")})
     return policy, reference, tokenizer, None, splits, stats, model_key, cache_key(dataset_cfg)
 
@@ -126,10 +127,9 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
         return {"tokens": tokens, "flops": 2.0 * non_embedding_parameters(reference) * tokens}
 
     entry = cache.get_or_build("reference", payload, build)
-    meter.add_shared("reference", entry.key, entry.hit, entry.build_cost)
+    meter.add_shared("reference", entry.key, entry.hit, entry.build_cost, entry.wait_s)
     terms = torch.load(entry.path / "reference.pt")
-    n_eval_prompts = cfg.eval.n_prompts or len(splits["eval_prompts"])
-    return Setup(policy, reference, tokenizer, task, train, held_out, splits["eval_prompts"][:n_eval_prompts],
+    return Setup(policy, reference, tokenizer, task, train, held_out, splits["val_prompts"], splits["test_prompts"],
                  _pair_cache(terms, "train", train), _pair_cache(terms, "eval", held_out), stats)
 
 
@@ -139,9 +139,13 @@ def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostM
     marginal = setup.held_out.marginal(setup.tokenizer, cfg.model.max_length, context) if needs_policy_marginal else None
     metrics = preference_metrics(model, setup.eval_cache, method, setup.held_out, marginal, device)
     meter.add_nograd_tokens("eval", int(setup.held_out.both().attention_mask.sum()))
-    if setup.task is not None and setup.eval_prompts:
-        metrics.update(gold_metrics(model, setup.reference_model, setup.tokenizer, setup.task, setup.eval_prompts,
-                                    cfg.eval, cfg.model.max_length, cfg.seed, device, meter))
+    if setup.task is not None and setup.test_prompts:
+        # Two disjoint prompt sets with independent sampling seeds (DESIGN §11a): a tuner selects on
+        # "val/…", a report scores the selection on the bare names.
+        for prefix, prompts, stream in (("", setup.test_prompts, "test"), ("val/", setup.val_prompts, "val")):
+            scores = gold_metrics(model, setup.reference_model, setup.tokenizer, setup.task, prompts, cfg.eval,
+                                  cfg.model.max_length, sampling_seeds(cfg.seed, stream), device, meter)
+            metrics.update({prefix + k: v for k, v in scores.items()})
     if cfg.eval.lm_eval.enabled:
         metrics.update(_lm_eval(cfg, setup, model, device))
     return metrics
@@ -182,7 +186,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     meter = CostMeter(device_count=accelerator.num_processes)
     logger = build_logger(config["logger"], is_main_process=is_main)
     started_at, history, metrics, error, status = now(), [], {}, None, "failed"
-    setup = trainer = None
+    setup = trainer = curve = None
     try:
         with meter.phase("setup"), accelerator.main_process_first():
             # rank 0 builds any missing cache entry; the other ranks then find it (transformers'
@@ -198,8 +202,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
         if is_main:
             logger.start(config=config, run_id=run_id, sweep_id=cfg.sweep_id, method=cfg.method.name, run_dir=directory)
         with meter.phase("train"):
+            curve = ValidationCurve(setup.task, setup.tokenizer, setup.val_prompts[:cfg.eval.curve.n_prompts],
+                                    cfg.eval.curve.fractions, sampling_seeds(cfg.seed, "curve")[0], meter,
+                                    accelerator.device) if setup.task is not None else None
             trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_cache, marginal_seqs,
-                                        OmegaConf.to_container(cfg.train), accelerator, meter, logger, cfg.seed, show_progress)
+                                        OmegaConf.to_container(cfg.train), accelerator, meter, logger, cfg.seed,
+                                        show_progress, callbacks=[curve] if curve else [])
             history = trainer.train()
         with meter.phase("eval"):
             model = accelerator.unwrap_model(trainer.model)
@@ -216,6 +224,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
         "status": status,
         "config": config,
         "metrics": metrics,
+        "val_curve": curve.points if curve else [],
         "cost": meter.summary(),
         "data": setup.data_stats if setup else {},
         "provenance": {**provenance(cfg.seed, overrides or []), "started_at": started_at, "finished_at": now()},

@@ -2,14 +2,31 @@
 
 Layout: `<runs_root>/<sweep_id>/<run_id>/record.json` + `history.jsonl`.
 
-record.json (schema_version 1):
+record.json (schema_version 2; the analysis reads only these files, so this is its contract):
     schema_version: int
     run_id, sweep_id: str
     config_hash: str          hash of the result-determining config (see `config_hash`)
     status: "completed" | "failed"
-    config: dict              the resolved Hydra config
-    metrics: dict[str, float] final metrics (pref_acc, gold_reward, win_rate, kl, ..., lm_eval/<task>/<metric>)
-    cost: dict                see bench.cost.CostMeter.summary
+    config: dict              the resolved Hydra config; `config.budget` is "full" or "fast" (smoke runs),
+                              `config.dataset.trap` is null for a clean-label task, else why it is a trap
+    metrics: dict[str, float] final metrics, all on held-out data:
+        pref_acc                      share of held-out pairs with policy-vs-reference margin Δ > 0
+        eval/loss, eval/rewards/...   the method's own loss and TRL-named reward stats on held-out pairs
+        gold_reward                   mean gold reward r* of temperature-1 samples on the TEST prompts
+                                      (the task's reward units; gold_reward_median, gold_reward_greedy too)
+        reference_gold_reward         the same for the SFT/reference model's samples (the starting point)
+        win_rate                      share of test prompts where the policy sample beats the reference's (ties ½)
+        kl                            Monte-Carlo KL(π‖π_ref) in nats per sequence (sum over response tokens)
+        length                        mean sampled response length in tokens (EOS excluded)
+        no_eos_rate, collapsed        share of samples that hit the cap; 1.0 if it is ≥ eval.collapse_no_eos_rate
+        val/<name>                    every gold-reward metric above, on the disjoint VALIDATION prompts
+        lm_eval/<task>/<metric>       lm-eval results on the trained model
+    val_curve: list[dict]     validation gold reward during training, one dict per eval.curve.fractions:
+                              {fraction, step, n_prompts, val/gold_reward, flops, device_hours, train_s}
+                              with cumulative costs (see bench.evaluate.ValidationCurve)
+    cost: dict                see bench.cost.CostMeter.summary (seconds, device-hours, tokens, FLOPs, bytes;
+                              wait_s = time blocked on locks, never in total_s or device_hours)
+    data: dict                dataset and encoding statistics (pairs kept, dropped and why)
     provenance: dict          git_commit, git_dirty, packages, hardware, seed, command, started_at, finished_at
     error: str | None         "Type: message" + traceback tail when failed
 
@@ -26,7 +43,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
 HISTORY_FILE = "history.jsonl"
 

@@ -1,9 +1,13 @@
 """Preference data for a built-in task, made from the task's own SFT model (DESIGN §5).
 
 Pairs = two temperature-1 samples per prompt from the SFT model, labelled by Bradley–Terry on the
-task's label reward (`bench.data.labelling`), identical pairs dropped and counted. Three disjoint
-prompt sets: train pairs, held-out eval pairs (for pref_acc) and held-out eval prompts (for gold
-reward, win rate and KL). Deterministic given the seed; cached on disk keyed by the SFT model too.
+task's label reward (`bench.data.labelling`), identical pairs dropped and counted. Four prompt sets:
+train pairs, held-out eval pairs (for pref_acc), and two held-out prompt sets for gold reward, win rate
+and KL — *validation* (what a tuner selects on, and the intermediate evaluations) and *test* (what a
+report scores the selected configuration on; DESIGN §11a). Validation and test prompts are disjoint
+where the task's prompt space allows it (arithmetic has ~9k prompts; sentiment has 15, so there the two
+sets are independent draws, scored with independent samples). Deterministic given the seed; cached on
+disk keyed by the SFT model too.
 """
 from __future__ import annotations
 
@@ -17,10 +21,23 @@ from bench.data.labelling import label_pairs
 from bench.generation import sample_responses
 
 SPLIT_FILES = {"train": "train.jsonl", "eval": "eval.jsonl"}
+PROMPT_FILES = {"val_prompts": "val_prompts.json", "test_prompts": "test_prompts.json"}
+# Consecutive draws that all land in the excluded set before we accept that the task's prompt space is
+# exhausted and allow overlap (only tasks with a handful of distinct prompts get there).
+MAX_REJECTIONS = 200
 
 
-def _prompts(task, n: int, rng: random.Random) -> list[str]:
-    return [task.sample_prompt(rng) for _ in range(n)]
+def _prompts(task, n: int, rng: random.Random, exclude: frozenset[str] = frozenset()) -> list[str]:
+    """n prompts from the task's distribution, avoiding `exclude` while the prompt space allows it."""
+    out, rejected = [], 0
+    while len(out) < n:
+        prompt = task.sample_prompt(rng)
+        if prompt in exclude and rejected < MAX_REJECTIONS:
+            rejected += 1
+            continue
+        out.append(prompt)
+        rejected = 0
+    return out
 
 
 def _pairs_from_model(task, model, tokenizer, prompts: list[str], cfg: Mapping, seed: int):
@@ -31,7 +48,7 @@ def _pairs_from_model(task, model, tokenizer, prompts: list[str], cfg: Mapping, 
 
 
 def build_builtin_dataset(task, dataset_cfg: Mapping, sft_model, tokenizer, sft_key: str, cache: DiskCache):
-    """Returns ({"train": records, "eval": records, "eval_prompts": [str]}, stats, CacheEntry)."""
+    """Returns ({"train": records, "eval": records, "val_prompts": [str], "test_prompts": [str]}, stats, CacheEntry)."""
     seed = dataset_cfg["seed"]
     payload = {"sft": sft_key, "dataset": {k: v for k, v in dataset_cfg.items() if k != "on_bad_row"}}
 
@@ -40,20 +57,23 @@ def build_builtin_dataset(task, dataset_cfg: Mapping, sft_model, tokenizer, sft_
         # one draw of all prompts, then split, so the three sets never overlap by construction of the rng stream
         train_prompts = _prompts(task, dataset_cfg["n_train_prompts"], rng)
         eval_pair_prompts = _prompts(task, dataset_cfg["n_eval_pair_prompts"], rng)
-        eval_prompts = _prompts(task, dataset_cfg["n_eval_prompts"], rng)
+        test_prompts = _prompts(task, dataset_cfg["n_test_prompts"], rng)
+        val_prompts = _prompts(task, dataset_cfg["n_val_prompts"], rng, exclude=frozenset(test_prompts))
         train, train_stats = _pairs_from_model(task, sft_model, tokenizer, train_prompts, dataset_cfg, seed + 11)
         held_out, eval_stats = _pairs_from_model(task, sft_model, tokenizer, eval_pair_prompts, dataset_cfg, seed + 13)
         for split, records in (("train", train), ("eval", held_out)):
             with open(directory / SPLIT_FILES[split], "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in records)
-        (directory / "eval_prompts.json").write_text(json.dumps(eval_prompts))
+        for name, prompts in (("val_prompts", val_prompts), ("test_prompts", test_prompts)):
+            (directory / PROMPT_FILES[name]).write_text(json.dumps(prompts))
         (directory / "stats.json").write_text(json.dumps({"train": train_stats, "eval": eval_stats}, default=str))
         n_tokens = 2 * sum(len(p.split()) + task.max_response_tokens for p in train_prompts + eval_pair_prompts)
         return {"sampled_tokens_upper_bound": n_tokens}
 
     entry = cache.get_or_build("dataset", payload, build)
     splits = {split: _read_jsonl(entry.path / name) for split, name in SPLIT_FILES.items()}
-    splits["eval_prompts"] = json.loads((entry.path / "eval_prompts.json").read_text())
+    for name, file in PROMPT_FILES.items():
+        splits[name] = json.loads((entry.path / file).read_text())
     stats = json.loads((entry.path / "stats.json").read_text())
     return splits, stats, entry
 

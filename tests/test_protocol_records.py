@@ -1,0 +1,84 @@
+"""The training side of the selection-honest protocol (DESIGN §11a): what every record carries so the
+analysis can select on validation and score on test, replay early-stopping tuners, and keep waiting
+out of compute."""
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import pytest
+
+from bench import records
+from bench.cache import DiskCache
+from bench.cost import CostMeter
+from bench.data.builtin import _prompts
+from bench.data.tasks import build_task
+from bench.evaluate import SAMPLING_STREAMS, sampling_seeds
+from bench.pipeline import run
+
+
+def test_record_has_val_and_test_metrics_and_a_cumulative_validation_curve(make_config):
+    cfg = make_config("method=dpo", "dataset=arithmetic", "train.max_steps=8")
+    record = records.read_record(run(cfg).directory)
+    assert record["status"] == "completed", record["error"]
+    metrics = record["metrics"]
+    for name in ("gold_reward", "reference_gold_reward", "win_rate", "kl", "no_eos_rate", "collapsed"):
+        assert math.isfinite(metrics[name]) and math.isfinite(metrics[f"val/{name}"]), name
+    assert record["config"]["budget"] == "fast" and record["config"]["dataset"]["trap"] is None
+    curve = record["val_curve"]
+    # 8 steps at fractions 0.25/0.5/0.75/1.0 -> after steps 2, 4, 6, 8, in that order
+    assert [p["step"] for p in curve] == [2, 4, 6, 8]
+    assert [p["fraction"] for p in curve] == [0.25, 0.5, 0.75, 1.0]
+    assert all(p["n_prompts"] == cfg.eval.curve.n_prompts for p in curve)
+    for key in ("flops", "train_s", "device_hours"):
+        values = [p[key] for p in curve]
+        assert all(b > a for a, b in zip(values, values[1:])), f"{key} must be cumulative: {values}"
+    # the curve's cost is part of the run's: its last point is within what the run reports overall
+    assert curve[-1]["flops"] <= record["cost"]["flops"]
+    assert record["cost"]["nograd_tokens/curve"] > 0
+
+
+def test_validation_and_test_prompts_are_disjoint_when_the_task_allows():
+    task, rng = build_task("arithmetic"), __import__("random").Random(0)
+    test = _prompts(task, 512, rng)
+    val = _prompts(task, 256, rng, exclude=frozenset(test))
+    assert len(val) == 256 and not set(val) & set(test)
+    # sentiment has 15 distinct prompts: the sets cannot be disjoint, and drawing must still terminate
+    sentiment = build_task("sentiment")
+    small_test = _prompts(sentiment, 64, rng)
+    assert len(_prompts(sentiment, 32, rng, exclude=frozenset(small_test))) == 32
+
+
+def test_sampling_streams_never_share_a_seed_across_runs_or_streams():
+    seeds = [s for run_seed in range(20) for stream in SAMPLING_STREAMS for s in sampling_seeds(run_seed, stream)]
+    assert len(seeds) == len(set(seeds))
+
+
+def test_waiting_on_a_cache_lock_is_recorded_and_not_compute(tmp_path):
+    cache = DiskCache(tmp_path)
+    started = threading.Event()
+
+    def build(directory):
+        started.set()
+        time.sleep(0.6)
+        (directory / "x").write_text("1")
+        return {}
+
+    builder = threading.Thread(target=cache.get_or_build, args=("thing", {"a": 1}, build))
+    builder.start()
+    started.wait()
+    entry = cache.get_or_build("thing", {"a": 1}, build)  # blocks on the lock until the builder is done
+    builder.join()
+    assert entry.hit and entry.wait_s >= 0.4
+
+    meter = CostMeter(n_params=10)
+    with meter.phase("setup"):
+        time.sleep(0.3)
+        meter.add_shared("thing", entry.key, entry.hit, entry.build_cost, wait_s=0.25)
+    summary = meter.summary()
+    assert summary["wait_s"] == pytest.approx(0.25)
+    assert summary["setup_s"] == pytest.approx(meter.seconds["setup"] - 0.25, abs=1e-3)
+    assert summary["total_s"] == pytest.approx(summary["setup_s"], abs=1e-3)
+    assert summary["device_hours"] == pytest.approx(summary["total_s"] / 3600, rel=1e-3)
+    assert summary["shared"]["thing"]["wait_s"] == 0.25
