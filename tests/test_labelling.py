@@ -185,3 +185,19 @@ def test_empty_input_gives_nan_rates():
     _, stats = label_pairs(build_task("arithmetic"), [], random.Random(0), 1.0, 0.0)
     assert stats["n_pairs"] == stats["n_labelled"] == 0
     assert math.isnan(stats["flip_rate"]) and math.isnan(stats["gold_agreement"])
+
+
+def test_drop_ties_removes_exactly_the_equal_label_reward_pairs():
+    task = build_task("arithmetic")
+    samples = demo_pairs(task, N, seed=6)
+    ties = sum(y1 != y2 and task.label_reward(p, y1) == task.label_reward(p, y2) for p, y1, y2 in samples)
+    identical = sum(y1 == y2 for _, y1, y2 in samples)
+    kept, stats = label_pairs(task, samples, random.Random(7), temperature=0.1, label_noise=0.0, drop_ties=True)
+    assert ties > 0  # two different wrong answers with the same digit match exist: the path is exercised
+    assert stats["n_ties_dropped"] == ties and stats["n_identical_dropped"] == identical
+    assert stats["n_labelled"] == len(kept) == N - ties - identical
+    assert stats["n_gold_ties"] == 0  # arithmetic's label reward is its gold reward
+    # no coin flips left: every pair has a gold gap ≥ 1/3, so at T = 0.1 BT agrees with gold w.p. ≥ σ(3.3) = 0.965
+    assert stats["gold_agreement"] > 0.95
+    _, without = label_pairs(task, samples, random.Random(7), temperature=0.1, label_noise=0.0)
+    assert without["n_ties_dropped"] == 0 and without["n_gold_ties"] == ties

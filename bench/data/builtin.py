@@ -44,7 +44,8 @@ def _pairs_from_model(task, model, tokenizer, prompts: list[str], cfg: Mapping, 
     first = sample_responses(model, tokenizer, prompts, task.max_response_tokens, seed=seed)
     second = sample_responses(model, tokenizer, prompts, task.max_response_tokens, seed=seed + 1)
     triples = [(p, a.response, b.response) for p, a, b in zip(prompts, first, second)]
-    return label_pairs(task, triples, random.Random(seed), cfg["bt_temperature"], cfg["label_noise"])
+    return label_pairs(task, triples, random.Random(seed), cfg["bt_temperature"], cfg["label_noise"],
+                       drop_ties=cfg.get("drop_ties", False))
 
 
 def build_builtin_dataset(task, dataset_cfg: Mapping, sft_model, tokenizer, sft_key: str, cache: DiskCache):

@@ -7,6 +7,9 @@ strings and a `random.Random`; no models, tensors or files. The caller samples t
 The rule (Bradley & Terry 1952; the preference model of the DPO paper, Rafailov et al. 2023, eq. 1):
     P(y1 ≻ y2 | x) = σ((r(x, y1) − r(x, y2)) / T),   r = task.label_reward, T = temperature,
 then, independently, the label is flipped with probability `label_noise` (symmetric label noise).
+With `drop_ties`, a pair whose two responses get the same label reward is dropped and counted instead:
+BT would label it by a coin flip, i.e. pure label noise (on arithmetic 28% of sampled pairs are such
+ties — two equally wrong answers), and an annotator shown two equally good answers states no preference.
 """
 from __future__ import annotations
 
@@ -66,26 +69,31 @@ def label_pairs(
     rng: random.Random,
     temperature: float,
     label_noise: float,
+    drop_ties: bool = False,
 ) -> tuple[list[dict], dict]:
     """Label (prompt, y1, y2) samples into normalised preference records, plus counts.
 
     Record: {"prompt", "chosen", "rejected", "score_chosen", "score_rejected" (gold rewards r*),
     "meta": {"task", "label_score_chosen", "label_score_rejected", "p_chosen" (the BT probability
     that the chosen response wins, before noise), "flipped"}}.
-    Stats: n_pairs (input), n_labelled, n_identical_dropped, n_flipped, flip_rate,
+    Stats: n_pairs (input), n_labelled, n_identical_dropped, n_ties_dropped (label-reward ties, only
+    with drop_ties), n_flipped, flip_rate,
     gold_agreement (share of labelled pairs with unequal gold where chosen has the higher gold; NaN if
     none), n_gold_ties, longer_chosen_rate (share of pairs of unequal word length where chosen is
     longer; NaN if none), mean_score_chosen, mean_score_rejected, temperature, label_noise.
     """
     _check_label_args(temperature, label_noise)
     records: list[dict] = []
-    n_identical = n_flipped = n_gold_ties = n_gold_agree = 0
+    n_identical = n_ties = n_flipped = n_gold_ties = n_gold_agree = 0
     n_unequal_length = n_longer_chosen = 0
     for i, sample in enumerate(samples):
         well_formed = isinstance(sample, (tuple, list)) and len(sample) == 3
         if not (well_formed and all(isinstance(s, str) for s in sample)):
             raise ValueError(f"samples[{i}] must be a (prompt, y1, y2) tuple of strings, got {sample!r}")
         prompt, y1, y2 = sample
+        if drop_ties and y1 != y2 and task.label_reward(prompt, y1) == task.label_reward(prompt, y2):
+            n_ties += 1
+            continue
         labelled = bradley_terry_label(task, prompt, y1, y2, rng, temperature, label_noise)
         if labelled is None:
             n_identical += 1
@@ -123,6 +131,7 @@ def label_pairs(
         "n_pairs": len(samples),
         "n_labelled": n,
         "n_identical_dropped": n_identical,
+        "n_ties_dropped": n_ties,
         "n_flipped": n_flipped,
         "flip_rate": n_flipped / n if n else math.nan,
         "gold_agreement": n_gold_agree / (n - n_gold_ties) if n > n_gold_ties else math.nan,
