@@ -1,36 +1,45 @@
-"""imi-bench analysis: run records -> tuning-cost estimates -> tables, figures and a report (DESIGN §11).
+"""imi-bench analysis: run records -> tuning-cost estimates -> tables, figures and a report (DESIGN §11, §11a).
 
 Reads the records `bench` writes (`<runs root>/<sweep id>/<run id>/record.json` + `history.jsonl`) or
 W&B runs, and never imports `bench` or any training code: it works from committed records alone.
 
 Modules, in the order data flows through them:
-    load       records (files or W&B) -> one tidy DataFrame, one row per completed run; skipped runs + why
-    grid       settings, configurations, arms; method families and published default β
-    metrics    seed summaries, best-of-grid, default regret, expected best of k (Ê_k) with seed bootstrap
-    costs      charged cost per run (shared caches amortised or per run), cost to reach τ, savings
-    stats      IQM, probability of improvement, (stratified) bootstrap, percentile intervals
-    aggregate  IQM / probability of improvement across settings for tuned, default and IMI arms
-    plots      β-sensitivity, expected best vs trials / device-hours, reward–KL, ΔPMI traces
-    tables     CSV / LaTeX / Markdown writers
-    report     composes all of the above into <out>/report.md, tables/ and figures/
+    load        records -> one tidy DataFrame, one row per completed run (val_curve kept whole); skipped runs + why
+    wandb_runs  the same from the W&B API
+    grid        settings (and traps), configurations, arms (grid / fixed); method knowledge from method_info
+    selection   the seed bootstrap shared by every interval; choosing a configuration by validation score
+                (re-chosen in every replicate), or on test (the oracle)
+    reference   the SFT starting point: its level per setting, Δ vs SFT per run
+    metrics     per-configuration summaries over seeds with intervals; Ê_k weights
+    entries     what is compared per setting (tuned / oracle / default / IMI / SFT) and the comparison tables
+    costs       own and charged cost per run; shared builds per procedure, amortised or per run
+    tuners      grid search, random search, successive halving as estimators over arrays
+    tuning      expected best of k, tuners' cost to reach τ, savings with intervals, summed over settings
+    aggregate   IQM / mean / probability of improvement across settings on SFT-to-tuned normalised scores
+    stats       expanded percentile intervals, IQM, probability of improvement
+    protocol    is a report citable: seeds, budget, validation data
+    plots       β-sensitivity, expected best vs trials / FLOPs, reward–KL, ΔPMI traces
+    tables      CSV / LaTeX / Markdown writers
+    report      composes all of the above into <out>/report.md, tables/ and figures/ (sections in report_sections)
 Command line: `python -m analysis report <runs dir> --out <dir>` and `python -m analysis runs <runs dir>`.
 
 The pure functions are importable from here; plotting and the report are not imported by default so
 that `import analysis` stays free of matplotlib.
 """
-from analysis.aggregate import comparison_entries, improvement_table, iqm_table, normalize_scores
-from analysis.costs import (charged_costs, cost_to_reach_table, expected_cost_to_reach, savings_summary,
-                            shared_build_costs)
-from analysis.grid import DEFAULT_BETA, IMI_METHODS, annotate, configuration_columns, is_imi_method
-from analysis.load import LoadedRuns, load_runs, load_wandb_runs, read_history
-from analysis.metrics import (best_of_grid, default_regret, expected_best_table, expected_max, expected_max_curve,
-                              seed_summary)
-from analysis.stats import iqm, percentile_interval, probability_of_improvement, stratified_bootstrap
+from analysis.costs import CONVENTIONS, charged_costs, procedure_builds, shared_build_costs
+from analysis.grid import IMI_METHODS, METHOD_DEFAULTS, annotate, configuration_columns, is_imi_method
+from analysis.load import LoadedRuns, curve_frame, load_runs, read_history
+from analysis.metrics import expected_max, expected_max_curve, seed_summary
+from analysis.selection import SeedBootstrap, choose, chosen_runs, chosen_stat, seed_bootstrap
+from analysis.stats import expanded_percentile_interval, expanded_tail, iqm, percentile_interval, probability_of_improvement
+from analysis.tuners import grid_search, random_search, successive_halving, val_selected_expectation
+from analysis.wandb_runs import load_wandb_runs
 
 __all__ = [
-    "DEFAULT_BETA", "IMI_METHODS", "LoadedRuns", "annotate", "best_of_grid", "charged_costs", "comparison_entries",
-    "configuration_columns", "cost_to_reach_table", "default_regret", "expected_best_table", "expected_cost_to_reach",
-    "expected_max", "expected_max_curve", "improvement_table", "iqm", "iqm_table", "is_imi_method", "load_runs",
-    "load_wandb_runs", "normalize_scores", "percentile_interval", "probability_of_improvement", "read_history",
-    "savings_summary", "seed_summary", "shared_build_costs", "stratified_bootstrap",
+    "CONVENTIONS", "IMI_METHODS", "LoadedRuns", "METHOD_DEFAULTS", "SeedBootstrap", "annotate", "charged_costs",
+    "choose", "chosen_runs", "chosen_stat", "configuration_columns", "curve_frame", "expanded_percentile_interval",
+    "expanded_tail", "expected_max", "expected_max_curve", "grid_search", "iqm", "is_imi_method", "load_runs",
+    "load_wandb_runs", "percentile_interval", "probability_of_improvement", "procedure_builds", "random_search",
+    "read_history", "seed_bootstrap", "seed_summary", "shared_build_costs", "successive_halving",
+    "val_selected_expectation",
 ]

@@ -1,7 +1,8 @@
 """Command line: `python -m analysis report|runs ...` (also installed as `imi-bench-report`).
 
     python -m analysis report <runs dir> --out <dir> [--metric gold_reward] [--baseline dpo]
-                              [--tolerance 0 0.05] [--amortize | --per-run] [--stat mean|median]
+                              [--tolerance 0 0.05] [--per-procedure | --amortize | --per-run]
+                              [--stat mean|median] [--n-boot 4000]
     python -m analysis runs <runs dir> [--metric gold_reward] [--csv]
 
 Either command reads W&B instead with `--wandb ENTITY/PROJECT` (needs the network and a key).
@@ -16,8 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import LoadedRuns, load_runs, load_wandb_runs
+from analysis.costs import DEFAULT_CONVENTION
+from analysis.load import LoadedRuns, load_runs
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
+from analysis.stats import RECOMMENDED_REPLICATES
+from analysis.wandb_runs import load_wandb_runs
 
 
 def _add_source(parser: argparse.ArgumentParser) -> None:
@@ -41,16 +45,22 @@ def build_parser() -> argparse.ArgumentParser:
                                          "else gold_reward); e.g. win_rate, pref_acc, lm_eval/<task>/<metric>")
     report.add_argument("--baseline", default="dpo", help="the tuned baseline that sets the target τ (default: dpo)")
     report.add_argument("--tolerance", type=float, nargs="+", default=list(DEFAULT_TOLERANCES), metavar="TOL",
-                        help="τ = baseline best-of-grid − TOL, in metric units; several allowed (default: 0 0.05)")
+                        help="τ = the test score of the baseline's validation-selected configuration − TOL, in metric "
+                             "units; several allowed (default: 0 0.05)")
     convention = report.add_mutually_exclusive_group()
+    convention.add_argument("--per-procedure", dest="convention", action="store_const", const="per_procedure",
+                            help="charge each shared SFT/dataset/reference build once per tuning procedure (an arm on "
+                                 "a setting), plus its runs' own costs (default)")
     convention.add_argument("--amortize", dest="convention", action="store_const", const="amortize",
-                            help="charge each shared SFT/dataset/reference cache once, split over the runs using it (default)")
+                            help="charge each shared build once, split equally over the loaded runs that used it")
     convention.add_argument("--per-run", dest="convention", action="store_const", const="per_run",
-                            help="charge every run the full build cost of each shared cache it used")
-    report.set_defaults(convention="amortize")
+                            help="charge every run the full cost of each shared build it used")
+    report.set_defaults(convention=DEFAULT_CONVENTION)
     report.add_argument("--stat", choices=("mean", "median"), default="mean",
                         help="seed statistic that scores a configuration (default: mean)")
-    report.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default: 2000)")
+    report.add_argument("--n-boot", type=int, default=RECOMMENDED_REPLICATES,
+                        help=f"bootstrap replicates (default: {RECOMMENDED_REPLICATES}; the expanded interval's tail "
+                             "quantiles need thousands)")
     report.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
     report.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
 
@@ -114,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(loaded.skip_summary())
+    print(f"verdict: {report.verdict}")
     for note in report.notes:
         print(f"note: {note}")
     print(f"report: {report.report_md}")

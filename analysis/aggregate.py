@@ -1,17 +1,28 @@
-"""Comparisons across settings: IQM and probability of improvement with stratified bootstrap intervals
-(DESIGN §11; definitions in `analysis.stats`).
+"""Across settings: IQM and probability of improvement with bootstrap intervals (DESIGN §11; the
+definitions are in `analysis.stats`, the entries in `analysis.entries`).
 
-The compared "entries" are built from the arms (see `grid`):
-    "<method> (tuned)"      a baseline's runs at its best configuration on each setting (best by the seed
-                            statistic over the full data: an oracle-tuned baseline, the comparison the
-                            IMI claim is about)
-    "<method> (default β)"  a baseline's runs at its published default β
-    "<IMI arm>"             an IMI method's runs at its fixed configuration
-Normalised score, so settings with different score scales can be pooled: per setting,
-    (v − worst) / (best − worst), worst/best = the lowest/highest configuration statistic of the
-reference baseline's grid; 0 = its worst grid point, 1 = its best-of-grid.
+Normalised score, so settings with different scales can be pooled: per setting s and run,
+    z = (v − SFT_s) / (T_s − SFT_s)
+with SFT_s the SFT level (`analysis.reference`) and T_s the test score of the baseline's
+validation-selected configuration ("<baseline> (tuned)"): 0 = the starting point, 1 = the tuned
+baseline. Both are fixed at their observed values (as rliable fixes its reference scores), so an
+interval shows the variability of the compared arm. A setting where T_s ≤ SFT_s (the tuned baseline
+does not move the model) or either is unknown cannot be normalised and is listed as left out.
 
-Pure functions over DataFrames; no I/O, no plotting.
+Why each setting counts equally, and how: the IQM is taken over the pooled runs of all settings,
+each run weighted 1 / (S · n_s) (S settings, n_s runs of the entry on setting s), i.e. the IQM of
+the equal-weight mixture of the per-setting run distributions. With equal run counts (and S·n
+divisible by 4) this is exactly rliable's IQM over settings × runs; with unequal counts a setting
+with more seeds does not get more say. Pooling runs rather than per-setting means keeps the IQM's
+robustness to single outlier runs; its price is that a setting whose runs all fall in the outer
+quartiles (a collapsed setting) is trimmed away entirely. So the table also lists the settings the
+IQM trimmed away and gives the (untrimmed) mean over settings beside it, and the report shows every
+setting's own mean (`per_setting_table`).
+
+Probability of improvement P(X > Y) is on raw scores (it only compares runs within a setting).
+Intervals: stratified over settings by construction — every replicate of the seed bootstrap resamples
+seeds within each configuration, the tuned entry re-chosen inside (`analysis.selection`); expanded
+percentile with n = the smallest seed count involved. Oracle entries are never aggregated.
 """
 from __future__ import annotations
 
@@ -20,103 +31,121 @@ import math
 import numpy as np
 import pandas as pd
 
-from analysis.stats import interval, iqm, probability_of_improvement, probability_of_improvement_bootstrap, stratified_bootstrap
+from analysis.entries import Entry, find_entry
+from analysis.selection import SeedBootstrap, chosen_runs
+from analysis.stats import expanded_percentile_interval, iqm, iqm_shares, probability_of_improvement_batched
 
-ENTRY_COLUMNS = ("setting", "entry", "entry_kind", "method.name", "config_label", "score", "collapsed")
-
-
-def comparison_entries(runs: pd.DataFrame, summary: pd.DataFrame, metric: str, stat: str = "mean") -> pd.DataFrame:
-    """Per-run scores of every entry (see the module docstring).
-
-    In:  annotated runs and their `metrics.seed_summary`. Out: one row per (entry, run): ENTRY_COLUMNS,
-         score = the run's metric, collapsed = its collapse flag (NaN if not reported). A baseline with
-         several configurations at its default β has no "(default β)" entry on that setting.
-    """
-    runs = runs[runs[metric].notna()]
-    collapsed = runs["collapsed"] if "collapsed" in runs.columns else pd.Series(math.nan, index=runs.index)
-    frames = []
-
-    def add(config_ids, entry: str, kind: str) -> None:
-        chosen = runs[runs["config_id"].isin(config_ids)]
-        frames.append(pd.DataFrame({
-            "setting": chosen["setting"], "entry": entry, "entry_kind": kind, "method.name": chosen["method.name"],
-            "config_label": chosen["config_label"], "score": chosen[metric], "collapsed": collapsed.loc[chosen.index],
-        }))
-
-    for (setting, arm), group in summary.groupby(["setting", "arm"], sort=True):
-        if group["arm_kind"].iloc[0] == "grid":
-            add([group.loc[group[stat].idxmax(), "config_id"]], f"{arm} (tuned)", "tuned")
-            defaults = group[group["is_default"].astype(bool)]
-            if len(defaults) == 1:
-                add(list(defaults["config_id"]), f"{arm} (default β)", "default")
-        else:
-            add(list(group["config_id"]), arm, "fixed")
-    if not frames:
-        return pd.DataFrame(columns=list(ENTRY_COLUMNS))
-    return pd.concat(frames, ignore_index=True)
+NORMALIZER_COLUMNS = ["setting", "trap", "sft", "tuned", "usable", "reason"]
 
 
-def normalize_scores(entries: pd.DataFrame, summary: pd.DataFrame, baseline: str, stat: str = "mean") -> pd.DataFrame:
-    """`entries` with a "normalized" column (see the module docstring); settings where the baseline has
-    no grid, or a flat one (best = worst), get NaN."""
-    grid = summary[(summary["method.name"] == baseline) & (summary["arm_kind"] == "grid")]
-    bounds = grid.groupby("setting")[stat].agg(["min", "max"])
-    worst = entries["setting"].map(bounds["min"]).astype(float)
-    best = entries["setting"].map(bounds["max"]).astype(float)
-    span = (best - worst).where(best > worst)
-    out = entries.copy()
-    out["normalized"] = (out["score"] - worst) / span
-    return out
-
-
-def iqm_table(entries: pd.DataFrame, score: str = "normalized", n_boot: int = 2000, confidence: float = 0.95,
-              seed: int = 0) -> pd.DataFrame:
-    """IQM and mean of `score` per entry over all its runs and settings, stratified bootstrap intervals.
-
-    In:  `comparison_entries` (+ `normalize_scores`) output; rows with NaN score are left out.
-    Out: one row per entry: entry, entry_kind, n_settings, n_runs, iqm, iqm_ci_low, iqm_ci_high, mean,
-         mean_ci_low, mean_ci_high, median, collapse_rate (pooled over runs). Sorted by IQM, best first.
-    """
-    rng = np.random.default_rng(seed)
+def normalizers(comparison: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """Per setting of a `entries.comparison_table`: SFT_s, T_s and whether z can be formed there."""
     rows = []
-    for entry, group in entries[entries[score].notna()].groupby("entry", sort=True):
-        strata = [g[score].to_numpy(float) for _, g in group.groupby("setting", sort=True)]
-        pooled = np.concatenate(strata)
-        iqm_ci = interval(iqm(pooled), stratified_bootstrap(strata, lambda s: iqm(s, axis=-1), n_boot, rng), confidence)
-        mean_ci = interval(pooled.mean(), stratified_bootstrap(strata, lambda s: s.mean(axis=-1), n_boot, rng), confidence)
-        rows.append({
-            "entry": entry, "entry_kind": group["entry_kind"].iloc[0], "n_settings": len(strata), "n_runs": len(pooled),
-            "iqm": iqm_ci["estimate"], "iqm_ci_low": iqm_ci["ci_low"], "iqm_ci_high": iqm_ci["ci_high"],
-            "mean": mean_ci["estimate"], "mean_ci_low": mean_ci["ci_low"], "mean_ci_high": mean_ci["ci_high"],
-            "median": float(np.median(pooled)), "collapse_rate": float(group["collapsed"].mean()),
-        })
-    columns = ["entry", "entry_kind", "n_settings", "n_runs", "iqm", "iqm_ci_low", "iqm_ci_high", "mean",
-               "mean_ci_low", "mean_ci_high", "median", "collapse_rate"]
-    return pd.DataFrame(rows, columns=columns).sort_values("iqm", ascending=False, kind="stable").reset_index(drop=True)
+    for setting, group in comparison.groupby("setting", sort=True):
+        sft = group.loc[group["kind"] == "sft", "score"]
+        tuned = group.loc[(group["kind"] == "tuned") & (group["method"] == baseline), "score"]
+        sft_value = float(sft.iloc[0]) if len(sft) else math.nan
+        tuned_value = float(tuned.iloc[0]) if len(tuned) else math.nan
+        reason = ("no SFT level for this metric" if math.isnan(sft_value) else
+                  f"no `{baseline}` grid to tune" if math.isnan(tuned_value) else
+                  f"tuned `{baseline}` does not score above SFT" if tuned_value <= sft_value else "")
+        rows.append([setting, group["trap"].iloc[0], sft_value, tuned_value, reason == "", reason])
+    return pd.DataFrame(rows, columns=NORMALIZER_COLUMNS)
 
 
-def improvement_table(entries: pd.DataFrame, reference: str, score: str = "score", n_boot: int = 2000,
-                      confidence: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """P(entry > reference) for every other entry, over the settings both have, with a stratified
-    bootstrap interval (each side's runs resampled independently within each setting).
+def _normalized(entry: Entry, runs: pd.DataFrame, boot: SeedBootstrap, metric: str, norm: pd.Series):
+    point, replicates, mask = chosen_runs(boot, runs, entry.choice, metric)
+    span = norm["tuned"] - norm["sft"]
+    return (point - norm["sft"]) / span, (replicates - norm["sft"]) / span, mask
 
-    In:  `comparison_entries` output; `reference` an entry name, e.g. "dpo (tuned)". Raw scores suffice:
-         the statistic only compares runs within a setting.
-    Out: one row per entry: entry, reference, n_settings, probability, ci_low, ci_high.
+
+def _pooled(parts):
+    """Concatenate per-setting (point (n_s,), replicates (B, m_s), mask) with weights 1/(S·n_s)."""
+    count = len(parts)
+    point = np.concatenate([p for p, _, _ in parts])
+    point_w = np.concatenate([np.full(len(p), 1.0 / (count * len(p))) for p, _, _ in parts])
+    reps = np.concatenate([np.where(m, r, np.nan) for _, r, m in parts], axis=1)
+    rep_w = np.concatenate([m / (count * m.sum(axis=1, keepdims=True)) for _, _, m in parts], axis=1)
+    return point, point_w, reps, rep_w
+
+
+def iqm_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, metric: str, norms: pd.DataFrame,
+              settings, confidence: float) -> pd.DataFrame:
+    """IQM and mean of the normalised scores per entry name over `settings` (those it ran on).
+
+    Out: one row per entry name: entry, kind, n_settings, n_runs, n_seeds, iqm, iqm_ci_low, iqm_ci_high,
+    mean (the equal-weight mean over settings), mean_ci_low, mean_ci_high, collapse_rate (mean over
+    its settings of the per-setting collapse rate), trimmed (settings whose runs the IQM trimmed away
+    entirely, comma-separated). Sorted by IQM, best first.
     """
-    rng = np.random.default_rng(seed)
-    valid = entries[entries[score].notna()]
-    ref = {s: g[score].to_numpy(float) for s, g in valid[valid["entry"] == reference].groupby("setting")}
+    usable = norms[norms["usable"] & norms["setting"].isin(list(settings))].set_index("setting")
     rows = []
-    for entry, group in valid[valid["entry"] != reference].groupby("entry", sort=True):
-        mine = {s: g[score].to_numpy(float) for s, g in group.groupby("setting")}
-        common = sorted(set(mine) & set(ref))
-        if not common:
+    names = sorted({e.name for e in entries if e.kind != "oracle" and e.setting in usable.index})
+    for name in names:
+        chosen = [e for e in entries if e.name == name and e.setting in usable.index]
+        parts = [_normalized(e, runs, boot, metric, usable.loc[e.setting]) for e in chosen]
+        point, point_w, reps, rep_w = _pooled(parts)
+        n = min(boot.min_seeds(e.choice.config_ids) for e in chosen)
+        shares = iqm_shares(point, point_w)
+        bounds = np.cumsum([0] + [len(p) for p, _, _ in parts])
+        trimmed = [e.setting for e, lo, hi in zip(chosen, bounds[:-1], bounds[1:]) if not (shares[lo:hi] > 0).any()]
+        iqm_low, iqm_high = expanded_percentile_interval(iqm(reps, rep_w), n, confidence)
+        means = np.nansum(np.where(rep_w > 0, reps * rep_w, 0.0), axis=1)
+        mean_low, mean_high = expanded_percentile_interval(means, n, confidence)
+        collapse = [np.nanmean(boot.values(runs, e.choice.config_id, "collapsed")) for e in chosen]
+        rows.append({"entry": name, "kind": chosen[0].kind, "n_settings": len(chosen), "n_runs": len(point),
+                     "n_seeds": n, "iqm": float((shares * point).sum()), "iqm_ci_low": float(iqm_low),
+                     "iqm_ci_high": float(iqm_high), "mean": float((point_w * point).sum()),
+                     "mean_ci_low": float(mean_low), "mean_ci_high": float(mean_high),
+                     "collapse_rate": float(np.nanmean(collapse)) if np.isfinite(collapse).any() else math.nan,
+                     "trimmed": ", ".join(trimmed)})
+    columns = ["entry", "kind", "n_settings", "n_runs", "n_seeds", "iqm", "iqm_ci_low", "iqm_ci_high", "mean",
+               "mean_ci_low", "mean_ci_high", "collapse_rate", "trimmed"]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    return table.sort_values("iqm", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def per_setting_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, metric: str,
+                      norms: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Every entry's mean normalised score on every setting it can be normalised on (what the IQM
+    may trim). Out: setting, trap, entry, kind, n_runs, mean_normalized, mean_ci_low, mean_ci_high."""
+    usable = norms[norms["usable"]].set_index("setting")
+    rows = []
+    for entry in entries:
+        if entry.kind == "oracle" or entry.setting not in usable.index:
             continue
-        xs, ys = [mine[s] for s in common], [ref[s] for s in common]
-        estimate = interval(probability_of_improvement(xs, ys),
-                            probability_of_improvement_bootstrap(xs, ys, n_boot, rng), confidence)
-        rows.append({"entry": entry, "reference": reference, "n_settings": len(common),
-                     "probability": estimate["estimate"], "ci_low": estimate["ci_low"], "ci_high": estimate["ci_high"]})
-    columns = ["entry", "reference", "n_settings", "probability", "ci_low", "ci_high"]
-    return pd.DataFrame(rows, columns=columns).sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
+        point, reps, mask = _normalized(entry, runs, boot, metric, usable.loc[entry.setting])
+        means = np.where(mask, reps, 0.0).sum(axis=1) / mask.sum(axis=1)
+        low, high = expanded_percentile_interval(means, boot.min_seeds(entry.choice.config_ids), confidence)
+        rows.append({"setting": entry.setting, "trap": entry.trap, "entry": entry.name, "kind": entry.kind,
+                     "n_runs": len(point), "mean_normalized": float(point.mean()), "mean_ci_low": float(low),
+                     "mean_ci_high": float(high)})
+    columns = ["setting", "trap", "entry", "kind", "n_runs", "mean_normalized", "mean_ci_low", "mean_ci_high"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def improvement_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseline: str,
+                      settings, confidence: float) -> pd.DataFrame:
+    """P(X > "<baseline> (tuned)") for every other (non-oracle) entry X over the settings in `settings`
+    both ran on, on raw scores. Out: entry, reference, n_settings, n_seeds, probability, probability_ci_low,
+    probability_ci_high."""
+    settings = set(settings)
+    rows = []
+    for name in sorted({e.name for e in entries if e.kind != "oracle" and e.setting in settings}):
+        pairs = [(e, find_entry(entries, e.setting, baseline, "tuned")) for e in entries
+                 if e.name == name and e.setting in settings]
+        pairs = [(x, y) for x, y in pairs if y is not None and y.name != name]
+        if not pairs:
+            continue
+        xs = [chosen_runs(boot, runs, x.choice, metric) for x, _ in pairs]
+        ys = [chosen_runs(boot, runs, y.choice, metric) for _, y in pairs]
+        point = float(probability_of_improvement_batched([x[0][None] for x in xs], [y[0][None] for y in ys])[0])
+        replicates = probability_of_improvement_batched([np.nan_to_num(x[1]) for x in xs], [np.nan_to_num(y[1]) for y in ys],
+                                                        [x[2] for x in xs], [y[2] for y in ys])
+        n = min(min(boot.min_seeds(x.choice.config_ids), boot.min_seeds(y.choice.config_ids)) for x, y in pairs)
+        low, high = expanded_percentile_interval(replicates, n, confidence)
+        rows.append({"entry": name, "reference": pairs[0][1].name, "n_settings": len(pairs), "n_seeds": n,
+                     "probability": point, "probability_ci_low": float(low), "probability_ci_high": float(high)})
+    columns = ["entry", "reference", "n_settings", "n_seeds", "probability", "probability_ci_low", "probability_ci_high"]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    return table.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)

@@ -2,52 +2,109 @@
 
 Vocabulary used everywhere in `analysis`:
     setting        one (dataset, model, setup) combination (`load.SETTING_KEYS`); a grid is tuned on a
-                   setting, and settings are the strata of the stratified bootstrap.
+                   setting, and settings are the strata of every bootstrap across settings. A setting
+                   is a *trap* when its dataset config says so (`dataset.trap`: label noise, annotator
+                   bias; the text says why and what the ceiling is).
     configuration  a method with all its hyperparameters on a setting; its runs differ only by seed.
-    grid           all configurations of one baseline (non-IMI) method on a setting, usually a β grid.
-    arm            what gets compared: a baseline method with its grid (kind "grid"), or one
-                   configuration of an IMI method, which is run at fixed defaults (kind "fixed"). Several
-                   configurations of one IMI method on a setting are ablation variants, each its own arm.
+    arm            what gets compared on a setting:
+                   - kind "grid": a baseline (non-IMI) method with ≥ 2 configurations loaded on the
+                     setting; it can be *tuned* (DESIGN §11a). Named after the method.
+                   - kind "fixed": one configuration run as is. An IMI method at its defaults (named
+                     after the method; several IMI configurations on a setting are ablation variants,
+                     each its own arm named with its configuration), or a baseline with a single
+                     configuration loaded, which is never called tuned: "<method> (default)" at the
+                     method's defaults, else "<method> (<configuration>)".
 
-Owns: the method families, the published default β, and `annotate`, which adds the columns above to
-a runs frame. Pure functions over DataFrames; no I/O, no plotting.
+Method knowledge (is a method IMI-regulated, what are its defaults) comes from the records'
+`method_info` ({"family", "imi", "defaults", "swept"}, flattened to `method_info.imi`,
+`method_info.defaults.<key>`) where present, else from the tables below (older records).
+Owns `annotate`, which adds the columns above to a runs frame. Pure functions; no I/O, no plotting.
 """
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from analysis.load import SETTING_KEYS
 
-# IMI-regulated methods run at fixed, untuned defaults (DESIGN §3-§4); every other method is a baseline
-# whose β is tuned on a grid.
+# Fallback for records without method_info. IMI-regulated methods run at fixed, untuned defaults
+# (DESIGN §3-§4); every other method is a baseline whose hyperparameters are tuned on a grid.
 IMI_METHODS = frozenset({"rmipo", "imi_dpo", "imi_ipo", "imi_simpo"})
 
-# Published default β (DESIGN §3): DPO-family 0.1 (Rafailov et al. 2023 and the TRL default), SimPO 2.0
-# (Meng et al. 2024), RMiPO 2.0 (the released configs). IMI variants inherit their base loss's default.
-DEFAULT_BETA = {
-    "dpo": 0.1, "cdpo": 0.1, "robust": 0.1, "ipo": 0.1, "hinge": 0.1, "beta_dpo": 0.1,
-    "simpo": 2.0, "rmipo": 2.0, "imi_dpo": 0.1, "imi_ipo": 0.1, "imi_simpo": 2.0,
+# Fallback published defaults (DESIGN §3 and conf/method/*.yaml): DPO-family β = 0.1 (Rafailov et al.
+# 2023, TRL), cDPO/robust ε = 0.1, β-DPO a = 0.6, ρ = 0.2 (arXiv 2407.08639), SimPO β = 2, γ/β = 0.5
+# (Meng et al. 2024), RMiPO β = 2, g ∈ [0.3, 1.6] (the authors' code). IMI variants inherit their
+# base loss's β.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "hinge": {"beta": 0.1},
+    "cdpo": {"beta": 0.1, "epsilon": 0.1}, "robust": {"beta": 0.1, "epsilon": 0.1},
+    "beta_dpo": {"beta": 0.1, "a": 0.6, "rho": 0.2},
+    "simpo": {"beta": 2.0, "gamma_beta_ratio": 0.5},
+    "rmipo": {"beta": 2.0, "g_min": 0.3, "g_max": 1.6},
+    "imi_dpo": {"beta": 0.1}, "imi_ipo": {"beta": 0.1}, "imi_simpo": {"beta": 2.0, "gamma_beta_ratio": 0.5},
 }
 
 # Config subtrees that never change a result (where a run logs, how it is launched, where it writes);
 # the same list as the run records' config hash uses, plus Hydra's own keys.
 NON_RESULT_PREFIXES = ("logger", "paths", "sweep_id", "launcher", "progress", "hydra", "run_id", "run_name")
 
-ANNOTATION_COLUMNS = ("setting", "config_id", "config_label", "arm", "arm_kind", "is_default")
+ANNOTATION_COLUMNS = ("setting", "trap", "config_id", "config_label", "is_imi", "is_default", "n_configs", "arm",
+                      "arm_kind")
+TRAP_COLUMN = "dataset.trap"
 
 
 def is_imi_method(name: str) -> bool:
-    """True for the IMI-regulated methods (run at defaults), False for the β-grid baselines."""
+    """Fallback (no method_info): True for the IMI-regulated methods, False for the baselines."""
     return name in IMI_METHODS or str(name).startswith("imi_")
 
 
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA
+
+
+def method_is_imi(frame: pd.DataFrame) -> pd.Series:
+    """Per run: the record's `method_info.imi` where present, else `is_imi_method(method.name)`. (bool)"""
+    fallback = frame["method.name"].map(is_imi_method)
+    if "method_info.imi" not in frame.columns:
+        return fallback.astype(bool)
+    recorded = frame["method_info.imi"]
+    return pd.Series([bool(r) if _present(r) else bool(f) for r, f in zip(recorded, fallback)], index=frame.index)
+
+
+def method_defaults(frame: pd.DataFrame) -> pd.Series:
+    """Per run: its method's default hyperparameters {key: value}, from `method_info.defaults.<key>`
+    where the record has any, else METHOD_DEFAULTS (empty when the method is unknown)."""
+    columns = [c for c in frame.columns if c.startswith("method_info.defaults.")]
+    out = []
+    for index, name in frame["method.name"].items():
+        recorded = {c.removeprefix("method_info.defaults."): frame.at[index, c] for c in columns
+                    if _present(frame.at[index, c])}
+        out.append(recorded or dict(METHOD_DEFAULTS.get(name, {})))
+    return pd.Series(out, index=frame.index, dtype=object)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float, np.number)) and isinstance(b, (int, float, np.number)):
+        return bool(np.isclose(float(a), float(b), rtol=1e-9, atol=0.0))
+    return str(a) == str(b)
+
+
+def at_defaults(frame: pd.DataFrame, defaults: pd.Series) -> pd.Series:
+    """Per run: every default its method declares equals the run's `method.<key>` (keys the config
+    does not record are not compared). False when no default is known."""
+    out = []
+    for index, wanted in defaults.items():
+        keys = [k for k in wanted if f"method.{k}" in frame.columns and _present(frame.at[index, f"method.{k}"])]
+        out.append(bool(keys) and all(_same(frame.at[index, f"method.{k}"], wanted[k]) for k in keys))
+    return pd.Series(out, index=frame.index, dtype=bool)
+
+
 def published_default_beta(name: str) -> float | None:
-    """The published default β of a method, or None if the suite does not know one."""
-    return DEFAULT_BETA.get(name)
+    """The fallback table's default β of a method, or None if the suite does not know one."""
+    return METHOD_DEFAULTS.get(name, {}).get("beta")
 
 
 def _short(column: str) -> str:
@@ -100,18 +157,30 @@ def setting_labels(frame: pd.DataFrame) -> pd.Series:
     return label
 
 
+def setting_traps(frame: pd.DataFrame) -> pd.Series:
+    """Per run: its setting's trap text ("" for a clean-label setting), the first non-empty
+    `dataset.trap` among the setting's runs. In: a frame with a "setting" column."""
+    if TRAP_COLUMN not in frame.columns:
+        return pd.Series("", index=frame.index, dtype=object)
+    text = frame[TRAP_COLUMN].map(lambda v: str(v).strip() if _present(v) else "")
+    first = text[text != ""].groupby(frame["setting"]).first()
+    return frame["setting"].map(first).fillna("").astype(object)
+
+
 def annotate(frame: pd.DataFrame, config_columns: Sequence[str]) -> pd.DataFrame:
     """A copy of a runs frame with the ANNOTATION_COLUMNS added.
 
     In:  frame, one row per run, with SETTING_KEYS, method.name, method.beta, seed, config columns.
     Out: the same rows plus
          setting       str   setting label (see `setting_labels`)
+         trap          str   the setting's trap text, "" when clean (see `setting_traps`)
          config_id     int   one id per configuration (see `configuration_columns`)
-         config_label  str   e.g. "β=0.1", or "β=2, regulator=beta" when other method keys vary
-         arm           str   baseline: the method name; IMI: the method name, plus the configuration
-                             label when the method has several configurations on that setting
-         arm_kind      str   "grid" (baseline) or "fixed" (IMI)
-         is_default    bool  the configuration is at the method's published default β (IMI: always)
+         config_label  str   e.g. "β=0.1", or "β=2, gamma_beta_ratio=0.5" when other method keys vary
+         is_imi        bool  IMI-regulated method (see `method_is_imi`)
+         is_default    bool  the configuration is at its method's defaults (IMI arms: always, they are
+                             run at their defaults by design)
+         n_configs     int   configurations of this method on this setting
+         arm, arm_kind str   see the module docstring ("grid" or "fixed")
     """
     out = frame.copy()
     if out.empty:
@@ -120,26 +189,27 @@ def annotate(frame: pd.DataFrame, config_columns: Sequence[str]) -> pd.DataFrame
         return out
     keys = configuration_columns(out, config_columns)
     out["setting"] = setting_labels(out)
+    out["trap"] = setting_traps(out)
     out["config_id"] = out.groupby(keys, dropna=False, sort=True).ngroup()
 
     labels: dict[int, str] = {}
-    varying_by_method: dict[tuple, list[str]] = {}
     for (setting, method), group in out.groupby(["setting", "method.name"], sort=False):
         configs = group.drop_duplicates("config_id")
         varying = [c for c in keys if c not in (*SETTING_KEYS, "method.name", "method.beta")
                    and configs[c].nunique(dropna=False) > 1]
-        varying_by_method[(setting, method)] = varying
         for _, row in configs.iterrows():
             shown = (["method.beta"] if pd.notna(row["method.beta"]) else []) + varying
             labels[row["config_id"]] = ", ".join(f"{_short(c)}={_format_value(row[c])}" for c in shown) or "default"
     out["config_label"] = out["config_id"].map(labels)
 
-    imi = out["method.name"].map(is_imi_method).astype(bool)
-    out["arm_kind"] = np.where(imi, "fixed", "grid")
-    n_configs = out.groupby(["setting", "method.name"])["config_id"].transform("nunique")
-    out["arm"] = np.where(imi & (n_configs > 1), out["method.name"] + " (" + out["config_label"] + ")",
-                          out["method.name"])
-    default = out["method.name"].map(lambda m: published_default_beta(m) if published_default_beta(m) else math.nan)
-    at_default = np.isclose(out["method.beta"].astype(float), default.astype(float), rtol=1e-9, atol=0.0)
-    out["is_default"] = imi | at_default
+    imi = method_is_imi(out)
+    out["is_imi"] = imi
+    out["is_default"] = imi | at_defaults(out, method_defaults(out))
+    out["n_configs"] = out.groupby(["setting", "method.name"])["config_id"].transform("nunique").astype(int)
+    grid = ~imi & (out["n_configs"] >= 2)
+    out["arm_kind"] = np.where(grid, "grid", "fixed")
+    single_baseline = np.where(out["is_default"], out["method.name"] + " (default)",
+                               out["method.name"] + " (" + out["config_label"] + ")")
+    imi_name = np.where(out["n_configs"] > 1, out["method.name"] + " (" + out["config_label"] + ")", out["method.name"])
+    out["arm"] = np.where(grid, out["method.name"], np.where(imi, imi_name, single_baseline))
     return out

@@ -1,19 +1,28 @@
 """Load run records into one tidy DataFrame (DESIGN §9, §11): one row per completed run.
 
-Owns: finding run directories under a runs folder, reading `record.json` / `history.jsonl`, turning
-W&B API runs into the same record shape, flattening records into columns, and saying which runs were
-skipped and why. It must not import `bench` or any training code: the analysis works from committed
-records alone, so the few lines of JSON reading it needs are duplicated here on purpose.
+Owns: finding run directories under a runs folder, reading `record.json` / `history.jsonl`, flattening
+records into columns, and saying which runs were skipped and why (the W&B adapter, `wandb_runs`,
+builds the same records from the W&B API). It must not import `bench` or any training code: the
+analysis works from committed records alone, so the few lines of JSON reading it needs are here.
 
 Columns of `LoadedRuns.runs` (one row per completed run):
     run_id, sweep_id, config_hash, status, run_dir (str, or None for W&B runs), source ("records"|"wandb")
-    flattened config, dotted: "method.name", "method.beta", "dataset.name", "model.name",
-        "hardware.name" (the setup), "seed", "train.lr", ... (lists become JSON strings)
-    metrics, as named in the record: "pref_acc", "gold_reward", "win_rate", "kl", "length",
-        "no_eos_rate", "collapsed", "lm_eval/<task>/<metric>", ... (floats; missing -> NaN)
-    cost, prefixed "cost.": "cost.total_s", "cost.device_hours", "cost.flops", ...,
+    schema_version (1: test metrics only; 2: also validation metrics and a validation curve)
+    flattened config, dotted: "method.name", "method.beta", "dataset.name", "dataset.trap" (null for a
+        clean-label task, else why it is a trap and its ceiling), "model.name", "hardware.name" (the
+        setup), "seed", "budget" ("full"|"fast"), "train.lr", ... (lists become JSON strings)
+    metrics, as named in the record: test-set "gold_reward", "reference_gold_reward" (the SFT model's
+        samples on the same prompts), "win_rate", "kl", "length", "no_eos_rate", "collapsed",
+        "pref_acc", "lm_eval/<task>/<metric>", ...; validation-set "val/gold_reward",
+        "val/reference_gold_reward", "val/win_rate", ... (floats; missing -> NaN)
+    cost, prefixed "cost.": "cost.total_s", "cost.device_hours", "cost.flops", "cost.wait_s", ...,
         "cost.shared.<kind>.key|hit|wall_s|device_hours|flops" for kind in sft, dataset, reference
+    method knowledge, prefixed "method_info.": "method_info.family", "method_info.imi",
+        "method_info.defaults.<key>", "method_info.swept" (absent in older records)
     provenance, prefixed "provenance.": "provenance.git_commit", "provenance.packages.torch", ...
+    val_curve: the record's validation curve kept whole, a list of dicts per run ([] when absent),
+        each {"fraction", "step", "n_prompts", "val/<metric>", "flops", "device_hours", "train_s"}
+        with cumulative costs, sorted by fraction; `curve_frame` gives it as a long frame.
 
 Columns of `LoadedRuns.skipped` (one row per run that is not analysed):
     run_dir, run_id, sweep_id, status, skip ("incomplete"|"failed"|"unreadable"|"malformed"|
@@ -32,7 +41,8 @@ import pandas as pd
 
 RECORD_FILE = "record.json"
 HISTORY_FILE = "history.jsonl"
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+CURVE_COLUMN = "val_curve"
 
 # One (dataset, model, setup) combination is a "setting": the unit a tuned grid is tuned on, and the
 # stratum of the stratified bootstrap across settings. The setup is the hardware config's name.
@@ -43,10 +53,6 @@ UNSPECIFIED = "unspecified"
 
 # Columns shown by `python -m analysis runs` and kept for skipped runs when the record has them.
 IDENTITY_COLUMNS = ("method.name", "dataset.name", "hardware.name", "method.beta", "seed")
-
-# Per-step history scalars without a "/" (the trainer's rows); a W&B summary holds their last value,
-# which is not a final metric (see `split_summary`).
-PER_STEP_KEYS = ("step", "loss", "lr", "grad_norm", "epoch", "config_hash")
 
 SKIPPED_COLUMNS = ("run_dir", "run_id", "sweep_id", "status", "skip", "reason", *IDENTITY_COLUMNS)
 
@@ -128,19 +134,60 @@ def record_to_row(record: Mapping[str, Any], where: str = "record") -> tuple[dic
     if not isinstance(cost, Mapping):
         raise ValueError(f"{where}: field 'cost' is not an object")
     provenance = record.get("provenance") or {}
+    method_info = record.get("method_info") or {}
+    if not isinstance(method_info, Mapping):
+        raise ValueError(f"{where}: field 'method_info' is not an object")
 
     row: dict[str, Any] = {
         "run_id": record.get("run_id"),
         "sweep_id": record.get("sweep_id"),
         "config_hash": record.get("config_hash"),
         "status": record.get("status"),
+        "schema_version": record.get("schema_version"),
     }
     row.update(config_flat)
     row.update(metric_values)
     row.update(flatten(cost, prefix="cost."))
+    row.update(flatten(method_info, prefix="method_info."))
+    row[CURVE_COLUMN] = read_curve(record.get(CURVE_COLUMN), where)
     if isinstance(provenance, Mapping):
         row.update(flatten(provenance, prefix="provenance."))
     return row, list(config_flat), list(metric_values)
+
+
+def read_curve(curve: Any, where: str) -> list[dict[str, Any]]:
+    """A record's `val_curve` as a list of {name: float} sorted by fraction ([] when absent).
+
+    Raises ValueError naming the field when it is not a list of objects with a numeric fraction in
+    (0, 1], or a value is not a number.
+    """
+    if curve is None:
+        return []
+    if not isinstance(curve, (list, tuple)):
+        raise ValueError(f"{where}: field 'val_curve' is not a list")
+    points = []
+    for i, point in enumerate(curve):
+        if not isinstance(point, Mapping):
+            raise ValueError(f"{where}: field 'val_curve[{i}]' is not an object")
+        values = {str(k): _as_float(v, f"{where}: field 'val_curve[{i}].{k}'") for k, v in point.items()}
+        if not 0 < values.get("fraction", math.nan) <= 1:
+            raise ValueError(f"{where}: field 'val_curve[{i}].fraction' must be a number in (0, 1]")
+        points.append(values)
+    return sorted(points, key=lambda p: p["fraction"])
+
+
+def curve_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    """The validation curves as a long frame: one row per (run, point).
+
+    In:  a runs frame with the `val_curve` column. Out: columns "run" (the runs frame's index label),
+         fraction, and every key the points carry (step, n_prompts, val/<metric>, flops,
+         device_hours, train_s; NaN where a point lacks one). Runs without a curve have no rows.
+    """
+    if CURVE_COLUMN not in runs.columns:
+        return pd.DataFrame(columns=["run", "fraction"])
+    rows = [{"run": index, **point} for index, curve in runs[CURVE_COLUMN].items()
+            if isinstance(curve, list) for point in curve]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["run", "fraction"])
 
 
 def _identity(record: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -216,7 +263,7 @@ def records_to_frame(
     runs = pd.DataFrame(rows)
     if runs.empty:
         runs = pd.DataFrame(columns=["run_id", "sweep_id", "config_hash", "status", "run_dir", "source",
-                                     *SETTING_KEYS, "method.name", "method.beta", "seed"])
+                                     *SETTING_KEYS, "method.name", "method.beta", "seed", CURVE_COLUMN])
     for key in SETTING_KEYS:
         if key not in runs.columns:
             runs[key] = UNSPECIFIED
@@ -345,102 +392,3 @@ def read_history(run_dir: str | Path) -> pd.DataFrame:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {number}: not JSON ({err})") from None
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# W&B API runs (a thin adapter: the local records are the source of truth, DESIGN §10)
-
-WANDB_STATES = {"finished": "completed", "failed": "failed", "crashed": "failed", "killed": "failed"}
-
-
-def _unflatten(flat: Mapping[str, Any], sep: str) -> dict[str, Any]:
-    nested: dict[str, Any] = {}
-    for key, value in flat.items():
-        parts = key.split(sep)
-        node = nested
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"W&B key {key!r} clashes with a scalar at {part!r}")
-        node[parts[-1]] = value
-    return nested
-
-
-def split_summary(summary: Mapping[str, Any]) -> tuple[dict[str, float], dict[str, Any]]:
-    """A W&B run summary -> (metrics, cost) in record shape.
-
-    bench's W&B logger writes the final metrics at the top level of the summary under their record
-    names and the cost as "cost/<key>" (with "cost/shared" a nested object). The summary also keeps
-    the last value of every per-step key, which is not a final metric, so a top-level key counts as
-    a metric only if it has no "/" and is not a per-step scalar (PER_STEP_KEYS), or it starts with
-    "eval/", "lm_eval/" or "metrics/" (the latter stripped). W&B's own "_"-keys are ignored.
-    """
-    metrics: dict[str, float] = {}
-    cost: dict[str, Any] = {}
-    for key, value in summary.items():
-        if key.startswith("_"):
-            continue
-        if key == "cost" and isinstance(value, Mapping):
-            cost.update(value)
-        elif key.startswith("cost/"):
-            cost[key[len("cost/"):]] = dict(value) if isinstance(value, Mapping) else value
-        elif key == "metrics" and isinstance(value, Mapping):
-            metrics.update(value)
-        elif key.startswith("metrics/"):
-            metrics[key[len("metrics/"):]] = value
-        elif isinstance(value, Mapping) or not isinstance(value, (int, float)):
-            continue  # W&B media, strings and nested objects are not metrics
-        elif key.startswith(("eval/", "lm_eval/")) or ("/" not in key and key not in PER_STEP_KEYS):
-            metrics.setdefault(key, value)
-    return metrics, cost
-
-
-def wandb_run_to_record(run_id: str, group: str | None, state: str, config: Mapping[str, Any],
-                        summary: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of one W&B API run (`run.name, run.group, run.state, run.config, run.summary_metrics`)
-    as a record dict with the same keys as record.json, so both sources give the same columns.
-
-    Config keys logged flat with "/" or "." separators are nested back. The sweep id is the run's
-    group (DESIGN §10: group = sweep id). W&B states finished/failed/crashed/killed map to
-    completed/failed; anything else (running) is incomplete.
-    """
-    config_flat = {k.replace("/", "."): v for k, v in flatten(config).items() if not k.startswith("_")}
-    nested_config = _unflatten(config_flat, ".")
-    metrics, cost = split_summary(summary)
-    state = str(state).lower()
-    status = WANDB_STATES.get(state, state)
-    return {
-        "schema_version": SUPPORTED_SCHEMA_VERSIONS[-1],
-        "run_id": run_id,
-        "sweep_id": group or nested_config.get("sweep_id") or "",
-        "config_hash": summary.get("config_hash") or nested_config.get("config_hash") or "",
-        "status": status,
-        "config": nested_config,
-        "metrics": metrics,
-        "cost": cost,
-        "provenance": {"wandb_state": state},
-        "error": None if status == "completed" else f"W&B state {state!r}",
-    }
-
-
-def load_wandb_runs(path: str, filters: Mapping[str, Any] | None = None, api: Any = None) -> LoadedRuns:
-    """Runs of the W&B project `path` ("entity/project") as a LoadedRuns with the same columns.
-
-    Needs the network and a W&B key (`wandb login`), so it is not exercised by the offline tests;
-    the conversion it relies on (`wandb_run_to_record`) is. `filters` is passed to
-    `wandb.Api().runs` (a MongoDB-style query, e.g. {"group": "<sweep id>"}). Histories are not
-    fetched: plots that need per-step traces use local run directories only.
-    """
-    if api is None:
-        import wandb  # only this adapter needs wandb; importing it lazily keeps `analysis` light
-
-        api = wandb.Api()
-    triples = []
-    for run in api.runs(path, filters=dict(filters or {})):
-        # bench names each W&B run after its run id (WandbLogger: name = run id), so the display name
-        # matches the local record; the W&B id is the fallback for runs logged some other way
-        record = wandb_run_to_record(run.name or run.id, getattr(run, "group", None), run.state,
-                                     dict(run.config), dict(run.summary_metrics))
-        record["provenance"]["wandb_id"] = run.id
-        triples.append((None, record, None))
-    return records_to_frame(triples, source=f"wandb:{path}")

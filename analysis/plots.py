@@ -1,7 +1,9 @@
-"""Figures of the tuning-cost analysis (DESIGN §11), written as PNG and PDF.
+"""Figures of the tuning-cost analysis (DESIGN §11), written as PNG and PDF: the shared look, the
+β-sensitivity curves, the reward–KL frontier and the ΔPMI traces (the tuning figures are in
+`plots_tuning`).
 
 Owns the look of every figure: one panel per setting, one colour per method used in all figures,
-titles and axis labels with units, a legend. Functions take the tables the other modules compute and
+titles and axis labels with units, a legend, and the SFT starting point drawn in every score plot. Functions take the tables the other modules compute and
 return a `matplotlib.figure.Figure`; `save_figure` writes it. Figures are built on the Agg canvas
 directly (no pyplot), so importing this module never changes the user's matplotlib backend and no
 figure stays alive in a global registry. No statistics are computed here beyond medians for display.
@@ -18,7 +20,6 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 # One colour per method in every figure: baselines in cool colours, IMI methods in warm ones.
@@ -105,12 +106,27 @@ def save_figure(fig: Figure, directory: str | Path, name: str) -> list[Path]:
     return paths
 
 
-def beta_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> Figure:
-    """Score vs β per setting: for each baseline grid the median over seeds (line), the IQR (shaded),
-    every run (dots; × = collapsed run) and the published default β (ringed); IMI arms at their
-    defaults as horizontal bands (median line, IQR band).
+def draw_sft(ax, sft: pd.DataFrame | None, setting: str, handles: dict) -> None:
+    """The SFT level of `setting` as a black line with its interval as a grey band (a score plot's
+    starting point). `sft`: `reference.sft_levels` output (None or no row: nothing drawn)."""
+    if sft is None or setting not in set(sft["setting"]):
+        return
+    row = sft[sft["setting"] == setting].iloc[0]
+    if row["ci_high"] > row["ci_low"]:
+        ax.axhspan(row["ci_low"], row["ci_high"], color="black", alpha=0.08, linewidth=0)
+    ax.axhline(row["level"], color="black", linestyle="-.", linewidth=1.1)
+    label = ("SFT starting point (win rate 0.5 by definition)" if row["sft_source"] == "definition"
+             else "SFT starting point (mean, interval band)")
+    handles.setdefault("_sft", Line2D([], [], color="black", linestyle="-.", linewidth=1.1, label=label))
 
-    In: annotated runs with `metric` (and optionally `collapsed`), and their `seed_summary`.
+
+def beta_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, metric: str, sft: pd.DataFrame | None = None) -> Figure:
+    """Score vs β per setting: for each grid arm the mean over seeds with its interval (line, shaded),
+    the median (dotted), every run (dots; × = collapsed run) and the published default (ringed);
+    fixed arms (IMI methods at defaults) as horizontal bands (mean line, interval band); the SFT level.
+
+    In: annotated runs with `metric` (and optionally `collapsed`), their `metrics.seed_summary` (with
+    mean_ci_low/high) and `reference.sft_levels`.
     """
     settings = sorted(summary["setting"].unique())
     fig, axes = _panels(len(settings), f"β-sensitivity of {metric}: baselines over their β grid, IMI methods at defaults")
@@ -128,12 +144,15 @@ def beta_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> 
             # a grid that varies another key besides β gets one line per value of that key
             for label, line in arm_configs.groupby(arm_configs["config_label"].str.replace(r"^β=[^,]*,?\s*", "", regex=True)):
                 line = line.sort_values("method.beta")
-                ax.fill_between(line["method.beta"], line["q25"], line["q75"], color=color, alpha=0.15, linewidth=0)
-                ax.plot(line["method.beta"], line["median"], "-o", color=color, markersize=4, linewidth=1.6)
-                handles.setdefault(arm + (f" ({label})" if label else ""), Line2D([], [], color=color, marker="o",
-                                   markersize=4, label=f"{arm}{f' ({label})' if label else ''}: median over seeds"))
+                ax.fill_between(line["method.beta"], line["mean_ci_low"], line["mean_ci_high"], color=color, alpha=0.15,
+                                linewidth=0)
+                ax.plot(line["method.beta"], line["mean"], "-o", color=color, markersize=4, linewidth=1.6)
+                ax.plot(line["method.beta"], line["median"], ":", color=color, linewidth=1.2)
+                name = arm + (f" ({label})" if label else "")
+                handles.setdefault(name, Line2D([], [], color=color, marker="o", markersize=4,
+                                                label=f"{name}: mean over seeds (interval shaded)"))
                 default = line[line["is_default"].astype(bool)]
-                ax.plot(default["method.beta"], default["median"], "o", markersize=10, markerfacecolor="none",
+                ax.plot(default["method.beta"], default["mean"], "o", markersize=10, markerfacecolor="none",
                         markeredgecolor="black", markeredgewidth=1.0)
             arm_runs = setting_runs[setting_runs["arm"] == arm]
             collapsed = arm_runs["collapsed"].eq(1.0) if "collapsed" in arm_runs else pd.Series(False, index=arm_runs.index)
@@ -144,77 +163,31 @@ def beta_sensitivity(runs: pd.DataFrame, summary: pd.DataFrame, metric: str) -> 
                        linewidths=0.9)
         for _, row in configs[configs["arm_kind"] == "fixed"].iterrows():
             color = colors[row["arm"]]
-            ax.axhspan(row["q25"], row["q75"], color=color, alpha=0.1, linewidth=0)
-            ax.axhline(row["median"], color=color, linestyle="--", linewidth=1.6)
+            ax.axhspan(row["mean_ci_low"], row["mean_ci_high"], color=color, alpha=0.1, linewidth=0)
+            ax.axhline(row["mean"], color=color, linestyle="--", linewidth=1.6)
             handles.setdefault(row["arm"], Line2D([], [], color=color, linestyle="--", linewidth=1.6,
-                                                  label=f"{row['arm']} at defaults: median (IQR band)"))
+                                                  label=f"{row['arm']} (one configuration): mean, interval band"))
+        draw_sft(ax, sft, setting, handles)
         ax.set_xscale("log")
         ax.set_xlim(low, high)
         ax.set_title(setting, fontsize=10)
         ax.set_xlabel("β (log scale)")
         ax.set_ylabel(metric)
     _hide_unused(axes, len(settings))
-    extra = [Patch(color="grey", alpha=0.25, label="IQR over seeds"),
+    extra = [Line2D([], [], color="grey", linestyle=":", linewidth=1.2, label="median over seeds"),
              Line2D([], [], color="grey", marker="o", linestyle="none", markersize=3, alpha=0.6, label="one run"),
              Line2D([], [], color="grey", marker="x", linestyle="none", markersize=5, label="collapsed run"),
              Line2D([], [], color="black", marker="o", linestyle="none", markerfacecolor="none", markersize=8,
-                    label="published default β")]
+                    label="published default")]
     _legend(fig, [*handles.values(), *extra])
     return fig
 
 
-def expected_best(curves: pd.DataFrame, x: str = "k", reference: pd.DataFrame | None = None,
-                  reference_label: str = "baseline best-of-grid") -> Figure:
-    """Expected best score Ê_k of k random grid trials, with bootstrap intervals over seeds.
-
-    In: `metrics.expected_best_table` output; x = "k" (trials) or an "expected_<cost column>" column
-    (e.g. "expected_charged.device_hours"). Grid arms are lines with a shaded interval; IMI arms (one
-    configuration) are single points with an interval bar. `reference`: optional frame with columns
-    setting, best (drawn as a dotted line labelled `reference_label`, e.g. the baseline's best-of-grid).
-    """
-    settings = sorted(curves["setting"].unique())
-    by_cost = x != "k"
-    xlabel = "expected cumulative device-hours of k trials" if "device_hours" in x else (
-        "expected cumulative FLOPs of k trials" if "flops" in x else "number of grid trials k")
-    title = ("Expected best score vs tuning cost" if by_cost else "Expected best score vs number of trials") + \
-        " (random grid trials, 95% bootstrap interval over seeds)"
-    fig, axes = _panels(len(settings), title)
-    colors = arm_colors(curves)
-    handles: dict[str, object] = {}
-    for ax, setting in zip(axes.ravel(), settings):
-        _style(ax)
-        panel = curves[curves["setting"] == setting]
-        for arm, rows in panel.groupby("arm", sort=True):
-            rows = rows.sort_values("k")
-            color = colors[arm]
-            if rows["arm_kind"].iloc[0] == "grid":
-                ax.fill_between(rows[x], rows["ci_low"], rows["ci_high"], color=color, alpha=0.15, linewidth=0)
-                ax.plot(rows[x], rows["expected_best"], "-o", color=color, markersize=3.5, linewidth=1.6)
-                handles.setdefault(arm, Line2D([], [], color=color, marker="o", markersize=3.5, label=f"{arm} (β grid)"))
-            else:
-                yerr = [[rows["expected_best"].iloc[0] - rows["ci_low"].iloc[0]],
-                        [rows["ci_high"].iloc[0] - rows["expected_best"].iloc[0]]]
-                ax.errorbar(rows[x], rows["expected_best"], yerr=yerr, fmt="*", color=color, markersize=11,
-                            capsize=3, linewidth=1.2)
-                handles.setdefault(arm, Line2D([], [], color=color, marker="*", linestyle="none", markersize=10,
-                                               label=f"{arm} (one run at defaults)"))
-        if reference is not None and setting in set(reference["setting"]):
-            best = float(reference.loc[reference["setting"] == setting, "best"].iloc[0])
-            ax.axhline(best, color="black", linestyle=":", linewidth=1.0)
-            handles.setdefault("_reference", Line2D([], [], color="black", linestyle=":", label=reference_label))
-        if by_cost:
-            ax.set_xlim(left=0)  # cost adds up linearly in k: a linear axis from 0 shows the ratio
-        ax.set_title(setting, fontsize=10)
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("expected best score Ê_k")
-    _hide_unused(axes, len(settings))
-    _legend(fig, list(handles.values()))
-    return fig
-
-
-def reward_kl_frontier(runs: pd.DataFrame, reward: str = "gold_reward", kl: str = "kl") -> Figure:
+def reward_kl_frontier(runs: pd.DataFrame, reward: str = "gold_reward", kl: str = "kl",
+                       sft: pd.DataFrame | None = None) -> Figure:
     """Gold reward vs KL(π‖π_ref) per setting: every run (dots), the per-configuration medians joined
-    along β for baseline grids (β printed beside each point), IMI arms as stars with IQR bars."""
+    along β for baseline grids (β printed beside each point), IMI arms as stars with IQR bars, and the
+    SFT level of the reward (`reference.sft_levels` of gold_reward; the SFT model sits at KL = 0)."""
     runs = runs[runs[reward].notna() & runs[kl].notna()]
     settings = sorted(runs["setting"].unique())
     fig, axes = _panels(len(settings), "Reward–KL frontier: gold reward vs KL to the reference (medians over seeds)")
@@ -246,6 +219,7 @@ def reward_kl_frontier(runs: pd.DataFrame, reward: str = "gold_reward", kl: str 
                             markersize=11, capsize=2, linewidth=1.0)
                 handles.setdefault(arm, Line2D([], [], color=color, marker="*", linestyle="none", markersize=10,
                                                label=f"{arm} (defaults, IQR bars)"))
+        draw_sft(ax, sft, setting, handles)
         if log_x:
             ax.set_xscale("log")
         ax.set_title(setting, fontsize=10)

@@ -1,0 +1,193 @@
+"""What the report compares on each setting ("entries"), and the per-setting comparison tables
+(DESIGN §11, §11a).
+
+Entries, from the arms of `analysis.grid`:
+    "<method> (tuned)"    kind "tuned": a grid arm's configuration chosen by VALIDATION score, reporting
+                          its TEST score, re-chosen in every bootstrap replicate. Where runs lack
+                          validation scores it is chosen on test instead: selected_on = "test", which
+                          the report flags as not citable.
+    "<method> (oracle)"   kind "oracle": the same grid chosen on the test scores themselves (optimistic
+                          by construction; shown beside, never aggregated).
+    "<method> (default)"  kind "default": the baseline at its published defaults (one configuration of
+                          its grid, or its only configuration).
+    "<IMI arm>"           kind "fixed": an IMI method at its defaults (or a baseline's single
+                          non-default configuration).
+    "SFT (reference)"     kind "sft": the starting point (`analysis.reference`), one row per setting.
+Every interval: the seed bootstrap of `analysis.selection`, expanded percentile with n = the smallest
+seed count among the configurations the entry can choose from.
+
+Pure functions over DataFrames; no I/O.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from analysis.reference import delta_column
+from analysis.selection import Choice, SeedBootstrap, choose, chosen_stat, has_validation
+from analysis.stats import expanded_percentile_interval
+
+SFT_ENTRY = "SFT (reference)"
+KIND_ORDER = {"sft": 0, "tuned": 1, "oracle": 2, "default": 3, "fixed": 4}
+
+
+@dataclass
+class Entry:
+    setting: str
+    trap: str
+    name: str
+    kind: str        # "tuned" | "oracle" | "default" | "fixed"
+    method: str
+    arm: str
+    is_imi: bool
+    choice: Choice
+
+
+def build_entries(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: str) -> list[Entry]:
+    """The entries of every setting (see the module docstring), in setting and arm order.
+
+    In: annotated runs with `metric` (no NaN) and the bootstrap built on them.
+    """
+    entries: list[Entry] = []
+    for (setting, arm), arm_runs in runs.groupby(["setting", "arm"], sort=True):
+        first = arm_runs.iloc[0]
+        method, trap, imi = first["method.name"], first["trap"], bool(first["is_imi"])
+        ids = sorted(arm_runs["config_id"].unique())
+
+        def add(name: str, kind: str, choice: Choice) -> None:
+            entries.append(Entry(setting, trap, name, kind, method, arm, imi, choice))
+
+        if first["arm_kind"] == "grid":
+            on = "validation" if has_validation(boot, runs, ids, metric) else "test"
+            add(f"{method} (tuned)", "tuned", choose(boot, runs, ids, metric, stat, on))
+            add(f"{method} (oracle)", "oracle", choose(boot, runs, ids, metric, stat, "test"))
+            defaults = sorted(arm_runs.loc[arm_runs["is_default"].astype(bool), "config_id"].unique())
+            if len(defaults) == 1:
+                add(f"{method} (default)", "default", choose(boot, runs, defaults, metric, stat, "fixed"))
+        else:
+            kind = "default" if not imi and bool(first["is_default"]) else "fixed"
+            add(arm, kind, choose(boot, runs, ids, metric, stat, "fixed"))
+    return entries
+
+
+def find_entry(entries: list[Entry], setting: str, method: str, kind: str) -> Entry | None:
+    return next((e for e in entries if e.setting == setting and e.method == method and e.kind == kind), None)
+
+
+def _ci(replicates: np.ndarray, n: int, confidence: float) -> tuple[float, float]:
+    if not np.isfinite(replicates).all():
+        return math.nan, math.nan
+    low, high = expanded_percentile_interval(replicates, n, confidence)
+    return float(low), float(high)
+
+
+def comparison_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: str,
+                     baseline: str, sft: pd.DataFrame, confidence: float) -> pd.DataFrame:
+    """Per setting: the SFT row and one row per entry.
+
+    Out columns: setting, trap, entry, kind, method, selected_on, config (chosen on the observed runs),
+    stability (share of replicates choosing it), n_runs, n_seeds (the interval's n), score (`stat` of
+    the test metric), score_ci_low, score_ci_high, median, q25, q75, collapse_rate, delta_sft (+ _ci_low,
+    _ci_high: mean of the per-run Δ vs SFT), delta_tuned (+ _ci_low, _ci_high: score − the score of
+    "<baseline> (tuned)" on the setting, both from the same replicates).
+    """
+    rows = []
+    delta = delta_column(metric)
+    for setting, level in sft.set_index("setting").iterrows():
+        rows.append({"setting": setting, "trap": level["trap"], "entry": SFT_ENTRY, "kind": "sft", "method": "sft",
+                     "selected_on": "", "config": "", "n_seeds": level["n_seeds"], "score": level["level"],
+                     "score_ci_low": level["ci_low"], "score_ci_high": level["ci_high"], "delta_sft": 0.0})
+    for entry in entries:
+        point, replicates = chosen_stat(boot, runs, entry.choice, metric, stat)
+        n = boot.min_seeds(entry.choice.config_ids)
+        values = boot.values(runs, entry.choice.config_id, metric)
+        collapsed = boot.values(runs, entry.choice.config_id, "collapsed")
+        row = {"setting": entry.setting, "trap": entry.trap, "entry": entry.name, "kind": entry.kind,
+               "method": entry.method, "selected_on": entry.choice.selected_on,
+               "config": runs.loc[boot.rows[entry.choice.config_id][0], "config_label"],
+               "stability": entry.choice.stability(), "n_runs": len(values), "n_seeds": n, "score": point,
+               "median": float(np.median(values)), "q25": float(np.quantile(values, 0.25)),
+               "q75": float(np.quantile(values, 0.75)), "collapse_rate": float(np.nanmean(collapsed))
+               if np.isfinite(collapsed).any() else math.nan}
+        row["score_ci_low"], row["score_ci_high"] = _ci(replicates, n, confidence)
+        if delta in runs.columns:
+            d_point, d_rep = chosen_stat(boot, runs, entry.choice, delta, "mean")
+            row["delta_sft"] = d_point
+            row["delta_sft_ci_low"], row["delta_sft_ci_high"] = _ci(d_rep, n, confidence)
+        tuned = find_entry(entries, entry.setting, baseline, "tuned")
+        if tuned is not None:
+            t_point, t_rep = chosen_stat(boot, runs, tuned.choice, metric, stat)
+            both = min(n, boot.min_seeds(tuned.choice.config_ids))
+            row["delta_tuned"] = point - t_point
+            row["delta_tuned_ci_low"], row["delta_tuned_ci_high"] = _ci(replicates - t_rep, both, confidence)
+        rows.append(row)
+    columns = ["setting", "trap", "entry", "kind", "method", "selected_on", "config", "stability", "n_runs", "n_seeds",
+               "score", "score_ci_low", "score_ci_high", "median", "q25", "q75", "collapse_rate", "delta_sft",
+               "delta_sft_ci_low", "delta_sft_ci_high", "delta_tuned", "delta_tuned_ci_low", "delta_tuned_ci_high"]
+    table = pd.DataFrame(rows).reindex(columns=columns)
+    rank = table["kind"].map(KIND_ORDER) - 0.5 * ((table["method"] == baseline) & (table["kind"] == "tuned"))
+    return (table.assign(_rank=rank).sort_values(["setting", "_rank", "entry"], kind="stable")
+            .drop(columns="_rank").reset_index(drop=True))
+
+
+def grid_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: str,
+               confidence: float) -> pd.DataFrame:
+    """Best-of-grid and default regret of every grid arm.
+
+    Out: one row per (setting, grid arm): setting, trap, method, n_configs, selected_on, tuned_config,
+    tuned (test `stat` of the validation-selected configuration) + tuned_ci_low/high, tuned_val (its
+    validation `stat`), stability, oracle_config, oracle (the best test `stat`: selected on test),
+    default_config, default (test `stat` at the published defaults), regret = tuned − default
+    (+ regret_ci_low/high, re-selection inside), note (why there is no default).
+    """
+    rows = []
+    for tuned in (e for e in entries if e.kind == "tuned"):
+        oracle = find_entry(entries, tuned.setting, tuned.method, "oracle")
+        default = find_entry(entries, tuned.setting, tuned.method, "default")
+        point, replicates = chosen_stat(boot, runs, tuned.choice, metric, stat)
+        n = boot.min_seeds(tuned.choice.config_ids)
+        label = lambda e: runs.loc[boot.rows[e.choice.config_id][0], "config_label"]  # noqa: E731
+        row = {"setting": tuned.setting, "trap": tuned.trap, "method": tuned.method,
+               "n_configs": len(tuned.choice.config_ids), "selected_on": tuned.choice.selected_on,
+               "tuned_config": label(tuned), "tuned": point, "stability": tuned.choice.stability(),
+               "oracle_config": label(oracle), "oracle": chosen_stat(boot, runs, oracle.choice, metric, stat)[0],
+               "default_config": "", "default": math.nan, "regret": math.nan, "regret_ci_low": math.nan,
+               "regret_ci_high": math.nan, "note": ""}
+        row["tuned_ci_low"], row["tuned_ci_high"] = _ci(replicates, n, confidence)
+        val_column = f"val/{metric}"
+        row["tuned_val"] = chosen_stat(boot, runs, tuned.choice, val_column, stat)[0] if val_column in runs else math.nan
+        if default is None:
+            n_default = int(runs.loc[runs["config_id"].isin(tuned.choice.config_ids), ["config_id", "is_default"]]
+                            .drop_duplicates()["is_default"].astype(bool).sum())
+            row["note"] = ("the published defaults are not on the grid" if n_default == 0 else
+                           f"{n_default} configurations are at the defaults (another key varies)")
+        else:
+            d_point, d_rep = chosen_stat(boot, runs, default.choice, metric, stat)
+            row.update(default_config=label(default), default=d_point, regret=point - d_point)
+            row["regret_ci_low"], row["regret_ci_high"] = _ci(replicates - d_rep, n, confidence)
+        rows.append(row)
+    columns = ["setting", "trap", "method", "n_configs", "selected_on", "tuned_config", "tuned", "tuned_ci_low",
+               "tuned_ci_high", "tuned_val", "stability", "oracle_config", "oracle", "default_config", "default",
+               "regret", "regret_ci_low", "regret_ci_high", "note"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def moves_the_model(comparison: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """DESIGN §11a: on every clean (non-trap) setting, does tuned `baseline` beat SFT with an interval
+    that excludes 0? Out: setting, entry, delta_sft, delta_sft_ci_low, delta_sft_ci_high, verdict."""
+    rows = comparison[(comparison["method"] == baseline) & (comparison["kind"] == "tuned")
+                      & (comparison["trap"].fillna("") == "")]
+    out = rows[["setting", "entry", "selected_on", "delta_sft", "delta_sft_ci_low", "delta_sft_ci_high"]].copy()
+
+    def verdict(r) -> str:
+        if pd.isna(r.delta_sft_ci_low):
+            return "unknown (no SFT value)"
+        if r.delta_sft_ci_low > 0:
+            return "yes: the interval excludes 0"
+        return "no: below SFT" if r.delta_sft_ci_high < 0 else "no: the interval includes 0"
+
+    out["verdict"] = [verdict(r) for r in out.itertuples()]
+    return out.reset_index(drop=True)

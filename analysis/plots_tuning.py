@@ -1,0 +1,110 @@
+"""Tuning figures (DESIGN §11): expected best of k trials, and every tuner's expected selected score
+against its cost, each with the SFT starting point, the target τ and the fixed arms (IMI methods at
+their defaults) drawn in. Same look as `analysis.plots`; no statistics computed here.
+"""
+from __future__ import annotations
+
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from analysis.plots import _hide_unused, _legend, _panels, _style, arm_colors, draw_sft
+
+TUNER_STYLES = {"grid search": ("s", "-"), "random search": ("o", "-"),
+                "successive halving η=2": ("^", "--"), "successive halving η=3": ("v", ":")}
+TUNER_COLORS = {"grid search": "#1f77b4", "random search": "#17becf", "successive halving η=2": "#2ca02c",
+                "successive halving η=3": "#8c564b"}
+COST_LABELS = {"flops": "expected FLOPs of the tuning procedure", "device_hours": "expected device-hours of the procedure"}
+
+
+def _draw_tau(ax, tau: pd.DataFrame | None, setting: str, handles: dict) -> None:
+    if tau is None or setting not in set(tau["setting"]):
+        return
+    ax.axhline(float(tau.loc[tau["setting"] == setting, "tau"].iloc[0]), color="black", linestyle=":", linewidth=1.0)
+    handles.setdefault("_tau", Line2D([], [], color="black", linestyle=":", label="τ: tuned baseline (validation-selected)"))
+
+
+def _draw_fixed(ax, fixed: pd.DataFrame | None, setting: str, x: str | None, colors: dict, handles: dict) -> None:
+    """Fixed arms as stars with their interval: at k = 1 (x None) or at their cost column x."""
+    if fixed is None:
+        return
+    for _, row in fixed[fixed["setting"] == setting].iterrows():
+        color = colors.get(row["arm"], "black")
+        position = 1 if x is None else row[x]
+        ax.errorbar([position], [row["score"]], yerr=[[row["score"] - row["ci_low"]], [row["ci_high"] - row["score"]]],
+                    fmt="*", color=color, markersize=11, capsize=3, linewidth=1.2)
+        handles.setdefault(row["arm"], Line2D([], [], color=color, marker="*", linestyle="none", markersize=10,
+                                              label=f"{row['arm']} (one run at defaults)"))
+
+
+def expected_best(curves: pd.DataFrame, fixed: pd.DataFrame | None = None, sft: pd.DataFrame | None = None,
+                  tau: pd.DataFrame | None = None) -> Figure:
+    """Expected test score of the validation-best of k random grid trials (line, interval shaded) and
+    the oracle Ê_k (best TEST score of k, dashed), per grid arm and setting.
+
+    In: `tuning.expected_best_table`; fixed: setting, arm, score, ci_low, ci_high; sft:
+    `reference.sft_levels`; tau: setting, tau.
+    """
+    settings = sorted(curves["setting"].unique())
+    fig, axes = _panels(len(settings), "Expected test score of the validation-best of k random grid trials")
+    arms = pd.concat([curves[["arm"]].assign(**{"method.name": curves["arm"]}),
+                      fixed[["arm"]].assign(**{"method.name": fixed["arm"].str.split(" ").str[0]})
+                      if fixed is not None else None])
+    colors = arm_colors(arms)
+    handles: dict[str, object] = {}
+    for ax, setting in zip(axes.ravel(), settings):
+        _style(ax)
+        for arm, rows in curves[curves["setting"] == setting].groupby("arm", sort=True):
+            rows = rows.sort_values("k")
+            color = colors[arm]
+            ax.fill_between(rows["k"], rows["expected_test_ci_low"], rows["expected_test_ci_high"], color=color,
+                            alpha=0.15, linewidth=0)
+            ax.plot(rows["k"], rows["expected_test"], "-o", color=color, markersize=3.5, linewidth=1.6)
+            ax.plot(rows["k"], rows["oracle"], "--", color=color, linewidth=1.0, alpha=0.8)
+            handles.setdefault(arm, Line2D([], [], color=color, marker="o", markersize=3.5,
+                                           label=f"{arm}: selected on validation, test score"))
+        _draw_fixed(ax, fixed, setting, None, colors, handles)
+        draw_sft(ax, sft, setting, handles)
+        _draw_tau(ax, tau, setting, handles)
+        ax.set_title(setting, fontsize=10)
+        ax.set_xlabel("number of grid trials k")
+        ax.set_ylabel("expected test score")
+    _hide_unused(axes, len(settings))
+    handles["_oracle"] = Line2D([], [], color="grey", linestyle="--", label="oracle Ê_k: best test score of k")
+    _legend(fig, list(handles.values()))
+    return fig
+
+
+def tuners_vs_cost(curves: pd.DataFrame, fixed: pd.DataFrame | None = None, sft: pd.DataFrame | None = None,
+                   tau: pd.DataFrame | None = None, cost: str = "flops") -> Figure:
+    """Each tuner of the baseline: expected selected test score against its expected cost, one point
+    per budget (random search with its interval shaded), with τ, the SFT level and the fixed arms.
+
+    In: `tuning.TuningResult.curves`; fixed: setting, arm, score, ci_low, ci_high, <cost>.
+    """
+    settings = sorted(curves["setting"].unique())
+    fig, axes = _panels(len(settings), f"Tuners of the baseline: expected selected test score vs {COST_LABELS[cost]}")
+    colors = arm_colors(fixed.assign(**{"method.name": fixed["arm"].str.split(" ").str[0]})) if fixed is not None else {}
+    handles: dict[str, object] = {}
+    for ax, setting in zip(axes.ravel(), settings):
+        _style(ax)
+        for tuner, rows in curves[curves["setting"] == setting].groupby("tuner", sort=True):
+            rows = rows.sort_values(f"expected_{cost}")
+            marker, line = TUNER_STYLES.get(tuner, ("o", "-"))
+            color = TUNER_COLORS.get(tuner, "grey")
+            if tuner == "random search":
+                ax.fill_between(rows[f"expected_{cost}"], rows["expected_test_ci_low"], rows["expected_test_ci_high"],
+                                color=color, alpha=0.12, linewidth=0)
+            ax.plot(rows[f"expected_{cost}"], rows["expected_test"], marker=marker, linestyle=line, color=color,
+                    markersize=4.5 if tuner != "grid search" else 7, linewidth=1.4)
+            handles.setdefault(tuner, Line2D([], [], color=color, marker=marker, linestyle=line, label=tuner))
+        _draw_fixed(ax, fixed, setting, cost, colors, handles)
+        draw_sft(ax, sft, setting, handles)
+        _draw_tau(ax, tau, setting, handles)
+        ax.set_xlim(left=0)  # cost adds up linearly: a linear axis from 0 shows the ratios
+        ax.set_title(setting, fontsize=10)
+        ax.set_xlabel(COST_LABELS[cost])
+        ax.set_ylabel("expected selected test score")
+    _hide_unused(axes, len(settings))
+    _legend(fig, list(handles.values()))
+    return fig

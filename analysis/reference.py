@@ -1,0 +1,86 @@
+"""The starting point: the SFT (reference) model's level on each setting, and Δ vs SFT (DESIGN §11).
+
+A metric M has an SFT counterpart when the records carry "reference_M" (the SFT model's samples
+scored on the same test prompts, per run; today gold_reward). For win_rate the SFT level is 0.5 by
+definition: the win rate is measured against the SFT model's own samples, ties counting ½.
+    SFT level of a setting   the mean over seeds of (the mean of reference_M over that seed's runs on
+                             the setting). Runs that share a seed share the SFT model and its samples,
+                             so the seed is the unit of the interval: expanded percentile bootstrap
+                             over seeds, n = the number of seeds.
+    Δ vs SFT of a run        M − reference_M of the same run (paired; M − 0.5 for win_rate), column
+                             "delta_sft/<M>"; an entry's Δ is the mean over its runs, with the seed
+                             bootstrap of `analysis.selection` (selection included).
+Pure functions over DataFrames; no I/O.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis.stats import expanded_percentile_interval
+
+SFT_WIN_RATE = 0.5
+DELTA_PREFIX = "delta_sft/"
+SFT_COLUMNS = ["setting", "trap", "sft_source", "n_seeds", "level", "ci_low", "ci_high"]
+
+
+def reference_column(runs: pd.DataFrame, metric: str) -> str | None:
+    """The column holding the SFT model's value of `metric` ("reference_<metric>"; for a validation
+    metric "val/<m>", "val/reference_<m>"), or None when no run has it."""
+    name = f"val/reference_{metric[4:]}" if metric.startswith("val/") else f"reference_{metric}"
+    return name if name in runs.columns and runs[name].notna().any() else None
+
+
+def sft_source(runs: pd.DataFrame, metric: str) -> str | None:
+    """How the SFT level of `metric` is known: "records" (a reference column), "definition"
+    (win_rate = 0.5) or None (unknown: no SFT row, no Δ vs SFT)."""
+    if reference_column(runs, metric):
+        return "records"
+    if metric.removeprefix("val/") == "win_rate":
+        return "definition"
+    return None
+
+
+def delta_column(metric: str) -> str:
+    return f"{DELTA_PREFIX}{metric}"
+
+
+def add_delta(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """A copy of `runs` with "delta_sft/<metric>" = metric − its SFT value, per run (NaN when the SFT
+    value is unknown)."""
+    out = runs.copy()
+    source = sft_source(runs, metric)
+    if source == "records":
+        out[delta_column(metric)] = out[metric] - out[reference_column(runs, metric)]
+    elif source == "definition":
+        out[delta_column(metric)] = out[metric] - SFT_WIN_RATE
+    else:
+        out[delta_column(metric)] = np.nan
+    return out
+
+
+def sft_levels(runs: pd.DataFrame, metric: str, n_boot: int, confidence: float, seed: int = 0) -> pd.DataFrame:
+    """The SFT level of `metric` per setting, with its interval over seeds.
+
+    In:  annotated runs (setting, trap, seed, the reference column). Out: one row per setting:
+         SFT_COLUMNS. Empty when the level is unknown (`sft_source` None). With SFT level 0.5 by
+         definition (win_rate) the interval is the point.
+    """
+    source = sft_source(runs, metric)
+    if source is None or runs.empty:
+        return pd.DataFrame(columns=SFT_COLUMNS)
+    rng = np.random.default_rng(seed)
+    column = reference_column(runs, metric)
+    rows = []
+    for setting, group in runs.groupby("setting", sort=True):
+        trap = group["trap"].iloc[0] if "trap" in group else ""
+        if source == "definition":
+            rows.append([setting, trap, source, group["seed"].nunique(), SFT_WIN_RATE, SFT_WIN_RATE, SFT_WIN_RATE])
+            continue
+        per_seed = group.groupby("seed")[column].mean().dropna().to_numpy(dtype=float)
+        if len(per_seed) == 0:
+            continue
+        replicates = per_seed[rng.integers(0, len(per_seed), size=(n_boot, len(per_seed)))].mean(axis=1)
+        low, high = expanded_percentile_interval(replicates, len(per_seed), confidence)
+        rows.append([setting, trap, source, len(per_seed), float(per_seed.mean()), float(low), float(high)])
+    return pd.DataFrame(rows, columns=SFT_COLUMNS)

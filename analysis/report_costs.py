@@ -1,0 +1,174 @@
+"""Report sections on cost: tuners' cost to reach τ, savings per setting and summed over settings,
+expected best of k, the tuning figures, and the shared one-off builds (DESIGN §11, §11a). Each
+function writes one section through `report.Writer`; the numbers come from `analysis.tuning`.
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from analysis import plots_tuning
+from analysis.costs import shared_build_costs
+from analysis.report_sections import Context, ci, selected_on_text, settings_column
+from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, write_table
+from analysis.tuning import TuningResult, expected_best_table, prepare, tuning_comparison
+
+TUNER_DEFINITIONS = (
+    "*grid search*: every configuration, full runs, the validation-best is selected; *random search (k)*: k "
+    "configurations drawn at random without replacement, full runs, the validation-best of them is selected "
+    "(exact expectation over all subsets: E_k = Σ_j T_j·C(r_j−1, k−1)/C(N, k), r_j the rank of configuration j by "
+    "validation score); *successive halving (η, rungs)*: n configurations start, at each rung (25%, 50%[, 75%] of "
+    "the steps) the survivors are ranked by the validation curve and the top max(1, ⌊m/η⌋) continue, the "
+    "survivors run to 100% and the validation-best is selected; a stopped run costs what it consumed up to its "
+    "rung (the cumulative cost in its `val_curve`), a finished run its full cost. A trial's validation outcome is "
+    "its configuration's statistic over seeds (idealised: no seed noise in the tuner's choice, so savings against "
+    "it are conservative). Cost to reach τ: the cheapest budget (k or n, by FLOPs) whose expected selected TEST "
+    "score ≥ τ; ∞ (\"misses τ\") when none does. A fixed arm is one run; it reaches τ when its test score ≥ τ. "
+    "Savings = 1 − cost(arm) / cost(tuner at τ), −∞ (\"misses τ\") when the arm misses τ.")
+
+
+def _tolerance(t) -> str:
+    return f"{t:g}"
+
+
+def tuning_section(w, c: Context) -> TuningResult | None:
+    o = c.options
+    w.text(f"## 3. What reaching the tuned `{o.baseline}` costs: grid search, random search, successive halving\n\n"
+           f"τ = the test score of `{o.baseline}`'s validation-selected configuration − tolerance, recomputed in every "
+           f"replicate. {TUNER_DEFINITIONS} Costs: FLOPs first, device-hours beside, under the **{o.convention}** "
+           f"convention; {c.conf} intervals from the seed bootstrap with the selections made again inside.")
+    has_grid = bool(((c.runs["method.name"] == o.baseline) & (c.runs["arm_kind"] == "grid")).any())
+    if not has_grid:
+        w.note(f"tuning cost: there is no `{o.baseline}` with ≥ 2 configurations on any setting to set τ "
+               "(pass --baseline with a method that was swept).")
+        return None
+    if not c.runs["charged.flops"].notna().any() and not c.runs["charged.device_hours"].notna().any():
+        w.note("tuning cost: the records carry no cost (cost.flops, cost.device_hours).")
+        return None
+    result = tuning_comparison(prepare(c.runs, c.metric, o.convention), c.boot, c.metric, o.baseline, o.tolerances,
+                               o.stat, o.convention, o.confidence, o.seed)
+    for note in result.notes:
+        w.notes.append(f"tuners: {note}")
+        w.text(f"> Tuner unavailable — {note}.")
+    reach = result.reach
+    shown = pd.DataFrame({"setting": settings_column(reach), "tol.": [_tolerance(t) for t in reach["tolerance"]],
+                          "τ": [fmt_score(v) for v in reach["tau"]], "tuner": reach["tuner"],
+                          "budget": [fmt_count(v) for v in reach["budget"]], "FLOPs": [fmt_cost(v) for v in reach["flops"]],
+                          "device-h": [fmt_cost(v) for v in reach["device_hours"]],
+                          "P(reach)": [fmt_share(v) for v in reach["p_reach"]]})
+    w.text("**Each tuner's cost to reach τ** (budget = k for random search, n starting configurations for "
+           "successive halving, N for the grid; P(reach) = share of replicates in which some budget reaches τ).")
+    w.table("tuner_reach", reach, shown, f"Tuners of {o.baseline}: cost to reach tau; {o.convention} shared costs")
+    curve_files = write_table(result.curves, display(result.curves, {"setting": ("setting", fmt_text),
+                              "tuner": ("tuner", fmt_text), "budget": ("budget", fmt_count),
+                              "expected_test": ("E[test]", fmt_score), "expected_flops": ("E[FLOPs]", fmt_cost)}),
+                              w.tables, "tuner_curves", comment="Every tuner at every budget")
+    w.files += curve_files
+    w.text("Every tuner at every budget (expected selected test score with its interval, expected cost): "
+           "`tables/tuner_curves.csv`.")
+    if result.savings.empty:
+        w.note(f"savings: no setting has a fixed arm (an IMI method at its defaults) beside the `{o.baseline}` grid.")
+        return result
+    s = result.savings
+    shown = pd.DataFrame({"setting": settings_column(s), "tol.": [_tolerance(t) for t in s["tolerance"]], "arm": s["arm"],
+                          "vs tuner": s["tuner"], "arm reaches τ": ["yes" if r else "no" for r in s["arm_reaches"]],
+                          "P(reach)": [fmt_share(v) for v in s["p_reach"]],
+                          "arm FLOPs": [fmt_cost(v) for v in s["arm_flops"]],
+                          "tuner FLOPs": [fmt_cost(v) for v in s["tuner_flops"]],
+                          "savings, FLOPs [CI]": ci(s, "savings_flops", fmt_share),
+                          "savings, device-h [CI]": ci(s, "savings_device_hours", fmt_share)})
+    w.text("**Savings per setting** of each fixed arm against each tuner at the same τ.")
+    w.table("savings", s, shown, f"Savings vs the tuners of {o.baseline}; {o.convention} shared costs")
+    _summary_section(w, c, result.summary)
+    return result
+
+
+def _summary_section(w, c: Context, summary: pd.DataFrame) -> None:
+    o = c.options
+    w.text("## 4. Savings summed over settings\n\n"
+           "Costs of the arm and of the tuner summed over the settings both ran on; savings = 1 − Σ arm / Σ tuner, "
+           f"with a {c.conf} interval from the same replicates (every setting resampled, selections made again). An "
+           "arm that misses τ on any setting has no finite total. Headline: clean settings; trap settings apart.")
+    summary = summary.sort_values(["scope", "tolerance", "arm", "tuner"], key=lambda v: v.map({"clean": 0, "trap": 1})
+                                  if v.name == "scope" else v, kind="stable").reset_index(drop=True)
+    shown = pd.DataFrame({"settings": summary["scope"], "tol.": [_tolerance(t) for t in summary["tolerance"]],
+                          "arm": summary["arm"], "vs tuner": summary["tuner"],
+                          "reaches τ on": [f"{r} of {n}" for r, n in zip(summary["n_reached"], summary["n_settings"])],
+                          "Σ FLOPs (arm)": [fmt_cost(v) for v in summary["arm_flops"]],
+                          "Σ FLOPs (tuner)": [fmt_cost(v) for v in summary["tuner_flops"]],
+                          "savings, FLOPs [CI]": ci(summary, "savings_flops", fmt_share),
+                          "savings, device-h [CI]": ci(summary, "savings_device_hours", fmt_share)})
+    w.table("savings_summary", summary, shown, f"Savings vs the tuners of {o.baseline}, summed over settings")
+    headline = summary[(summary["scope"] == "clean") & (summary["tolerance"] == min(o.tolerances))]
+    lines = []
+    for arm, group in headline.groupby("arm", sort=True):
+        parts = [f"{t}: {ci(g, 'savings_flops', fmt_share)[0]}" for t, g in group.groupby("tuner", sort=True)]
+        lines.append(f"- `{arm}` saves (FLOPs, tolerance {_tolerance(min(o.tolerances))}) against " + "; ".join(parts) + ".")
+    if lines:
+        w.text("**Headline (clean settings).**\n\n" + "\n".join(lines))
+
+
+def expected_best_section(w, c: Context) -> pd.DataFrame:
+    o = c.options
+    w.text("## 4b. Expected best of k trials\n\n"
+           "Random search over each grid: E_k = the expected TEST score of the validation-best of k configurations "
+           "drawn at random (exact over all subsets), and beside it the oracle Ê_k = Σ_j v_(j)·C(j−1, k−1)/C(N, k), the "
+           "expected best TEST score of k (what selecting on test would promise). Cost = k × the mean charged cost of "
+           f"one run + the procedure's shared builds. {c.conf} intervals over seeds, selection inside. Shown: k = 1, 2, "
+           "⌈N/2⌉, N (the CSV has every k).")
+    curves = expected_best_table(c.runs, c.boot, c.metric, o.stat, o.convention, o.confidence)
+    if curves.empty:
+        w.note("expected best of k: no arm has ≥ 2 configurations on any setting.")
+        return curves
+    keep = curves.apply(lambda r: r["k"] in {1, 2, math.ceil(r["n_configs"] / 2), r["n_configs"]}, axis=1)
+    rows = curves[keep]
+    shown = pd.DataFrame({"setting": settings_column(rows), "arm": rows["arm"],
+                          "selected on": [selected_on_text("tuned", s) for s in rows["selected_on"]],
+                          "N": [fmt_count(v) for v in rows["n_configs"]], "k": [fmt_count(v) for v in rows["k"]],
+                          "E_k (val-selected) [CI]": ci(rows, "expected_test"),
+                          "oracle Ê_k [CI]": ci(rows, "oracle"),
+                          "E[FLOPs]": [fmt_cost(v) for v in rows["expected_flops"]],
+                          "E[device-h]": [fmt_cost(v) for v in rows["expected_device_hours"]]})
+    w.table("expected_best", curves, shown, f"Expected {c.metric} of the validation-best of k random grid trials")
+    return curves
+
+
+def tuning_figures(w, c: Context, curves: pd.DataFrame, result: TuningResult | None) -> None:
+    fixed = c.comparison[c.comparison["entry"].isin(set(c.runs.loc[c.runs["arm_kind"] == "fixed", "arm"]))]
+    fixed = fixed.rename(columns={"entry": "arm"})[["setting", "arm", "score", "score_ci_low", "score_ci_high"]]
+    fixed = fixed.rename(columns={"score_ci_low": "ci_low", "score_ci_high": "ci_high"})
+    tau = None
+    if result is not None and not result.reach.empty:
+        first = result.reach[result.reach["tolerance"] == min(c.options.tolerances)]
+        tau = first.drop_duplicates("setting")[["setting", "tau"]]
+    if not curves.empty:
+        w.figure("expected_best_vs_trials", plots_tuning.expected_best(curves, fixed, c.sft, tau),
+                 f"Expected test {c.metric} of the validation-best of k random grid trials ({c.conf} interval) with the "
+                 "oracle Ê_k dashed; fixed arms as stars; SFT level and τ")
+    if result is not None and not result.curves.empty:
+        costs = result.savings.drop_duplicates(["setting", "arm"])[["setting", "arm", "arm_flops"]] \
+            if not result.savings.empty else pd.DataFrame(columns=["setting", "arm", "arm_flops"])
+        points = fixed.merge(costs.rename(columns={"arm_flops": "flops"}), on=["setting", "arm"])
+        w.figure("tuners_vs_flops", plots_tuning.tuners_vs_cost(result.curves, points, c.sft, tau, "flops"),
+                 f"Tuners of `{c.options.baseline}`: expected selected test score vs expected FLOPs per budget "
+                 f"({c.options.convention} shared costs); fixed arms as stars at their cost; SFT level and τ")
+
+
+def shared_costs_section(w, c: Context) -> None:
+    builds = shared_build_costs(c.runs)
+    w.text("## 9. Shared one-off builds and waiting time\n\n"
+           "Each unique build (kind, key) with its cost and the loaded runs that used it; under the "
+           f"**{c.options.convention}** convention in force they are charged as the header says.")
+    if not builds.empty:
+        shown = display(builds, {"kind": ("kind", fmt_text), "key": ("key", fmt_text), "n_runs": ("runs using it", fmt_count),
+                                 "n_builds": ("runs that built it", fmt_count), "flops": ("FLOPs", fmt_cost),
+                                 "device_hours": ("device-h", fmt_cost), "wall_s": ("wall s", fmt_cost)})
+        w.table("shared_costs", builds, shown, "One-off shared build costs")
+    if "cost.wait_s" in c.runs and c.runs["cost.wait_s"].notna().any():
+        waits = c.runs.groupby("arm")["cost.wait_s"].agg(["sum", "mean"])
+        w.text(f"Waiting on cache locks and queues (never charged as compute): {fmt_cost(c.runs['cost.wait_s'].sum())} s "
+               f"in all; per arm, total (mean per run): "
+               + "; ".join(f"{a} {fmt_cost(r['sum'])} s ({fmt_cost(r['mean'])} s)" for a, r in waits.iterrows()) + ".")
+    else:
+        w.text("The records do not report waiting time (`cost.wait_s`; older records).")
