@@ -16,7 +16,7 @@ Modules, in the order data flows through them:
     tuners      grid search, random search, successive halving as estimators over arrays
     tuning      expected best of k, tuners' cost to reach τ, savings with intervals, summed over settings
     aggregate   IQM / mean / probability of improvement across settings on SFT-to-tuned normalised scores
-    stats       expanded percentile intervals, IQM, probability of improvement
+    stats       intervals over seeds (expanded percentile bootstrap, t-widened), IQM, probability of improvement
     protocol    is a report citable: seeds, budget, validation data
     plots       β-sensitivity, expected best vs trials / FLOPs, reward–KL, ΔPMI traces
     tables      CSV / LaTeX / Markdown writers
@@ -31,7 +31,8 @@ from analysis.grid import IMI_METHODS, METHOD_DEFAULTS, annotate, configuration_
 from analysis.load import LoadedRuns, curve_frame, load_runs, read_history
 from analysis.metrics import expected_max, expected_max_curve, seed_summary
 from analysis.selection import SeedBootstrap, choose, chosen_runs, chosen_stat, seed_bootstrap
-from analysis.stats import expanded_percentile_interval, expanded_tail, iqm, percentile_interval, probability_of_improvement
+from analysis.stats import (expanded_percentile_interval, expanded_tail, iqm, percentile_interval,
+                            probability_of_improvement, seed_interval)
 from analysis.tuners import grid_search, random_search, successive_halving, val_selected_expectation
 from analysis.wandb_runs import load_wandb_runs
 
@@ -40,6 +41,6 @@ __all__ = [
     "choose", "chosen_runs", "chosen_stat", "configuration_columns", "curve_frame", "expanded_percentile_interval",
     "expanded_tail", "expected_max", "expected_max_curve", "grid_search", "iqm", "is_imi_method", "load_runs",
     "load_wandb_runs", "percentile_interval", "probability_of_improvement", "procedure_builds", "random_search",
-    "read_history", "seed_bootstrap", "seed_summary", "shared_build_costs", "successive_halving",
+    "read_history", "seed_bootstrap", "seed_interval", "seed_summary", "shared_build_costs", "successive_halving",
     "val_selected_expectation",
 ]

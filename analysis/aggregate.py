@@ -21,8 +21,8 @@ setting's own mean (`per_setting_table`).
 
 Probability of improvement P(X > Y) is on raw scores (it only compares runs within a setting).
 Intervals: stratified over settings by construction — every replicate of the seed bootstrap resamples
-seeds within each configuration, the tuned entry re-chosen inside (`analysis.selection`); expanded
-percentile with n = the smallest seed count involved. Oracle entries are never aggregated.
+seeds within each configuration, the tuned entry re-chosen inside (`analysis.selection`);
+`stats.seed_interval` with n = the smallest seed count involved. Oracle entries are never aggregated.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ import pandas as pd
 
 from analysis.entries import Entry, find_entry
 from analysis.selection import SeedBootstrap, chosen_runs
-from analysis.stats import expanded_percentile_interval, iqm, iqm_shares, probability_of_improvement_batched
+from analysis.stats import iqm, iqm_shares, probability_of_improvement_batched, seed_interval
 
 NORMALIZER_COLUMNS = ["setting", "trap", "sft", "tuned", "usable", "reason"]
 
@@ -89,13 +89,14 @@ def iqm_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, met
         shares = iqm_shares(point, point_w)
         bounds = np.cumsum([0] + [len(p) for p, _, _ in parts])
         trimmed = [e.setting for e, lo, hi in zip(chosen, bounds[:-1], bounds[1:]) if not (shares[lo:hi] > 0).any()]
-        iqm_low, iqm_high = expanded_percentile_interval(iqm(reps, rep_w), n, confidence)
+        point_iqm, point_mean = float((shares * point).sum()), float((point_w * point).sum())
+        iqm_low, iqm_high = seed_interval(point_iqm, iqm(reps, rep_w), n, confidence)
         means = np.nansum(np.where(rep_w > 0, reps * rep_w, 0.0), axis=1)
-        mean_low, mean_high = expanded_percentile_interval(means, n, confidence)
+        mean_low, mean_high = seed_interval(point_mean, means, n, confidence)
         collapse = [np.nanmean(boot.values(runs, e.choice.config_id, "collapsed")) for e in chosen]
         rows.append({"entry": name, "kind": chosen[0].kind, "n_settings": len(chosen), "n_runs": len(point),
-                     "n_seeds": n, "iqm": float((shares * point).sum()), "iqm_ci_low": float(iqm_low),
-                     "iqm_ci_high": float(iqm_high), "mean": float((point_w * point).sum()),
+                     "n_seeds": n, "iqm": point_iqm, "iqm_ci_low": float(iqm_low),
+                     "iqm_ci_high": float(iqm_high), "mean": point_mean,
                      "mean_ci_low": float(mean_low), "mean_ci_high": float(mean_high),
                      "collapse_rate": float(np.nanmean(collapse)) if np.isfinite(collapse).any() else math.nan,
                      "trimmed": ", ".join(trimmed)})
@@ -116,7 +117,7 @@ def per_setting_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootst
             continue
         point, reps, mask = _normalized(entry, runs, boot, metric, usable.loc[entry.setting])
         means = np.where(mask, reps, 0.0).sum(axis=1) / mask.sum(axis=1)
-        low, high = expanded_percentile_interval(means, boot.min_seeds(entry.choice.config_ids), confidence)
+        low, high = seed_interval(point.mean(), means, boot.min_seeds(entry.choice.config_ids), confidence)
         rows.append({"setting": entry.setting, "trap": entry.trap, "entry": entry.name, "kind": entry.kind,
                      "n_runs": len(point), "mean_normalized": float(point.mean()), "mean_ci_low": float(low),
                      "mean_ci_high": float(high)})
@@ -143,7 +144,7 @@ def improvement_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootst
         replicates = probability_of_improvement_batched([np.nan_to_num(x[1]) for x in xs], [np.nan_to_num(y[1]) for y in ys],
                                                         [x[2] for x in xs], [y[2] for y in ys])
         n = min(min(boot.min_seeds(x.choice.config_ids), boot.min_seeds(y.choice.config_ids)) for x, y in pairs)
-        low, high = expanded_percentile_interval(replicates, n, confidence)
+        low, high = seed_interval(point, replicates, n, confidence)
         rows.append({"entry": name, "reference": pairs[0][1].name, "n_settings": len(pairs), "n_seeds": n,
                      "probability": point, "probability_ci_low": float(low), "probability_ci_high": float(high)})
     columns = ["entry", "reference", "n_settings", "n_seeds", "probability", "probability_ci_low", "probability_ci_high"]

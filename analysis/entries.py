@@ -13,7 +13,7 @@ Entries, from the arms of `analysis.grid`:
     "<IMI arm>"           kind "fixed": an IMI method at its defaults (or a baseline's single
                           non-default configuration).
     "SFT (reference)"     kind "sft": the starting point (`analysis.reference`), one row per setting.
-Every interval: the seed bootstrap of `analysis.selection`, expanded percentile with n = the smallest
+Every interval: the seed bootstrap of `analysis.selection` and `stats.seed_interval`, with n = the smallest
 seed count among the configurations the entry can choose from.
 
 Pure functions over DataFrames; no I/O.
@@ -28,7 +28,7 @@ import pandas as pd
 
 from analysis.reference import delta_column
 from analysis.selection import Choice, SeedBootstrap, choose, chosen_stat, has_validation
-from analysis.stats import expanded_percentile_interval
+from analysis.stats import seed_interval
 
 SFT_ENTRY = "SFT (reference)"
 KIND_ORDER = {"sft": 0, "tuned": 1, "oracle": 2, "default": 3, "fixed": 4}
@@ -77,10 +77,10 @@ def find_entry(entries: list[Entry], setting: str, method: str, kind: str) -> En
     return next((e for e in entries if e.setting == setting and e.method == method and e.kind == kind), None)
 
 
-def _ci(replicates: np.ndarray, n: int, confidence: float) -> tuple[float, float]:
+def _ci(point: float, replicates: np.ndarray, n: int, confidence: float) -> tuple[float, float]:
     if not np.isfinite(replicates).all():
         return math.nan, math.nan
-    low, high = expanded_percentile_interval(replicates, n, confidence)
+    low, high = seed_interval(point, replicates, n, confidence)
     return float(low), float(high)
 
 
@@ -99,7 +99,7 @@ def comparison_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstr
     for setting, level in sft.set_index("setting").iterrows():
         rows.append({"setting": setting, "trap": level["trap"], "entry": SFT_ENTRY, "kind": "sft", "method": "sft",
                      "selected_on": "", "config": "", "n_seeds": level["n_seeds"], "score": level["level"],
-                     "score_ci_low": level["ci_low"], "score_ci_high": level["ci_high"], "delta_sft": 0.0})
+                     "score_ci_low": level["ci_low"], "score_ci_high": level["ci_high"]})
     for entry in entries:
         point, replicates = chosen_stat(boot, runs, entry.choice, metric, stat)
         n = boot.min_seeds(entry.choice.config_ids)
@@ -112,17 +112,18 @@ def comparison_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstr
                "median": float(np.median(values)), "q25": float(np.quantile(values, 0.25)),
                "q75": float(np.quantile(values, 0.75)), "collapse_rate": float(np.nanmean(collapsed))
                if np.isfinite(collapsed).any() else math.nan}
-        row["score_ci_low"], row["score_ci_high"] = _ci(replicates, n, confidence)
+        row["score_ci_low"], row["score_ci_high"] = _ci(point, replicates, n, confidence)
         if delta in runs.columns:
             d_point, d_rep = chosen_stat(boot, runs, entry.choice, delta, "mean")
             row["delta_sft"] = d_point
-            row["delta_sft_ci_low"], row["delta_sft_ci_high"] = _ci(d_rep, n, confidence)
+            row["delta_sft_ci_low"], row["delta_sft_ci_high"] = _ci(d_point, d_rep, n, confidence)
         tuned = find_entry(entries, entry.setting, baseline, "tuned")
         if tuned is not None:
             t_point, t_rep = chosen_stat(boot, runs, tuned.choice, metric, stat)
             both = min(n, boot.min_seeds(tuned.choice.config_ids))
             row["delta_tuned"] = point - t_point
-            row["delta_tuned_ci_low"], row["delta_tuned_ci_high"] = _ci(replicates - t_rep, both, confidence)
+            row["delta_tuned_ci_low"], row["delta_tuned_ci_high"] = _ci(point - t_point, replicates - t_rep, both,
+                                                                        confidence)
         rows.append(row)
     columns = ["setting", "trap", "entry", "kind", "method", "selected_on", "config", "stability", "n_runs", "n_seeds",
                "score", "score_ci_low", "score_ci_high", "median", "q25", "q75", "collapse_rate", "delta_sft",
@@ -156,7 +157,7 @@ def grid_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, me
                "oracle_config": label(oracle), "oracle": chosen_stat(boot, runs, oracle.choice, metric, stat)[0],
                "default_config": "", "default": math.nan, "regret": math.nan, "regret_ci_low": math.nan,
                "regret_ci_high": math.nan, "note": ""}
-        row["tuned_ci_low"], row["tuned_ci_high"] = _ci(replicates, n, confidence)
+        row["tuned_ci_low"], row["tuned_ci_high"] = _ci(point, replicates, n, confidence)
         val_column = f"val/{metric}"
         row["tuned_val"] = chosen_stat(boot, runs, tuned.choice, val_column, stat)[0] if val_column in runs else math.nan
         if default is None:
@@ -167,7 +168,7 @@ def grid_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, me
         else:
             d_point, d_rep = chosen_stat(boot, runs, default.choice, metric, stat)
             row.update(default_config=label(default), default=d_point, regret=point - d_point)
-            row["regret_ci_low"], row["regret_ci_high"] = _ci(replicates - d_rep, n, confidence)
+            row["regret_ci_low"], row["regret_ci_high"] = _ci(point - d_point, replicates - d_rep, n, confidence)
         rows.append(row)
     columns = ["setting", "trap", "method", "n_configs", "selected_on", "tuned_config", "tuned", "tuned_ci_low",
                "tuned_ci_high", "tuned_val", "stability", "oracle_config", "oracle", "default_config", "default",

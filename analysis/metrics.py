@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.load import SETTING_KEYS
 from analysis.reference import delta_column
 from analysis.selection import STATS, SeedBootstrap, reduce, validation_column
-from analysis.stats import expanded_percentile_interval
+from analysis.stats import seed_interval
 
 COLLAPSE_COLUMN = "collapsed"
 # Metrics where lower is better: the tuning analysis maximises, so it refuses them as the score.
@@ -85,7 +85,7 @@ def seed_summary(frame: pd.DataFrame, metric: str, boot: SeedBootstrap | None = 
          "delta_sft/<metric>" (`reference.add_delta`); runs whose metric is NaN are left out. `boot`
          must be built on the same runs; without it the interval columns are NaN.
     Out: one row per configuration, sorted by setting, method, β: CONFIG_COLUMNS + n_runs, score (the
-         `stat`), score_ci_low, score_ci_high (expanded percentile, n = the configuration's seeds),
+         `stat`), score_ci_low, score_ci_high (`stats.seed_interval`, n = the configuration's seeds),
          mean, mean_ci_low, mean_ci_high, std (ddof=1; NaN for one run), median, q25, q75 (linear quantiles), min, max,
          collapse_rate (mean of `collapsed`; NaN when no run reports it), val_score (`stat` of the
          validation score; NaN without one), delta_sft, delta_sft_ci_low, delta_sft_ci_high (mean of
@@ -118,13 +118,14 @@ def seed_summary(frame: pd.DataFrame, metric: str, boot: SeedBootstrap | None = 
         for config_id in out.index:
             n = boot.min_seeds([config_id])
             resampled = boot.resampled(runs, config_id, metric)
-            out.loc[config_id, ["mean_ci_low", "mean_ci_high"]] = expanded_percentile_interval(
-                resampled.mean(axis=1), n, confidence)
-            out.loc[config_id, ["score_ci_low", "score_ci_high"]] = expanded_percentile_interval(
-                reduce(resampled, stat, axis=1), n, confidence)
+            values = boot.values(runs, config_id, metric)
+            out.loc[config_id, ["mean_ci_low", "mean_ci_high"]] = seed_interval(
+                values.mean(), resampled.mean(axis=1), n, confidence)
+            out.loc[config_id, ["score_ci_low", "score_ci_high"]] = seed_interval(
+                reduce(values, stat), reduce(resampled, stat, axis=1), n, confidence)
             if delta in runs.columns and np.isfinite(boot.values(runs, config_id, delta)).all():
                 replicates = boot.resampled(runs, config_id, delta).mean(axis=1)
-                out.loc[config_id, ["delta_sft_ci_low", "delta_sft_ci_high"]] = expanded_percentile_interval(
-                    replicates, n, confidence)
+                out.loc[config_id, ["delta_sft_ci_low", "delta_sft_ci_high"]] = seed_interval(
+                    boot.values(runs, config_id, delta).mean(), replicates, n, confidence)
     order = ["setting", "method.name", "method.beta", "config_label"]
     return out.sort_values(order, kind="stable", na_position="last").reset_index()

@@ -5,8 +5,8 @@ scored on the same test prompts, per run; today gold_reward). For win_rate the S
 definition: the win rate is measured against the SFT model's own samples, ties counting ½.
     SFT level of a setting   the mean over seeds of (the mean of reference_M over that seed's runs on
                              the setting). Runs that share a seed share the SFT model and its samples,
-                             so the seed is the unit of the interval: expanded percentile bootstrap
-                             over seeds, n = the number of seeds.
+                             so the seed is the unit of the interval: a bootstrap over seeds
+                             (`stats.seed_interval`), n = the number of seeds.
     Δ vs SFT of a run        M − reference_M of the same run (paired; M − 0.5 for win_rate), column
                              "delta_sft/<M>"; an entry's Δ is the mean over its runs, with the seed
                              bootstrap of `analysis.selection` (selection included).
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.stats import expanded_percentile_interval
+from analysis.stats import seed_interval
 
 SFT_WIN_RATE = 0.5
 DELTA_PREFIX = "delta_sft/"
@@ -81,6 +81,6 @@ def sft_levels(runs: pd.DataFrame, metric: str, n_boot: int, confidence: float, 
         if len(per_seed) == 0:
             continue
         replicates = per_seed[rng.integers(0, len(per_seed), size=(n_boot, len(per_seed)))].mean(axis=1)
-        low, high = expanded_percentile_interval(replicates, len(per_seed), confidence)
+        low, high = seed_interval(per_seed.mean(), replicates, len(per_seed), confidence)
         rows.append([setting, trap, source, len(per_seed), float(per_seed.mean()), float(low), float(high)])
     return pd.DataFrame(rows, columns=SFT_COLUMNS)

@@ -189,10 +189,12 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
            f"- Cost convention: **{o.convention}** — {CONVENTION_TEXT[o.convention]}. FLOPs are the primary cost, "
            "device-hours beside them; time spent waiting on cache locks and queues (`cost.wait_s`) is shown and "
            "never counted as compute.\n"
-           f"- Intervals: {conf} expanded percentile bootstrap over seeds (Hesterberg 2015): seeds resampled within "
-           f"each configuration, {o.n_boot} replicates (random seed {o.seed}), quantiles α'/2 = "
-           "Φ(−√(n/(n−1))·t_{1−α/2,n−1}) with n = the smallest seed count involved (here "
-           f"{n_min} → α'/2 = {expanded_tail(n_min, o.confidence):.2g}); coverage checked by simulation at 5 seeds.\n"
+           f"- Intervals: {conf} bootstrap over seeds — seeds resampled within each configuration, {o.n_boot} "
+           f"replicates (random seed {o.seed}) — read as the expanded percentile interval (Hesterberg 2015: quantiles "
+           "α'/2 = Φ(−√(n/(n−1))·t_{1−α/2,n−1}), n = the smallest seed count involved, here "
+           f"{n_min} → α'/2 = {expanded_tail(n_min, o.confidence):.2g}), widened where needed to the estimate ± "
+           "√(n/(n−1))·t_{1−α/2,n−1}·SD(replicates); coverage checked by simulation at 5 seeds (≥ 0.9 at nominal "
+           "0.95 on normal and skewed data).\n"
            + (f"- Trap settings (marked *(trap)*, left out of the headline aggregates and savings, shown apart): "
               + "; ".join(f"{s} — {t}" for s, t in traps.items()) + "." if len(traps) else
               "- Trap settings: none (no run's `dataset.trap` is set)."))

@@ -32,6 +32,14 @@ def _tolerance(t) -> str:
     return f"{t:g}"
 
 
+def savings_text(frame: pd.DataFrame, field: str) -> list[str]:
+    """Savings with their interval; "tuner misses τ" where the tuner never reaches τ (savings would
+    read 100%, which says nothing about the arm)."""
+    shown = ci(frame, f"savings_{field}", fmt_share)
+    return ["tuner misses τ" if math.isinf(t) and v != -math.inf else s
+            for s, t, v in zip(shown, frame[f"tuner_{field}"], frame[f"savings_{field}"])]
+
+
 def tuning_section(w, c: Context) -> TuningResult | None:
     o = c.options
     w.text(f"## 3. What reaching the tuned `{o.baseline}` costs: grid search, random search, successive halving\n\n"
@@ -76,8 +84,8 @@ def tuning_section(w, c: Context) -> TuningResult | None:
                           "P(reach)": [fmt_share(v) for v in s["p_reach"]],
                           "arm FLOPs": [fmt_cost(v) for v in s["arm_flops"]],
                           "tuner FLOPs": [fmt_cost(v) for v in s["tuner_flops"]],
-                          "savings, FLOPs [CI]": ci(s, "savings_flops", fmt_share),
-                          "savings, device-h [CI]": ci(s, "savings_device_hours", fmt_share)})
+                          "savings, FLOPs [CI]": savings_text(s, "flops"),
+                          "savings, device-h [CI]": savings_text(s, "device_hours")})
     w.text("**Savings per setting** of each fixed arm against each tuner at the same τ.")
     w.table("savings", s, shown, f"Savings vs the tuners of {o.baseline}; {o.convention} shared costs")
     _summary_section(w, c, result.summary)
@@ -97,13 +105,13 @@ def _summary_section(w, c: Context, summary: pd.DataFrame) -> None:
                           "reaches τ on": [f"{r} of {n}" for r, n in zip(summary["n_reached"], summary["n_settings"])],
                           "Σ FLOPs (arm)": [fmt_cost(v) for v in summary["arm_flops"]],
                           "Σ FLOPs (tuner)": [fmt_cost(v) for v in summary["tuner_flops"]],
-                          "savings, FLOPs [CI]": ci(summary, "savings_flops", fmt_share),
-                          "savings, device-h [CI]": ci(summary, "savings_device_hours", fmt_share)})
+                          "savings, FLOPs [CI]": savings_text(summary, "flops"),
+                          "savings, device-h [CI]": savings_text(summary, "device_hours")})
     w.table("savings_summary", summary, shown, f"Savings vs the tuners of {o.baseline}, summed over settings")
     headline = summary[(summary["scope"] == "clean") & (summary["tolerance"] == min(o.tolerances))]
     lines = []
     for arm, group in headline.groupby("arm", sort=True):
-        parts = [f"{t}: {ci(g, 'savings_flops', fmt_share)[0]}" for t, g in group.groupby("tuner", sort=True)]
+        parts = [f"{t}: {savings_text(g, 'flops')[0]}" for t, g in group.groupby("tuner", sort=True)]
         lines.append(f"- `{arm}` saves (FLOPs, tolerance {_tolerance(min(o.tolerances))}) against " + "; ".join(parts) + ".")
     if lines:
         w.text("**Headline (clean settings).**\n\n" + "\n".join(lines))

@@ -39,7 +39,7 @@ run: it reaches τ when its test statistic ≥ τ, and costs c + P of its own ru
 Savings of an arm against a tuner = 1 − cost_arm / cost_tuner(τ): −∞ when the arm misses τ, 1 when it
 reaches τ and the tuner cannot. Across settings, costs are summed over the settings both ran on.
 Intervals: every quantity is recomputed in each replicate of the seed bootstrap (selection included,
-`analysis.selection`); expanded percentile intervals with n = the smallest seed count involved.
+`analysis.selection`); `stats.seed_interval` with n = the smallest seed count involved.
 Pure functions over arrays (leading axis: the observed runs first, then the replicates); no I/O.
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 Turns annotated runs into the tables of the report with the estimators of `analysis.tuners` (whose
 docstring has the exact definitions) over the seed bootstrap of `analysis.selection`. Every number
-is computed on the observed runs and again in every replicate; intervals are expanded percentile
-intervals with n = the smallest seed count involved. Costs are the charged costs of
+is computed on the observed runs and again in every replicate; intervals are
+`stats.seed_interval` with n = the smallest seed count involved. Costs are the charged costs of
 `analysis.costs` under the report's convention; FLOPs first, device-hours beside.
 
 Pure functions over DataFrames; no I/O.
@@ -18,13 +18,14 @@ import pandas as pd
 
 from analysis.costs import COST_FIELDS, charged_costs, procedure_builds
 from analysis.selection import SeedBootstrap, has_validation, validation_column
-from analysis.stats import expanded_percentile_interval
+from analysis.stats import seed_interval
 from analysis.tuners import (GRID, RANDOM, SH_VARIANTS, GridArrays, cost_to_reach, curve_columns, grid_arrays,
                              grid_search, random_search, rung_arrays, savings, subsets, successive_halving, with_point)
 
 
-def _ci(replicates: np.ndarray, n: int, confidence: float) -> tuple[float, float]:
-    low, high = expanded_percentile_interval(replicates, n, confidence)
+def _ci(values: np.ndarray, n: int, confidence: float) -> tuple[float, float]:
+    """Interval of a quantity computed on the observed runs (values[0]) and per replicate (values[1:])."""
+    low, high = seed_interval(values[0], values[1:], n, confidence)
     return float(low), float(high)
 
 
@@ -65,8 +66,8 @@ def expected_best_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, st
         for k in range(1, len(ids) + 1):
             row = {"setting": setting, "trap": group["trap"].iloc[0], "arm": method, "selected_on": g.selected_on,
                    "n_configs": len(ids), "k": k, "expected_test": test[0, k - 1], "oracle": oracle[0, k - 1]}
-            row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(test[1:, k - 1], g.n_seeds, confidence)
-            row["oracle_ci_low"], row["oracle_ci_high"] = _ci(oracle[1:, k - 1], g.n_seeds, confidence)
+            row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(test[:, k - 1], g.n_seeds, confidence)
+            row["oracle_ci_low"], row["oracle_ci_high"] = _ci(oracle[:, k - 1], g.n_seeds, confidence)
             row.update({f"expected_{f}": cost[0, k - 1, c] for c, f in enumerate(COST_FIELDS)})
             rows.append(row)
     columns = ["setting", "trap", "arm", "selected_on", "n_configs", "k", "expected_test", "expected_test_ci_low",
@@ -144,7 +145,7 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
             for b, trials in enumerate(t.trials):
                 row = {"setting": setting, "trap": trap, "tuner": t.name, "selected_on": g.selected_on, "budget": int(trials),
                        "trials": int(trials), "expected_test": t.test[0, b]}
-                row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(t.test[1:, b], g.n_seeds, confidence)
+                row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(t.test[:, b], g.n_seeds, confidence)
                 row.update({f"expected_{f}": t.cost[0, b, c] for c, f in enumerate(COST_FIELDS)})
                 curves.append(row)
         tuned_test = grid_search(g.val, g.test, g.cost, g.builds)[0]
@@ -176,7 +177,7 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
                     for c, f in enumerate(COST_FIELDS):
                         value = savings(paid[:, c], cost[:, c])
                         row.update({f"arm_{f}": arm_cost[0, c], f"tuner_{f}": cost[0, c], f"savings_{f}": value[0]})
-                        row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value[1:], n, confidence)
+                        row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence)
                     saved.append(row)
     return TuningResult(pd.DataFrame(curves), pd.DataFrame(reach), pd.DataFrame(saved), _summary(kept, confidence), notes)
 
@@ -197,6 +198,6 @@ def _summary(kept: dict, confidence: float) -> pd.DataFrame:
         for c, f in enumerate(COST_FIELDS):
             value = savings(arm_total[:, c], tuner_total[:, c])
             row.update({f"arm_{f}": arm_total[0, c], f"tuner_{f}": tuner_total[0, c], f"savings_{f}": value[0]})
-            row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value[1:], n, confidence)
+            row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence)
         rows.append(row)
     return pd.DataFrame(rows)
