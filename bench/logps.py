@@ -2,21 +2,164 @@
 
 Used for the policy (with gradient), and without gradient for the reference, the marginal
 log p(y | ∅) and evaluation. Knows nothing of methods.
+
+Two batch layouts give the same numbers (tests/test_logps_layouts.py holds them to it):
+- `padded`: the [N, L] right-padded matrix as it is, with an attention mask; logits at every position.
+  The reference implementation, and what every run before `train.layout` existed used.
+- `packed`: the sequences laid end to end in rows, each with position ids restarting at 0, and no
+  attention mask. transformers 5 (masking_utils.find_packed_sequence_indices) reads a restart of
+  position_ids as a sequence boundary and builds a block-diagonal causal mask for sdpa/eager, or
+  calls the varlen kernel for flash-attention (one row only). Nothing is computed for padding beyond
+  the few slots that end a row, and logits are computed only where a scored token is predicted
+  (`logits_to_keep` as a boolean mask), so the LM head and log-softmax skip prompts and padding:
+  that matters for a 49k vocabulary (DESIGN §13) more than for the built-in tasks' ~40 tokens.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from bench.data.encoding import SequenceTensors
 
+LAYOUT_NAMES = ("auto", "packed", "padded")
+# Tokens per packed row on sdpa/eager attention. Each row's mask is a dense [W, W] block, so
+# attention work grows with W, while a narrow row leaves more of its tail unfilled. On the throughput
+# workload (sequences of 5-25 tokens, 64 per batch) first-fit rows of 32 fill 95% of their slots, as
+# rows of 48 or 64 do, and rows of the longest sequence only 88%; fwd+bwd per batch ranked 32 ≤ the
+# longest ≈ 64 < padded (1.65-1.76x faster than padded, measured on a loaded 2-core machine). A
+# sequence longer than W gets a row of its own length.
+PACKED_ROW_WIDTH = 32
 
-def sequence_logps(model, seqs: SequenceTensors) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed log-probs [N], number of scored tokens [N]) of each sequence's response tokens.
 
-    Token t is predicted by the logits at t−1; cross_entropy avoids materialising the full
-    log-softmax (which matters for 100k+ vocabularies).
+@dataclass(frozen=True)
+class Layout:
+    """How `sequence_logps` lays a batch out for the model (see the module docstring)."""
+
+    kind: Literal["packed", "padded"]
+    # packed only: tokens per row; None = every sequence in one row (what flash-attention's varlen
+    # path needs: transformers treats position ids as packed only for a batch of one row)
+    row_width: int | None = PACKED_ROW_WIDTH
+
+
+PADDED = Layout("padded", None)
+
+
+def choose_layout(name: str, device_type: str, attention: str) -> Layout:
+    """`train.layout` (auto|packed|padded) for a model on `device_type` with `attention` (its
+    config._attn_implementation).
+
+    auto = packed wherever packing computes strictly less than padding:
+    - CPU (sdpa or eager attention): rows of PACKED_ROW_WIDTH with a block-diagonal mask;
+    - GPU with a flash-attention implementation: one packed row through its varlen kernel;
+    - GPU with sdpa/eager: padded. A materialised block-diagonal mask moves sdpa off its fused
+      causal kernel, so packing may not pay there; not measured yet, hence the safe choice.
+    An explicit `packed` is honoured everywhere, one row on flash-attention (what its varlen path needs).
     """
+    if name not in LAYOUT_NAMES:
+        raise ValueError(f"train.layout must be one of {', '.join(LAYOUT_NAMES)}; got {name!r}")
+    varlen = attention.startswith("flash_attention")
+    packed = Layout("packed", None if varlen else PACKED_ROW_WIDTH)
+    if name == "packed" or (name == "auto" and (device_type == "cpu" or varlen)):
+        return packed
+    return PADDED
+
+
+def resolve_layout(name: str | Layout, model) -> Layout:
+    """`choose_layout` for this model (a `Layout` passes through)."""
+    if isinstance(name, Layout):
+        return name
+    attention = getattr(model.config, "_attn_implementation", None) or "eager"
+    return choose_layout(name, next(model.parameters()).device.type, attention)
+
+
+@dataclass
+class PackedSequences:
+    """N sequences packed into R rows of width W, and where their scored tokens' logits come out.
+
+    The model returns logits for the `keep` positions in row-major order; targets[k] is the token
+    predicted at the k-th kept position, and it belongs to sequence target_rows[k] at column
+    target_cols[k] of the padded [N, L] layout (so sums reduce the same way in both layouts).
+    """
+
+    input_ids: torch.Tensor  # [R, W]
+    position_ids: torch.Tensor  # [R, W], restarting at 0 at every sequence (and at a row's padding tail)
+    keep: torch.Tensor  # [R, W] bool: positions whose next token is scored
+    targets: torch.Tensor  # [K]
+    target_rows: torch.Tensor  # [K]
+    target_cols: torch.Tensor  # [K]
+    counts: torch.Tensor  # [N] scored tokens per sequence (float)
+    n_sequences: int
+    padded_width: int  # L
+
+    def to(self, device) -> "PackedSequences":
+        moved = {name: getattr(self, name).to(device, non_blocking=True)
+                 for name in ("input_ids", "position_ids", "keep", "targets", "target_rows", "target_cols", "counts")}
+        return PackedSequences(**moved, n_sequences=self.n_sequences, padded_width=self.padded_width)
+
+
+def first_fit_decreasing(lengths: list[int], width: int) -> tuple[list[int], list[int], list[int]]:
+    """Assign sequences to rows of `width` tokens: longest first, each into the first row it fits.
+
+    Returns (row of each sequence, its offset in the row, tokens used per row). Deterministic: ties
+    keep the input order. First-fit decreasing uses at most 11/9 OPT + 1 rows (Dósa 2007).
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    rows, offsets, used = [0] * len(lengths), [0] * len(lengths), []
+    for i in order:
+        n = lengths[i]
+        for r, filled in enumerate(used):
+            if filled + n <= width:
+                break
+        else:
+            r = len(used)
+            used.append(0)
+        rows[i], offsets[i] = r, used[r]
+        used[r] += n
+    return rows, offsets, used
+
+
+def pack(seqs: SequenceTensors, row_width: int | None) -> PackedSequences:
+    """Lay right-padded [N, L] sequences end to end in rows (see `PackedSequences`). CPU work on
+    small index tensors; call it before moving a batch to its device so the lengths are host values."""
+    lengths_t = seqs.attention_mask.sum(-1)
+    lengths = lengths_t.tolist()
+    n, padded_width = len(lengths), seqs.input_ids.shape[1]
+    width = sum(lengths) if row_width is None else max(row_width, max(lengths))
+    rows, offsets, used = first_fit_decreasing(lengths, width)
+    valid = seqs.attention_mask.bool()
+    seq_index = torch.arange(n).repeat_interleave(lengths_t)  # [T]: which sequence each real token is from
+    within = torch.arange(padded_width).expand(n, -1)[valid]  # [T]: its position inside that sequence
+    start = torch.tensor(rows) * width + torch.tensor(offsets)
+    dest = start[seq_index] + within  # [T]: its slot in the flattened [R, W] grid
+    n_rows = len(used)
+    # the filler at a row's end is token 0: its outputs are never kept and it attends only to itself,
+    # so no gradient flows through it whatever token it is
+    input_ids = torch.zeros(n_rows * width, dtype=seqs.input_ids.dtype)
+    input_ids[dest] = seqs.input_ids[valid]
+    # A row's padding tail is one more "sequence" restarting at 0: never a continuation of the last
+    # real one (whose last position is >= 0, so the step is <= 0, never +1).
+    position_ids = (torch.arange(width) - torch.tensor(used)[:, None]).reshape(-1)
+    position_ids[dest] = within
+    # token t is scored if response_mask says so and it has a predecessor in its own sequence; its
+    # logit comes from the slot before it (t >= 1 keeps that slot inside the same sequence)
+    scored = seqs.response_mask[valid].bool() & (within > 0)
+    slot = dest[scored] - 1
+    grid = torch.full((n_rows * width,), -1, dtype=torch.long)
+    grid[slot] = torch.arange(len(slot))  # row-major rank of each kept slot orders the targets
+    keep = grid >= 0
+    order = grid[keep]
+    targets = seqs.input_ids[valid][scored][order]
+    target_rows = seq_index[scored][order]
+    target_cols = (within[scored] - 1)[order]
+    counts = torch.bincount(target_rows, minlength=n).float()
+    return PackedSequences(input_ids.view(n_rows, width), position_ids.view(n_rows, width), keep.view(n_rows, width),
+                           targets, target_rows, target_cols, counts, n, padded_width)
+
+
+def _padded_logps(model, seqs: SequenceTensors) -> tuple[torch.Tensor, torch.Tensor]:
     # use_cache=False: a scoring pass never decodes further, so building a KV cache is wasted work
     logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, use_cache=False).logits[:, :-1]
     labels = seqs.input_ids[:, 1:]
@@ -25,17 +168,86 @@ def sequence_logps(model, seqs: SequenceTensors) -> tuple[torch.Tensor, torch.Te
     return (token_logps * mask).sum(-1), mask.sum(-1)
 
 
+def _packed_logps(model, packed: PackedSequences) -> tuple[torch.Tensor, torch.Tensor]:
+    # attention_mask=None and use_cache=False are what make transformers read the restarting
+    # position_ids as sequence boundaries (masking_utils._preprocess_mask_arguments)
+    logits = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False,
+                   logits_to_keep=packed.keep).logits  # [K, V]: only the kept positions
+    token_logps = -F.cross_entropy(logits.float(), packed.targets, reduction="none")
+    # Scatter into the padded [N, L-1] grid and sum rows, as the padded path does: each slot is
+    # written once (deterministic on every device, unlike an index_add over sequences).
+    grid = token_logps.new_zeros(packed.n_sequences, packed.padded_width - 1)
+    grid[packed.target_rows, packed.target_cols] = token_logps
+    return grid.sum(-1), packed.counts
+
+
+def sequence_logps(model, seqs: SequenceTensors, layout: Layout = PADDED,
+                   device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed log-probs [N], number of scored tokens [N]) of each sequence's response tokens.
+
+    Token t is predicted by the logits at t−1. `seqs` may live on the CPU: each layout moves what
+    it needs to `device` (default: where `seqs` is), packing first on the host.
+    """
+    device = seqs.input_ids.device if device is None else device
+    if layout.kind == "padded":
+        moved = SequenceTensors(*(t.to(device) for t in (seqs.input_ids, seqs.attention_mask, seqs.response_mask)))
+        return _padded_logps(model, moved)
+    cpu = SequenceTensors(*(t.cpu() for t in (seqs.input_ids, seqs.attention_mask, seqs.response_mask)))
+    return _packed_logps(model, pack(cpu, layout.row_width).to(device))
+
+
+# Largest mean per-token difference between the layouts that still counts as equal: float32 agrees
+# to ~1e-6 per token (tests/test_logps_layouts.py); 16-bit types round each logit to ~1e-2. A layout
+# whose sequences see each other (a model that ignores packed position ids) is off by ~0.1 per token
+# even at random initialisation.
+PACKED_CHECK_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
+PACKED_CHECK_TOLERANCE_16BIT = 5e-2
+
+
 @torch.no_grad()
-def score_all(model, seqs: SequenceTensors, batch_size: int = 256, device: torch.device | str = "cpu"):
-    """sequence_logps over a whole dataset without gradient: ([N], [N]) on the CPU."""
+def check_packed_layout(model, seqs: SequenceTensors, layout: Layout, device=None, n_sequences: int = 8) -> None:
+    """Raise unless `layout` (packed) gives the padded log-probs on the first sequences of `seqs`.
+
+    Packing relies on the model turning restarting position ids into sequence boundaries, which
+    transformers does for its own attention code; a model with custom attention may not, and would
+    then silently let packed sequences attend to each other. One small no-grad forward per layout.
+    """
+    if layout.kind != "packed":
+        return
+    was_training = model.training
+    model.eval()  # dropout would make the two passes differ
+    probe = seqs.select(torch.arange(min(n_sequences, len(seqs))))
+    try:
+        padded, counts = sequence_logps(model, probe, PADDED, device)
+        packed, _ = sequence_logps(model, probe, layout, device)
+    finally:
+        model.train(was_training)
+    dtype = next(model.parameters()).dtype
+    tolerance = PACKED_CHECK_TOLERANCE.get(dtype, PACKED_CHECK_TOLERANCE_16BIT)
+    per_token = ((packed.float() - padded.float()).abs() / counts.float().clamp(min=1)).max().item()
+    if not per_token <= tolerance:
+        raise RuntimeError(
+            f"train.layout: the packed layout changes this model's log-probs by {per_token:.3g} per token "
+            f"(> {tolerance:g}): its attention does not separate sequences by position ids. Set train.layout=padded."
+        )
+
+
+@torch.no_grad()
+def score_all(model, seqs: SequenceTensors, batch_size: int = 256, device: torch.device | str = "cpu",
+              layout: str | Layout = PADDED):
+    """sequence_logps over a whole dataset without gradient: ([N], [N]) on the CPU.
+
+    `layout` takes `train.layout` names too (resolved for this model); the default stays `padded`
+    so that callers which do not pass one compute exactly what they did before the option existed.
+    """
     was_training = model.training
     model.eval()
+    layout = resolve_layout(layout, model)
+    check_packed_layout(model, seqs, layout, device)
     sums, counts = [], []
     for start in range(0, len(seqs), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(seqs)))
-        part = seqs.select(index)
-        part = SequenceTensors(*(t.to(device) for t in (part.input_ids, part.attention_mask, part.response_mask)))
-        s, n = sequence_logps(model, part)
+        part = seqs.select(torch.arange(start, min(start + batch_size, len(seqs))))
+        s, n = sequence_logps(model, part, layout, device)
         sums.append(s.float().cpu())
         counts.append(n.float().cpu())
     model.train(was_training)

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data.encoding import PairTensors, SequenceTensors
-from bench.logps import sequence_logps
+from bench.logps import check_packed_layout, resolve_layout, sequence_logps
 from bench.methods.base import Method, PairLogps
 
 
@@ -38,10 +38,6 @@ class PairCache:
     marginal_logps: torch.Tensor | None = None  # reference-side log p(y | ∅), when pmi_source=reference
 
 
-def _to(seqs: SequenceTensors, device) -> SequenceTensors:
-    return SequenceTensors(seqs.input_ids.to(device), seqs.attention_mask.to(device), seqs.response_mask.to(device))
-
-
 def marginal_per_conditional_token(marginal_sums, marginal_counts, conditional_counts):
     """Rescale summed marginal log-probs so that dividing by the conditional count gives ā(y | ∅).
 
@@ -49,6 +45,14 @@ def marginal_per_conditional_token(marginal_sums, marginal_counts, conditional_c
     leaves the first response token unscored); PMI compares the two *averages*.
     """
     return marginal_sums / marginal_counts.clamp(min=1) * conditional_counts
+
+
+def build_optimizer(model, train_cfg: Mapping) -> torch.optim.AdamW:
+    """AdamW; `train.fused_adamw` selects torch's fused kernel (one op per step for every tensor,
+    instead of a dozen per tensor; TRL's default). It rounds differently from the per-tensor loop
+    (~1e-7), so a record written before the key existed (no key) keeps the loop it trained with."""
+    return torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
+                             fused=bool(train_cfg.get("fused_adamw", False)) or None)
 
 
 class StepCallback(Protocol):
@@ -82,17 +86,21 @@ class PreferenceTrainer:
         )
         self.steps_per_epoch = len(loader) // accelerator.gradient_accumulation_steps
         self.total_steps = train_cfg.get("max_steps") or train_cfg["epochs"] * self.steps_per_epoch
-        optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+        optimizer = build_optimizer(model, train_cfg)
         warmup = max(1, int(train_cfg["warmup_ratio"] * self.total_steps))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.model, self.optimizer, self.loader, self.scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+        # A record written before `train.layout` existed has no such key: it trained padded, and
+        # reproducing it (bench.reproduce) must compute what it computed.
+        self.layout = resolve_layout(train_cfg.get("layout", "padded"), accelerator.unwrap_model(self.model))
+        check_packed_layout(self.model, data.batch(torch.arange(min(4, len(data)))), self.layout, accelerator.device)
 
     def _pair_logps(self, index: torch.Tensor, step: int) -> PairLogps:
         device = self.accelerator.device
         needs = self.method.needs
         n = len(index)
-        seqs = _to(self.data.batch(index), device)
-        logps, counts = sequence_logps(self.model, seqs)
+        seqs = self.data.batch(index)  # on the CPU: token counts and packing need no device sync
+        logps, counts = sequence_logps(self.model, seqs, self.layout, device)
         self.meter.add_train_tokens(int(seqs.attention_mask.sum()))
         batch = PairLogps(logps[:n], logps[n:], counts[:n], counts[n:], step=step)
         cpu_index = index.cpu()
@@ -104,9 +112,9 @@ class PreferenceTrainer:
             batch.marginal_chosen_logps, batch.marginal_rejected_logps = marg[:, 0], marg[:, 1]
         elif needs.marginal == "policy":
             rows = torch.cat([cpu_index, cpu_index + len(self.data)])
-            marginal = _to(self.marginal_seqs.select(rows), device)
+            marginal = self.marginal_seqs.select(rows)
             with torch.no_grad():
-                sums, m_counts = sequence_logps(self.model, marginal)
+                sums, m_counts = sequence_logps(self.model, marginal, self.layout, device)
             self.meter.add_nograd_tokens("marginal", int(marginal.attention_mask.sum()))
             sums = marginal_per_conditional_token(sums, m_counts, counts.detach())
             batch.marginal_chosen_logps, batch.marginal_rejected_logps = sums[:n], sums[n:]
@@ -126,15 +134,16 @@ class PreferenceTrainer:
                     batch = self._pair_logps(index, step)
                     out = self.method(batch)
                     loss = out.losses.mean()
-                    if not torch.isfinite(loss):
-                        raise NonFiniteLossError(
-                            f"non-finite loss {loss.item()} at step {step} (method {self.method.name}); "
-                            f"batch stats: {_batch_stats(batch)}; method metrics: {out.metrics}"
-                        )
                     accelerator.backward(loss)
                     grad_norm = None
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(self.model.parameters(), self.cfg["max_grad_norm"])
+                    loss_value, grad_norm_value = _host_scalars(loss, grad_norm)
+                    if not math.isfinite(loss_value):  # checked before the step: the weights never take it
+                        raise NonFiniteLossError(
+                            f"non-finite loss {loss_value} at step {step} (method {self.method.name}); "
+                            f"batch stats: {_batch_stats(batch)}; method metrics: {out.metrics}"
+                        )
                     self.optimizer.step()
                     self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
@@ -142,8 +151,8 @@ class PreferenceTrainer:
                     continue
                 row = None
                 if step % log_every == 0 or step == self.total_steps - 1:
-                    row = {"step": step, "loss": loss.item(), "lr": self.scheduler.get_last_lr()[0],
-                           "grad_norm": float(grad_norm) if grad_norm is not None else math.nan, **out.metrics}
+                    row = {"step": step, "loss": loss_value, "lr": self.scheduler.get_last_lr()[0],
+                           "grad_norm": grad_norm_value, **out.metrics}
                     history.append(row)
                     if accelerator.is_main_process:
                         self.logger.log_step(step, {k: v for k, v in row.items() if k != "step"})
@@ -161,6 +170,18 @@ class PreferenceTrainer:
             if accelerator.is_main_process:  # the same last row in W&B as in history.jsonl
                 self.logger.log_step(history[-1]["step"], {"train_tokens_per_s": history[-1]["train_tokens_per_s"]})
         return history
+
+
+def _host_scalars(loss: torch.Tensor, grad_norm) -> tuple[float, float]:
+    """(loss, grad norm or NaN) as Python floats in one device-to-host copy: on a GPU every .item()
+    waits for the queued work, and the trainer needs both every step (finiteness check, history)."""
+    values = [loss.detach().float().reshape(1)]
+    if isinstance(grad_norm, torch.Tensor):
+        values.append(grad_norm.detach().float().reshape(1).to(values[0].device))
+    host = torch.cat(values).tolist()
+    if len(host) == 2:
+        return host[0], host[1]
+    return host[0], math.nan if grad_norm is None else float(grad_norm)
 
 
 def _batch_stats(batch: PairLogps) -> dict:

@@ -1,9 +1,12 @@
-"""PreferenceTrainer on a tiny workload: the step-callback interface sees every optimizer step."""
+"""PreferenceTrainer on a tiny workload: both batch layouts train the same model, a run is
+repeatable, and the step-callback interface sees every optimizer step."""
 from __future__ import annotations
 
+import copy
 import random
 from pathlib import Path
 
+import pytest
 import torch
 from accelerate import Accelerator
 from omegaconf import OmegaConf
@@ -11,9 +14,10 @@ from omegaconf import OmegaConf
 from bench.cost import CostMeter
 from bench.data.encoding import encode_pairs
 from bench.loggers import NoneLogger
+from bench.logps import PACKED_ROW_WIDTH, Layout, score_all
 from bench.methods import build_method
 from bench.models import build_tiny_model, build_word_tokenizer
-from bench.trainer import PairCache, PreferenceTrainer
+from bench.trainer import PairCache, PreferenceTrainer, marginal_per_conditional_token
 
 TINY_MODEL = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=24)
 WORDS = ["a", "b", "c", "d", "e", "="]
@@ -29,15 +33,74 @@ def _records(n: int, seed: int = 0) -> list[dict]:
 
 
 def _trainer(train_overrides: dict | None = None, callbacks=(), n_pairs: int = 12, method: str = "simpo"):
+    """A trainer as bench.pipeline builds one: the method's published config, its cached reference
+    terms (from a perturbed copy of the initial weights) and, for rmipo, the response-only sequences."""
     tokenizer = build_word_tokenizer(WORDS)
     pairs, _, _ = encode_pairs(_records(n_pairs), tokenizer, TINY_MODEL["max_length"], "fixture")
     torch.manual_seed(0)
     model = build_tiny_model(TINY_MODEL, tokenizer).float()
+    method = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
+    needs, cache, marginal_seqs = method.needs, PairCache(), None
+    reference = copy.deepcopy(model)
+    with torch.no_grad():  # a reference unlike the policy, so no implicit reward starts at a float-noise 0
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    if needs.reference or needs.marginal == "reference":
+        cache.reference_logps = score_all(reference, pairs.both())[0].view(2, -1).T.contiguous()
+    if needs.marginal is not None:
+        marginal_seqs = pairs.marginal(tokenizer, TINY_MODEL["max_length"], needs.marginal_context)
+    if needs.marginal == "reference":
+        sums, counts = score_all(reference, marginal_seqs)
+        cache.marginal_logps = marginal_per_conditional_token(
+            sums.view(2, -1).T, counts.view(2, -1).T, pairs.both().scored_counts().view(2, -1).T)
+        marginal_seqs = None
     train_cfg = {"batch_size": 4, "epochs": 1, "max_steps": None, "lr": 1e-3, "weight_decay": 0.0,
                  "warmup_ratio": 0.0, "max_grad_norm": 1.0, "log_every": 2, **(train_overrides or {})}
-    return PreferenceTrainer(build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml"))), model, pairs, PairCache(), None, train_cfg,
-                             Accelerator(cpu=True), CostMeter(), NoneLogger(), seed=0, show_progress=False,
-                             callbacks=callbacks)
+    return PreferenceTrainer(method, model, pairs, cache, marginal_seqs, train_cfg, Accelerator(cpu=True),
+                             CostMeter(), NoneLogger(), seed=0, show_progress=False, callbacks=callbacks)
+
+
+def _untimed(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k != "train_tokens_per_s"}  # wall-clock throughput
+
+
+@pytest.mark.parametrize("method", ["dpo", "imi_dpo", "rmipo"])
+def test_packed_and_padded_training_agree(method):
+    """Three optimizer steps in each layout: the same losses, metrics and weights within float32
+    rounding (policy pass with gradient, cached reference terms, rmipo's no-grad policy marginal)."""
+    runs = {}
+    for layout in ("padded", "packed"):
+        trainer = _trainer({"layout": layout, "log_every": 1}, method=method, n_pairs=12)
+        runs[layout] = (trainer.train(), torch.cat([p.detach().flatten() for p in trainer.model.parameters()]))
+    (padded_history, padded_weights), (packed_history, packed_weights) = runs["padded"], runs["packed"]
+    assert [row["step"] for row in packed_history] == [0, 1, 2]
+    for padded_row, packed_row in zip(padded_history, packed_history):
+        assert set(packed_row) == set(padded_row)
+        for key, value in _untimed(padded_row).items():
+            assert packed_row[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    assert ((packed_weights - padded_weights).norm() / padded_weights.norm()).item() < 1e-6
+    if method == "rmipo":
+        assert trainer.meter.nograd_tokens["marginal"] > 0  # the policy marginal pass ran
+
+
+def test_layout_option_resolves_and_a_missing_key_means_padded():
+    assert _trainer({"layout": "auto"}).layout == Layout("packed", PACKED_ROW_WIDTH)  # CPU
+    assert _trainer({"layout": "padded"}).layout.kind == "padded"
+    assert _trainer().layout.kind == "padded"  # a record from before the option trained padded
+    with pytest.raises(ValueError, match="train.layout must be one of"):
+        _trainer({"layout": "packd"})
+
+
+def test_same_config_and_seed_give_identical_histories():
+    first = _trainer({"layout": "packed", "fused_adamw": True}, method="imi_dpo").train()
+    again = _trainer({"layout": "packed", "fused_adamw": True}, method="imi_dpo").train()
+    assert [_untimed(row) for row in first] == [_untimed(row) for row in again]
+
+
+def test_fused_adamw_is_the_optimizer_the_option_asks_for():
+    assert _trainer({"fused_adamw": True}).optimizer.optimizer.defaults["fused"] is True
+    assert not _trainer({"fused_adamw": False}).optimizer.optimizer.defaults["fused"]
+    assert not _trainer().optimizer.optimizer.defaults["fused"]  # records from before the key
 
 
 class Recorder:
