@@ -75,8 +75,8 @@ def iqm_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, met
 
     Out: one row per entry name: entry, kind, n_settings, n_runs, n_seeds, iqm, iqm_ci_low, iqm_ci_high,
     mean (the equal-weight mean over settings), mean_ci_low, mean_ci_high, collapse_rate (mean over
-    its settings of the per-setting collapse rate), trimmed (settings whose runs the IQM trimmed away
-    entirely, comma-separated). Sorted by IQM, best first.
+    its settings of the per-setting collapse rate), trimmed (settings none of whose runs lies within the
+    range of values the IQM keeps, i.e. trimmed away entirely; comma-separated). Sorted by IQM, best first.
     """
     usable = norms[norms["usable"] & norms["setting"].isin(list(settings))].set_index("setting")
     rows = []
@@ -87,8 +87,11 @@ def iqm_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, met
         point, point_w, reps, rep_w = _pooled(parts)
         n = min(boot.min_seeds(e.choice.config_ids) for e in chosen)
         shares = iqm_shares(point, point_w)
-        bounds = np.cumsum([0] + [len(p) for p, _, _ in parts])
-        trimmed = [e.setting for e, lo, hi in zip(chosen, bounds[:-1], bounds[1:]) if not (shares[lo:hi] > 0).any()]
+        # trimmed away: none of the setting's runs lies within the range of values the IQM keeps (a
+        # range, not the shares, so that a setting tied with kept values is not called trimmed)
+        kept = point[shares > 0]
+        trimmed = [e.setting for e, (p, _, _) in zip(chosen, parts)
+                   if not ((p >= kept.min()) & (p <= kept.max())).any()]
         point_iqm, point_mean = float((shares * point).sum()), float((point_w * point).sum())
         iqm_low, iqm_high = seed_interval(point_iqm, iqm(reps, rep_w), n, confidence)
         means = np.nansum(np.where(rep_w > 0, reps * rep_w, 0.0), axis=1)

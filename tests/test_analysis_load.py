@@ -1,5 +1,6 @@
-"""Loading run records (analysis.load): the tidy frame, runs skipped with their reasons, and the W&B
-adapter's conversion, on records fabricated with bench's own record writer."""
+"""Loading run records (analysis.load, analysis.wandb_runs): the tidy frame (schema 2 with validation
+metrics and the validation curve kept whole; schema 1 still read), runs skipped with their reasons,
+and the W&B adapter's conversion, on records fabricated with bench's own record writer."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import find_run_dirs, load_runs, load_wandb_runs, read_history, records_to_frame, wandb_run_to_record
+from analysis.load import curve_frame, find_run_dirs, load_runs, read_history, records_to_frame
+from analysis.wandb_runs import load_wandb_runs, wandb_run_to_record
 
 _spec = importlib.util.spec_from_file_location("analysis_fabricate", Path(__file__).parent / "fixtures/analysis/fabricate.py")
 fabricate = importlib.util.module_from_spec(_spec)
@@ -32,13 +34,55 @@ def test_tidy_frame_has_one_row_per_completed_run_with_flat_columns(sweep):
     for column in ("run_id", "sweep_id", "config_hash", "run_dir", "method.name", "method.beta", "dataset.name",
                    "model.name", "hardware.name", "seed", "train.lr", "gold_reward", "kl", "collapsed",
                    "lm_eval/arith_mc/acc,none", "cost.device_hours", "cost.flops", "cost.shared.sft.key",
-                   "cost.shared.sft.hit", "cost.shared.reference.wall_s", "provenance.git_commit"):
+                   "cost.shared.sft.hit", "cost.shared.reference.wall_s", "provenance.git_commit",
+                   "val/gold_reward", "reference_gold_reward", "val/reference_gold_reward", "val/win_rate",
+                   "cost.wait_s", "dataset.trap", "budget", "method_info.imi", "method_info.defaults.beta",
+                   "method_info.family", "schema_version", "val_curve"):
         assert column in runs.columns, column
+    assert set(runs["schema_version"]) == {2} and runs["val/gold_reward"].dtype.kind == "f"
+    assert "val/gold_reward" in loaded.metric_columns and "dataset.trap" in loaded.config_columns
     assert set(runs["method.name"]) == {"dpo", "rmipo"}
     assert sorted(runs.loc[runs["method.name"] == "dpo", "method.beta"].unique()) == [0.1, 1.0]
     assert runs["gold_reward"].dtype.kind == "f"
     assert "gold_reward" in loaded.metric_columns and "method.beta" in loaded.config_columns
     assert "cost.flops" not in loaded.config_columns
+
+
+def test_the_validation_curve_stays_one_structured_column(sweep):
+    root, _ = sweep
+    runs = load_runs(root).runs
+    curve = runs.iloc[0]["val_curve"]
+    assert isinstance(curve, list) and [p["fraction"] for p in curve] == [0.25, 0.5, 0.75, 1.0]
+    assert {"step", "n_prompts", "val/gold_reward", "flops", "device_hours", "train_s"} <= set(curve[0])
+    assert curve[0]["flops"] < curve[-1]["flops"]                            # cumulative
+    assert not any(c.startswith("val_curve.") for c in runs.columns)        # not flattened into noise
+    long = curve_frame(runs)
+    assert len(long) == 4 * len(runs) and set(long["run"]) == set(runs.index)
+    assert long.loc[long["run"] == runs.index[0], "val/gold_reward"].tolist() == [p["val/gold_reward"] for p in curve]
+
+
+def test_older_records_without_validation_data_still_load(tmp_path):
+    fabricate.write_sweep(tmp_path, datasets=("arithmetic",), seeds=(0, 1), grids=SMALL, schema=1, failures=False)
+    runs = load_runs(tmp_path).runs
+    assert len(runs) == 6 and set(runs["schema_version"]) == {1}
+    assert "val/gold_reward" not in runs.columns and "method_info.imi" not in runs.columns
+    assert all(c == [] for c in runs["val_curve"]) and curve_frame(runs).empty
+    assert "reference_gold_reward" in runs.columns  # schema 1 records already carried the SFT level
+
+
+def test_a_malformed_validation_curve_names_the_field(tmp_path):
+    good = fabricate.write_run(tmp_path, "s", "dpo", "arithmetic", "cpu", 0.1, 0, dict.fromkeys(("sft", "dataset", "reference"), True),
+                               fabricate.np.random.default_rng(0))
+    record = json.loads((good / "record.json").read_text())
+    for name, curve in {"no-fraction": [{"val/gold_reward": 0.1}], "not-a-list": {"fraction": 1.0},
+                        "text": [{"fraction": 0.5, "flops": "many"}]}.items():
+        (tmp_path / "s" / name).mkdir()
+        (tmp_path / "s" / name / "record.json").write_text(json.dumps({**record, "val_curve": curve, "config_hash": name,
+                                                                        "run_id": name}))
+    skipped = load_runs(tmp_path).skipped.set_index("run_id")
+    assert "val_curve[0].fraction" in skipped.loc["no-fraction", "reason"]
+    assert "'val_curve' is not a list" in skipped.loc["not-a-list", "reason"]
+    assert "val_curve[0].flops" in skipped.loc["text", "reason"]
 
 
 def test_failed_killed_and_broken_runs_are_skipped_with_reasons(sweep):
@@ -140,7 +184,7 @@ def test_wandb_runs_convert_to_the_same_columns_as_records(sweep):
     summary = {**record["metrics"], **{f"cost/{k}": v for k, v in record["cost"].items()},
                "loss": 0.3, "lr": 1e-4, "rewards/chosen": -0.1, "imi/delta_pmi_mean": 0.8, "_step": 39, "_runtime": 20.0}
     converted = wandb_run_to_record(record["run_id"], record["sweep_id"], "finished", record["config"], summary)
-    assert converted["status"] == "completed" and converted["metrics"] == record["metrics"]
+    assert converted["status"] == "completed" and converted["metrics"] == record["metrics"]  # val/* kept
     assert converted["cost"] == record["cost"]
     from_wandb = records_to_frame([(None, converted, None)], source="wandb:me/proj").runs.iloc[0]
     from_file = load_runs(directory).runs.iloc[0]
