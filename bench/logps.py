@@ -159,6 +159,13 @@ def pack(seqs: SequenceTensors, row_width: int | None) -> PackedSequences:
                            targets, target_rows, target_cols, counts, n, padded_width)
 
 
+def layout_positions(seqs: SequenceTensors, layout: Layout) -> int:
+    """Input positions the model computes for `seqs` under `layout` (tokens plus padding slots)."""
+    if layout.kind == "padded":
+        return seqs.input_ids.numel()
+    return pack(seqs, layout.row_width).input_ids.numel()
+
+
 def _padded_logps(model, seqs: SequenceTensors) -> tuple[torch.Tensor, torch.Tensor]:
     # use_cache=False: a scoring pass never decodes further, so building a KV cache is wasted work
     logits = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, use_cache=False).logits[:, :-1]

@@ -61,7 +61,9 @@ class StepCallback(Protocol):
 
     def on_step_end(self, trainer: "PreferenceTrainer", step: int, row: dict | None) -> None:
         """After optimizer step `step` (0-based) and its logging. `row` is the history row logged for
-        this step (the same dict as in `trainer.history`), or None on a step that `log_every` skips."""
+        this step (the same dict as in `trainer.history`), or None on a step that `log_every` skips.
+        `trainer.last_batch` is the step's (last micro-batch's) policy batch, [2B, L] padded, on the CPU;
+        `trainer.layout` how it was fed to the model (bench.logps.layout_positions counts that)."""
 
 
 class PreferenceTrainer:
@@ -79,6 +81,7 @@ class PreferenceTrainer:
         self.show_progress = show_progress and accelerator.is_main_process
         # bound once: a callback without on_step_end costs nothing per step
         self._step_end_hooks = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
+        self.last_batch: SequenceTensors | None = None
         generator = torch.Generator().manual_seed(seed)
         loader = torch.utils.data.DataLoader(
             torch.arange(len(data)), batch_size=train_cfg["batch_size"], shuffle=True,
@@ -100,6 +103,7 @@ class PreferenceTrainer:
         needs = self.method.needs
         n = len(index)
         seqs = self.data.batch(index)  # on the CPU: token counts and packing need no device sync
+        self.last_batch = seqs  # for step callbacks that account for what the model was fed
         logps, counts = sequence_logps(self.model, seqs, self.layout, device)
         self.meter.add_train_tokens(int(seqs.attention_mask.sum()))
         batch = PairLogps(logps[:n], logps[n:], counts[:n], counts[n:], step=step)

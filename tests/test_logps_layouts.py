@@ -22,6 +22,7 @@ from bench.logps import (
     check_packed_layout,
     choose_layout,
     first_fit_decreasing,
+    layout_positions,
     pack,
     resolve_layout,
     score_all,
@@ -161,6 +162,7 @@ def test_pack_lays_out_a_hand_built_batch():
     assert one_row.input_ids.shape == (1, 10) and one_row.position_ids.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1]]
     wide = pack(seqs, row_width=4)  # the 5-token sequence is wider than a row: rows become 5 wide
     assert wide.input_ids.shape[1] == 5
+    assert layout_positions(seqs, Layout("packed", 6)) == 12 and layout_positions(seqs, PADDED) == 15
 
 
 def test_first_fit_decreasing_on_hand_computed_rows():

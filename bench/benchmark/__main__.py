@@ -1,0 +1,4 @@
+"""`python -m bench.benchmark`: see bench/benchmark/__init__.py."""
+from bench.benchmark.cli import main
+
+main()

@@ -1,0 +1,158 @@
+"""Writing results: throughput.json (everything, per-step times included), throughput.md (the tables
+and what was compared) and, on request, profile.md (where each variant spends its CPU time).
+
+Owns: the files' format, written atomically. Must not: measure anything itself, except the profiler
+runs of `profile_variants`, which are separate runs and never feed the throughput numbers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.benchmark.runners import run_variant
+from bench.benchmark.workload import Workload
+
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
+
+
+def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
+    """results.json (everything, per-step times included) and results.md (the tables and what was compared)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "throughput.json", out_dir / "throughput.md"
+    for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (md_path, render_markdown(results))):
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)  # atomic: an interrupted run never leaves half a result
+    return json_path, md_path
+
+
+def fmt_spread(spread: dict, digits: int = 3) -> str:
+    def number(x: float) -> str:
+        return f"{x:.0f}" if abs(x) >= 10 ** digits else f"{x:.{digits}g}"  # 10070, not 1.007e+04
+
+    return f"{number(spread['median'])} [{number(spread['min'])}–{number(spread['max'])}]"
+
+
+def render_markdown(results: dict) -> str:
+    w, s, prov = results["workload"], results["settings"], results["provenance"]
+    lines = [
+        "# Training throughput: imi-bench PreferenceTrainer vs TRL DPOTrainer (CPU)",
+        "",
+        f"Command: `{prov['command']}`  ",
+        f"Date: {results['started_at']} → {results['finished_at']}; git {prov['git_commit']} (dirty: {prov['git_dirty']})  ",
+        f"CPU: {prov['cpu_model']}, {prov['hardware']['cpu_count']} logical CPUs; torch threads per run: {s['threads']}  ",
+        (f"Load (1/5/15 min) before: {_load(results['load']['before'])}; after: {_load(results['load']['after'])} "
+         "(the machine was shared with other jobs)  "),
+        "Packages: " + ", ".join(f"{k} {v}" for k, v in prov["packages"].items()),
+        "",
+    ]
+    if not results["complete"]:
+        lines += ["**INCOMPLETE: the benchmark was interrupted; these are the repeats it finished.**", ""]
+    lines += [
+        "## Workload (identical for every variant)",
+        "",
+        (f"- {w['n_pairs']} preference pairs from the built-in `{w['task']}` task (prompts and demonstrations, "
+         f"the higher gold reward chosen), {w['tokens_per_sequence_mean']} tokens per sequence on average "
+         f"(max {w['tokens_per_sequence_max']}), word-level tokenizer ({w['model']['vocab_size']} tokens)."),
+        (f"- Tiny Llama (conf/model/tiny.yaml): hidden {w['model']['hidden_size']}, {w['model']['num_layers']} "
+         f"layers, {w['model']['parameters']:,} parameters ({w['model']['non_embedding_parameters']:,} "
+         f"non-embedding), {w['model']['dtype']}, same initial weights for every run."),
+        (f"- Batch {w['batch_size']} pairs, max length {w['max_length']}, {w['optimizer_steps']} optimizer steps "
+         f"(one epoch): {s['warmup_steps']} warm-up steps, then {s['steps']} timed steps. lr {w['train']['lr']}, "
+         f"constant after {w['train']['warmup_ratio']:.0%} linear warm-up, grad clipping at "
+         f"{w['train']['max_grad_norm']}."),
+        f"- {s['repeats']} repeats per thread count; {s['order']}. Ratios are computed within each repeat.",
+        f"- Tokens: {results['token_count']}.",
+        ("- Both sides: fp32, CPU, the same torch thread count, TRL dataloader workers 0, no logging sinks, "
+         "no evaluation, no checkpoints, no gradient checkpointing, no progress bars, fused AdamW. Differences "
+         "kept (each side's own default behaviour): the data order (each trainer shuffles with its own sampler; "
+         "tokens/s normalises for it), the batch layout (TRL pads; ours packs, see `positions`), TRL's extra "
+         "per-token outputs of its fused LM head."),
+        (f"- Model FLOP/s: {results['flops_convention']}; compared with the fp32 matmul peak measured on this "
+         "machine at each thread count (below)."),
+        "- Left out of the clock: " + "; ".join(results["excluded_from_timing"]) + ".",
+        "",
+        "## What each variant does per step",
+        "",
+    ]
+    lines += [f"- **{name}** ({v['side']}): {v['per_step']}" for name, v in results["variants"].items()]
+    for key, block in results["summary"].items():
+        per_threads = results["load"]["per_threads"].get(key.removeprefix("threads="), {})
+        lines += ["", f"## {key}", ""]
+        if per_threads:
+            lines += [f"Load (1/5/15 min) when these runs started: {_load(per_threads['before'])}"
+                      + (f"; ended: {_load(per_threads['after'])}" if "after" in per_threads else ""), ""]
+        peak = block.get("matmul_peak")
+        if peak:
+            m, k, n = peak["shape"]
+            lines += [(f"Matmul peak: {peak['peak_gflops']:.1f} GFLOP/s (fp32 torch.mm {m}×{k} @ {k}×{n}, the MLP "
+                       f"up-projection of a step's tokens; best of {peak['rounds']} rounds, median "
+                       f"{peak['median_gflops']:.1f})"), ""]
+        lines += [("Median [min–max] over repeats. tokens/s: wall clock over the timed window; tokens/CPU-s: "
+                   "process CPU time (less disturbed by other jobs); padding: share of the model's input "
+                   "positions that are not tokens; model GFLOP/s and its share of the matmul peak: see Workload."), "",
+                  "| variant | tokens/s | s/step | tokens/CPU-s | median-step tokens/s | padding | model GFLOP/s | of peak |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for name, v in block["variants"].items():
+            achieved = (f"{fmt_spread(v['model_gflops'])} | {v['peak_fraction']['median']:.0%}" if "model_gflops" in v
+                        else "— | —")
+            lines.append(f"| {name} | {fmt_spread(v['tokens_per_s'], 4)} | {fmt_spread(v['seconds_per_step'])} | "
+                         f"{fmt_spread(v['tokens_per_cpu_s'], 4)} | {fmt_spread(v['median_step_tokens_per_s'], 4)} | "
+                         f"{v['padding_share']['median']:.1%} | {achieved} |")
+        lines += ["", ("Ratios: wall = whole timed window; CPU = process CPU time; median step = per-step "
+                       "(step-by-step for costs, on identical batches); loss-only implied = 1 + (the variant's "
+                       "loss-only ms − its base's) / the base's step, free of run-to-run noise because the rest "
+                       "of the step is the same code on the same batches. The A/A row (dpo run twice) shows "
+                       "that noise."), "",
+                  ("| ratio | claim | wall (per repeat) | wall | CPU time | median step | verdict (wall median) "
+                   "| loss-only implied |"), "|---|---|---|---|---|---|---|---|"]
+        for name, r in block["ratios"].items():
+            per_repeat = ", ".join(f"{x:.3f}" for x in r["per_repeat"])
+            verdict = "—"
+            if "claim" in r:
+                verdict = ("holds" if r["holds_on_median"] else "MISSED") + (
+                    "" if r["holds_in_every_repeat"] == r["holds_on_median"] else " (not in every repeat)")
+            implied = "—"
+            if "loss_only" in r:
+                implied = f"{r['loss_only']['implied_ratio']:.4f}"
+                if "holds_by_loss_only" in r:
+                    implied += " holds" if r["holds_by_loss_only"] else " MISSED"
+            lines.append(f"| {name} ({r['quantity']}) | {r.get('claim', 'report')} | {per_repeat} | "
+                         f"{fmt_spread(r['wall'])} | {fmt_spread(r['cpu'])} | {fmt_spread(r['median_step'])} | {verdict} | {implied} |")
+        if block.get("loss_only_ms"):
+            lines += ["", ("Loss-only cost per step (ms, median [min–max] over interleaved rounds): each method's "
+                           "PairLogps assembly, loss, metrics and the loss's backward, on one batch; the rest of a "
+                           "step is shared by a method and its IMI variant (see `loss_costs`)."), "",
+                      "| method | loss-only ms |", "|---|---|"]
+            lines += [f"| {name} | {fmt_spread(v)} |" for name, v in block["loss_only_ms"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def _load(load: dict) -> str:
+    return f"{load['load_1m']:.2f}/{load['load_5m']:.2f}/{load['load_15m']:.2f}"
+
+
+def profile_variants(workload: Workload, names: list[str], warmup: int, top: int = 12) -> str:
+    """Markdown: where one run of each variant spends its CPU time over the timed steps (torch.profiler
+    from the end of the warm-up to the last step; top ops by self time). Answers "why" when a ratio
+    misses its claim."""
+    from torch.profiler import ProfilerActivity, profile
+
+    lines = ["# Where the time goes (torch.profiler over the timed steps, one run per variant)", ""]
+    for name in names:
+        prof = profile(activities=[ProfilerActivity.CPU])
+        result = run_variant(workload, name, warmup, on_warmup_end=prof.start)
+        prof.stop()
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        total = sum(e.self_cpu_time_total for e in events)
+        matmul = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+        lines += [f"## {name}", "",
+                  (f"{result['tokens_per_s']:.0f} tokens/s under the profiler; matrix multiplies "
+                   f"({', '.join(MATMUL_OPS)}) take {matmul / total:.1%} of self CPU time; "
+                   f"{result['padding_share']:.1%} of the model's input positions are padding."), "",
+                  "| op | self CPU s | share | calls |", "|---|---|---|---|"]
+        lines += [f"| {e.key} | {e.self_cpu_time_total / 1e6:.3f} | {e.self_cpu_time_total / total:.1%} | {e.count} |"
+                  for e in events[:top]]
+        lines.append("")
+    return "\n".join(lines)
+

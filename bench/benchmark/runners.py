@@ -1,0 +1,143 @@
+"""The variants and how each one trains: ours through `PreferenceTrainer`, TRL through its DPOTrainer.
+
+Owns: what each variant does per step (written into the results), running one variant on the workload
+under a `StepClock`, and the loss-only costs (a method's own per-step work, timed apart). Must not:
+change how either trainer trains; both run as a user would run them, with their default settings
+(ours: conf/config.yaml `train`), and only their one-off setup and warm-up steps are left out of the clock.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import statistics
+import tempfile
+import time
+import warnings
+
+import torch
+
+from bench.benchmark.clock import StepClock, TrainerClock, trl_step_end
+from bench.benchmark.summary import spread
+from bench.benchmark.variants import VARIANTS
+from bench.benchmark.workload import Workload, check_same_sequences, method_config, our_pair_cache, trl_texts
+from bench.cost import CostMeter
+from bench.loggers import NoneLogger
+from bench.methods import PairLogps, build_method
+from bench.trainer import PreferenceTrainer
+
+def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
+    from accelerate import Accelerator
+
+    variant = VARIANTS[name]
+    method = build_method(method_config(variant["method"]))
+    pair_cache = our_pair_cache(workload, method)
+    marginal_seqs = None
+    if method.needs.marginal == "policy":
+        marginal_seqs = workload.pairs.marginal(workload.tokenizer, workload.model_cfg["max_length"],
+                                                method.needs.marginal_context)
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=1)
+    model = copy.deepcopy(workload.initial_model)
+    train_cfg = {**workload.train_cfg, "log_every": 1, **variant.get("train", {})}
+    trainer = PreferenceTrainer(method, model, workload.pairs, pair_cache, marginal_seqs, train_cfg, accelerator,
+                                CostMeter(), NoneLogger(), seed=workload.seed, show_progress=False,
+                                callbacks=[TrainerClock(clock)])
+    history = trainer.train()
+    return {"final_loss": history[-1]["loss"], "layout": {"kind": trainer.layout.kind,
+                                                           "row_width": trainer.layout.row_width}}
+
+
+def run_trl(workload: Workload, name: str, clock: StepClock) -> dict:
+    try:
+        from datasets import Dataset
+        from transformers import PrinterCallback, ProgressCallback
+        from trl import DPOConfig, DPOTrainer
+    except ImportError as exc:  # trl is in the test extra: pip install -e .[test]
+        raise ImportError(f"benchmark: TRL is needed for the {name} variant ({exc}); pip install 'trl>=1.16,<1.17'")
+
+    saw_batch, step_end = trl_step_end(clock)
+
+    class ClockedDPOTrainer(DPOTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            saw_batch(inputs)
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    cfg = workload.train_cfg
+    precompute = name == "trl_dpo_precomputed"
+    model = copy.deepcopy(workload.initial_model)
+    with tempfile.TemporaryDirectory(prefix="imi-bench-trl-") as out:
+        with warnings.catch_warnings():  # transformers 5 deprecates `gradient_checkpointing`, which TRL sets
+            warnings.simplefilter("ignore", FutureWarning)
+            args = DPOConfig(
+                output_dir=out, use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False,
+                loss_type=["sigmoid"], beta=method_config("dpo")["beta"],
+                per_device_train_batch_size=cfg["batch_size"], max_steps=cfg["max_steps"],
+                learning_rate=cfg["lr"], weight_decay=cfg["weight_decay"], max_grad_norm=cfg["max_grad_norm"],
+                # ours: linear warm-up, then constant (bench.trainer's LambdaLR)
+                lr_scheduler_type="constant_with_warmup",
+                warmup_steps=max(1, int(cfg["warmup_ratio"] * cfg["max_steps"])),
+                max_length=workload.model_cfg["max_length"], precompute_ref_log_probs=precompute,
+                dataloader_num_workers=0, logging_strategy="no", save_strategy="no", eval_strategy="no",
+                report_to="none", disable_tqdm=True, seed=workload.seed,
+            )
+        # TRL's reference precompute draws its own progress bar on stderr: keep it off the benchmark's.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            trainer = ClockedDPOTrainer(
+                model=model, ref_model=None if precompute else copy.deepcopy(workload.initial_model), args=args,
+                train_dataset=Dataset.from_dict(trl_texts(workload)), processing_class=workload.tokenizer,
+                callbacks=[step_end],
+            )
+        check_same_sequences(workload, trainer.train_dataset)
+        for callback in (PrinterCallback, ProgressCallback):  # no logging sinks, no per-step printing
+            trainer.remove_callback(callback)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = trainer.train()
+    return {"final_loss": result.training_loss}
+
+
+def run_variant(workload: Workload, name: str, warmup: int, on_warmup_end=None) -> dict:
+    """Train variant `name` on the workload; its clock's summary over the steps after `warmup`."""
+    if name not in VARIANTS:
+        raise ValueError(f"benchmark: unknown variant {name!r}; variants: {', '.join(VARIANTS)}")
+    runner = run_trl if VARIANTS[name]["side"] == "trl" else run_ours
+    clock = StepClock(warmup, on_warmup_end)
+    extra = runner(workload, name, clock)
+    return {**clock.summary(), **extra}
+
+
+def loss_costs(workload: Workload, names: list[str], rounds: int = 5, iterations: int = 100) -> dict:
+    """Each method's own per-step work, in ms (median [min–max] over `rounds`, interleaved): building
+    its PairLogps from cached terms, the loss with its metrics, and the loss's backward to the log-probs.
+
+    Everything else in a step (the model's forward/backward, the optimizer) is the same for a method
+    and its IMI variant, so the difference of these times is what IMI adds per step, measured far more
+    precisely than an end-to-end ratio can be on a shared machine. rmipo's extra policy forward is not
+    part of it (its end-to-end ratio measures that); a stand-in tensor takes the forward's place.
+    """
+    methods = {name: build_method(method_config(name)) for name in names}
+    caches = {name: our_pair_cache(workload, method) for name, method in methods.items()}
+    index = torch.arange(workload.batch_size)
+    counts = workload.pairs.both().scored_counts().view(2, -1).T[index]
+    policy = -2.0 * counts  # stands in for the policy's summed log-probs (values do not change the cost)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        for name, method in methods.items():
+            cache, times = caches[name], []
+            for _ in range(iterations):
+                started = time.perf_counter()
+                logps = policy.clone().requires_grad_(True)
+                batch = PairLogps(logps[:, 0], logps[:, 1], counts[:, 0], counts[:, 1])
+                if cache.reference_logps is not None:
+                    reference = cache.reference_logps[index]
+                    batch.reference_chosen_logps, batch.reference_rejected_logps = reference[:, 0], reference[:, 1]
+                if method.needs.marginal is not None:
+                    marginal = (cache.marginal_logps[index] if method.needs.marginal == "reference"
+                                else 1.5 * policy)  # the policy pass's output, detached
+                    batch.marginal_chosen_logps, batch.marginal_rejected_logps = marginal[:, 0], marginal[:, 1]
+                method(batch).losses.mean().backward()
+                times.append(time.perf_counter() - started)
+            samples[name].append(1e3 * statistics.median(times))
+    return {name: spread(values) for name, values in samples.items()}
+
