@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "quantiles need thousands)")
     report.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
     report.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
+    report.add_argument("--no-figures", dest="figures", action="store_false",
+                        help="write the tables and report.md only (figures are most of the run time)")
 
     runs = commands.add_parser("runs", help="print the runs table (method, dataset, β, seed, metric, status)",
                                description="Print one line per run, completed or not, with why a run is left out.")
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or (args.runs_dir / "report" if args.runs_dir else Path("report"))
         options = ReportOptions(metric=args.metric, baseline=args.baseline, tolerances=tuple(args.tolerance),
                                 convention=args.convention, stat=args.stat, n_boot=args.n_boot,
-                                confidence=args.confidence, seed=args.seed)
+                                confidence=args.confidence, seed=args.seed, figures=args.figures)
         report = build_report(loaded, out, options, source=args.wandb or str(args.runs_dir))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -55,6 +55,7 @@ class ReportOptions:
     n_boot: int = RECOMMENDED_REPLICATES
     confidence: float = 0.95
     seed: int = 0
+    figures: bool = True  # False: tables and report.md only (much faster; figures are most of the time)
 
     def __post_init__(self):
         if self.convention not in CONVENTIONS:
@@ -214,8 +215,11 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
     report_sections.grid_section(w, context)
     report_sections.aggregate_section(w, context)
     report_sections.configurations_section(w, context)
-    report_sections.figures_section(w, context)
-    report_costs.tuning_figures(w, context, curves, tuning)
+    if o.figures:
+        report_sections.figures_section(w, context)
+        report_costs.tuning_figures(w, context, curves, tuning)
+    else:
+        w.text("## 8. Figures\n\nNot drawn (--no-figures).")
     report_costs.shared_costs_section(w, context)
     report_sections.skipped_section(w, loaded)
     return _finish(w, "citable" if verdict.citable else "; ".join(verdict.labels))
