@@ -144,7 +144,9 @@ def improvement_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootst
         xs = [chosen_runs(boot, runs, x.choice, metric) for x, _ in pairs]
         ys = [chosen_runs(boot, runs, y.choice, metric) for _, y in pairs]
         point = float(probability_of_improvement_batched([x[0][None] for x in xs], [y[0][None] for y in ys])[0])
-        replicates = probability_of_improvement_batched([np.nan_to_num(x[1]) for x in xs], [np.nan_to_num(y[1]) for y in ys],
+        # padding (NaN) is masked out; nan_to_num only keeps it from warning in the comparisons
+        replicates = probability_of_improvement_batched([np.nan_to_num(x[1]) for x in xs],
+                                                        [np.nan_to_num(y[1]) for y in ys],
                                                         [x[2] for x in xs], [y[2] for y in ys])
         n = min(min(boot.min_seeds(x.choice.config_ids), boot.min_seeds(y.choice.config_ids)) for x, y in pairs)
         low, high = seed_interval(point, replicates, n, confidence)

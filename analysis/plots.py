@@ -3,9 +3,9 @@
 `plots_tuning`).
 
 Owns the look of every figure: one panel per setting, one colour per method used in all figures,
-titles and axis labels with units, a legend, and the SFT starting point drawn in every score plot. Functions take the tables the other modules compute and
-return a `matplotlib.figure.Figure`; `save_figure` writes it. Figures are built on the Agg canvas
-directly (no pyplot), so importing this module never changes the user's matplotlib backend and no
+titles and axis labels with units, a legend, and the SFT starting point drawn in every score plot.
+Functions take the tables the other modules compute and return a `matplotlib.figure.Figure`;
+`save_figure` writes it. Figures are built on the Agg canvas directly (no pyplot), so importing this module never changes the user's matplotlib backend and no
 figure stays alive in a global registry. No statistics are computed here beyond medians for display.
 """
 from __future__ import annotations

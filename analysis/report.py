@@ -198,7 +198,8 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
            "0.95 on normal and skewed data).\n"
            + (f"- Trap settings (marked *(trap)*, left out of the headline aggregates and savings, shown apart): "
               + "; ".join(f"{s} — {t}" for s, t in traps.items()) + "." if len(traps) else
-              "- Trap settings: none (no run's `dataset.trap` is set)."))
+              ("- Trap settings: none (no run's `dataset.trap` is set)." if "dataset.trap" in runs.columns else
+               "- Trap settings: unknown — these records predate `dataset.trap`, so none is marked.")))
     settings = sorted(runs["setting"].unique())
     arms = runs.groupby("arm")["arm_kind"].first()
     w.text(f"- Settings (dataset · model · setup): {', '.join(settings)}.\n"
@@ -219,7 +220,7 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
         report_sections.figures_section(w, context)
         report_costs.tuning_figures(w, context, curves, tuning)
     else:
-        w.text("## 8. Figures\n\nNot drawn (--no-figures).")
+        w.text("## 9. Figures\n\nNot drawn (--no-figures).")
     report_costs.shared_costs_section(w, context)
     report_sections.skipped_section(w, loaded)
     return _finish(w, "citable" if verdict.citable else "; ".join(verdict.labels))

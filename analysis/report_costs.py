@@ -119,7 +119,7 @@ def _summary_section(w, c: Context, summary: pd.DataFrame) -> None:
 
 def expected_best_section(w, c: Context) -> pd.DataFrame:
     o = c.options
-    w.text("## 4b. Expected best of k trials\n\n"
+    w.text("## 5. Expected best of k trials\n\n"
            "Random search over each grid: E_k = the expected TEST score of the validation-best of k configurations "
            "drawn at random (exact over all subsets), and beside it the oracle Ê_k = Σ_j v_(j)·C(j−1, k−1)/C(N, k), the "
            "expected best TEST score of k (what selecting on test would promise). Cost = k × the mean charged cost of "
@@ -165,7 +165,7 @@ def tuning_figures(w, c: Context, curves: pd.DataFrame, result: TuningResult | N
 
 def shared_costs_section(w, c: Context) -> None:
     builds = shared_build_costs(c.runs)
-    w.text("## 9. Shared one-off builds and waiting time\n\n"
+    w.text("## 10. Shared one-off builds and waiting time\n\n"
            "Each unique build (kind, key) with its cost and the loaded runs that used it; under the "
            f"**{c.options.convention}** convention in force they are charged as the header says.")
     if not builds.empty:

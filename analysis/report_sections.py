@@ -104,7 +104,7 @@ def testbed_section(w, c: Context) -> None:
 
 def grid_section(w, c: Context) -> None:
     o = c.options
-    w.text("## 5. Best-of-grid and default regret\n\n"
+    w.text("## 6. Best-of-grid and default regret\n\n"
            f"Per baseline grid: the validation-selected configuration and its test score [{c.conf}], the oracle (best "
            "test score, chosen on test), and the score at the published defaults (method_info.defaults, else "
            "DESIGN §3). Default regret = tuned − default, re-selection inside its interval.")
@@ -125,7 +125,7 @@ def grid_section(w, c: Context) -> None:
 
 def aggregate_section(w, c: Context) -> None:
     o = c.options
-    w.text("## 6. Across settings: IQM, mean and probability of improvement\n\n"
+    w.text("## 7. Across settings: IQM, mean and probability of improvement\n\n"
            "Normalised per setting and run: z = (score − SFT) / (tuned − SFT), so 0 = the SFT starting point and "
            f"1 = `{o.baseline} (tuned)` (validation-selected; both fixed at their observed values). IQM = the "
            "interquartile mean of z over all runs of all settings, each run weighted 1/(settings × its setting's "
@@ -177,7 +177,7 @@ def aggregate_section(w, c: Context) -> None:
 
 
 def configurations_section(w, c: Context) -> None:
-    w.text("## 7. Every configuration over seeds\n\n"
+    w.text("## 8. Every configuration over seeds\n\n"
            f"Score ({c.options.stat}) with its {c.conf} interval, mean and median, interquartile range, collapse rate, "
            "the validation score, Δ vs SFT, mean KL and no-EOS rate where recorded, and per run: charged FLOPs and "
            "device-hours (own cost, plus build shares unless builds are charged per procedure) and the time spent "
@@ -229,7 +229,7 @@ def imi_trace_frame(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def figures_section(w, c: Context) -> None:
-    w.text("## 8. Figures")
+    w.text("## 9. Figures")
     sft_note = " (win rate 0.5 by definition)" if (c.sft["sft_source"] == "definition").any() else ""
     w.figure("beta_sensitivity", plots.beta_sensitivity(c.runs, c.summary, c.metric, c.sft),
              f"β-sensitivity of {c.metric} per setting: mean over seeds with its {c.conf} interval and the median; "

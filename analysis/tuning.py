@@ -132,7 +132,8 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
     summary  scope ("clean" | "trap"), tolerance, arm, tuner, n_settings, n_reached, arm_<cost>,
              tuner_<cost> (sums over the settings), savings_<cost> (+ _ci_low, _ci_high), n_seeds
     """
-    curves, reach, saved, notes, kept = [], [], [], [], {}
+    curves, reach, saved, kept = [], [], [], {}
+    unavailable: dict[str, list[str]] = {}
     for setting, setting_runs in runs.groupby("setting", sort=True):
         found = _grid(runs, boot, setting_runs, baseline, metric, stat, convention, runs)
         if found is None:
@@ -140,7 +141,8 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
         ids, g = found
         trap = setting_runs["trap"].iloc[0]
         tuners, problems = tuners_for(runs, boot, ids, g, metric, stat, seed)
-        notes += [f"{setting}: {p}" for p in problems]
+        for problem in problems:
+            unavailable.setdefault(problem, []).append(setting)
         for t in tuners:
             for b, trials in enumerate(t.trials):
                 row = {"setting": setting, "trap": trap, "tuner": t.name, "selected_on": g.selected_on, "budget": int(trials),
@@ -179,6 +181,7 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
                         row.update({f"arm_{f}": arm_cost[0, c], f"tuner_{f}": cost[0, c], f"savings_{f}": value[0]})
                         row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence)
                     saved.append(row)
+    notes = [f"{problem} (on {', '.join(settings)})" for problem, settings in unavailable.items()]
     return TuningResult(pd.DataFrame(curves), pd.DataFrame(reach), pd.DataFrame(saved), _summary(kept, confidence), notes)
 
 
