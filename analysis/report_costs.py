@@ -10,7 +10,7 @@ import pandas as pd
 
 from analysis import plots_tuning
 from analysis.costs import shared_build_costs
-from analysis.report_sections import Context, ci, selected_on_text, settings_column
+from analysis.report_sections import Context, ci, selected_on_text, settings_column, sft_column
 from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, write_table
 from analysis.tuning import TuningResult, expected_best_table, prepare, tuning_comparison
 
@@ -61,7 +61,8 @@ def tuning_section(w, c: Context) -> TuningResult | None:
         w.text(f"> Tuner unavailable — {note}.")
     reach = result.reach
     shown = pd.DataFrame({"setting": settings_column(reach), "tol.": [_tolerance(t) for t in reach["tolerance"]],
-                          "τ": [fmt_score(v) for v in reach["tau"]], "tuner": reach["tuner"],
+                          "SFT [CI]": sft_column(c, reach["setting"]), "τ": [fmt_score(v) for v in reach["tau"]],
+                          "tuner": reach["tuner"],
                           "budget": [fmt_count(v) for v in reach["budget"]], "FLOPs": [fmt_cost(v) for v in reach["flops"]],
                           "device-h": [fmt_cost(v) for v in reach["device_hours"]],
                           "P(reach)": [fmt_share(v) for v in reach["p_reach"]]})
@@ -135,7 +136,7 @@ def expected_best_section(w, c: Context) -> pd.DataFrame:
                           "selected on": [selected_on_text("tuned", s) for s in rows["selected_on"]],
                           "N": [fmt_count(v) for v in rows["n_configs"]], "k": [fmt_count(v) for v in rows["k"]],
                           "E_k (val-selected) [CI]": ci(rows, "expected_test"),
-                          "oracle Ê_k [CI]": ci(rows, "oracle"),
+                          "oracle Ê_k [CI]": ci(rows, "oracle"), "SFT [CI]": sft_column(c, rows["setting"]),
                           "E[FLOPs]": [fmt_cost(v) for v in rows["expected_flops"]],
                           "E[device-h]": [fmt_cost(v) for v in rows["expected_device_hours"]]})
     w.table("expected_best", curves, shown, f"Expected {c.metric} of the validation-best of k random grid trials")

@@ -59,6 +59,13 @@ def selected_on_text(kind: str, selected_on: str) -> str:
     return ""
 
 
+def sft_column(c: Context, settings) -> list[str]:
+    """The SFT level with its interval for each of `settings` (the starting point beside every score)."""
+    levels = c.sft.set_index("setting")
+    return [with_interval(levels.at[s, "level"], levels.at[s, "ci_low"], levels.at[s, "ci_high"], fmt_score)
+            if s in levels.index else "–" for s in settings]
+
+
 def ci(frame: pd.DataFrame, prefix: str, fmt=fmt_score) -> list[str]:
     return [with_interval(e, lo, hi, fmt) for e, lo, hi in
             zip(frame[prefix], frame[f"{prefix}_ci_low"], frame[f"{prefix}_ci_high"])]
@@ -107,15 +114,20 @@ def grid_section(w, c: Context) -> None:
     w.text("## 6. Best-of-grid and default regret\n\n"
            f"Per baseline grid: the validation-selected configuration and its test score [{c.conf}], the oracle (best "
            "test score, chosen on test), and the score at the published defaults (method_info.defaults, else "
-           "DESIGN §3). Default regret = tuned − default, re-selection inside its interval.")
+           "DESIGN §3), beside the SFT starting point. Default regret = tuned − default, re-selection inside its "
+           "interval.")
     table = grid_table(c.entries, c.runs, c.boot, c.metric, o.stat, o.confidence)
     if table.empty:
         w.note("best-of-grid and default regret: no baseline has ≥ 2 configurations on any setting.")
         return
+    tuned = c.comparison[c.comparison["kind"] == "tuned"][["setting", "method", "delta_sft", "delta_sft_ci_low",
+                                                           "delta_sft_ci_high"]]
+    table = table.merge(tuned, on=["setting", "method"], how="left")
     shown = pd.DataFrame({
         "setting": settings_column(table), "method": table["method"], "N": [fmt_count(v) for v in table["n_configs"]],
         "selected on": [selected_on_text("tuned", s) for s in table["selected_on"]],
         "tuned config": table["tuned_config"], "tuned [CI]": ci(table, "tuned"),
+        "SFT [CI]": sft_column(c, table["setting"]), "tuned Δ vs SFT [CI]": ci(table, "delta_sft"),
         "val score": [fmt_score(v) for v in table["tuned_val"]], "stability": [fmt_share(v) for v in table["stability"]],
         "oracle config": table["oracle_config"], "oracle": [fmt_score(v) for v in table["oracle"]],
         "default": [f"{fmt_score(v)} ({d})" if d else "–" for v, d in zip(table["default"], table["default_config"])],
@@ -178,17 +190,25 @@ def aggregate_section(w, c: Context) -> None:
 
 def configurations_section(w, c: Context) -> None:
     w.text("## 8. Every configuration over seeds\n\n"
-           f"Score ({c.options.stat}) with its {c.conf} interval, mean and median, interquartile range, collapse rate, "
+           f"The SFT starting point (runs = its seeds), then each configuration: score ({c.options.stat}) with its "
+           f"{c.conf} interval, mean and median, interquartile range, collapse rate, "
            "the validation score, Δ vs SFT, mean KL and no-EOS rate where recorded, and per run: charged FLOPs and "
            "device-hours (own cost, plus build shares unless builds are charged per procedure) and the time spent "
            "waiting on locks and queues (never charged).")
     means = [col for col in ("kl", "no_eos_rate", "charged.flops", "charged.device_hours", "cost.wait_s") if col in c.runs]
     extra = c.runs.groupby("config_id")[means].mean() if means else pd.DataFrame(index=c.summary["config_id"])
     table = c.summary.merge(extra, left_on="config_id", right_index=True, how="left")
+    # the starting point as one row per setting, first in its setting
+    sft = c.sft.rename(columns={"level": "score", "ci_low": "score_ci_low", "ci_high": "score_ci_high",
+                                "n_seeds": "n_runs"}).assign(arm="SFT (reference)", config_label="", _first=0)
+    table = (pd.concat([sft[["setting", "trap", "arm", "config_label", "n_runs", "score", "score_ci_low",
+                             "score_ci_high", "_first"]], table.assign(_first=1)], ignore_index=True)
+             .sort_values(["setting", "_first"], kind="stable").drop(columns="_first").reset_index(drop=True))
     shown = pd.DataFrame({"setting": settings_column(table), "arm": table["arm"], "config": table["config_label"],
                           "runs": [fmt_count(v) for v in table["n_runs"]], "score [CI]": ci(table, "score"),
                           "mean": [fmt_score(v) for v in table["mean"]], "median": [fmt_score(v) for v in table["median"]],
-                          "IQR": [f"{fmt_score(a)}–{fmt_score(b)}" for a, b in zip(table["q25"], table["q75"])],
+                          "IQR": [f"{fmt_score(a)}–{fmt_score(b)}" if pd.notna(a) else "–"
+                                  for a, b in zip(table["q25"], table["q75"])],
                           "collapse rate": [fmt_share(v) for v in table["collapse_rate"]],
                           "val score": [fmt_score(v) for v in table["val_score"]],
                           "Δ vs SFT [CI]": ci(table, "delta_sft")})

@@ -16,7 +16,9 @@ bootstrap of 5 values cannot reach beyond their range, so its tails stay clipped
 0.90 on a gamma with skewness 1). The t-type interval has the right width for symmetric statistics but
 ignores skew; their union keeps the percentile interval's asymmetry (skewed data, the re-selection
 replicates of a tuned arm, infinite costs) and the t interval's width. Measured at n = 5, nominal
-0.95 (tests/test_analysis_stats.py): ~0.95 on normal data, ~0.93 on gamma(4) data. The extreme
+0.95 (tests/test_analysis_stats.py): ~0.95 on normal data, ~0.93 on gamma(4) data. With bimodal
+outcomes (one seed of five collapses) the t-type part makes the interval wide, even past the values
+seen: five seeds cannot pin down a collapse rate, and the interval says so rather than hide it. The extreme
 quantiles need many replicates (α'/2 ≈ 0.001 at n = 5: use ≥ 4000). n = the smallest seed count of
 the configurations a statistic depends on.
 
