@@ -104,7 +104,7 @@ def first_fit_decreasing(lengths: list[int], width: int) -> tuple[list[int], lis
     """Assign sequences to rows of `width` tokens: longest first, each into the first row it fits.
 
     Returns (row of each sequence, its offset in the row, tokens used per row). Deterministic: ties
-    keep the input order. First-fit decreasing uses at most 11/9 OPT + 1 rows (Dósa 2007).
+    keep the input order. First-fit decreasing needs at most 11/9·OPT + 6/9 rows (Dósa 2007).
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     rows, offsets, used = [0] * len(lengths), [0] * len(lengths), []
