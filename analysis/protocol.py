@@ -5,7 +5,8 @@ A report is citable only when all of these hold; each failure is one loud label:
                                            intervals' coverage is checked by simulation at 5 seeds)
     "smoke test, not citable"              some run's config says `budget: fast`
     "selection on test data: not citable"  some tuned arm had to select its configuration on the test
-                                           scores, because its runs lack "val/<metric>" (older records)
+                                           scores, because its runs lack "val/<metric>" (older records, or
+                                           a metric evaluated on test only)
 Caveats that do not decide citability (e.g. fewer bootstrap replicates than the expanded interval's
 tail needs) are listed as details. Pure functions; no I/O.
 """
@@ -52,8 +53,9 @@ def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: in
         out.labels.append("selection on test data: not citable")
         where = ", ".join(sorted({f"{e.name} on {e.setting}" for e in on_test}))
         missing = int(runs[validation_column(metric)].isna().sum()) if validation_column(metric) in runs else len(runs)
-        out.details.append(f"{missing} runs have no `{validation_column(metric)}` (older records), so these tuned "
-                           f"arms selected their configuration on the test scores they report: {where}.")
+        out.details.append(f"{missing} runs have no `{validation_column(metric)}` (older records, or a metric the "
+                           "records evaluate on the test prompts only), so these tuned arms selected their "
+                           f"configuration on the test scores they report: {where}.")
     if n_boot < RECOMMENDED_REPLICATES:
         out.details.append(f"{n_boot} bootstrap replicates: fewer than the {RECOMMENDED_REPLICATES} that resolve the "
                            "expanded interval's tail quantiles, so interval ends are coarse.")
