@@ -96,7 +96,8 @@ class PreferenceTrainer:
         # A record written before `train.layout` existed has no such key: it trained padded, and
         # reproducing it (bench.reproduce) must compute what it computed.
         self.layout = resolve_layout(train_cfg.get("layout", "padded"), accelerator.unwrap_model(self.model))
-        check_packed_layout(self.model, data.batch(torch.arange(min(4, len(data)))), self.layout, accelerator.device)
+        probe = data.batch(torch.arange(min(4, len(data))))  # 8 sequences: one small no-grad forward per layout
+        check_packed_layout(self.model, probe, self.layout, accelerator.device)
 
     def _pair_logps(self, index: torch.Tensor, step: int) -> PairLogps:
         device = self.accelerator.device

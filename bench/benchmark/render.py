@@ -91,7 +91,8 @@ def render_markdown(results: dict) -> str:
         lines += [("Median [min–max] over repeats. tokens/s: wall clock over the timed window; tokens/CPU-s: "
                    "process CPU time (less disturbed by other jobs); padding: share of the model's input "
                    "positions that are not tokens; model GFLOP/s and its share of the matmul peak: see Workload."), "",
-                  "| variant | tokens/s | s/step | tokens/CPU-s | median-step tokens/s | padding | model GFLOP/s | of peak |",
+                  ("| variant | tokens/s | s/step | tokens/CPU-s | median-step tokens/s | padding | model GFLOP/s "
+                   "| of peak |"),
                   "|---|---|---|---|---|---|---|---|"]
         for name, v in block["variants"].items():
             achieved = (f"{fmt_spread(v['model_gflops'])} | {v['peak_fraction']['median']:.0%}" if "model_gflops" in v
