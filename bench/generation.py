@@ -32,8 +32,11 @@ def sample_responses(
     greedy: bool = False,
     batch_size: int = 256,
     seed: int = 0,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> list[Sample]:
+    """Samples for `prompts` (one each), in order. `device`: where the inputs go; None = the model's
+    own device (so a caller that moved the model, e.g. a GPU reference building pairs, needs no flag)."""
+    device = next(model.parameters()).device if device is None else device
     was_training = model.training
     model.eval()
     generator_state = torch.random.get_rng_state()

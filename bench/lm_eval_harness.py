@@ -6,13 +6,16 @@ model, flattening the results to "lm_eval/<task>/<metric>" floats. Standard lm-e
 through unchanged (their data must then be available to `datasets`). Must not train, sample or
 label anything, nor download anything itself.
 
-Tokenization: texts are space-separated words and the query/choices are joined by a single space
-(`target_delimiter: " "`), so a word-level tokenizer sees exactly the words the model was trained on.
-lm-eval scores a choice as the tokens of `query + " " + choice` beyond the tokens of `query`. By
-default (`boundary_token=True`) each pair is encoded as the suite's trainer encodes a sequence: one
-boundary token (BOS, else EOS), then the text with no other special tokens — so a model trained on
-"<bos> prompt response <eos>" is scored in the context it was trained in, whatever the tokenizer's
-post-processor does. A choice's score has no EOS term, as usual in lm-eval multiple choice.
+Tokenization. By default (`boundary_token=True`) each (query, choice) pair is encoded as the suite's
+trainer encodes a (prompt, response) pair: one boundary token (BOS, else EOS) unless the prompt
+already starts with it (a chat template renders its own), the prompt's tokens, then the response's
+tokens encoded on their own, with no other special tokens; the spaces that join query and choice
+belong to neither. So a model trained on "<bos> prompt response <eos>" is scored in the context it
+was trained in, whatever the tokenizer's post-processor does, and a chat prompt keeps the newline its
+template ends with. A choice's score has no EOS term, as usual in lm-eval multiple choice.
+Synthetic tasks are space-separated words joined by one space (`target_delimiter: " "`); a task for a
+pretrained chat model joins with nothing (`Task.choice_delimiter`), as its answers follow the
+rendered prompt directly.
 """
 from __future__ import annotations
 
@@ -60,8 +63,8 @@ def write_local_tasks(task: Task, directory: Path, n_items: int, seed: int) -> l
         "doc_to_text": "query",  # column names: lm-eval reads the field directly
         "doc_to_choice": "choices",
         "doc_to_target": "gold",
-        # Words are space-separated: query + " " + choice is exactly the trained text.
-        "target_delimiter": " ",
+        # query + delimiter + choice is exactly the trained text: " " between words, "" after a chat prompt
+        "target_delimiter": task.choice_delimiter,
         "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in METRICS],
         "metadata": {"version": 1.0, "n_items": n_items, "seed": seed, "task_params": getattr(task, "params", {})},
     }
@@ -85,20 +88,20 @@ def _check_item(task: Task, index: int, item: dict) -> None:
 
 
 def _boundary_hflm():
-    """HFLM whose (context, continuation) encoding is [boundary] + context + continuation with no
-    other special tokens; lm-eval's `prefix_token_id` is the boundary (BOS, else EOS), the same rule
-    as the suite's trainer. Built lazily: importing lm-eval costs seconds."""
+    """HFLM whose (context, continuation) encoding is the trainer's (see the module docstring):
+    [boundary unless the context starts with it] + context tokens, continuation tokens encoded on their
+    own; lm-eval's `prefix_token_id` is the boundary (BOS, else EOS), the same rule as the trainer's.
+    Built lazily: importing lm-eval costs seconds."""
     from lm_eval.models.huggingface import HFLM
 
     class BoundaryHFLM(HFLM):
         def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-            # As lm-eval does: trailing spaces of the context belong to the continuation.
-            n_spaces = len(context) - len(context.rstrip())
-            if n_spaces:
-                context, continuation = context[:-n_spaces], context[-n_spaces:] + continuation
-            whole = self.tok_encode(context + continuation, add_special_tokens=False)
-            context_enc = self.tok_encode(context, add_special_tokens=False)
-            return [self.prefix_token_id, *context_enc], whole[len(context_enc) :]
+            # Only spaces join query and choice; a newline ending a chat prompt is part of the prompt.
+            context_enc = self.tok_encode(context.rstrip(" "), add_special_tokens=False)
+            continuation_enc = self.tok_encode(continuation.lstrip(" "), add_special_tokens=False)
+            if context_enc[:1] != [self.prefix_token_id]:
+                context_enc = [self.prefix_token_id, *context_enc]
+            return context_enc, continuation_enc
 
     return BoundaryHFLM
 

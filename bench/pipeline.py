@@ -27,7 +27,7 @@ from bench.logps import score_all
 from bench.loggers import build_logger
 from bench.secrets import redact_secrets
 from bench.methods import build_method
-from bench.models import build_word_tokenizer, load_hf_model, non_embedding_parameters
+from bench.models import build_word_tokenizer, load_hf_model, non_embedding_parameters, pretrained_path
 from bench.provenance import now, provenance
 from bench.trainer import PairCache, PreferenceTrainer, marginal_per_conditional_token
 
@@ -56,6 +56,22 @@ class Setup:
     data_stats: dict = field(default_factory=dict)
 
 
+def _hf_models(model_cfg: dict, cache: DiskCache, meter: CostMeter):
+    """(policy, frozen reference, tokenizer, model key) for model.kind=hf, both with dropout off. A model
+    shipped as GGUF (model.gguf) is converted once into the cache: a shared build like the SFT model."""
+    name, conversion = pretrained_path(model_cfg, cache)
+    if conversion is not None:
+        meter.add_shared("model", conversion.key, conversion.hit, conversion.build_cost, conversion.wait_s)
+    resolved = {**model_cfg, "pretrained": name, "gguf": None}
+    policy, tokenizer = load_hf_model(resolved)
+    # the reference is the pretrained model itself: no adapters, nothing to train
+    reference, _ = load_hf_model({**resolved, "lora": {"enabled": False}, "trainable_layers": None})
+    reference.requires_grad_(False)
+    model_key = conversion.key if conversion is not None else cache_key(
+        {"pretrained": model_cfg["pretrained"], "revision": model_cfg.get("revision")})
+    return policy, reference, tokenizer, model_key
+
+
 def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show_progress: bool):
     """(policy init, reference model, tokenizer, task, {train, eval, val_prompts, test_prompts}, stats, model_key, data_key)."""
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
@@ -67,6 +83,22 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
         from bench.sft import sft_model_for_task
 
         task = build_task(dataset_cfg["task"], **dataset_cfg.get("task_kwargs", {}))
+        if model_cfg["kind"] == "hf":
+            # A pretrained model on a built-in task: the model as it is is the reference (DESIGN §13);
+            # pairs are sampled from it on-policy, exactly as from the tiny model's SFT checkpoint.
+            if sft_cfg["steps"] != 0:
+                raise ValueError(
+                    f"sft.steps={sft_cfg['steps']}: a pretrained model on a built-in task is the reference as it "
+                    "is (no SFT warm start is implemented for it); set sft.steps=0")
+            policy, reference, tokenizer, model_key = _hf_models(model_cfg, cache, meter)
+            task.bind_tokenizer(tokenizer)
+            reference.to(device)  # the pair sampling runs where the reference lives
+            splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, model_key, cache)
+            meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
+            return policy, reference, tokenizer, task, splits, stats, model_key, data_entry.key
+        if task.requires_pretrained_model:
+            raise ValueError(f"dataset.task={dataset_cfg['task']!r} is written for a pretrained model's tokenizer: "
+                             "use model=smollm2 (or model=hf), not model=tiny")
         tokenizer = build_word_tokenizer(task.vocabulary)
         sft_params = {k: v for k, v in task.params.items() if k not in task.label_only_params}
         task_payload = {"name": dataset_cfg["task"], "params": sft_params}
@@ -79,13 +111,11 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
         return policy, reference, tokenizer, task, splits, stats, sft_entry.key, data_entry.key
     from bench.data.adapters import load_preference_records
 
-    policy, tokenizer = load_hf_model(model_cfg)
-    reference, _ = load_hf_model({**model_cfg, "lora": {"enabled": False}})
+    policy, reference, tokenizer, model_key = _hf_models(model_cfg, cache, meter)
     splits, stats = {}, {}
     for split, name in (("train", "train_split"), ("eval", "eval_split")):
         splits[split], stats[split] = load_preference_records(dataset_cfg, dataset_cfg[name], tokenizer)
     splits["val_prompts"] = splits["test_prompts"] = []
-    model_key = cache_key({"pretrained": model_cfg["pretrained"], "revision": model_cfg.get("revision")})
     return policy, reference, tokenizer, None, splits, stats, model_key, cache_key(dataset_cfg)
 
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from bench.data.encoding import encode_pairs, marginal_sequence
+from bench.data.encoding import encode_pairs
 from bench.logps import score_all, sequence_logps
 from bench.models import build_tiny_model, build_word_tokenizer
 
@@ -40,11 +40,29 @@ def test_truncated_response_loses_eos_and_is_counted(tokenizer):
 
 
 def test_marginal_contexts(tokenizer):
-    b = tokenizer.convert_tokens_to_ids("b")
-    seq, mask = marginal_sequence(tokenizer, [b, b], 16, "bos")
-    assert seq == [tokenizer.bos_token_id, b, b, tokenizer.eos_token_id] and mask == [0, 1, 1, 1]
-    seq, mask = marginal_sequence(tokenizer, [b, b], 16, "authors")
-    assert seq == [b, b, tokenizer.eos_token_id] and mask == [0, 1, 1]  # first token has no context: unscored
+    """The response-only pass scores the conditional sequence's response tokens (EOS included when it
+    survived): after a BOS every one ("bos"), or alone with the first unscored ("authors")."""
+    pairs, _, _ = encode_pairs([{"prompt": "a =", "chosen": "b b", "rejected": "c"}], tokenizer, 16, "fixture")
+    b, c = tokenizer.convert_tokens_to_ids(["b", "c"])
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    marginal = pairs.marginal(tokenizer, 16, "bos")
+    assert marginal.input_ids[0, :4].tolist() == [bos, b, b, eos] and marginal.response_mask[0, :4].tolist() == [0, 1, 1, 1]
+    assert marginal.input_ids[1, :3].tolist() == [bos, c, eos]
+    marginal = pairs.marginal(tokenizer, 16, "authors")
+    assert marginal.input_ids[0, :3].tolist() == [b, b, eos]
+    assert marginal.response_mask[0, :3].tolist() == [0, 1, 1]  # first token has no context: unscored
+    assert marginal.scored_counts().tolist() == [2.0, 1.0]
+
+
+def test_a_prompt_that_starts_with_bos_is_not_counted_as_truncated(tokenizer):
+    """Chat templates render their own BOS: the sequence then has no added boundary token, and an
+    untruncated pair must not be counted as truncated for it."""
+    bos = tokenizer.bos_token
+    pairs, _, stats = encode_pairs([{"prompt": f"{bos} a =", "chosen": "b", "rejected": "c c"}], tokenizer, 16, "fixture")
+    assert pairs.chosen.input_ids[0].tolist().count(tokenizer.bos_token_id) == 1
+    assert stats["n_truncated"] == 0
+    _, _, stats = encode_pairs([{"prompt": f"{bos} a =", "chosen": "b", "rejected": "c c"}], tokenizer, 5, "fixture")
+    assert stats["n_truncated"] == 1  # [bos a = c c eos] is 6 tokens
 
 
 def test_sequence_logps_equals_manual_sum(tokenizer):

@@ -1,6 +1,8 @@
 """The lm-eval bridge runs offline on a tiny in-memory Llama with a word-level tokenizer built from
 the tasks' vocabularies, and its accuracies equal a brute-force scoring of the same items in the
-trainer's encoding (<bos> + query + choice), whatever the tokenizer's post-processor adds."""
+trainer's encoding (<bos> + query + choice), whatever the tokenizer's post-processor adds. The
+real-model task's items, rendered with a chat template by a byte-level BPE tokenizer, are scored in
+the trainer's encoding too: one BOS (the template's own), the prompt's final newline kept."""
 from __future__ import annotations
 
 import json
@@ -14,10 +16,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 import yaml
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from bench.data.tasks import available_tasks, build_task
+from bench.data.tasks import TASKS, available_tasks, build_task
 from bench.lm_eval_harness import flatten_results, run_lm_eval, write_local_tasks
 
 SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
@@ -44,7 +46,8 @@ def word_tokenizer(words: list[str], post_processor: str | None = None) -> PreTr
 
 @pytest.fixture(scope="module")
 def tasks():
-    return [build_task(name) for name in available_tasks()]
+    """The synthetic tasks: their words make up the word-level tokenizer."""
+    return [build_task(name) for name in available_tasks() if not TASKS[name].requires_pretrained_model]
 
 
 @pytest.fixture(scope="module")
@@ -185,3 +188,69 @@ def test_flatten_results_by_hand():
         "lm_eval/imibench_arithmetic/acc_stderr": 0.1,
         "lm_eval/gsm8k/exact_match_strict-match": 0.25,
     }
+
+
+# --------------------------------------------------------------------------- a chat-template task
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+@pytest.fixture(scope="module")
+def chat_tokenizer():
+    """A byte-level BPE trained here on the constraints task's own texts, with SmolLM2's conventions:
+    BOS = <|im_start|>, EOS = <|im_end|>, a chat template that renders the BOS itself."""
+    task = build_task("constraints")
+    rng = __import__("random").Random(0)
+    texts = []
+    for item in task.multiple_choice_items(rng, 40):
+        texts += [item["query"], *item["choices"]]
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|im_end|>", unk_token="<|endoftext|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    return tokenizer
+
+
+def test_chat_task_items_are_scored_in_the_trainers_encoding(chat_tokenizer, tmp_path):
+    tokenizer = chat_tokenizer
+    task = build_task("constraints")
+    task.bind_tokenizer(tokenizer)
+    names = write_local_tasks(task, tmp_path, 12, seed=1)
+    assert yaml.safe_load((tmp_path / f"{names[0]}.yaml").read_text())["target_delimiter"] == ""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
+                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    model = LlamaForCausalLM(config)
+    metrics = run_lm_eval(model, tokenizer, names, include_path=tmp_path, batch_size=4, device="cpu")
+
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    from bench.lm_eval_harness import _boundary_hflm
+
+    lm = _boundary_hflm()(pretrained=model, tokenizer=tokenizer, batch_size=1, device="cpu")
+    correct = n = 0
+    with torch.no_grad():
+        for line in (tmp_path / f"{names[0]}.jsonl").read_text().splitlines():
+            item = json.loads(line)
+            prompt = encode(item["query"])  # the trainer's prompt: the template's own BOS, nothing added
+            assert prompt.count(tokenizer.bos_token_id) == 2 and prompt[0] == tokenizer.bos_token_id
+            assert item["query"].endswith("assistant\n")
+            # exactly the (prompt, response) token split the trainer scores
+            assert lm._encode_pair(item["query"], item["choices"][0]) == (prompt, encode(item["choices"][0]))
+            lls = []
+            for choice in item["choices"]:
+                ids = prompt + encode(choice)
+                logps = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+                lls.append(sum(logps[t - 1, ids[t]].item() for t in range(len(prompt), len(ids))))
+            correct += max(range(len(lls)), key=lls.__getitem__) == item["gold"]
+            n += 1
+    assert metrics[f"lm_eval/{names[0]}/acc"] == pytest.approx(correct / n)

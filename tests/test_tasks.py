@@ -1,5 +1,6 @@
 """The built-in tasks: gold rewards on hand-made examples, determinism, vocabulary coverage, the
-verbosity trap's bias, and the registry's errors."""
+verbosity trap's bias, the real-model constraints task's graded reward and guards, and the registry's
+errors."""
 from __future__ import annotations
 
 import math
@@ -7,10 +8,21 @@ import random
 
 import pytest
 
-from bench.data.tasks import ArithmeticTask, SentimentTask, VerbosityTrapTask, available_tasks, build_task
+from bench.data.tasks import (
+    ArithmeticTask,
+    ConstraintsTask,
+    SentimentTask,
+    VerbosityTrapTask,
+    available_tasks,
+    build_task,
+)
 from bench.data.tasks.arithmetic import digit_match, evaluate, number_to_words, parse_number
+from bench.data.tasks.constraints import CONFLICTS, CONSTRAINTS, Spec, parse_instruction, range_score, score_constraint
+from bench.models import build_word_tokenizer
 
-ALL_TASKS = ["arithmetic", "sentiment", "verbosity"]
+# The synthetic tasks (word vocabulary, SFT demonstrations) and every task (with the real-model one).
+SYNTHETIC_TASKS = ["arithmetic", "sentiment", "verbosity"]
+ALL_TASKS = [*SYNTHETIC_TASKS, "constraints"]
 
 
 def binomial_tolerance(p: float, n: int, z: float = 4.0) -> float:
@@ -23,13 +35,14 @@ def binomial_tolerance(p: float, n: int, z: float = 4.0) -> float:
 def test_registry_lists_and_builds_every_task():
     assert available_tasks() == sorted(ALL_TASKS)
     assert isinstance(build_task("arithmetic"), ArithmeticTask)
+    assert isinstance(build_task("constraints"), ConstraintsTask)
     assert isinstance(build_task("sentiment"), SentimentTask)
     assert isinstance(build_task("verbosity", length_bias=2.0), VerbosityTrapTask)
     assert build_task("verbosity", length_bias=2.0).length_bias == 2.0
 
 
 def test_registry_unknown_name_lists_available_tasks():
-    with pytest.raises(ValueError, match="arithmetic, sentiment, verbosity"):
+    with pytest.raises(ValueError, match="arithmetic, constraints, sentiment, verbosity"):
         build_task("nope")
 
 
@@ -48,6 +61,8 @@ def test_registry_unknown_kwarg_names_the_config_key():
         ("sentiment", {"max_clauses": 7}, "max_clauses"),
         ("verbosity", {"length_bias": -1.0}, "length_bias"),
         ("verbosity", {"min_numbers": 1}, "min_numbers"),
+        ("constraints", {"n_constraints": 4}, "n_constraints"),
+        ("constraints", {"max_response_tokens": 16}, "max_response_tokens"),
     ],
 )
 def test_bad_task_values_name_the_config_key(name, kwargs, key):
@@ -61,13 +76,14 @@ def test_bad_task_values_name_the_config_key(name, kwargs, key):
 @pytest.mark.parametrize("name", ALL_TASKS)
 def test_prompts_and_demonstrations_are_deterministic_given_a_seed(name):
     task = build_task(name)
+    synthetic = name in SYNTHETIC_TASKS
 
     def draw(seed):
         rng = random.Random(seed)
         out = []
         for _ in range(50):
             prompt = task.sample_prompt(rng)
-            out.append((prompt, task.demonstration(prompt, rng)))
+            out.append((prompt, task.demonstration(prompt, rng) if synthetic else None))
         return out
 
     assert draw(7) == draw(7)
@@ -76,7 +92,7 @@ def test_prompts_and_demonstrations_are_deterministic_given_a_seed(name):
     assert task.multiple_choice_items(random.Random(3), 20) == task.multiple_choice_items(random.Random(3), 20)
 
 
-@pytest.mark.parametrize("name", ALL_TASKS)
+@pytest.mark.parametrize("name", SYNTHETIC_TASKS)
 def test_vocabulary_covers_every_prompt_demonstration_and_choice(name):
     task = build_task(name)
     vocabulary = task.vocabulary
@@ -96,7 +112,7 @@ def test_vocabulary_covers_every_prompt_demonstration_and_choice(name):
     assert seen <= allowed, f"words outside the vocabulary: {sorted(seen - allowed)}"
 
 
-@pytest.mark.parametrize("name", ALL_TASKS)
+@pytest.mark.parametrize("name", SYNTHETIC_TASKS)
 def test_prompt_and_demonstration_fit_the_model_context(name):
     task = build_task(name)
     rng = random.Random(1)
@@ -113,7 +129,10 @@ def test_gold_reward_is_bounded_for_any_word_sequence(name):
     """Samples can be anything (degenerate, truncated at the cap, unknown tokens): never raise."""
     task = build_task(name)
     rng = random.Random(2)
-    words = [*task.vocabulary, "<unk>"]
+    if name in SYNTHETIC_TASKS:
+        words = [*task.vocabulary, "<unk>"]
+    else:  # free text: words, punctuation, quotes, newlines, bullets
+        words = ["cats", "Bright", "quiet", ",", ".", "?", "!", '"', "- ", "\n", "Yes", "the", "ÉTÉ", "42", ""]
     for _ in range(2000):
         prompt = task.sample_prompt(rng)
         response = " ".join(rng.choice(words) for _ in range(rng.randint(0, task.max_response_tokens)))
@@ -343,3 +362,130 @@ def test_verbosity_demonstrations_vary_in_length_and_correctness():
     assert {1, 2, 3, 5} <= lengths
     # Correct unless wrong (0.25) and not rescued by a hedge (0.1): 0.75 + 0.25 * 0.1.
     assert abs(correct / n - 0.775) < binomial_tolerance(0.775, n)
+
+
+# ---------------------------------------------------------------- constraints (the real-model task)
+
+CATS = Spec("Write a short paragraph about {topic}.", "cats", (5, 12),
+            {"no_commas": None, "keywords": ("bright", "quiet")})
+CATS_PROMPT = CATS.instruction()
+FIFTY_WORDS = "Cats bright quiet " + " ".join(f"word{i}" for i in range(47))
+
+
+def test_constraints_prompt_renders_and_parses_back():
+    assert CATS_PROMPT == ('Write a short paragraph about cats. Answer in 5 to 12 words. Do not use any commas. '
+                           'Include the words "bright" and "quiet".')
+    assert parse_instruction(CATS_PROMPT) == CATS
+    rng = random.Random(0)
+    task = ConstraintsTask()
+    for _ in range(300):
+        spec = task.sample_spec(rng)
+        assert parse_instruction(spec.instruction()) == spec
+
+
+@pytest.mark.parametrize(
+    "response, expected",
+    [
+        ("Cats are bright and quiet friends.", 1.0),  # 6 words, on topic, no comma, both keywords
+        ("Cats are bright, quiet, and calm.", 0.666667),  # commas 1/3: S = (1 + 1 + 1/3 + 1)/4
+        ("Dogs are nice.", -0.142857),  # 3 words: length 1 - 2/7; off topic; no keyword: S = 0.4286
+        (FIFTY_WORDS, -0.25),  # hits the 48-token cap (words, unbound): S = 0.75, halved
+        ("cats bright quiet cats bright quiet cats bright quiet", -1.0),  # 4 of 7 3-grams repeat: guard 0
+        ("Write a short paragraph about cats bright quiet", -0.2),  # 3 of 5 4-grams echo: S = 1, guard 0.4
+        ("", -1.0),
+        ("!!! ...", -1.0),  # no word at all
+    ],
+)
+def test_constraints_gold_reward_by_hand(response, expected):
+    assert ConstraintsTask().gold_reward(CATS_PROMPT, response) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kind, value, text, expected",
+    [
+        ("lowercase", None, "abc DEF", 0.5),
+        ("end_mark", "?", "Is it?", 1.0),
+        ("end_mark", "?", '"Is it?"', 1.0),  # closing quotes aside
+        ("end_mark", "?", "Is it? Yes.", 0.25),
+        ("end_mark", "!", "Yes.", 0.0),
+        ("quotes", None, '"hi"', 1.0),
+        ("quotes", None, '"hi', 0.5),
+        ("quotes", None, "hi", 0.0),
+        ("start_word", "Yes", "yes it is", 1.0),
+        ("start_word", "Yes", "Well yes", 0.0),
+        ("sentences", 2, "One. Two.", 1.0),
+        ("sentences", 2, "One. Two. Three.", 0.5),
+        ("sentences", 2, "One", 0.5),
+        ("bullets", 2, "- a\n- b", 1.0),
+        ("bullets", 2, "- a", 0.5),
+        ("no_commas", None, "a, b, c", 1 / 3),
+        ("keywords", ("bright", "quiet"), "a Bright day", 0.5),
+    ],
+)
+def test_constraint_scores_by_hand(kind, value, text, expected):
+    from bench.data.tasks.constraints import words_in
+
+    assert score_constraint(kind, value, text, words_in(text)) == pytest.approx(expected)
+
+
+def test_range_score_falls_to_zero_one_width_outside():
+    assert [range_score(n, 5, 12) for n in (5, 12, 4, 13, 19, 30, 0)] == pytest.approx(
+        [1.0, 1.0, 1 - 1 / 7, 1 - 1 / 7, 0.0, 0.0, 1 - 5 / 7])
+
+
+def test_constraints_maximum_is_reachable_for_every_prompt():
+    """The reward's maximum (1) is a natural answer: a composition from the sentence bank meets every
+    drawn instruction set (so hacking is not needed to score 1, and the lm-eval items have a gold)."""
+    task, rng = ConstraintsTask(), random.Random(1)
+    for _ in range(1000):
+        prompt = task.sample_prompt(rng)
+        answer = task.compose(parse_instruction(prompt), rng)
+        assert task.gold_reward(prompt, answer) == 1.0, (prompt, answer)
+
+
+def test_constraints_never_draws_conflicting_instructions_and_covers_every_kind():
+    task, rng, seen = ConstraintsTask(n_constraints=3), random.Random(5), set()
+    for _ in range(2000):
+        spec = task.sample_spec(rng)
+        kinds = list(spec.constraints)
+        assert len(kinds) == 3
+        assert not any(frozenset((a, b)) in CONFLICTS for a in kinds for b in kinds if a != b)
+        seen.update(kinds)
+    assert seen == set(CONSTRAINTS)
+    assert ConstraintsTask(n_constraints=0).sample_spec(rng).constraints == {}
+
+
+def test_constraints_guards_make_degenerate_answers_lose_to_a_plain_answer():
+    """Hacks score below an honest, imperfect answer: stuffing keywords, copying the instruction,
+    running past the cap, saying nothing."""
+    task = ConstraintsTask()
+    honest = task.gold_reward(CATS_PROMPT, "Cats sleep a lot and purr, which is nice.")  # a comma, no keywords
+    for hack in ("bright quiet bright quiet bright quiet cats cats", CATS_PROMPT, FIFTY_WORDS, "ok", ""):
+        assert task.gold_reward(CATS_PROMPT, hack) < honest, hack
+
+
+def test_constraints_with_a_chat_template_renders_prompts_and_counts_tokens():
+    words = ["<|user|>", "<|assistant|>"]
+    tokenizer = build_word_tokenizer(words)
+    tokenizer.chat_template = ("{{ bos_token }}{% for m in messages %}<|user|> {{ m['content'] }}{% endfor %}"
+                               "{% if add_generation_prompt %} <|assistant|>\n{% endif %}")
+    task = ConstraintsTask(max_response_tokens=32)
+    task.bind_tokenizer(tokenizer)
+    prompt = task.sample_prompt(random.Random(0))
+    assert prompt.startswith("<bos><|user|> ") and prompt.endswith("<|assistant|>\n")
+    assert task.choice_delimiter == ""
+    spec = parse_instruction(prompt)
+    assert task.gold_reward(prompt, task.compose(spec, random.Random(0))) == 1.0
+    # 32 whitespace tokens in the word-level tokenizer reach the cap: the truncation guard halves S
+    capped = " ".join(["cats"] + [f"w{i}" for i in range(31)])
+    assert task.guards(prompt, capped)["truncated"] == 0.5
+    assert task.guards(prompt, " ".join(capped.split()[:31]))["truncated"] == 1.0
+
+
+def test_constraints_has_no_vocabulary_or_demonstrations():
+    task = ConstraintsTask()
+    assert task.requires_pretrained_model
+    with pytest.raises(ValueError, match="model=smollm2"):
+        task.vocabulary
+    with pytest.raises(ValueError, match="sft.steps=0"):
+        task.demonstration(CATS_PROMPT, random.Random(0))

@@ -2,8 +2,11 @@
 
 Conventions (shared by SFT, training, reference log-probs and evaluation):
 - conditional sequence = [BOS] + prompt + response + [EOS]; response tokens (with EOS) are scored;
-- response-only sequence for log p(y | ∅) ("bos" context) = [BOS] + response + [EOS], every response
-  token scored; the "authors" context (RMiPO's code) = response + [EOS] with the first token unscored.
+- response-only sequence for log p(y | ∅): the response tokens that *survived truncation* in the
+  conditional sequence (with the EOS only if it survived), cut out of it as RMiPO's code gathers them
+  (scripts/rmipo_trainer.py, `concatenated_forward`), so both passes score the same tokens (DESIGN §4).
+  "bos" context = [BOS] + those tokens, every one scored; "authors" context = those tokens alone, the
+  first unscored (it has no context), as their code does.
 - an over-long pair keeps its whole prompt and loses the end of its responses (so the EOS); a pair
   whose prompt leaves no room for a response token is a bad row (DESIGN §5).
 
@@ -78,15 +81,25 @@ def conditional_sequence(tokenizer, prompt_ids: list[int], response_ids: list[in
     return full, [0] * n_prefix + [1] * (len(full) - n_prefix)
 
 
-def marginal_sequence(tokenizer, response_ids: list[int], max_length: int, context: str):
-    """The response scored without its prompt (DESIGN §4), in the given context convention."""
+def marginal_sequence(tokenizer, scored_ids: list[int], context: str):
+    """The response scored without its prompt (DESIGN §4), in the given context convention.
+
+    `scored_ids` are the response tokens of the conditional sequence (its response-mask positions:
+    the tokens that survived truncation, with the EOS only if it survived). The result is never
+    longer than the conditional sequence it came from, so it needs no truncation of its own.
+    """
+    if not scored_ids:
+        raise ValueError("marginal_sequence: no response token to score")
     if context == "bos":
-        seq = ([boundary_token_id(tokenizer)] + response_ids + [tokenizer.eos_token_id])[:max_length]
-        return seq, [0] + [1] * (len(seq) - 1)
+        return [boundary_token_id(tokenizer), *scored_ids], [0] + [1] * len(scored_ids)
     if context == "authors":  # RMiPO's released code: no BOS, so the first token has no context
-        seq = (response_ids + [tokenizer.eos_token_id])[:max_length]
-        return seq, [0] + [1] * (len(seq) - 1)
+        return list(scored_ids), [0] + [1] * (len(scored_ids) - 1)
     raise ValueError(f"marginal_context must be 'bos' or 'authors', got {context!r}")
+
+
+def surviving_response_ids(seqs: SequenceTensors) -> list[list[int]]:
+    """Per sequence, the token ids at its response-mask positions, in order (what was scored)."""
+    return [ids[mask.bool()].tolist() for ids, mask in zip(seqs.input_ids, seqs.response_mask)]
 
 
 @dataclass
@@ -109,10 +122,19 @@ class PairTensors:
         return SequenceTensors.cat([self.chosen.select(index), self.rejected.select(index)])
 
     def marginal(self, tokenizer, max_length: int, context: str) -> SequenceTensors:
-        """Response-only sequences, chosen rows then rejected rows: [2P, L]."""
+        """Response-only sequences, chosen rows then rejected rows: [2P, L'].
+
+        Built from the conditional sequences' scored tokens, so a truncated response contributes
+        exactly its surviving tokens (not the full response cut at `max_length` on its own).
+        `max_length` is the cap the conditional sequences were encoded with; a response-only sequence
+        is at most as long as its conditional one, which is checked.
+        """
         rows, masks = [], []
-        for response_ids in self.responses[0] + self.responses[1]:
-            seq, mask = marginal_sequence(tokenizer, response_ids, max_length, context)
+        for scored_ids in surviving_response_ids(self.both()):
+            seq, mask = marginal_sequence(tokenizer, scored_ids, context)
+            if len(seq) > max_length:
+                raise ValueError(f"response-only sequence of {len(seq)} tokens exceeds max_length={max_length}: "
+                                 "the pairs were encoded with a larger max_length")
             rows.append(seq)
             masks.append(mask)
         return _pad(rows, masks, tokenizer.pad_token_id)
@@ -140,7 +162,9 @@ def encode_pairs(records: list[dict], tokenizer, max_length: int, source: str, o
         for side, slot in (("chosen", 0), ("rejected", 1)):
             response_ids = encode_text(tokenizer, record[side])
             seq, mask = conditional_sequence(tokenizer, prompt_ids, response_ids, max_length)
-            stats["n_truncated"] += int(len(seq) < 2 + len(prompt_ids) + len(response_ids))
+            # untruncated: the prompt (with its boundary token), every response token and the EOS
+            full_length = len(with_boundary(tokenizer, prompt_ids)) + len(response_ids) + 1
+            stats["n_truncated"] += int(len(seq) < full_length)
             rows[side][0].append(seq)
             rows[side][1].append(mask)
             responses[slot].append(response_ids)

@@ -1,4 +1,4 @@
-"""Registry of the built-in synthetic tasks: name -> Task class, built from `dataset.task_kwargs`.
+"""Registry of the built-in tasks (synthetic, and for a pretrained model): name -> Task class, built from `dataset.task_kwargs`.
 
 Owns the task names used in configs and the check that every configured keyword argument is one the
 task accepts. Must not hold any task's logic (that lives in one module per family).
@@ -10,11 +10,13 @@ import inspect
 from bench.data.tasks.arithmetic import ArithmeticTask
 from bench.data.tasks.base import Task
 from bench.data.tasks.common import TASK_KWARGS_KEY
+from bench.data.tasks.constraints import ConstraintsTask
 from bench.data.tasks.sentiment import SentimentTask
 from bench.data.tasks.verbosity import VerbosityTrapTask
 
 TASKS: dict[str, type[Task]] = {
     ArithmeticTask.name: ArithmeticTask,
+    ConstraintsTask.name: ConstraintsTask,
     SentimentTask.name: SentimentTask,
     VerbosityTrapTask.name: VerbosityTrapTask,
 }
@@ -22,6 +24,7 @@ TASKS: dict[str, type[Task]] = {
 __all__ = [
     "TASKS",
     "ArithmeticTask",
+    "ConstraintsTask",
     "SentimentTask",
     "Task",
     "VerbosityTrapTask",

@@ -1,9 +1,14 @@
-"""The interface of a built-in synthetic task with a known gold reward r*(x, y).
+"""The interface of a built-in task with a known gold reward r*(x, y).
 
-Texts are space-separated words from `vocabulary`, so the suite's word-level tokenizer (built from the
-vocabulary, no downloads) maps each word to one token. A task knows nothing of models or methods:
-the pipeline in `bench.data.builtin` samples prompts, trains the SFT model on `demonstration`s,
-samples response pairs from it and labels them by Bradley–Terry on `label_reward`.
+Two kinds:
+- synthetic tasks (`Task`): texts are space-separated words from `vocabulary`, so the suite's
+  word-level tokenizer (built from the vocabulary, no downloads) maps each word to one token; the
+  pipeline trains the tiny model's SFT warm start on `demonstration`s;
+- tasks for a pretrained model (`PretrainedModelTask`, DESIGN §13): free text in the model's own
+  tokenizer (bound with `bind_tokenizer`), no vocabulary and no SFT corpus — the pretrained (instruct)
+  model is the reference as it is.
+Either way a task knows nothing of models or methods: the pipeline in `bench.data.builtin` samples
+prompts, samples response pairs from the reference and labels them by Bradley–Terry on `label_reward`.
 """
 from __future__ import annotations
 
@@ -21,6 +26,10 @@ class Task(ABC):
     # Constructor arguments that change only label_reward / gold_reward, never prompts or
     # demonstrations: left out of the SFT cache key, so varying them reuses the SFT model.
     label_only_params: tuple[str, ...] = ()
+    # True for tasks written for a pretrained model's tokenizer (model=hf/smollm2, never model=tiny).
+    requires_pretrained_model: bool = False
+    # What joins a query and a choice in the task's lm-eval items: one space between words.
+    choice_delimiter: str = " "
 
     @property
     @abstractmethod
@@ -39,6 +48,10 @@ class Task(ABC):
     def gold_reward(self, prompt: str, response: str) -> float:
         """r*(x, y). Must accept any word sequence, including truncated or degenerate ones."""
 
+    def bind_tokenizer(self, tokenizer) -> None:
+        """Called by the pipeline with the run's tokenizer before any prompt is drawn. Synthetic tasks
+        need nothing from it; a task for a pretrained model renders its prompts with it."""
+
     def label_reward(self, prompt: str, response: str) -> float:
         """The reward the simulated annotator uses (defaults to the gold reward).
 
@@ -50,3 +63,20 @@ class Task(ABC):
     def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
         """Items for the task's local lm-eval task: {"query", "choices": [str], "gold": int}."""
         raise NotImplementedError(f"task {self.name!r} has no lm-eval items")
+
+
+class PretrainedModelTask(Task):
+    """A task for a pretrained model: free text in the model's own tokenizer, no SFT corpus."""
+
+    requires_pretrained_model = True
+
+    @property
+    def vocabulary(self) -> list[str]:
+        raise ValueError(
+            f"task {self.name!r} is free text for a pretrained model's own tokenizer and has no word "
+            "vocabulary: run it with model=smollm2 (or model=hf), not model=tiny")
+
+    def demonstration(self, prompt: str, rng: random.Random) -> str:
+        raise ValueError(
+            f"task {self.name!r} has no SFT corpus: the pretrained (instruct) model is the reference as it "
+            "is (sft.steps=0)")

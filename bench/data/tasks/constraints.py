@@ -1,0 +1,381 @@
+"""Constraints: IFEval-style verifiable instructions for a real pretrained chat model (DESIGN §13).
+
+Owns the prompt language (a task template × a topic, plus an always-on word-count range and
+`n_constraints` further instructions such as "Do not use any commas."), the graded gold reward that
+checks those instructions in code, its guards against degenerate outputs (empty, repeated n-grams,
+echoing the instruction, truncated at the cap), and multiple-choice items for lm-eval. Prompts are
+rendered with the model's chat template once the pipeline binds its tokenizer (`bind_tokenizer`);
+the reward parses the instruction back out of the prompt text, so it needs no side table.
+
+See constraints.md for the reward's definition, why it is graded, and why hacking it does not pay.
+Knows nothing of models beyond the tokenizer it is handed (chat template and token counts).
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+from bench.data.tasks.base import PretrainedModelTask
+from bench.data.tasks.common import exact, multiple_choice_items, require_int
+
+# topic as written in the prompt -> the words that count as mentioning it (whole words, any case)
+TOPICS: dict[str, tuple[str, ...]] = {
+    "cats": ("cat", "cats", "kitten", "kittens"),
+    "the ocean": ("ocean", "oceans", "sea", "seas"),
+    "coffee": ("coffee",),
+    "bicycles": ("bicycle", "bicycles", "bike", "bikes", "cycling"),
+    "rain": ("rain", "rainy", "raining", "rains", "rainfall"),
+    "libraries": ("library", "libraries"),
+    "volcanoes": ("volcano", "volcanoes", "volcanos", "volcanic"),
+    "music": ("music", "musical", "song", "songs"),
+    "gardening": ("garden", "gardens", "gardening", "gardener"),
+    "the moon": ("moon", "lunar"),
+    "trains": ("train", "trains", "railway", "railways"),
+    "chess": ("chess",),
+    "bread": ("bread", "breads", "baking"),
+    "winter": ("winter", "winters", "snow"),
+    "robots": ("robot", "robots", "robotic", "robotics"),
+    "honey bees": ("bee", "bees", "honey"),
+    "mountains": ("mountain", "mountains"),
+    "friendship": ("friend", "friends", "friendship", "friendships"),
+    "tea": ("tea", "teas"),
+    "forests": ("forest", "forests", "woods"),
+    "soccer": ("soccer", "football"),
+    "clocks": ("clock", "clocks"),
+    "apples": ("apple", "apples"),
+    "the desert": ("desert", "deserts"),
+}
+TEMPLATES = (
+    "Write a short paragraph about {topic}.",
+    "Describe {topic} to a child.",
+    "Give one piece of advice about {topic}.",
+    "Tell me an interesting fact about {topic}.",
+    "Explain what people like about {topic}.",
+    "Write a short note to a friend about {topic}.",
+)
+# Word-count ranges; every prompt has one. They stay well inside the default 48-token cap
+# (~1.3 tokens per English word), so an answer that satisfies its range never needs to be cut.
+LENGTH_RANGES = ((5, 12), (8, 16), (12, 24))
+KEYWORDS = ("bright", "quiet", "simple", "happy", "water", "light", "green", "small", "warm", "morning",
+            "gentle", "careful")
+START_WORDS = ("Yes", "Today", "Imagine", "Honestly", "Look")
+END_MARKS = {"?": "a question mark", "!": "an exclamation mark"}
+SENTENCE_COUNTS = (2, 3)
+BULLET_COUNTS = (2, 3)
+
+CONSTRAINTS = ("no_commas", "lowercase", "keywords", "end_mark", "quotes", "start_word", "sentences", "bullets")
+# Pairs that cannot both be satisfied, or only awkwardly (a capitalised start word in an all-lowercase
+# answer; a closing quote where the end mark must be; a bulleted list counted in sentences).
+CONFLICTS = frozenset(frozenset(p) for p in (
+    ("lowercase", "start_word"), ("quotes", "end_mark"), ("quotes", "bullets"), ("quotes", "start_word"),
+    ("sentences", "bullets"), ("bullets", "start_word"), ("bullets", "end_mark"),
+))
+
+# Gold reward (see constraints.md): r = 2·S·G − 1, S = mean criterion score, G = product of the guard
+# factors below. Multiplicative, so answers stay graded (and rarely tied) however badly they fail.
+TRUNCATED_FACTOR = 0.5  # hitting the cap: at best 0, below any complete answer meeting half its criteria
+REPEAT_WEIGHT = 2.0  # G ×= 1 − 2 × the share of repeated word 3-grams (half of them repeated: 0)
+ECHO_WEIGHT = 1.0  # G ×= 1 − the share of the answer's word 4-grams copied from the instruction
+EMPTY_REWARD = -1.0
+
+WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
+
+
+def words_in(text: str) -> list[str]:
+    """Words: runs of letters/digits, with inner apostrophes or hyphens ("don't", "well-known")."""
+    return WORD.findall(text)
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a prompt asks for: topic, word range, and the extra constraints with their parameters."""
+
+    template: str
+    topic: str
+    length: tuple[int, int]
+    constraints: dict = field(default_factory=dict)  # kind -> parameter (None, a word pair, a mark, a count)
+
+    def instruction(self) -> str:
+        parts = [self.template.format(topic=self.topic), f"Answer in {self.length[0]} to {self.length[1]} words."]
+        for kind in CONSTRAINTS:  # a fixed order, so a spec has one rendering
+            if kind in self.constraints:
+                parts.append(PHRASES[kind](self.constraints[kind]))
+        return " ".join(parts)
+
+
+PHRASES = {
+    "no_commas": lambda _: "Do not use any commas.",
+    "lowercase": lambda _: "Write everything in lowercase letters.",
+    "keywords": lambda words: f'Include the words "{words[0]}" and "{words[1]}".',
+    "end_mark": lambda mark: f"End your answer with {END_MARKS[mark]}.",
+    "quotes": lambda _: "Wrap your entire answer in double quotation marks.",
+    "start_word": lambda word: f'Start your answer with the word "{word}".',
+    "sentences": lambda k: f"Use exactly {k} sentences.",
+    "bullets": lambda k: f'Answer with exactly {k} bullet points, each on its own line starting with "- ".',
+}
+_TOPIC_GROUP = "(" + "|".join(re.escape(t) for t in TOPICS) + ")"
+_TEMPLATE_PATTERNS = [(t, re.compile(re.escape(t).replace(re.escape("{topic}"), _TOPIC_GROUP))) for t in TEMPLATES]
+_LENGTH_PATTERN = re.compile(r"Answer in (\d+) to (\d+) words\.")
+_PARSERS = {
+    "no_commas": (re.compile(re.escape(PHRASES["no_commas"](None))), lambda m: None),
+    "lowercase": (re.compile(re.escape(PHRASES["lowercase"](None))), lambda m: None),
+    "keywords": (re.compile(r'Include the words "(\w+)" and "(\w+)"\.'), lambda m: (m.group(1), m.group(2))),
+    "end_mark": (re.compile(r"End your answer with (a question mark|an exclamation mark)\."),
+                 lambda m: {v: k for k, v in END_MARKS.items()}[m.group(1)]),
+    "quotes": (re.compile(re.escape(PHRASES["quotes"](None))), lambda m: None),
+    "start_word": (re.compile(r'Start your answer with the word "(\w+)"\.'), lambda m: m.group(1)),
+    "sentences": (re.compile(r"Use exactly (\d+) sentences\."), lambda m: int(m.group(1))),
+    "bullets": (re.compile(r'Answer with exactly (\d+) bullet points, each on its own line starting with "- "\.'),
+                lambda m: int(m.group(1))),
+}
+
+
+def parse_instruction(prompt: str) -> Spec:
+    """The Spec of a prompt (plain instruction or rendered with a chat template); ValueError if the
+    prompt is not one of this task's."""
+    found = [(t, m) for t, pattern in _TEMPLATE_PATTERNS if (m := pattern.search(prompt))]
+    length = _LENGTH_PATTERN.search(prompt)
+    if len(found) != 1 or length is None:
+        raise ValueError(f"constraints prompt {prompt[-200:]!r} does not hold exactly one task template and a word range")
+    template, match = found[0]
+    constraints = {}
+    for kind, (pattern, value) in _PARSERS.items():
+        m = pattern.search(prompt)
+        if m:
+            constraints[kind] = value(m)
+    return Spec(template, match.group(1), (int(length.group(1)), int(length.group(2))), constraints)
+
+
+# --------------------------------------------------------------------------- criterion scores in [0, 1]
+
+
+def range_score(n: int, low: int, high: int) -> float:
+    """1 inside [low, high]; outside, falls linearly to 0 at one range-width beyond the nearer bound."""
+    distance = low - n if n < low else n - high if n > high else 0
+    return max(0.0, 1.0 - distance / max(1, high - low))
+
+
+def count_score(n: int, target: int) -> float:
+    """1 at the target count, minus 1/target per unit away (0 at twice or at none)."""
+    return max(0.0, 1.0 - abs(n - target) / target)
+
+
+def sentence_count(text: str) -> int:
+    """Sentences: runs of text ended by . ! or ? (a final run without one counts too)."""
+    pieces = [p for p in re.split(r"[.!?]+(?:[\"'”’)]*)(?:\s+|$)", text.strip()) if words_in(p)]
+    return len(pieces)
+
+
+def bullet_count(text: str) -> int:
+    return sum(1 for line in text.splitlines() if re.match(r"\s*[-*•]\s+\S", line))
+
+
+def score_constraint(kind: str, value, text: str, words: list[str]) -> float:
+    if kind == "no_commas":
+        return 1.0 / (1 + text.count(",") + text.count("，"))
+    if kind == "lowercase":
+        cased = [c for c in text if c.isalpha() and c.lower() != c.upper()]
+        return sum(c.islower() for c in cased) / len(cased) if cased else 0.0
+    if kind == "keywords":
+        present = {w.lower() for w in words}
+        return sum(k.lower() in present for k in value) / len(value)
+    if kind == "end_mark":
+        body = text.strip().rstrip("\"'”’)")
+        return 1.0 if body.endswith(value) else 0.25 if value in body else 0.0
+    if kind == "quotes":
+        body = text.strip()
+        return 0.5 * body.startswith(('"', "“")) + 0.5 * (len(body) > 1 and body.endswith(('"', "”")))
+    if kind == "start_word":
+        first = words[0].lower() if words else ""
+        return 1.0 if first == value.lower() else 0.0
+    if kind == "sentences":
+        return count_score(sentence_count(text), value)
+    if kind == "bullets":
+        return count_score(bullet_count(text), value)
+    raise ValueError(f"unknown constraint {kind!r}")
+
+
+def ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def repeated_share(words: list[str], n: int = 3) -> float:
+    """Share of the word n-grams that repeat an earlier one (0 for text without repeats)."""
+    grams = ngrams([w.lower() for w in words], n)
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def echo_share(words: list[str], instruction: str, n: int = 4) -> float:
+    """Share of the answer's word n-grams that occur in the instruction (copying the prompt)."""
+    grams = ngrams([w.lower() for w in words], n)
+    source = set(ngrams([w.lower() for w in words_in(instruction)], n))
+    return sum(g in source for g in grams) / len(grams) if grams else 0.0
+
+
+# --------------------------------------------------------------------------- candidate answers (lm-eval)
+
+OPENERS = (
+    "Many people enjoy {topic}.",
+    "There is always something new to learn about {topic}.",
+    "People all over the world talk about {topic}.",
+    "I have always liked {topic}.",
+    "I like {topic}.",
+    "A walk with a friend is a fine time to think about {topic}.",
+)
+# Follow-up sentences never name the topic and share no word 3-gram with each other or the openers,
+# so a composed answer has no repeated 3-gram (the repetition guard stays at 0).
+FOLLOW_UPS = (
+    "It can make an ordinary day feel special.",
+    "Even a short moment with it brings joy.",
+    "Small details matter here.",
+    "Curious minds keep finding surprises.",
+    "Try it once and see for yourself.",
+    "Everyone has a favourite story about it.",
+    "It rewards patience.",
+)
+KEYWORD_SENTENCE = "Think of {0} and {1}."
+
+
+class ConstraintsTask(PretrainedModelTask):
+    """Prompts "<template about topic> Answer in a to b words. <constraints>"; gold = graded share of
+    satisfied criteria with guards against degenerate answers (constraints.md)."""
+
+    name = "constraints"
+
+    def __init__(self, n_constraints: int = 2, max_response_tokens: int = 48) -> None:
+        require_int(n_constraints, "n_constraints", 0, 3, "extra instructions beside the word range; more would conflict")
+        require_int(max_response_tokens, "max_response_tokens", 32, 512,
+                    f"the widest word range ({LENGTH_RANGES[-1][1]} words) must fit")
+        self.n_constraints = n_constraints
+        self.max_response_tokens = max_response_tokens
+        self.params = {"n_constraints": n_constraints, "max_response_tokens": max_response_tokens}
+        self._render = lambda instruction: instruction
+        self._count_tokens = lambda text: len(words_in(text))
+        self.choice_delimiter = " "  # a bare instruction and its answer are separate words
+
+    def bind_tokenizer(self, tokenizer) -> None:
+        """Render prompts with the tokenizer's chat template (when it has one) and count tokens with it
+        for the truncation guard. Until called, prompts are bare instructions and tokens are words."""
+        if getattr(tokenizer, "chat_template", None):
+            self._render = lambda instruction: tokenizer.apply_chat_template(
+                [{"role": "user", "content": instruction}], add_generation_prompt=True, tokenize=False)
+            self.choice_delimiter = ""  # the answer follows the rendered "assistant" header directly
+        self._count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ----------------------------------------------------------------------- prompts
+
+    def sample_spec(self, rng: random.Random) -> Spec:
+        constraints: dict = {}
+        kinds = list(CONSTRAINTS)
+        rng.shuffle(kinds)
+        for kind in kinds:
+            if len(constraints) == self.n_constraints:
+                break
+            if any(frozenset((kind, other)) in CONFLICTS for other in constraints):
+                continue
+            constraints[kind] = self._parameter(kind, rng)
+        return Spec(rng.choice(TEMPLATES), rng.choice(list(TOPICS)), rng.choice(LENGTH_RANGES), constraints)
+
+    @staticmethod
+    def _parameter(kind: str, rng: random.Random):
+        if kind == "keywords":
+            return tuple(rng.sample(KEYWORDS, 2))
+        if kind == "end_mark":
+            return rng.choice(list(END_MARKS))
+        if kind == "start_word":
+            return rng.choice(START_WORDS)
+        if kind == "sentences":
+            return rng.choice(SENTENCE_COUNTS)
+        if kind == "bullets":
+            return rng.choice(BULLET_COUNTS)
+        return None
+
+    def sample_prompt(self, rng: random.Random) -> str:
+        return self._render(self.sample_spec(rng).instruction())
+
+    # ----------------------------------------------------------------------- reward
+
+    def criteria(self, prompt: str, response: str) -> dict[str, float]:
+        """Each criterion's score in [0, 1]: length, on_topic and every extra constraint."""
+        spec = parse_instruction(prompt)
+        words = words_in(response)
+        present = {w.lower() for w in words}
+        scores = {"length": range_score(len(words), *spec.length),
+                  "on_topic": float(any(form in present for form in TOPICS[spec.topic]))}
+        for kind, value in spec.constraints.items():
+            scores[kind] = score_constraint(kind, value, response, words)
+        return scores
+
+    def guards(self, prompt: str, response: str) -> dict[str, float]:
+        """The guard factors in [0, 1] (1 = nothing wrong): truncated at the cap, repeated 3-grams,
+        4-grams copied from the instruction."""
+        words = words_in(response)
+        return {
+            "truncated": TRUNCATED_FACTOR if self._count_tokens(response) >= self.max_response_tokens else 1.0,
+            "repetition": max(0.0, 1.0 - REPEAT_WEIGHT * repeated_share(words)),
+            "echo": max(0.0, 1.0 - ECHO_WEIGHT * echo_share(words, parse_instruction(prompt).instruction())),
+        }
+
+    def gold_reward(self, prompt: str, response: str) -> float:
+        """2·mean(criteria)·Π(guards) − 1, in [−1, 1]; −1 for an answer with no word."""
+        scores = self.criteria(prompt, response)
+        if not words_in(response):
+            return EMPTY_REWARD
+        factor = 1.0
+        for value in self.guards(prompt, response).values():
+            factor *= value
+        return exact(2.0 * factor * sum(scores.values()) / len(scores) - 1.0)
+
+    # ----------------------------------------------------------------------- lm-eval items
+
+    def compose(self, spec: Spec, rng: random.Random, topic: str | None = None) -> str:
+        """A natural answer built from the sentence bank that meets `spec` when it can (tries random
+        compositions, keeps the best by gold reward); `topic` replaces the spec's (an off-topic answer)."""
+        prompt = spec.instruction()
+        best, best_reward = "", float("-inf")
+        for _ in range(200):
+            text = self._draft(spec, rng, topic or spec.topic)
+            reward = self.gold_reward(prompt, text)
+            if reward > best_reward:
+                best, best_reward = text, reward
+            if reward >= 1.0:
+                break
+        return best
+
+    @staticmethod
+    def _draft(spec: Spec, rng: random.Random, topic: str) -> str:
+        c = spec.constraints
+        n = c.get("sentences") or c.get("bullets") or rng.randint(1, 3)
+        sentences = [rng.choice(OPENERS).format(topic=topic)] + rng.sample(FOLLOW_UPS, n - 1)
+        if "keywords" in c:
+            sentences[-1 if n > 1 else 0] = KEYWORD_SENTENCE.format(*c["keywords"])
+            if n == 1:  # the one sentence must still name the topic
+                sentences[0] = sentences[0][:-1] + f" about {topic}."
+        if "end_mark" in c:
+            sentences[-1] = sentences[-1][:-1] + c["end_mark"]
+        if "start_word" in c:
+            sentences[0] = f"{c['start_word']} {sentences[0][0].lower()}{sentences[0][1:]}"
+        text = "\n".join(f"- {s}" for s in sentences) if "bullets" in c else " ".join(sentences)
+        if "lowercase" in c:
+            text = text.lower()
+        if "quotes" in c:
+            text = f'"{text}"'
+        return text
+
+    def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
+        """A compliant answer, one that ignores every instruction but the topic (and overshoots the word
+        range), an off-topic one and a degenerate (repeating) one: does the model prefer the first?"""
+        spec = parse_instruction(prompt)
+        good = self.compose(spec, rng)
+        broken_spec = Spec(spec.template, spec.topic, (spec.length[1] + 8, spec.length[1] + 16), {})
+        broken = self.compose(broken_spec, rng, spec.topic)  # ignores every instruction but the topic
+        other_topic = rng.choice([t for t in TOPICS if t != spec.topic])
+        off_topic = self.compose(spec, rng, other_topic)
+        first = words_in(good)[:3]
+        degenerate = " ".join(first * 6)
+        return [good, broken, off_topic, degenerate]
+
+    def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
+        return multiple_choice_items(self.gold_reward, self.sample_prompt, self.candidate_responses, rng, n)
+
