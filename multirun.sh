@@ -50,6 +50,13 @@ suite_sweeps() {
       for grid in dpo_beta_grid ipo_beta_grid simpo_grid; do
         echo "experiment=$grid dataset=$BUILTIN_DATASETS"
       done ;;
+    beta_sensitivity)
+      # the citable testbed study (results/beta_sensitivity/): the DPO β grid, a documented SimPO subset
+      # (β ∈ {2, 10} × γ/β ∈ {0.15, 0.5}: both ends of the β range, the default γ/β and a small one), and
+      # the IMI methods at their defaults, on every built-in task, 5 seeds
+      echo "experiment=dpo_beta_grid dataset=$BUILTIN_DATASETS"
+      echo "experiment=simpo_grid dataset=$BUILTIN_DATASETS method.beta=2.0,10.0 method.gamma_beta_ratio=0.15,0.5"
+      echo "experiment=imi_defaults dataset=$BUILTIN_DATASETS method=rmipo,imi_dpo,imi_simpo" ;;
     ablations)
       for ablation in regulator pmi_source margin_units warmup marginal_context; do
         echo "experiment=ablation_$ablation"
@@ -64,6 +71,7 @@ suite_description() {
   case "$1" in
     quick) echo "DPO over 3 β × 2 seeds + rmipo and imi_dpo × 2 seeds on sentiment, short SFT (< 10 min on 2 CPU cores)" ;;
     compare) echo "the headline: every method at its defaults + the DPO, IPO and SimPO grids, on every built-in task, 3 seeds" ;;
+    beta_sensitivity) echo "the citable testbed study: DPO β grid + SimPO 2×2 subset + rmipo, imi_dpo, imi_simpo on every built-in task, 5 seeds (325 runs)" ;;
     ablations) echo "every ablation_* preset: regulator × base loss, PMI source, margin units, warm-up, marginal context" ;;
   esac
 }
@@ -71,7 +79,7 @@ suite_description() {
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
   echo "Suites:"
-  for suite in quick compare ablations; do
+  for suite in quick beta_sensitivity compare ablations; do
     printf '  %-27s %s\n' "$suite" "$(suite_description "$suite")"
   done
   echo "Experiment presets (conf/experiment/, one Hydra sweep each):"

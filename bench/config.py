@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from bench.logps import LAYOUT_NAMES
 from bench.methods import build_method
 
 
@@ -33,6 +34,10 @@ def validate_config(cfg: DictConfig) -> None:
         _positive(cfg, key)
     for key in ("train.epochs", "train.weight_decay", "train.warmup_ratio", "sft.steps"):
         _positive(cfg, key, allow_zero=True)
+    if cfg.train.get("layout", "padded") not in LAYOUT_NAMES:
+        raise ConfigError(f"train.layout must be one of {', '.join(LAYOUT_NAMES)}, got {cfg.train.layout!r}")
+    if not isinstance(cfg.train.get("fused_adamw", False), bool):
+        raise ConfigError(f"train.fused_adamw must be true or false, got {cfg.train.fused_adamw!r}")
     if cfg.train.max_steps is not None:
         _positive(cfg, "train.max_steps")
     if not isinstance(cfg.seed, int):
@@ -64,6 +69,8 @@ def validate_config(cfg: DictConfig) -> None:
         if not 0.0 <= cfg.dataset.label_noise <= 0.5:
             raise ConfigError(f"dataset.label_noise must be in [0, 0.5] (a flip rate above 0.5 inverts the labels), got {cfg.dataset.label_noise!r}")
         _positive(cfg, "dataset.bt_temperature")
+        if not isinstance(cfg.dataset.get("drop_ties", False), bool):
+            raise ConfigError(f"dataset.drop_ties must be true or false, got {cfg.dataset.drop_ties!r}")
         for key in ("n_train_prompts", "n_eval_pair_prompts", "n_val_prompts", "n_test_prompts"):
             _positive(cfg, f"dataset.{key}")
     if cfg.hardware.accelerator not in ("cpu", "cuda"):
