@@ -151,7 +151,7 @@ def encode_pairs(records: list[dict], tokenizer, max_length: int, source: str, o
     kept, stats = [], {"n_rows": len(records), "dropped": {"over_long": 0}, "n_truncated": 0}
     for i, record in enumerate(records):
         prompt_ids = encode_text(tokenizer, record["prompt"])
-        if 1 + len(prompt_ids) >= max_length:
+        if len(with_boundary(tokenizer, prompt_ids)) >= max_length:
             if on_bad_row == "error":
                 raise ValueError(
                     f"{source} row {i}: field 'prompt' is over-long ({len(prompt_ids)} tokens leave no room "
