@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
-from bench.secrets import redact_secrets
+from bench.redaction import redact_secrets
 
 META_FILE = "meta.json"
 

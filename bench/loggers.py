@@ -22,7 +22,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Mapping
 
-from bench.secrets import looks_secret, redact_secrets
+from bench.redaction import looks_secret, redact_secrets
 
 LOGGER_NAMES = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")

@@ -25,7 +25,7 @@ from bench.distributed import accelerator_kwargs, prepare_distributed_env
 from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
 from bench.logps import score_all
 from bench.loggers import build_logger
-from bench.secrets import redact_secrets
+from bench.redaction import redact_secrets
 from bench.methods import build_method
 from bench.models import build_word_tokenizer, load_hf_model, non_embedding_parameters, pretrained_path
 from bench.provenance import now, provenance

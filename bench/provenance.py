@@ -10,7 +10,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from bench.secrets import redact_overrides
+from bench.redaction import redact_overrides
 
 PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "hydra-core", "omegaconf",
             "lm_eval", "wandb", "numpy", "pandas", "trl", "peft", "submitit")

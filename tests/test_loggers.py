@@ -21,7 +21,7 @@ from bench.loggers import (
     find_offline_run_file,
     read_offline_run,
 )
-from bench.secrets import redact_overrides, redact_secrets
+from bench.redaction import redact_overrides, redact_secrets
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "logger"
 HF_SECRET = "hf_NOTREALbutSECRETxxxxxxxxxxxxxxxxxx"
