@@ -1,4 +1,4 @@
-"""bench.loggers: real offline W&B runs read back from their .wandb files, the none logger, secret
+"""bench.loggers and bench.wandb_offline: real offline W&B runs read back from their .wandb files, the none logger, secret
 redaction and config errors. No network, no W&B key; every W&B path points into tmp_path."""
 from __future__ import annotations
 
@@ -14,14 +14,9 @@ import pytest
 import wandb
 from omegaconf import OmegaConf
 
-from bench.loggers import (
-    NoneLogger,
-    WandbLogger,
-    build_logger,
-    find_offline_run_file,
-    read_offline_run,
-)
+from bench.loggers import NoneLogger, WandbLogger, build_logger
 from bench.redaction import redact_overrides, redact_secrets
+from bench.wandb_offline import find_offline_run_file, read_offline_run
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "logger"
 HF_SECRET = "hf_NOTREALbutSECRETxxxxxxxxxxxxxxxxxx"
