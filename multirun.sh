@@ -57,6 +57,10 @@ suite_sweeps() {
       echo "experiment=dpo_beta_grid dataset=$BUILTIN_DATASETS"
       echo "experiment=simpo_grid dataset=$BUILTIN_DATASETS method.beta=2.0,10.0 method.gamma_beta_ratio=0.15,0.5"
       echo "experiment=imi_defaults dataset=$BUILTIN_DATASETS method=rmipo,imi_dpo,imi_simpo" ;;
+    smollm2)
+      # the real-model lane (DESIGN §13): DPO β grid and the IMI methods on SmolLM2-135M-Instruct
+      echo "experiment=smollm2_dpo"
+      echo "experiment=smollm2_imi" ;;
     ablations)
       for ablation in regulator pmi_source margin_units warmup marginal_context; do
         echo "experiment=ablation_$ablation"
@@ -72,6 +76,7 @@ suite_description() {
     quick) echo "DPO over 3 β × 2 seeds + rmipo and imi_dpo × 2 seeds on sentiment, short SFT (< 10 min on 2 CPU cores)" ;;
     compare) echo "the headline: every method at its defaults + the DPO, IPO and SimPO grids, on every built-in task, 3 seeds" ;;
     beta_sensitivity) echo "the citable testbed study: DPO β grid + SimPO 2×2 subset + rmipo, imi_dpo, imi_simpo on every built-in task, 5 seeds (325 runs)" ;;
+    smollm2) echo "the real-model lane: DPO β grid + rmipo and imi_dpo on SmolLM2-135M-Instruct (constraints task; needs the smollm2 extra)" ;;
     ablations) echo "every ablation_* preset: regulator × base loss, PMI source, margin units, warm-up, marginal context" ;;
   esac
 }
@@ -79,7 +84,7 @@ suite_description() {
 usage() {
   sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
   echo "Suites:"
-  for suite in quick beta_sensitivity compare ablations; do
+  for suite in quick beta_sensitivity compare ablations smollm2; do
     printf '  %-27s %s\n' "$suite" "$(suite_description "$suite")"
   done
   echo "Experiment presets (conf/experiment/, one Hydra sweep each):"

@@ -23,7 +23,7 @@ import pytest
 
 from bench import records
 from bench.pipeline import run
-from test_presets import PRESETS, preset_jobs
+from test_presets import PRESETS, REAL_MODEL, preset_jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTIRUN = ROOT / "multirun.sh"
@@ -73,7 +73,7 @@ def _run_jobs_in_process(make_config, jobs: list[list[str]]) -> None:
                 assert str(node) == value or float(node) == float(value), override
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", sorted(set(PRESETS) - REAL_MODEL))
 def test_first_and_last_job_of_every_preset_run_in_fast_mode(make_config, preset):
     jobs = preset_jobs(preset)
     _run_jobs_in_process(make_config, [jobs[0], jobs[-1]] if len(jobs) > 1 else jobs)
