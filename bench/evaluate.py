@@ -25,8 +25,8 @@ import torch
 from bench.data.encoding import PairTensors, SequenceTensors, _pad, encode_text, with_boundary
 from bench.generation import sample_responses
 from bench.logps import score_all
-from bench.methods.base import Method, PairLogps
-from bench.trainer import PairCache, marginal_per_conditional_token
+from bench.methods.base import Method
+from bench.reference import ReferenceTerms, pair_logps
 
 COLLAPSE_RULE = (
     "collapsed = 1 when no_eos_rate >= eval.collapse_no_eos_rate: the policy stopped ending its answers "
@@ -34,24 +34,23 @@ COLLAPSE_RULE = (
 )
 
 
-def preference_metrics(model, reference: PairCache, method: Method, pairs: PairTensors,
+def preference_metrics(model, terms: ReferenceTerms, method: Method, pairs: PairTensors,
                        marginal_seqs: SequenceTensors | None, device) -> dict[str, float]:
-    """pref_acc and the method's native reward metrics on held-out pairs (no gradient)."""
-    logps, counts = score_all(model, pairs.both(), device=device)
+    """pref_acc and the method's native reward metrics on held-out pairs (no gradient).
+
+    `terms` holds the reference log-probs of these pairs (and the reference's marginals when the method
+    takes PMI from it); `marginal_seqs` the response-only sequences when it takes PMI from the policy.
+    """
+    logps, token_counts = score_all(model, pairs.both(), device=device)
     n = len(pairs)
     metrics: dict[str, float] = {}
-    batch = PairLogps(logps[:n], logps[n:], counts[:n], counts[n:], step=10**9)
-    if reference.reference_logps is not None:
-        ref = reference.reference_logps
+    if terms.reference_logps is not None:
+        ref = terms.reference_logps
         delta = (logps[:n] - ref[:, 0]) - (logps[n:] - ref[:, 1])
         metrics["pref_acc"] = (delta > 0).float().mean().item()
-        batch.reference_chosen_logps, batch.reference_rejected_logps = ref[:, 0], ref[:, 1]
-    if method.needs.marginal == "reference":
-        batch.marginal_chosen_logps, batch.marginal_rejected_logps = reference.marginal_logps[:, 0], reference.marginal_logps[:, 1]
-    elif method.needs.marginal == "policy":
-        sums, m_counts = score_all(model, marginal_seqs, device=device)
-        sums = marginal_per_conditional_token(sums, m_counts, counts)
-        batch.marginal_chosen_logps, batch.marginal_rejected_logps = sums[:n], sums[n:]
+    # step=None: the trained model is scored with every schedule at its end (warm-ups done)
+    batch = pair_logps(logps, token_counts, method.needs, terms, step=None,
+                       policy_marginal=lambda: score_all(model, marginal_seqs, device=device))
     # a copy: stateful methods (beta_dpo's running mean) must not learn from held-out data
     out = copy.deepcopy(method)(batch)
     metrics["eval/loss"] = out.losses.mean().item()

@@ -23,13 +23,13 @@ from bench.cost import CostMeter
 from bench.data.encoding import PairTensors, encode_pairs
 from bench.distributed import accelerator_kwargs, prepare_distributed_env
 from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
-from bench.logps import score_all
 from bench.loggers import build_logger
 from bench.redaction import redact_secrets
 from bench.methods import build_method
 from bench.models import build_word_tokenizer, load_hf_model, non_embedding_parameters, pretrained_path
 from bench.provenance import now, provenance
-from bench.trainer import PairCache, PreferenceTrainer, marginal_per_conditional_token
+from bench.reference import ReferenceTerms, cached_reference_terms
+from bench.trainer import PreferenceTrainer
 
 
 @dataclass
@@ -51,8 +51,8 @@ class Setup:
     held_out: PairTensors
     val_prompts: list[str]   # what a tuner selects on (metrics "val/…", the validation curve)
     test_prompts: list[str]  # what a selected configuration is scored on (the bare metric names)
-    train_cache: PairCache
-    eval_cache: PairCache
+    train_terms: ReferenceTerms  # the reference's terms of the train pairs (bench.reference)
+    eval_terms: ReferenceTerms   # ... and of the held-out pairs
     data_stats: dict = field(default_factory=dict)
 
 
@@ -119,15 +119,6 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
     return policy, reference, tokenizer, None, splits, stats, model_key, cache_key(dataset_cfg)
 
 
-def _pair_cache(reference_terms: dict, split: str, pairs: PairTensors) -> PairCache:
-    marginal = None
-    if f"{split}_marginal_sums" in reference_terms:
-        conditional_counts = pairs.both().scored_counts().view(2, -1).T
-        marginal = marginal_per_conditional_token(
-            reference_terms[f"{split}_marginal_sums"], reference_terms[f"{split}_marginal_counts"], conditional_counts)
-    return PairCache(reference_terms[f"{split}_reference"], marginal)
-
-
 def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, device, show_progress: bool) -> Setup:
     policy, reference, tokenizer, task, splits, stats, model_key, data_key = _load_data(cfg, cache, meter, device, show_progress)
     max_length = cfg.model.max_length
@@ -139,35 +130,19 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
     context = method.needs.marginal_context if method.needs.marginal == "reference" else None
     payload = {"model": model_key, "data": data_key, "max_length": max_length, "marginal_context": context}
     reference.to(device)
-
-    def build(directory: Path) -> dict:
-        out, tokens = {}, 0
-        for split, pairs in (("train", train), ("eval", held_out)):
-            both = pairs.both()
-            logps, _ = score_all(reference, both, device=device)
-            out[f"{split}_reference"] = logps.view(2, -1).T.contiguous()
-            tokens += int(both.attention_mask.sum())
-            if context is not None:
-                marginal = pairs.marginal(tokenizer, max_length, context)
-                sums, counts = score_all(reference, marginal, device=device)
-                out[f"{split}_marginal_sums"] = sums.view(2, -1).T.contiguous()
-                out[f"{split}_marginal_counts"] = counts.view(2, -1).T.contiguous()
-                tokens += int(marginal.attention_mask.sum())
-        torch.save(out, directory / "reference.pt")
-        return {"tokens": tokens, "flops": 2.0 * non_embedding_parameters(reference) * tokens}
-
-    entry = cache.get_or_build("reference", payload, build)
+    marginal_of = (lambda pairs: pairs.marginal(tokenizer, max_length, context)) if context is not None else None
+    terms, entry = cached_reference_terms(cache, payload, reference, {"train": train, "eval": held_out},
+                                          marginal_of, non_embedding_parameters(reference), device)
     meter.add_shared("reference", entry.key, entry.hit, entry.build_cost, entry.wait_s)
-    terms = torch.load(entry.path / "reference.pt")
     return Setup(policy, reference, tokenizer, task, train, held_out, splits["val_prompts"], splits["test_prompts"],
-                 _pair_cache(terms, "train", train), _pair_cache(terms, "eval", held_out), stats)
+                 terms["train"], terms["eval"], stats)
 
 
 def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostMeter) -> dict:
     needs_policy_marginal = method.needs.marginal == "policy"
     context = method.needs.marginal_context
     marginal = setup.held_out.marginal(setup.tokenizer, cfg.model.max_length, context) if needs_policy_marginal else None
-    metrics = preference_metrics(model, setup.eval_cache, method, setup.held_out, marginal, device)
+    metrics = preference_metrics(model, setup.eval_terms, method, setup.held_out, marginal, device)
     meter.add_nograd_tokens("eval", int(setup.held_out.both().attention_mask.sum()))
     if setup.task is not None and setup.test_prompts:
         # Two disjoint prompt sets with independent sampling seeds (DESIGN §11a): a tuner selects on
@@ -235,7 +210,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
             curve = ValidationCurve(setup.task, setup.tokenizer, setup.val_prompts[:cfg.eval.curve.n_prompts],
                                     cfg.eval.curve.fractions, sampling_seeds(cfg.seed, "curve")[0], meter,
                                     accelerator.device) if setup.task is not None else None
-            trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_cache, marginal_seqs,
+            trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_terms, marginal_seqs,
                                         OmegaConf.to_container(cfg.train), accelerator, meter, logger, cfg.seed,
                                         show_progress, callbacks=[curve] if curve else [])
             history = trainer.train()

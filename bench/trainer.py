@@ -1,11 +1,11 @@
 """The shared preference trainer: one loop for every method (DESIGN §3).
 
-Device placement, DDP, mixed precision and gradient accumulation are accelerate's. The trainer
-reads `method.needs` and computes only what the method asks for:
-- the policy forward on chosen and rejected responses, concatenated into one [2B, L] batch;
-- cached reference log-probs (and reference-side marginals), looked up by pair index — no forward;
-- a no-grad response-only policy forward, only for methods with `needs.marginal == "policy"`.
-The method turns the log-probs into per-pair losses; the trainer averages, steps and logs.
+Device placement, DDP, mixed precision and gradient accumulation are accelerate's. Per step the
+trainer runs the policy forward on chosen and rejected responses, concatenated into one [2B, L] batch,
+and bench.reference.pair_logps fills in what `method.needs` asks for: cached reference terms looked up
+by pair index (no forward), or a no-grad response-only policy forward that the trainer runs only for
+methods with `needs.marginal == "policy"`. The method turns the log-probs into per-pair losses; the
+trainer averages, steps and logs.
 
 Step callbacks (`callbacks=`) are how outside code sees step boundaries (intermediate evaluation in
 bench.pipeline, the throughput benchmark's clock) without subclassing the meter, logger or data: each
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 import torch
@@ -24,27 +23,11 @@ from tqdm.auto import tqdm
 from bench.data.encoding import PairTensors, SequenceTensors
 from bench.logps import check_packed_layout, resolve_layout, sequence_logps
 from bench.methods.base import Method, PairLogps
+from bench.reference import ReferenceTerms, pair_logps
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/Inf: the run stops and its record says failed, with the step and stats."""
-
-
-@dataclass
-class PairCache:
-    """Per-pair tensors computed once before training, each [P, 2] = (chosen, rejected)."""
-
-    reference_logps: torch.Tensor | None = None
-    marginal_logps: torch.Tensor | None = None  # reference-side log p(y | ∅), when pmi_source=reference
-
-
-def marginal_per_conditional_token(marginal_sums, marginal_counts, conditional_counts):
-    """Rescale summed marginal log-probs so that dividing by the conditional count gives ā(y | ∅).
-
-    The marginal pass may score a different number of tokens than the conditional one (RMiPO's code
-    leaves the first response token unscored); PMI compares the two *averages*.
-    """
-    return marginal_sums / marginal_counts.clamp(min=1) * conditional_counts
 
 
 def build_optimizer(model, train_cfg: Mapping) -> torch.optim.AdamW:
@@ -67,12 +50,12 @@ class StepCallback(Protocol):
 
 
 class PreferenceTrainer:
-    def __init__(self, method: Method, model, data: PairTensors, pair_cache: PairCache,
+    def __init__(self, method: Method, model, data: PairTensors, reference_terms: ReferenceTerms,
                  marginal_seqs: SequenceTensors | None, train_cfg: Mapping, accelerator, meter,
                  logger, seed: int, show_progress: bool = True, callbacks: Sequence[StepCallback] = ()):
         self.method = method
         self.data = data
-        self.pair_cache = pair_cache
+        self.reference_terms = reference_terms
         self.marginal_seqs = marginal_seqs  # [2P, L] response-only sequences, for marginal=policy
         self.cfg = train_cfg
         self.accelerator = accelerator
@@ -101,29 +84,21 @@ class PreferenceTrainer:
 
     def _pair_logps(self, index: torch.Tensor, step: int) -> PairLogps:
         device = self.accelerator.device
-        needs = self.method.needs
-        n = len(index)
         seqs = self.data.batch(index)  # on the CPU: token counts and packing need no device sync
         self.last_batch = seqs  # for step callbacks that account for what the model was fed
-        logps, counts = sequence_logps(self.model, seqs, self.layout, device)
+        logps, token_counts = sequence_logps(self.model, seqs, self.layout, device)
         self.meter.add_train_tokens(int(seqs.attention_mask.sum()))
-        batch = PairLogps(logps[:n], logps[n:], counts[:n], counts[n:], step=step)
-        cpu_index = index.cpu()
-        if needs.reference or needs.marginal == "reference":
-            ref = self.pair_cache.reference_logps[cpu_index].to(device)
-            batch.reference_chosen_logps, batch.reference_rejected_logps = ref[:, 0], ref[:, 1]
-        if needs.marginal == "reference":
-            marg = self.pair_cache.marginal_logps[cpu_index].to(device)
-            batch.marginal_chosen_logps, batch.marginal_rejected_logps = marg[:, 0], marg[:, 1]
-        elif needs.marginal == "policy":
-            rows = torch.cat([cpu_index, cpu_index + len(self.data)])
-            marginal = self.marginal_seqs.select(rows)
+
+        def policy_marginal():
+            cpu_index = index.cpu()
+            marginal = self.marginal_seqs.select(torch.cat([cpu_index, cpu_index + len(self.data)]))
             with torch.no_grad():
-                sums, m_counts = sequence_logps(self.model, marginal, self.layout, device)
+                out = sequence_logps(self.model, marginal, self.layout, device)
             self.meter.add_nograd_tokens("marginal", int(marginal.attention_mask.sum()))
-            sums = marginal_per_conditional_token(sums, m_counts, counts.detach())
-            batch.marginal_chosen_logps, batch.marginal_rejected_logps = sums[:n], sums[n:]
-        return batch
+            return out
+
+        return pair_logps(logps, token_counts, self.method.needs, self.reference_terms, index, step=step,
+                          policy_marginal=policy_marginal)
 
     def train(self) -> list[dict]:
         """Run the optimisation; returns the history (one row per logged optimizer step)."""

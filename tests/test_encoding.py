@@ -21,7 +21,7 @@ def test_pairs_score_response_and_eos_only(tokenizer):
     assert pairs.chosen.input_ids[0, :6].tolist() == [bos, ids[0], ids[1], ids[2], ids[3], eos]
     assert pairs.chosen.response_mask[0, :6].tolist() == [0, 0, 0, 0, 1, 1]
     assert pairs.rejected.response_mask[0, :7].tolist() == [0, 0, 0, 0, 1, 1, 1]
-    assert pairs.both().scored_counts().tolist() == [2.0, 3.0]
+    assert pairs.both().token_counts().tolist() == [2.0, 3.0]
     assert stats["n_kept"] == 1 and stats["n_truncated"] == 0
 
 
@@ -51,7 +51,7 @@ def test_marginal_contexts(tokenizer):
     marginal = pairs.marginal(tokenizer, 16, "authors")
     assert marginal.input_ids[0, :3].tolist() == [b, b, eos]
     assert marginal.response_mask[0, :3].tolist() == [0, 1, 1]  # first token has no context: unscored
-    assert marginal.scored_counts().tolist() == [2.0, 1.0]
+    assert marginal.token_counts().tolist() == [2.0, 1.0]
 
 
 def test_a_prompt_that_starts_with_bos_is_not_counted_as_truncated(tokenizer):

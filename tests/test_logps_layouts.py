@@ -95,7 +95,7 @@ def test_packed_logps_and_gradients_equal_padded(tokenizer, pairs, attention, la
         packed_sums, packed_counts = sequence_logps(model, seqs, layout)
         torch.testing.assert_close(packed_sums, padded_sums, **LOGPS_TOL, msg=kind)
         assert torch.equal(packed_counts, padded_counts), kind
-        assert torch.equal(padded_counts, seqs.scored_counts()), kind
+        assert torch.equal(padded_counts, seqs.token_counts()), kind
         expected, got = _gradients(model, seqs, PADDED), _gradients(model, seqs, layout)
         relative = ((got - expected).norm() / expected.norm()).item()
         assert relative < GRAD_REL_TOL, (kind, relative)
@@ -157,7 +157,7 @@ def test_pack_lays_out_a_hand_built_batch():
     assert packed.targets.tolist() == [24, 25, 12, 13, 32]
     assert packed.target_rows.tolist() == [1, 1, 0, 0, 2]
     assert packed.target_cols.tolist() == [2, 3, 0, 1, 0]
-    assert packed.counts.tolist() == [2.0, 2.0, 1.0] == seqs.scored_counts().tolist()
+    assert packed.counts.tolist() == [2.0, 2.0, 1.0] == seqs.token_counts().tolist()
     one_row = pack(seqs, row_width=None)
     assert one_row.input_ids.shape == (1, 10) and one_row.position_ids.tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 0, 1]]
     wide = pack(seqs, row_width=4)  # the 5-token sequence is wider than a row: rows become 5 wide

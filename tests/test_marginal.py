@@ -24,7 +24,8 @@ from bench.loggers import NoneLogger
 from bench.methods import build_method
 from bench.models import build_tiny_model, build_word_tokenizer
 from bench.pipeline import build_setup
-from bench.trainer import PreferenceTrainer, marginal_per_conditional_token
+from bench.reference import marginal_per_conditional_token
+from bench.trainer import PreferenceTrainer
 
 IGNORE = -100  # their label_pad_token_id
 
@@ -75,12 +76,12 @@ def test_truncated_response_only_sequence_holds_exactly_the_surviving_tokens(tok
     authors = pairs.marginal(tokenizer, 9, "authors")
     # chosen: their pass scores 2 tokens (3 survived, the first has no context); the old encoding
     # re-cut the whole response at max_length on its own and scored 7 (b c d b c d b, EOS cut at 9)
-    assert authors.input_ids[0, :3].tolist() == [b, c, d] and authors.scored_counts()[0] == 2
+    assert authors.input_ids[0, :3].tolist() == [b, c, d] and authors.token_counts()[0] == 2
     # rejected: untruncated, so the EOS survived and is scored too
-    assert authors.input_ids[1, :2].tolist() == [c, eos] and authors.scored_counts()[1] == 1
+    assert authors.input_ids[1, :2].tolist() == [c, eos] and authors.token_counts()[1] == 1
     with_bos = pairs.marginal(tokenizer, 9, "bos")
     assert with_bos.input_ids[0, :4].tolist() == [bos, b, c, d]
-    assert with_bos.scored_counts().tolist() == pairs.both().scored_counts().tolist() == [3.0, 2.0]
+    assert with_bos.token_counts().tolist() == pairs.both().token_counts().tolist() == [3.0, 2.0]
 
 
 def test_marginal_sequence_conventions(tokenizer):
@@ -130,7 +131,7 @@ def test_every_imi_method_gets_the_authors_marginal_average_on_truncated_pairs(
     setup = build_setup(cfg, method, DiskCache(shared_cache), CostMeter(), "cpu", show_progress=False)
     pairs, tokenizer = setup.train, setup.tokenizer
     both = pairs.both()
-    counts = both.scored_counts()
+    counts = both.token_counts()
     surviving_eos = (both.input_ids == tokenizer.eos_token_id) & both.response_mask.bool()
     truncated = ~surviving_eos.any(1)
     assert truncated.any() and (~truncated).any(), "the data must hold truncated and untruncated responses"
@@ -138,12 +139,12 @@ def test_every_imi_method_gets_the_authors_marginal_average_on_truncated_pairs(
     bos = tokenizer.bos_token_id if context == "bos" else None
     if method.needs.marginal == "reference":
         expected = authors_marginal_average(setup.reference_model, both.input_ids, both.response_mask, bos)
-        handed = setup.train_cache.marginal_logps.T.reshape(-1)  # [P, 2] -> chosen rows then rejected rows
+        handed = setup.train_terms.marginal_logps.T.reshape(-1)  # [P, 2] -> chosen rows then rejected rows
     else:
         expected = authors_marginal_average(setup.model, both.input_ids, both.response_mask, bos)
         marginal_seqs = pairs.marginal(tokenizer, cfg.model.max_length, method.needs.marginal_context)
         train_cfg = {**OmegaConf.to_container(cfg.train), "log_every": 1}
-        trainer = PreferenceTrainer(method, setup.model, pairs, setup.train_cache, marginal_seqs, train_cfg,
+        trainer = PreferenceTrainer(method, setup.model, pairs, setup.train_terms, marginal_seqs, train_cfg,
                                     Accelerator(cpu=True), CostMeter(), NoneLogger(), seed=0, show_progress=False)
         index = torch.arange(len(pairs))
         batch = trainer._pair_logps(index, step=0)
@@ -152,7 +153,7 @@ def test_every_imi_method_gets_the_authors_marginal_average_on_truncated_pairs(
     torch.testing.assert_close(handed / counts, expected, atol=2e-5, rtol=0)
     if context == "authors":
         # their pass scores one token fewer than the prompted one: the rescaling is really exercised
-        marginal_counts = pairs.marginal(tokenizer, cfg.model.max_length, "authors").scored_counts()
+        marginal_counts = pairs.marginal(tokenizer, cfg.model.max_length, "authors").token_counts()
         assert torch.equal(marginal_counts, counts - 1)
 
 
@@ -160,21 +161,21 @@ def test_rescaling_is_what_makes_the_policy_side_match(make_config, shared_cache
                                                       monkeypatch):
     """With marginal_per_conditional_token returning its input unchanged, the trainer hands over the
     authors' pass's sum over |y| − 1 tokens as if it were over |y|, and the comparison above fails."""
-    import bench.trainer
+    import bench.reference
 
     cfg = make_config(*truncating_config_overrides, "method=rmipo", "method.marginal_context=authors")
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     setup = build_setup(cfg, method, DiskCache(shared_cache), CostMeter(), "cpu", show_progress=False)
     both = setup.train.both()
     expected = authors_marginal_average(setup.model, both.input_ids, both.response_mask)
-    monkeypatch.setattr(bench.trainer, "marginal_per_conditional_token", lambda sums, counts, conditional: sums)
+    monkeypatch.setattr(bench.reference, "marginal_per_conditional_token", lambda sums, counts, conditional: sums)
     marginal_seqs = setup.train.marginal(setup.tokenizer, cfg.model.max_length, "authors")
-    trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_cache, marginal_seqs,
+    trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_terms, marginal_seqs,
                                 {**OmegaConf.to_container(cfg.train), "log_every": 1}, Accelerator(cpu=True),
                                 CostMeter(), NoneLogger(), seed=0, show_progress=False)
     batch = trainer._pair_logps(torch.arange(len(setup.train)), step=0)
     handed = torch.cat([batch.marginal_chosen_logps, batch.marginal_rejected_logps]).detach()
-    assert not torch.allclose(handed / both.scored_counts(), expected, atol=1e-3)
+    assert not torch.allclose(handed / both.token_counts(), expected, atol=1e-3)
 
 
 def test_reimplementation_agrees_with_a_hand_count(tokenizer):

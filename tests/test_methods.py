@@ -193,6 +193,7 @@ def test_regulator_g_endpoints_and_shape():
 def test_warmup_fraction():
     assert warmup_fraction(0, 0) == 1.0 and warmup_fraction(7, 0) == 1.0
     assert [warmup_fraction(s, 4) for s in (0, 1, 2, 4, 9)] == [0.0, 0.25, 0.5, 1.0, 1.0]
+    assert warmup_fraction(None, 4) == 1.0  # after training (evaluation): fully regulated
 
 
 # ---------------------------------------------------------------------------------------------

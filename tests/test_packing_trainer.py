@@ -14,10 +14,11 @@ from omegaconf import OmegaConf
 from bench.cost import CostMeter
 from bench.data.encoding import encode_pairs
 from bench.loggers import NoneLogger
-from bench.logps import PACKED_ROW_WIDTH, Layout, score_all
+from bench.logps import PACKED_ROW_WIDTH, Layout
 from bench.methods import build_method
 from bench.models import build_tiny_model, build_word_tokenizer
-from bench.trainer import PairCache, PreferenceTrainer, marginal_per_conditional_token
+from bench.reference import ReferenceTerms, needs_reference_terms, score_reference_terms
+from bench.trainer import PreferenceTrainer
 
 TINY_MODEL = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_length=24)
 WORDS = ["a", "b", "c", "d", "e", "="]
@@ -40,23 +41,20 @@ def _trainer(train_overrides: dict | None = None, callbacks=(), n_pairs: int = 1
     torch.manual_seed(0)
     model = build_tiny_model(TINY_MODEL, tokenizer).float()
     method = build_method(OmegaConf.to_container(OmegaConf.load(CONF / "method" / f"{method}.yaml")))
-    needs, cache, marginal_seqs = method.needs, PairCache(), None
+    needs, terms, marginal_seqs = method.needs, ReferenceTerms(), None
     reference = copy.deepcopy(model)
     with torch.no_grad():  # a reference unlike the policy, so no implicit reward starts at a float-noise 0
         for p in reference.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    if needs.reference or needs.marginal == "reference":
-        cache.reference_logps = score_all(reference, pairs.both())[0].view(2, -1).T.contiguous()
     if needs.marginal is not None:
         marginal_seqs = pairs.marginal(tokenizer, TINY_MODEL["max_length"], needs.marginal_context)
+    if needs_reference_terms(needs):
+        terms = score_reference_terms(reference, pairs, marginal=marginal_seqs if needs.marginal == "reference" else None)
     if needs.marginal == "reference":
-        sums, counts = score_all(reference, marginal_seqs)
-        cache.marginal_logps = marginal_per_conditional_token(
-            sums.view(2, -1).T, counts.view(2, -1).T, pairs.both().scored_counts().view(2, -1).T)
         marginal_seqs = None
     train_cfg = {"batch_size": 4, "epochs": 1, "max_steps": None, "lr": 1e-3, "weight_decay": 0.0,
                  "warmup_ratio": 0.0, "max_grad_norm": 1.0, "log_every": 2, **(train_overrides or {})}
-    return PreferenceTrainer(method, model, pairs, cache, marginal_seqs, train_cfg, Accelerator(cpu=True),
+    return PreferenceTrainer(method, model, pairs, terms, marginal_seqs, train_cfg, Accelerator(cpu=True),
                              CostMeter(), NoneLogger(), seed=0, show_progress=False, callbacks=callbacks)
 
 

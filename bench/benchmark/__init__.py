@@ -34,7 +34,7 @@ from bench.benchmark.workload import (
     build_workload,
     check_same_sequences,
     method_config,
-    our_pair_cache,
+    our_reference_terms,
     sample_records,
     trl_texts,
 )
@@ -42,6 +42,6 @@ from bench.benchmark.workload import (
 __all__ = [
     "DEFAULT_OUT", "EXCLUDED_FROM_TIMING", "RATIOS", "SCHEMA_VERSION", "VARIANTS", "StepClock", "TrainerClock",
     "Workload", "build_workload", "check_same_sequences", "loss_costs", "main", "matmul_gflops", "method_config",
-    "model_gflops", "our_pair_cache", "profile_variants", "render_markdown", "representative_shape", "run_benchmark",
+    "model_gflops", "our_reference_terms", "profile_variants", "render_markdown", "representative_shape", "run_benchmark",
     "run_variant", "sample_records", "summarise", "trl_texts", "write_results",
 ]

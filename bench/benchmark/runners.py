@@ -20,10 +20,11 @@ import torch
 from bench.benchmark.clock import StepClock, TrainerClock, trl_step_end
 from bench.benchmark.summary import spread
 from bench.benchmark.variants import VARIANTS
-from bench.benchmark.workload import Workload, check_same_sequences, method_config, our_pair_cache, trl_texts
+from bench.benchmark.workload import Workload, check_same_sequences, method_config, our_reference_terms, trl_texts
 from bench.cost import CostMeter
 from bench.loggers import NoneLogger
-from bench.methods import PairLogps, build_method
+from bench.methods import build_method
+from bench.reference import pair_logps
 from bench.trainer import PreferenceTrainer
 
 def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
@@ -31,7 +32,7 @@ def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
 
     variant = VARIANTS[name]
     method = build_method(method_config(variant["method"]))
-    pair_cache = our_pair_cache(workload, method)
+    reference_terms = our_reference_terms(workload, method)
     marginal_seqs = None
     if method.needs.marginal == "policy":
         marginal_seqs = workload.pairs.marginal(workload.tokenizer, workload.model_cfg["max_length"],
@@ -39,7 +40,7 @@ def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=1)
     model = copy.deepcopy(workload.initial_model)
     train_cfg = {**workload.train_cfg, "log_every": 1, **variant.get("train", {})}
-    trainer = PreferenceTrainer(method, model, workload.pairs, pair_cache, marginal_seqs, train_cfg, accelerator,
+    trainer = PreferenceTrainer(method, model, workload.pairs, reference_terms, marginal_seqs, train_cfg, accelerator,
                                 CostMeter(), NoneLogger(), seed=workload.seed, show_progress=False,
                                 callbacks=[TrainerClock(clock)])
     history = trainer.train()
@@ -117,27 +118,20 @@ def loss_costs(workload: Workload, names: list[str], rounds: int = 5, iterations
     part of it (its end-to-end ratio measures that); a stand-in tensor takes the forward's place.
     """
     methods = {name: build_method(method_config(name)) for name in names}
-    caches = {name: our_pair_cache(workload, method) for name, method in methods.items()}
+    terms = {name: our_reference_terms(workload, method) for name, method in methods.items()}
     index = torch.arange(workload.batch_size)
-    counts = workload.pairs.both().scored_counts().view(2, -1).T[index]
-    policy = -2.0 * counts  # stands in for the policy's summed log-probs (values do not change the cost)
+    token_counts = workload.pairs.batch(index).token_counts()  # [2B]: chosen rows then rejected rows
+    policy = -2.0 * token_counts  # stands in for the policy's summed log-probs (values do not change the cost)
     samples: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(rounds):
         for name, method in methods.items():
-            cache, times = caches[name], []
+            times = []
             for _ in range(iterations):
                 started = time.perf_counter()
                 logps = policy.clone().requires_grad_(True)
-                batch = PairLogps(logps[:, 0], logps[:, 1], counts[:, 0], counts[:, 1])
-                if cache.reference_logps is not None:
-                    reference = cache.reference_logps[index]
-                    batch.reference_chosen_logps, batch.reference_rejected_logps = reference[:, 0], reference[:, 1]
-                if method.needs.marginal is not None:
-                    marginal = (cache.marginal_logps[index] if method.needs.marginal == "reference"
-                                else 1.5 * policy)  # the policy pass's output, detached
-                    batch.marginal_chosen_logps, batch.marginal_rejected_logps = marginal[:, 0], marginal[:, 1]
+                batch = pair_logps(logps, token_counts, method.needs, terms[name], index, step=0,
+                                   policy_marginal=lambda: (1.5 * policy, token_counts))  # the pass's output
                 method(batch).losses.mean().backward()
                 times.append(time.perf_counter() - started)
             samples[name].append(1e3 * statistics.median(times))
     return {name: spread(values) for name, values in samples.items()}
-

@@ -16,9 +16,8 @@ from omegaconf import OmegaConf
 
 from bench.data.encoding import PairTensors, encode_pairs
 from bench.data.tasks import build_task
-from bench.logps import score_all
 from bench.models import build_tiny_model, build_word_tokenizer, non_embedding_parameters
-from bench.trainer import PairCache, marginal_per_conditional_token
+from bench.reference import ReferenceTerms, needs_reference_terms, score_reference_terms
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -133,19 +132,13 @@ def method_config(name: str) -> dict:
     return cfg
 
 
-def our_pair_cache(workload: Workload, method) -> PairCache:
-    """Reference log-probs (and reference-side marginals) of the train pairs, as bench.pipeline caches them."""
+def our_reference_terms(workload: Workload, method) -> ReferenceTerms:
+    """The reference terms of the train pairs our trainer reads for `method`, computed as bench.pipeline
+    computes them (there cached on disk); the reference is the initial weights."""
     needs = method.needs
-    if not (needs.reference or needs.marginal == "reference"):
-        return PairCache()
-    reference = copy.deepcopy(workload.initial_model)
-    pairs = workload.pairs
-    logps, _ = score_all(reference, pairs.both())
-    cache = PairCache(reference_logps=logps.view(2, -1).T.contiguous())
+    if not needs_reference_terms(needs):
+        return ReferenceTerms()
+    marginal = None
     if needs.marginal == "reference":
-        marginal = pairs.marginal(workload.tokenizer, workload.model_cfg["max_length"], needs.marginal_context)
-        sums, counts = score_all(reference, marginal)
-        conditional_counts = pairs.both().scored_counts().view(2, -1).T
-        cache.marginal_logps = marginal_per_conditional_token(
-            sums.view(2, -1).T, counts.view(2, -1).T, conditional_counts)
-    return cache
+        marginal = workload.pairs.marginal(workload.tokenizer, workload.model_cfg["max_length"], needs.marginal_context)
+    return score_reference_terms(copy.deepcopy(workload.initial_model), workload.pairs, marginal=marginal)

@@ -45,7 +45,7 @@ class SequenceTensors:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
-    def scored_counts(self) -> torch.Tensor:
+    def token_counts(self) -> torch.Tensor:
         """Number of scored tokens per sequence [N] (what `sequence_logps` sums over)."""
         return self.response_mask[:, 1:].sum(-1).float()
 

@@ -48,10 +48,11 @@ class PairLogps:
     reference_rejected_logps: torch.Tensor | None = None  # s_ref(y_l)
     # Summed log p(y | ∅) from the model named by Needs.marginal, scaled by the trainer so that dividing
     # by chosen_lengths/rejected_lengths gives the marginal *average* ā(y | ∅) whatever tokens the
-    # marginal pass scored (bench.trainer.marginal_per_conditional_token).
+    # marginal pass scored (bench.reference.marginal_per_conditional_token).
     marginal_chosen_logps: torch.Tensor | None = None
     marginal_rejected_logps: torch.Tensor | None = None
-    step: int = 0  # optimizer step (for warm-up schedules)
+    # optimizer step (for warm-up schedules); None after training: every schedule at its end (evaluation)
+    step: int | None = 0
 
 
 @dataclass

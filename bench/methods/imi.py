@@ -23,7 +23,7 @@ def pmi(conditional_logps: torch.Tensor, marginal_logps: torch.Tensor, lengths: 
     `conditional_logps` = s(y | x) and `marginal_logps` = s(y | ∅) are summed log-probs, both averaged
     over `lengths`, the number of response tokens scored in the conditional pass. When the marginal
     pass scores a different number of tokens (RMiPO's released context leaves the first response token
-    unscored), the trainer rescales its sum to that count first (bench.trainer's
+    unscored), its sum is rescaled to that count first (bench.reference's
     `marginal_per_conditional_token`), so that marginal_logps / lengths is still ā(y | ∅).
     """
     return average(conditional_logps.detach(), lengths) - average(marginal_logps.detach(), lengths)
@@ -81,10 +81,11 @@ def regulator_g(delta_pmi: torch.Tensor, lo: float, hi: float, tau: float) -> to
     return lo + (hi - lo) * torch.exp(-rectified / tau)
 
 
-def warmup_fraction(step: int, warmup_steps: int) -> float:
+def warmup_fraction(step: int | None, warmup_steps: int) -> float:
     """Share of full regulation at optimizer step `step`: step / warmup_steps, capped at 1; 1 with no
-    warm-up. Step 0 is fully neutral, step ≥ warmup_steps fully regulated."""
-    if warmup_steps <= 0:
+    warm-up. Step 0 is fully neutral, step ≥ warmup_steps fully regulated; step None (after training,
+    PairLogps.step) fully regulated."""
+    if warmup_steps <= 0 or step is None:
         return 1.0
     return min(1.0, max(0, step) / warmup_steps)
 
