@@ -44,14 +44,6 @@ def build_word_tokenizer(vocabulary: list[str]) -> PreTrainedTokenizerFast:
     return PreTrainedTokenizerFast(tokenizer_object=backend, **SPECIAL_TOKENS)
 
 
-def boundary_token_id(tokenizer) -> int:
-    """The token that starts a sequence: BOS, or EOS for tokenizers without one (GPT-2 style)."""
-    token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    if token_id is None:
-        raise ValueError("model: the tokenizer has neither a BOS nor an EOS token; set one")
-    return token_id
-
-
 def build_tiny_model(model_cfg: Mapping, tokenizer) -> LlamaForCausalLM:
     """A small Llama from a config (weights random; the SFT warm start trains it)."""
     config = LlamaConfig(

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.models import boundary_token_id
+
+def boundary_token_id(tokenizer) -> int:
+    """The token that starts a sequence: BOS, or EOS for tokenizers without one (GPT-2 style)."""
+    token_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+    if token_id is None:
+        raise ValueError("model: the tokenizer has neither a BOS nor an EOS token; set one")
+    return token_id
 
 
 @dataclass
