@@ -2,6 +2,11 @@
 
 FLOPs estimate (Kaplan et al. 2020, §2.1): a forward+backward pass costs ≈ 6·N FLOPs per token and a
 no-grad forward ≈ 2·N, with N the non-embedding parameter count (`bench.models.non_embedding_parameters`).
+The 6·N splits as 2·N forward + 2·N for the gradients of the activations + 2·N for the gradients of the
+weights. When only part of the model trains (top layers, LoRA) the backward pass stops at the lowest
+trainable layer and computes weight gradients only for trainable parameters, so a trained token costs
+2·N + 2·N_backprop + 2·N_trainable (`bench.models.flop_parameters`): N_backprop = the non-embedding
+parameters from the lowest trainable one up, N_trainable = the trainable ones; both = N when all train.
 Attention's context-dependent term and the embedding/unembedding matmuls are left out: for the short
 sequences here they are a small correction, and leaving them out keeps the estimate comparable across
 methods (what the analysis needs).
@@ -42,6 +47,9 @@ class CostMeter:
 
     def __init__(self, n_params: int = 0, device_count: int = 1):
         self.n_params = n_params
+        # None = the whole model trains (the 6·N case); set from bench.models.flop_parameters otherwise
+        self.n_backprop: int | None = None
+        self.n_trainable: int | None = None
         self.device_count = device_count
         self.seconds = {p: 0.0 for p in PHASES}
         self.waits = {p: 0.0 for p in PHASES}
@@ -79,7 +87,10 @@ class CostMeter:
         self.add_wait(wait_s, "setup")
 
     def flops(self, train_tokens: int, nograd_tokens: int) -> float:
-        return 6.0 * self.n_params * train_tokens + 2.0 * self.n_params * nograd_tokens
+        backprop = self.n_params if self.n_backprop is None else self.n_backprop
+        trainable = self.n_params if self.n_trainable is None else self.n_trainable
+        per_trained_token = 2.0 * self.n_params + 2.0 * backprop + 2.0 * trainable
+        return per_trained_token * train_tokens + 2.0 * self.n_params * nograd_tokens
 
     def summary(self) -> dict:
         device_name, count = device_description()
@@ -99,6 +110,8 @@ class CostMeter:
             "nograd_tokens": nograd,
             **{f"nograd_tokens/{k}": v for k, v in self.nograd_tokens.items()},
             "n_params_nonembedding": self.n_params,
+            "n_params_backprop": self.n_params if self.n_backprop is None else self.n_backprop,
+            "n_params_trainable": self.n_params if self.n_trainable is None else self.n_trainable,
             "flops_train": self.flops(self.train_tokens, 0),
             "flops_nograd": self.flops(0, nograd),
             "flops": self.flops(self.train_tokens, nograd),

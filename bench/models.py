@@ -224,13 +224,31 @@ def load_hf_model(model_cfg: Mapping, dtype: torch.dtype = torch.float32, cache=
     return model, tokenizer
 
 
+def flop_parameters(model) -> dict[str, int]:
+    """The parameter counts of the FLOPs estimate (bench.cost): n_params (non-embedding), n_backprop (the
+    non-embedding parameters from the lowest trainable one up, in registration order — which is layer
+    order for the causal LMs here: embeddings, blocks 0..L−1, final norm, head) and n_trainable (the
+    trainable non-embedding ones, e.g. the top blocks or the LoRA adapters)."""
+    embedding_ids = _embedding_parameter_ids(model)
+    params = [p for p in model.parameters() if id(p) not in embedding_ids]
+    first = next((i for i, p in enumerate(params) if p.requires_grad), len(params))
+    return {"n_params": sum(p.numel() for p in params),
+            "n_backprop": sum(p.numel() for p in params[first:]),
+            "n_trainable": sum(p.numel() for p in params if p.requires_grad)}
+
+
+def _embedding_parameter_ids(model) -> set[int]:
+    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
+    output = model.get_output_embeddings()
+    if output is not None:
+        embedding_ids |= {id(p) for p in output.parameters()}
+    return embedding_ids
+
+
 def non_embedding_parameters(model) -> int:
     """N for the FLOPs estimate: every parameter except the token embedding and output matrices.
 
     This is the convention of Kaplan et al. 2020 (§2.1), whose C ≈ 6·N·tokens we use (DESIGN §8).
     """
-    embedding_ids = {id(p) for p in model.get_input_embeddings().parameters()}
-    output = model.get_output_embeddings()
-    if output is not None:
-        embedding_ids |= {id(p) for p in output.parameters()}
+    embedding_ids = _embedding_parameter_ids(model)
     return sum(p.numel() for p in model.parameters() if id(p) not in embedding_ids)

@@ -26,7 +26,7 @@ from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sa
 from bench.loggers import build_logger
 from bench.redaction import redact_secrets
 from bench.methods import build_method
-from bench.models import build_word_tokenizer, load_hf_model, non_embedding_parameters, pretrained_path
+from bench.models import build_word_tokenizer, flop_parameters, load_hf_model, non_embedding_parameters, pretrained_path
 from bench.provenance import now, provenance
 from bench.reference import ReferenceTerms, cached_reference_terms
 from bench.trainer import PreferenceTrainer
@@ -198,7 +198,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
             # save_pretrained writes nothing on non-zero ranks, so they must never build one)
             cache = DiskCache(cfg.paths.cache_root)
             setup = build_setup(cfg, method, cache, meter, accelerator.device, show_progress)
-            meter.n_params = non_embedding_parameters(setup.model)
+            counts = flop_parameters(setup.model)
+            meter.n_params, meter.n_backprop, meter.n_trainable = counts["n_params"], counts["n_backprop"], counts["n_trainable"]
             set_seed(cfg.seed)
             if cfg.hardware.gradient_checkpointing:
                 setup.model.gradient_checkpointing_enable()

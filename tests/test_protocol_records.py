@@ -82,3 +82,29 @@ def test_waiting_on_a_cache_lock_is_recorded_and_not_compute(tmp_path):
     assert summary["total_s"] == pytest.approx(summary["setup_s"], abs=1e-3)
     assert summary["device_hours"] == pytest.approx(summary["total_s"] / 3600, rel=1e-3)
     assert summary["shared"]["thing"]["wait_s"] == 0.25
+
+
+def test_flops_of_partial_training_follow_the_backward_pass_by_hand():
+    """6·N when everything trains; 2·N + 2·N_backprop + 2·N_trainable when only the top block does."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from bench.models import flop_parameters
+
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                                         num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=False))
+    per_block = 4 * 8 * 8 + 3 * 8 * 16 + 2 * 8  # q, k, v, o; gate, up, down; two RMSNorm weights
+    final_norm = 8
+    full = flop_parameters(model)
+    assert full == {"n_params": 2 * per_block + final_norm, "n_backprop": 2 * per_block + final_norm,
+                    "n_trainable": 2 * per_block + final_norm}
+    for p in model.model.layers[0].parameters():
+        p.requires_grad_(False)
+    model.model.embed_tokens.weight.requires_grad_(False)
+    top = flop_parameters(model)
+    assert top == {"n_params": 2 * per_block + final_norm, "n_backprop": per_block + final_norm,
+                   "n_trainable": per_block + final_norm + 0}
+    meter = CostMeter(n_params=top["n_params"])
+    assert meter.flops(10, 0) == 6 * top["n_params"] * 10  # not told: the whole model trains
+    meter.n_backprop, meter.n_trainable = top["n_backprop"], top["n_trainable"]
+    n, k = top["n_params"], top["n_backprop"]
+    assert meter.flops(10, 3) == (2 * n + 2 * k + 2 * k) * 10 + 2 * n * 3
