@@ -32,6 +32,9 @@ LAYOUT_NAMES = ("auto", "packed", "padded")
 # longest ≈ 64 < padded (1.65-1.76x faster than padded, measured on a loaded 2-core machine). A
 # sequence longer than W gets a row of its own length.
 PACKED_ROW_WIDTH = 32
+# Most logits one no-grad scoring batch may hold (score_all): 2^26 floats = 256 MiB, times ~2 with the
+# loss's float copy. The built-in tasks never reach it (256 × 64 positions × ~40 tokens).
+LOGIT_BUDGET = 2**26
 
 
 @dataclass(frozen=True)
@@ -249,6 +252,10 @@ def score_all(model, seqs: SequenceTensors, batch_size: int = 256, device: torch
     """
     was_training = model.training
     model.eval()
+    # The padded layout materialises [batch, L, vocabulary] logits (and a float copy for the loss): with a
+    # 49k vocabulary, 256 sequences of ~100 tokens are ~10 GB. Cap the batch to LOGIT_BUDGET logits.
+    vocabulary = getattr(getattr(model, "config", None), "vocab_size", None) or 1
+    batch_size = max(1, min(batch_size, LOGIT_BUDGET // max(seqs.input_ids.shape[1] * vocabulary, 1)))
     layout = resolve_layout(layout, model)
     check_packed_layout(model, seqs, layout, device)
     sums, counts = [], []
