@@ -120,7 +120,16 @@ from omegaconf import OmegaConf, open_dict
 from bench import records
 from bench.config import validate_config
 from bench.loggers import redact_secrets
+from bench.preflight import check_launcher, check_secrets, redact_text
 from bench.records import run_identity
+from bench.redaction import redact_overrides
+
+
+def refuse(message: str) -> None:
+    """A bad config is a user's mistake: the message alone, exit status 2 (as `python -m bench.train`)."""
+    print(redact_text(message), file=sys.stderr)
+    sys.exit(2)
+
 
 # Hydra 1.3 warns on every composition that conf/hydra/launcher/joblib.yaml shares the plugin's name
 # (deliberately: see that file); once per job here would bury the plan.
@@ -130,22 +139,28 @@ lines, sweep_dirs = [], set()
 with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
     parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
     for index, step in enumerate(steps, 1):
-        overrides = parser.parse_overrides(shlex.split(step))
-        hydra_args = [o.input_line for o in overrides if o.is_hydra_override()]
-        task_args = [o.input_line for o in overrides if not o.is_hydra_override()]
-        fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
-        params = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
-        swept = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + task_args)
-        jobs = BasicSweeper.split_arguments(swept, max_batch_size=None)[0]
+        try:  # the command line itself: secrets, unknown group options, malformed overrides
+            check_secrets({}, shlex.split(step))
+            overrides = parser.parse_overrides(shlex.split(step))
+            hydra_args = [o.input_line for o in overrides if o.is_hydra_override()]
+            task_args = [o.input_line for o in overrides if not o.is_hydra_override()]
+            fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+            params = compose(config_name="config", overrides=fixed, return_hydra_config=True).hydra.sweeper.params or {}
+            swept = parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + task_args)
+            jobs = BasicSweeper.split_arguments(swept, max_batch_size=None)[0]
+        except Exception as err:  # the step is echoed redacted: it may hold the very secret refused
+            refuse(f"[multirun] bad config in sweep {index} ({' '.join(redact_overrides(shlex.split(step)))}):\n  {err}")
         for job in jobs:
             try:
                 cfg = compose(config_name="config", overrides=job + hydra_args, return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)  # resolves ${hydra:runtime.cwd} as in a real job
+                check_launcher(OmegaConf.to_container(cfg.hydra.launcher, resolve=True),
+                               {"hardware": OmegaConf.to_container(cfg.hardware, resolve=True)})
                 with open_dict(cfg):
                     del cfg["hydra"]
                 validate_config(cfg)
             except Exception as err:
-                sys.exit(f"[multirun] bad config in sweep {index} ({step}), job {' '.join(job)}:\n  {err}")
+                refuse(f"[multirun] bad config in sweep {index}, job {' '.join(redact_overrides(job))}:\n  {err}")
             run_id, digest = run_identity(redact_secrets(OmegaConf.to_container(cfg, resolve=True)))
             sweep_dir = Path(cfg.paths.runs_root) / cfg.sweep_id
             sweep_dirs.add(sweep_dir)

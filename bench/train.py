@@ -3,6 +3,10 @@
 Thin by design: compose the config, run it (bench.pipeline), report where the record is, and return
 the objective metric to Hydra's sweepers. In a multirun a failed job writes a failed record and
 returns NaN so the other jobs go on; a single run exits non-zero.
+
+A user's mistake (a config error, a missing file or model; see bench.preflight, whose Hydra callback
+checks a single run before Hydra writes anything) ends with its message alone and exit status 2; the
+traceback comes too with IMI_BENCH_DEBUG=1 or HYDRA_FULL_ERROR=1.
 """
 from __future__ import annotations
 
@@ -14,6 +18,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from bench import preflight
+from bench.config import ConfigError
 from bench.pipeline import run
 from bench.report import print_summary
 
@@ -25,7 +31,13 @@ transformers.utils.logging.disable_progress_bar()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
-    result = run(cfg, overrides=list(hydra_cfg.overrides.task))
+    try:
+        result = run(cfg, overrides=list(hydra_cfg.overrides.task))
+    except ConfigError as err:
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # this job fails, as any job would; its message comes first
+            print(f"[imi-bench] error: {err}", flush=True)
+            raise
+        preflight.refuse(err)
     print_summary(result, objective=cfg.objective)
     if result.record["status"] != "completed":
         if hydra_cfg.mode != RunMode.MULTIRUN:
@@ -34,5 +46,17 @@ def main(cfg: DictConfig) -> float:
     return float(result.record["metrics"].get(cfg.objective, math.nan))
 
 
+def cli() -> None:
+    """The console entry (`imi-bench-train`, `python -m bench.train`). Hydra ends its own composition
+    errors (an unknown group option, a malformed override) with status 1 before any callback runs;
+    they are a user's mistake like ours, so they end with status 2."""
+    try:
+        main()
+    except SystemExit as stop:
+        if stop.code == 1 and not preflight.composed():
+            raise SystemExit(2) from None
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()
