@@ -24,6 +24,16 @@ from bench.pipeline import run
 from bench.records import RECORD_FILE
 
 DEFAULT_METRICS = ("gold_reward", "win_rate", "kl", "no_eos_rate", "pref_acc", "length")
+# Method config keys renamed since committed records were written, per method: the imi_* methods' IMI
+# bounds `lo`/`hi` became `g_min`/`g_max` (one name for them, as rmipo always had). Same values, same runs.
+RENAMED_METHOD_KEYS = {name: {"lo": "g_min", "hi": "g_max"} for name in ("imi_dpo", "imi_ipo", "imi_simpo")}
+
+
+def current_config(config: dict) -> dict:
+    """A record's resolved config under today's key names (RENAMED_METHOD_KEYS)."""
+    method = dict(config["method"])
+    renamed = RENAMED_METHOD_KEYS.get(method.get("name"), {})
+    return {**config, "method": {renamed.get(key, key): value for key, value in method.items()}}
 
 
 def completed_records(root: Path) -> list[dict]:
@@ -48,7 +58,7 @@ def compare(expected: dict, actual: dict, metrics: list[str], atol: float) -> li
 
 
 def reproduce(record: dict, runs_root: Path, cache_root: str, metrics: list[str], atol: float) -> list[str]:
-    config = dict(record["config"])
+    config = current_config(record["config"])
     config["paths"] = {"runs_root": str(runs_root), "cache_root": str(Path(cache_root).resolve())}
     config["progress"] = False
     result = run(OmegaConf.create(config))

@@ -6,7 +6,7 @@ calling the code under test. Also: config validation, Needs declarations, the YA
 """
 from __future__ import annotations
 
-import inspect
+import json
 import math
 from pathlib import Path
 
@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from bench.methods import Method, Needs, PairLogps, available_methods, build_method, method_keys
+from bench.methods import Method, Needs, PairLogps, available_methods, build_method, method_info, method_keys
 from bench.methods.imi import delta_pmi, pmi, regulator_g, warmup_fraction
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "method"
@@ -60,8 +60,8 @@ DPMI_REF = [
 DPMI_POL = [(-10 + 12) / 4 - (-14 + 14) / 2, (-12 + 11) / 5 - (-11 + 12) / 3, (-8 + 10) / 2 - (-9 + 12) / 6]
 
 
-def g_of(dpmi: float, lo: float = 0.3, hi: float = 1.6, tau: float = 1.0) -> float:
-    return lo + (hi - lo) * math.exp(-max(0.0, dpmi) / tau)
+def g_of(dpmi: float, g_min: float = 0.3, g_max: float = 1.6, tau: float = 1.0) -> float:
+    return g_min + (g_max - g_min) * math.exp(-max(0.0, dpmi) / tau)
 
 
 def hand_batch(step: int = 0, requires_grad: bool = False, marginal: str | None = "reference") -> PairLogps:
@@ -70,8 +70,8 @@ def hand_batch(step: int = 0, requires_grad: bool = False, marginal: str | None 
     return PairLogps(
         chosen_logps=tensors[0],
         rejected_logps=tensors[1],
-        chosen_lengths=t(LEN_W),
-        rejected_lengths=t(LEN_L),
+        chosen_token_counts=t(LEN_W),
+        rejected_token_counts=t(LEN_L),
         reference_chosen_logps=t(REF_W),
         reference_rejected_logps=t(REF_L),
         marginal_chosen_logps=t(marg_w) if marginal else None,
@@ -181,7 +181,7 @@ def test_delta_pmi_is_detached_even_from_grad_inputs():
 
 def test_regulator_g_endpoints_and_shape():
     g = regulator_g(t([-3.0, 0.0, 1.0, 50.0]), 0.3, 1.6, 1.0)
-    assert g[0].item() == 1.6 and g[1].item() == 1.6  # ΔPMI ≤ 0 → hi exactly
+    assert g[0].item() == 1.6 and g[1].item() == 1.6  # ΔPMI ≤ 0 → g_max exactly
     assert g[2].item() == pytest.approx(0.3 + 1.3 * math.exp(-1.0))
     assert g[3].item() == pytest.approx(0.3, abs=1e-15)  # large ΔPMI → lo
     assert regulator_g(t([1.0]), 0.3, 1.6, 2.0).item() == pytest.approx(0.3 + 1.3 * math.exp(-0.5))
@@ -308,10 +308,11 @@ def test_rmipo_custom_range_and_authors_context():
     out = build_method(cfg("rmipo", g_min=0.5, g_max=1.0))(hand_batch(marginal="policy"))
     g = [0.5 + 0.5 * math.exp(-max(0.0, d)) for d in DPMI_POL]
     assert_losses(out, [nll_sigmoid(2 * (x - gi)) for x, gi in zip(X_SIMPO, g)])
-    # "authors" changes only the marginal pass the trainer runs (it rescales that pass's sum to |y|
-    # tokens): on the same log-probs the loss is the same.
-    authors = build_method(cfg("rmipo", g_min=0.5, g_max=1.0, marginal_context="authors"))
-    torch.testing.assert_close(authors(hand_batch(marginal="policy")).losses, out.losses)
+    # "authors" changes only the marginal pass the trainer runs (tests/test_marginal.py checks that
+    # pass and its rescaling): here, that the method asks the trainer for it
+    assert build_method(cfg("rmipo")).needs.marginal_context == "bos"
+    authors = build_method(cfg("rmipo", marginal_context="authors"))
+    assert authors.needs == Needs(reference=False, marginal="policy", marginal_context="authors")
 
 
 def test_rmipo_equals_imi_simpo_with_policy_source():
@@ -395,10 +396,35 @@ def test_every_method_has_a_yaml_whose_keys_and_values_are_the_code_defaults():
         values = cfg(name)
         assert values.pop("name") == name
         assert list(values) == method_keys(name), name
-        # the constructors' keyword defaults are the documented YAML values
-        params = inspect.signature(type(build_method(cfg(name)))).parameters
-        assert values == {k: p.default for k, p in params.items()}, name
+        # the published defaults (the constructors' keyword defaults) are the documented YAML values
+        assert values == method_info(name)["defaults"], name
         assert isinstance(build_method(cfg(name)), Method)
+
+
+def test_method_info_is_what_a_record_stores_about_a_method():
+    assert method_info("dpo") == {"family": "dpo", "imi": False, "defaults": {"beta": 0.1}, "swept": ["beta"]}
+    assert method_info("simpo")["swept"] == ["beta", "gamma_beta_ratio"]
+    # the IMI variants keep their base loss's family and hyperparameters, then the regulator's
+    imi_ipo = method_info("imi_ipo")
+    assert (imi_ipo["family"], imi_ipo["imi"], imi_ipo["swept"]) == ("ipo", True, [])
+    assert list(imi_ipo["defaults"])[:2] == ["beta", "average_logps"] and imi_ipo["defaults"]["g_max"] == 1.6
+    assert method_info("rmipo")["family"] == "simpo"
+    for name in available_methods():
+        info = method_info(name)
+        assert json.loads(json.dumps(info)) == info, f"{name}: method_info must be plain JSON for the record"
+        assert info["imi"] == (info["swept"] == []), f"{name}: IMI methods are never tuned, baselines are"
+        assert set(info["swept"]) <= set(info["defaults"]), name
+
+
+def test_the_registry_finds_a_new_method_in_its_module_and_ignores_other_subclasses():
+    # a Method subclass outside bench.methods (like this one) is not a method users can pick
+    class Outsider(Method):
+        name = "outsider"
+        family = "dpo"
+
+    assert "outsider" not in available_methods()
+    with pytest.raises(ValueError, match="not a known method"):
+        method_info("outsider")
 
 
 def test_every_yaml_key_is_commented():
@@ -444,10 +470,11 @@ def test_config_errors_name_the_key(config, message):
         ("rmipo", {"beta": -2.0}, r"method\.beta must be > 0"),
         ("rmipo", {"margin_units": "logit"}, r"method\.margin_units must be one of \['ratio', 'absolute'\]"),
         ("rmipo", {"marginal_context": "none"}, r"method\.marginal_context must be one of"),
-        ("imi_dpo", {"lo": 2.0}, r"method\.lo must be <= method\.hi"),
+        ("imi_dpo", {"g_min": 2.0}, r"method\.g_min must be <= method\.g_max"),
+        ("imi_dpo", {"lo": 0.3}, r"method\.lo is not a key of method 'imi_dpo'"),
         ("imi_dpo", {"tau": 0.0}, r"method\.tau must be > 0"),
         ("imi_dpo", {"regulator": "scale"}, r"method\.regulator must be one of \['margin', 'beta', 'weight'\]"),
-        ("imi_dpo", {"regulator": "beta", "lo": 0.0}, r"method\.lo must be > 0"),
+        ("imi_dpo", {"regulator": "beta", "g_min": 0.0}, r"method\.g_min must be > 0"),
         ("imi_ipo", {"pmi_source": "sft"}, r"method\.pmi_source must be one of \['policy', 'reference'\]"),
         ("imi_simpo", {"warmup_steps": -1}, r"method\.warmup_steps must be an integer >= 0"),
         ("imi_simpo", {"warmup_steps": 2.5}, r"method\.warmup_steps must be an integer >= 0"),
@@ -539,8 +566,8 @@ def test_gradient_reaches_only_policy_logps_and_metrics_are_floats(config):
         batch.reference_rejected_logps,
         batch.marginal_chosen_logps,
         batch.marginal_rejected_logps,
-        batch.chosen_lengths,
-        batch.rejected_lengths,
+        batch.chosen_token_counts,
+        batch.rejected_token_counts,
     ]
     for tensor in [batch.chosen_logps, batch.rejected_logps, *frozen]:
         tensor.requires_grad_(True)

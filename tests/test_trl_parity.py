@@ -124,8 +124,8 @@ def run_trl(trainer: DPOTrainer, indices: list[int]) -> tuple[float, dict[str, f
     chosen, rejected = _sequence_logps(trainer.model, inputs).chunk(2)
     ref_chosen, ref_rejected = _sequence_logps(trainer.ref_model, inputs).chunk(2)
     lengths = inputs["completion_mask"].sum(dim=1).float()
-    chosen_lengths, rejected_lengths = lengths.chunk(2)
-    batch = PairLogps(chosen, rejected, chosen_lengths, rejected_lengths, ref_chosen, ref_rejected)
+    chosen_token_counts, rejected_token_counts = lengths.chunk(2)
+    batch = PairLogps(chosen, rejected, chosen_token_counts, rejected_token_counts, ref_chosen, ref_rejected)
     return loss, metrics, batch
 
 
@@ -219,8 +219,8 @@ def test_simpo_matches_trl_cpo_simpo_loss(models, make_trainer, tmp_path_factory
         cpo = CPOTrainer(model=copy.deepcopy(policy), args=args, train_dataset=dataset, processing_class=tokenizer)
 
     _, _, batch = run_trl(make_trainer("sigmoid", 0.1), list(range(N_PAIRS)))  # real model log-probs
-    chosen_avg = batch.chosen_logps / batch.chosen_lengths
-    rejected_avg = batch.rejected_logps / batch.rejected_lengths
+    chosen_avg = batch.chosen_logps / batch.chosen_token_counts
+    rejected_avg = batch.rejected_logps / batch.rejected_token_counts
     trl_losses, trl_chosen_rewards, trl_rejected_rewards = cpo.cpo_loss(chosen_avg, rejected_avg)
 
     out = build_method({"name": "simpo", "beta": beta, "gamma_beta_ratio": gamma_beta_ratio})(batch)

@@ -1,33 +1,48 @@
 """The method registry: config group `method` (conf/method/<name>.yaml) → a `Method` instance.
 
-Owns the name → class table and the config check: `build_method(cfg)` takes the `method` group as a
-mapping with `name` plus exactly the hyperparameters of conf/method/<name>.yaml, which are exactly
-the keyword arguments of the class's constructor. An unknown method, an unknown key or a missing key
-fails here with a ValueError naming `method.<key>`; bad values fail in the constructor (DESIGN §12),
-before any compute. Adding a method = one module + one line in `_REGISTRY` + one YAML + one test.
+Owns the name → class table and the config check. The table is found, not written: every module of
+this package is imported and every `Method` subclass defined in it that sets `name` in its own body is
+a method (bench.methods.base). So adding a method is one module, one conf/method/<name>.yaml and one
+test; nothing here changes, and the presets that mean "every method" pick it up by glob.
+
+`build_method(cfg)` takes the `method` group as a mapping with `name` plus exactly the method's
+hyperparameters (`Method.defaults()`, which conf/method/<name>.yaml repeats). An unknown method, an
+unknown key or a missing key fails here with a ValueError naming `method.<key>`; bad values fail in the
+constructor (DESIGN §12), before any compute. `method_info(name)` is what a run record stores about
+the method (family, IMI or not, published defaults, swept axes), so the analysis needs no tables.
 """
 from __future__ import annotations
 
-import inspect
+import importlib
+import pkgutil
 from collections.abc import Mapping
 
-from bench.methods.base import LossOutput, Method, Needs, PairLogps
-from bench.methods.beta_dpo import BetaDPO
-from bench.methods.cdpo import CDPO
-from bench.methods.dpo import DPO
-from bench.methods.hinge import Hinge
-from bench.methods.imi_regulated import ImiDPO, ImiIPO, ImiSimPO
-from bench.methods.ipo import IPO
-from bench.methods.rmipo import RMiPO
-from bench.methods.robust import RobustDPO
-from bench.methods.simpo import SimPO
+from bench.methods.base import FAMILIES, LossOutput, Method, Needs, PairLogps
 
-__all__ = ["LossOutput", "Method", "Needs", "PairLogps", "available_methods", "build_method", "method_keys"]
+__all__ = ["LossOutput", "Method", "Needs", "PairLogps", "available_methods", "build_method", "method_info",
+           "method_keys"]
 
-_REGISTRY: dict[str, type[Method]] = {
-    cls.name: cls
-    for cls in (DPO, CDPO, RobustDPO, IPO, Hinge, SimPO, BetaDPO, RMiPO, ImiDPO, ImiIPO, ImiSimPO)
-}
+
+def _discover() -> dict[str, type[Method]]:
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
+    found: dict[str, type[Method]] = {}
+    pending = list(Method.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        # only this package's classes: a test's Method subclass is not a method users can pick
+        if "name" not in vars(cls) or not cls.__module__.startswith(f"{__name__}."):
+            continue
+        if cls.name in found and found[cls.name] is not cls:
+            raise RuntimeError(f"two methods are named {cls.name!r}: {found[cls.name].__module__} and {cls.__module__}")
+        if cls.family not in FAMILIES:
+            raise RuntimeError(f"method {cls.name!r} ({cls.__module__}) must set family to one of {FAMILIES}")
+        found[cls.name] = cls
+    return found
+
+
+_REGISTRY: dict[str, type[Method]] = _discover()
 
 
 def available_methods() -> list[str]:
@@ -36,8 +51,15 @@ def available_methods() -> list[str]:
 
 
 def method_keys(name: str) -> list[str]:
-    """The hyperparameter keys of method `name` (its constructor's keyword arguments), in order."""
-    return list(inspect.signature(_method_class(name)).parameters)
+    """The hyperparameter keys of method `name`, in order."""
+    return list(_method_class(name).defaults())
+
+
+def method_info(name: str) -> dict:
+    """What a run record says about method `name` (its top-level `method_info`):
+    {"family": "dpo"|"ipo"|"simpo", "imi": bool, "defaults": {key: published default}, "swept": [keys]}."""
+    cls = _method_class(name)
+    return {"family": cls.family, "imi": cls.imi, "defaults": cls.defaults(), "swept": list(cls.swept)}
 
 
 def build_method(cfg: Mapping) -> Method:

@@ -9,6 +9,7 @@ s_ref under the frozen reference; Δ = (s(y_w) − s_ref(y_w)) − (s(y_l) − s
 """
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -42,12 +43,12 @@ class PairLogps:
 
     chosen_logps: torch.Tensor  # s(y_w), summed over response tokens
     rejected_logps: torch.Tensor  # s(y_l)
-    chosen_lengths: torch.Tensor  # |y_w| in tokens (float)
-    rejected_lengths: torch.Tensor  # |y_l|
+    chosen_token_counts: torch.Tensor  # |y_w|: scored response tokens (float)
+    rejected_token_counts: torch.Tensor  # |y_l|
     reference_chosen_logps: torch.Tensor | None = None  # s_ref(y_w)
     reference_rejected_logps: torch.Tensor | None = None  # s_ref(y_l)
-    # Summed log p(y | ∅) from the model named by Needs.marginal, scaled by the trainer so that dividing
-    # by chosen_lengths/rejected_lengths gives the marginal *average* ā(y | ∅) whatever tokens the
+    # Summed log p(y | ∅) from the model named by Needs.marginal, scaled (bench.reference) so that dividing
+    # by chosen_token_counts/rejected_token_counts gives the marginal *average* ā(y | ∅) whatever tokens the
     # marginal pass scored (bench.reference.marginal_per_conditional_token).
     marginal_chosen_logps: torch.Tensor | None = None
     marginal_rejected_logps: torch.Tensor | None = None
@@ -68,15 +69,37 @@ class LossOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-class Method:
-    """Base class: subclasses set `needs` and implement `loss`.
+FAMILIES = ("dpo", "ipo", "simpo")
 
-    Subclasses validate their hyperparameters in __init__ and raise ValueError naming the config key
-    (e.g. "method.beta must be > 0, got -1"), so a bad config fails before any compute (DESIGN §12).
+
+class Method:
+    """Base class: subclasses set `name`, `needs` and the method facts below, and implement `loss`.
+
+    A subclass that sets `name` in its own body is a method users can pick (`method=<name>`): the
+    registry (bench.methods) finds it in its module, so adding a method is its module, its
+    conf/method/<name>.yaml and its test. Subclasses validate their hyperparameters in __init__ and raise
+    ValueError naming the config key (e.g. "method.beta must be > 0, got -1"), so a bad config fails
+    before any compute (DESIGN §12). The constructor's keyword defaults are the published defaults.
+
+    The method facts go into every run record as `method_info` (bench.methods.method_info), so the
+    analysis reads from the records what a method is instead of keeping tables of its own.
     """
 
     name: str = "method"
     needs: Needs = Needs()
+    # The base loss the method belongs to (one of FAMILIES): what its β means, and which grid it rivals.
+    family: str = ""
+    # IMI-regulated: run once at fixed defaults, never tuned — the claim under test (DESIGN §4).
+    imi: bool = False
+    # The hyperparameters a tuning grid sweeps for this method (none for an IMI method).
+    swept: tuple[str, ...] = ()
+
+    @classmethod
+    def defaults(cls) -> dict[str, object]:
+        """The method's hyperparameters (its config keys) and their published defaults: the constructor's
+        keyword-only arguments, in order."""
+        parameters = inspect.signature(cls.__init__).parameters.values()
+        return {p.name: p.default for p in parameters if p.kind is p.KEYWORD_ONLY}
 
     def loss(self, batch: PairLogps) -> LossOutput:  # pragma: no cover - interface
         raise NotImplementedError

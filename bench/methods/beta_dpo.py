@@ -37,6 +37,8 @@ MIN_WEIGHT = 1e-12
 
 class BetaDPO(Method):
     name = "beta_dpo"
+    family = "dpo"
+    swept = ("beta",)  # β₀; a and ρ stay at the paper's values
     needs = Needs(reference=True)
 
     def __init__(self, *, beta: float = 0.1, a: float = 0.6, rho: float = 0.2, momentum: float = 0.9) -> None:

@@ -15,6 +15,8 @@ from bench.methods.common import dpo_delta, in_range, positive, reference_reward
 
 class CDPO(Method):
     name = "cdpo"
+    family = "dpo"
+    swept = ("beta",)  # ε is the assumed label-flip rate, set from the data, not tuned
     needs = Needs(reference=True)
 
     def __init__(self, *, beta: float = 0.1, epsilon: float = 0.1) -> None:

@@ -95,10 +95,10 @@ def dpo_delta(batch: PairLogps, method: str) -> torch.Tensor:
     return chosen - rejected
 
 
-def average(logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """ā = s / |y|. Lengths are clamped at 1 as TRL does (`clamp(min=1.0)`), so an empty response
+def average(logps: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
+    """ā = s / |y|, |y| = the scored-token count. Counts are clamped at 1 as TRL does (`clamp(min=1.0)`), so an empty response
     cannot divide by zero; the data layer rejects empty responses before they get here."""
-    return logps / lengths.detach().to(logps.dtype).clamp(min=1.0)
+    return logps / token_counts.detach().to(logps.dtype).clamp(min=1.0)
 
 
 def logistic_loss(x: torch.Tensor, beta: float | torch.Tensor, margin: float | torch.Tensor = 0.0) -> torch.Tensor:

@@ -13,6 +13,8 @@ from bench.methods.common import dpo_delta, positive, reference_rewards
 
 class Hinge(Method):
     name = "hinge"
+    family = "dpo"
+    swept = ("beta",)
     needs = Needs(reference=True)
 
     def __init__(self, *, beta: float = 0.1) -> None:

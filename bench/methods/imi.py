@@ -4,7 +4,7 @@ Owns, as pure functions of tensors:
 - `pmi`: PMI(y; x) = ā(y | x) − ā(y | ∅), per token, detached;
 - `delta_pmi`: ΔPMI = PMI(y_w) − PMI(y_l), always detached — it modulates the loss, it is never trained;
 - `batch_delta_pmi`: ΔPMI read from a `PairLogps` for a given `pmi_source`;
-- `regulator_g`: g(ΔPMI) = lo + (hi − lo)·exp(−max(0, ΔPMI)/τ) (RMiPO's map, with τ = 1 there);
+- `regulator_g`: g(ΔPMI) = g_min + (g_max − g_min)·exp(−max(0, ΔPMI)/τ) (RMiPO's map, τ = 1 there);
 - `warmup_fraction` / `blend`: the linear schedule from the neutral (unregulated) value to full regulation.
 How g enters each base loss (margin / β / weight) lives in `bench.methods.imi_regulated`.
 Imports no trainer, data, model or logging code.
@@ -17,16 +17,16 @@ from bench.methods.base import PairLogps, PmiSource
 from bench.methods.common import average, required
 
 
-def pmi(conditional_logps: torch.Tensor, marginal_logps: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def pmi(conditional_logps: torch.Tensor, marginal_logps: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
     """PMI(y; x) = ā(y | x) − ā(y | ∅) per pair [B], detached (DESIGN §4).
 
     `conditional_logps` = s(y | x) and `marginal_logps` = s(y | ∅) are summed log-probs, both averaged
-    over `lengths`, the number of response tokens scored in the conditional pass. When the marginal
+    over `token_counts`, the number of response tokens scored in the conditional pass. When the marginal
     pass scores a different number of tokens (RMiPO's released context leaves the first response token
     unscored), its sum is rescaled to that count first (bench.reference's
-    `marginal_per_conditional_token`), so that marginal_logps / lengths is still ā(y | ∅).
+    `marginal_per_conditional_token`), so that marginal_logps / token_counts is still ā(y | ∅).
     """
-    return average(conditional_logps.detach(), lengths) - average(marginal_logps.detach(), lengths)
+    return average(conditional_logps.detach(), token_counts) - average(marginal_logps.detach(), token_counts)
 
 
 def delta_pmi(
@@ -34,13 +34,13 @@ def delta_pmi(
     rejected_conditional_logps: torch.Tensor,
     chosen_marginal_logps: torch.Tensor,
     rejected_marginal_logps: torch.Tensor,
-    chosen_lengths: torch.Tensor,
-    rejected_lengths: torch.Tensor,
+    chosen_token_counts: torch.Tensor,
+    rejected_token_counts: torch.Tensor,
 ) -> torch.Tensor:
     """ΔPMI = PMI(y_w; x) − PMI(y_l; x) per pair [B], always detached (DESIGN §4; RMiPO computes it
     under torch.no_grad())."""
-    chosen = pmi(chosen_conditional_logps, chosen_marginal_logps, chosen_lengths)
-    rejected = pmi(rejected_conditional_logps, rejected_marginal_logps, rejected_lengths)
+    chosen = pmi(chosen_conditional_logps, chosen_marginal_logps, chosen_token_counts)
+    rejected = pmi(rejected_conditional_logps, rejected_marginal_logps, rejected_token_counts)
     return (chosen - rejected).detach()
 
 
@@ -66,19 +66,19 @@ def batch_delta_pmi(batch: PairLogps, pmi_source: PmiSource, method: str) -> tor
         conditional_rejected,
         marginal_chosen,
         marginal_rejected,
-        batch.chosen_lengths,
-        batch.rejected_lengths,
+        batch.chosen_token_counts,
+        batch.rejected_token_counts,
     )
 
 
-def regulator_g(delta_pmi: torch.Tensor, lo: float, hi: float, tau: float) -> torch.Tensor:
-    """g = lo + (hi − lo)·exp(−max(0, ΔPMI)/τ) per pair (DESIGN §4).
+def regulator_g(delta_pmi: torch.Tensor, g_min: float, g_max: float, tau: float) -> torch.Tensor:
+    """g = g_min + (g_max − g_min)·exp(−max(0, ΔPMI)/τ) per pair (DESIGN §4; the design's lo and hi).
 
-    ΔPMI ≤ 0 (the chosen response is no more prompt-specific than the rejected one) gives g = hi;
-    g decays towards lo as ΔPMI grows. RMiPO's code: lo = 0.3, hi = 1.6, τ = 1 (hard-coded there).
+    ΔPMI ≤ 0 (the chosen response is no more prompt-specific than the rejected one) gives g = g_max;
+    g decays towards g_min as ΔPMI grows. RMiPO's code: g_min = 0.3, g_max = 1.6, τ = 1 (hard-coded there).
     """
     rectified = torch.clamp(delta_pmi.detach(), min=0.0)
-    return lo + (hi - lo) * torch.exp(-rectified / tau)
+    return g_min + (g_max - g_min) * torch.exp(-rectified / tau)
 
 
 def warmup_fraction(step: int | None, warmup_steps: int) -> float:

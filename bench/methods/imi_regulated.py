@@ -1,7 +1,7 @@
-"""IMI-regulated base losses (DESIGN §4): imi_dpo, imi_ipo, imi_simpo.
+"""IMI-regulated base losses (DESIGN §4): imi_dpo, imi_ipo, imi_simpo (and the machinery RMiPO uses).
 
-A regulator turns the per-pair g = regulator_g(ΔPMI) (bench.methods.imi) into one of:
-- `margin`: a margin m inside the base loss, in the units of the base's preference margin x
+A regulator turns the per-pair g = regulator_g(ΔPMI) ∈ [g_min, g_max] (bench.methods.imi) into one of:
+- `margin`: a margin m subtracted inside the base loss, in the units of the base's preference gap x
   (x = Δ for dpo, Δ̄ for ipo, ā(y_w) − ā(y_l) for simpo). margin_units="ratio": m = g, so a sigmoid
   loss becomes −log σ(β(x − g)) and the effective γ is β·g (RMiPO's code). margin_units="absolute":
   m = g/β, i.e. −log σ(βx − g) (g as an absolute γ, SimPO's grid units). For ipo the margin raises the
@@ -13,8 +13,11 @@ A regulator turns the per-pair g = regulator_g(ΔPMI) (bench.methods.imi) into o
 the base's own margin (0 for dpo/ipo, γ/β for simpo), a β scale of 1, or a weight of 1;
 `warmup_steps` blends linearly from it to full regulation.
 
-Owns the wiring of g into a base loss and the IMI metrics; the signal itself is in `imi.py`, the base
-losses in their own modules. Pure tensor code.
+Vocabulary: the *gap* x is what the loss pushes up; a *margin* is what is subtracted from it.
+
+Owns the wiring of g into a base loss, the IMI metrics, and `RegulatedBase`: a base loss plus the
+regulator's hyperparameters (IMI_DEFAULTS), so imi_dpo / imi_ipo / imi_simpo are three declarations.
+The signal itself is in `imi.py`, the base losses in their own modules. Pure tensor code.
 """
 from __future__ import annotations
 
@@ -35,6 +38,13 @@ PMI_SOURCES = ("policy", "reference")
 MARGINAL_CONTEXTS = ("bos", "authors")
 
 
+# The regulator's hyperparameters and their fixed defaults (conf/method/imi_*.yaml). g ∈ [0.3, 1.6] and
+# τ = 1: RMiPO's hard-coded gamma_min, gamma_max and exp(−max(0, ΔPMI)); margin: the only regulator
+# RMiPO's code has; PMI from the frozen reference: cached, so free at train time; no warm-up, as RMiPO.
+IMI_DEFAULTS = {"regulator": "margin", "g_min": 0.3, "g_max": 1.6, "tau": 1.0, "margin_units": "ratio",
+                "pmi_source": "reference", "warmup_steps": 0}
+
+
 class RegulatableBase(Protocol):
     """What a base loss exposes so a regulator can act on it (DPO, IPO and SimPO implement it)."""
 
@@ -43,7 +53,7 @@ class RegulatableBase(Protocol):
     beta: float
     neutral_margin: float
 
-    def preference_margin(self, batch: PairLogps) -> torch.Tensor: ...
+    def preference_gap(self, batch: PairLogps) -> torch.Tensor: ...
 
     def pair_loss(self, x: torch.Tensor, beta: float | torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor: ...
 
@@ -53,20 +63,20 @@ class RegulatableBase(Protocol):
 class ImiRegulated(Method):
     """A base loss with an IMI regulator. Subclasses fix the base and the config keys."""
 
+    imi = True  # run at fixed defaults, never tuned: nothing is swept
+
     def __init__(
         self,
         base: RegulatableBase,
         *,
         regulator: str,
-        lo: float,
-        hi: float,
+        g_min: float,
+        g_max: float,
         tau: float,
         margin_units: str,
         pmi_source: str,
         warmup_steps: int,
         marginal_context: str = "bos",
-        lo_key: str = "lo",
-        hi_key: str = "hi",
     ) -> None:
         self.base = base
         self.regulator = choice("regulator", regulator, REGULATORS)
@@ -75,14 +85,14 @@ class ImiRegulated(Method):
         self.marginal_context = choice("marginal_context", marginal_context, MARGINAL_CONTEXTS)
         self.warmup_steps = non_negative_int("warmup_steps", warmup_steps)
         self.tau = positive("tau", tau)
-        # A β scale or a pair weight of 0 would switch pairs off, so those regulators need lo > 0.
-        check_lo = non_negative if self.regulator == "margin" else positive
-        self.lo = check_lo(lo_key, lo)
-        self.hi = number(hi_key, hi)
-        if self.lo > self.hi:
+        # A β scale or a pair weight of 0 would switch pairs off, so those regulators need g_min > 0.
+        check_g_min = non_negative if self.regulator == "margin" else positive
+        self.g_min = check_g_min("g_min", g_min)
+        self.g_max = number("g_max", g_max)
+        if self.g_min > self.g_max:
             raise ValueError(
-                f"method.{lo_key} must be <= method.{hi_key} (g decreases from {hi_key} to {lo_key} as ΔPMI grows), "
-                f"got {lo_key}={self.lo} > {hi_key}={self.hi}"
+                f"method.g_min must be <= method.g_max (g decreases from g_max to g_min as ΔPMI grows), "
+                f"got g_min={self.g_min} > g_max={self.g_max}"
             )
         self.needs = Needs(
             reference=base.needs.reference or self.pmi_source == "reference",
@@ -92,9 +102,9 @@ class ImiRegulated(Method):
 
     def loss(self, batch: PairLogps) -> LossOutput:
         base = self.base
-        x = base.preference_margin(batch)
+        x = base.preference_gap(batch)
         delta_pmi = batch_delta_pmi(batch, self.pmi_source, self.name)  # type: ignore[arg-type]
-        g = regulator_g(delta_pmi, self.lo, self.hi, self.tau)
+        g = regulator_g(delta_pmi, self.g_min, self.g_max, self.tau)
         fraction = warmup_fraction(batch.step, self.warmup_steps)
 
         metrics = base.reward_metrics(batch)
@@ -120,84 +130,37 @@ class ImiRegulated(Method):
         return LossOutput(losses, metrics)
 
 
-class ImiDPO(ImiRegulated):
+class RegulatedBase(ImiRegulated):
+    """`base_class` with the IMI regulator: its hyperparameters are the base loss's, then IMI_DEFAULTS'."""
+
+    base_class: type[Method]
+
+    @classmethod
+    def defaults(cls) -> dict:
+        return {**cls.base_class.defaults(), **IMI_DEFAULTS}
+
+    def __init__(self, **hyperparameters) -> None:
+        values = {**self.defaults(), **hyperparameters}
+        unknown = sorted(set(values) - set(self.defaults()))
+        if unknown:
+            raise ValueError(f"method.{unknown[0]} is not a key of method {self.name!r}")
+        base = self.base_class(**{key: values[key] for key in self.base_class.defaults()})
+        super().__init__(base, **{key: values[key] for key in IMI_DEFAULTS})
+
+
+class ImiDPO(RegulatedBase):
     name = "imi_dpo"
-
-    def __init__(
-        self,
-        *,
-        beta: float = 0.1,
-        regulator: str = "margin",
-        lo: float = 0.3,
-        hi: float = 1.6,
-        tau: float = 1.0,
-        margin_units: str = "ratio",
-        pmi_source: str = "reference",
-        warmup_steps: int = 0,
-    ) -> None:
-        super().__init__(
-            DPO(beta=beta),
-            regulator=regulator,
-            lo=lo,
-            hi=hi,
-            tau=tau,
-            margin_units=margin_units,
-            pmi_source=pmi_source,
-            warmup_steps=warmup_steps,
-        )
+    family = "dpo"
+    base_class = DPO
 
 
-class ImiIPO(ImiRegulated):
+class ImiIPO(RegulatedBase):
     name = "imi_ipo"
-
-    def __init__(
-        self,
-        *,
-        beta: float = 0.1,
-        average_logps: bool = True,
-        regulator: str = "margin",
-        lo: float = 0.3,
-        hi: float = 1.6,
-        tau: float = 1.0,
-        margin_units: str = "ratio",
-        pmi_source: str = "reference",
-        warmup_steps: int = 0,
-    ) -> None:
-        super().__init__(
-            IPO(beta=beta, average_logps=average_logps),
-            regulator=regulator,
-            lo=lo,
-            hi=hi,
-            tau=tau,
-            margin_units=margin_units,
-            pmi_source=pmi_source,
-            warmup_steps=warmup_steps,
-        )
+    family = "ipo"
+    base_class = IPO
 
 
-class ImiSimPO(ImiRegulated):
+class ImiSimPO(RegulatedBase):
     name = "imi_simpo"
-
-    def __init__(
-        self,
-        *,
-        beta: float = 2.0,
-        gamma_beta_ratio: float = 0.5,
-        regulator: str = "margin",
-        lo: float = 0.3,
-        hi: float = 1.6,
-        tau: float = 1.0,
-        margin_units: str = "ratio",
-        pmi_source: str = "reference",
-        warmup_steps: int = 0,
-    ) -> None:
-        super().__init__(
-            SimPO(beta=beta, gamma_beta_ratio=gamma_beta_ratio),
-            regulator=regulator,
-            lo=lo,
-            hi=hi,
-            tau=tau,
-            margin_units=margin_units,
-            pmi_source=pmi_source,
-            warmup_steps=warmup_steps,
-        )
+    family = "simpo"
+    base_class = SimPO

@@ -16,6 +16,8 @@ from bench.methods.common import average, chosen_rejected_logratios, flag, posit
 
 class IPO(Method):
     name = "ipo"
+    family = "ipo"
+    swept = ("beta",)
     needs = Needs(reference=True)
     neutral_margin = 0.0
 
@@ -23,12 +25,12 @@ class IPO(Method):
         self.beta = positive("beta", beta)
         self.average_logps = flag("average_logps", average_logps)
 
-    def preference_margin(self, batch: PairLogps) -> torch.Tensor:
+    def preference_gap(self, batch: PairLogps) -> torch.Tensor:
         """x = Δ̄ (averaged log-ratios) or Δ (summed), per `average_logps`."""
         chosen, rejected = chosen_rejected_logratios(batch, self.name)
         if self.average_logps:
-            chosen = average(chosen, batch.chosen_lengths)
-            rejected = average(rejected, batch.rejected_lengths)
+            chosen = average(chosen, batch.chosen_token_counts)
+            rejected = average(rejected, batch.rejected_token_counts)
         return chosen - rejected
 
     def pair_loss(self, x: torch.Tensor, beta: float | torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor:
@@ -40,5 +42,5 @@ class IPO(Method):
         return reference_rewards(batch, self.beta, self.name)
 
     def loss(self, batch: PairLogps) -> LossOutput:
-        losses = self.pair_loss(self.preference_margin(batch), self.beta, self.neutral_margin)
+        losses = self.pair_loss(self.preference_gap(batch), self.beta, self.neutral_margin)
         return LossOutput(losses, self.reward_metrics(batch))

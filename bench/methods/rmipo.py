@@ -24,6 +24,7 @@ from bench.methods.simpo import SimPO
 
 class RMiPO(ImiRegulated):
     name = "rmipo"
+    family = "simpo"
 
     def __init__(
         self,
@@ -38,13 +39,11 @@ class RMiPO(ImiRegulated):
             # SimPO's own γ/β never applies: with no warm-up the margin is g on every step.
             SimPO(beta=beta, gamma_beta_ratio=0.0),
             regulator="margin",
-            lo=g_min,
-            hi=g_max,
+            g_min=g_min,
+            g_max=g_max,
             tau=1.0,  # exp(−max(0, ΔPMI)) in their code: no temperature
             margin_units=margin_units,
             pmi_source="policy",
             warmup_steps=0,
             marginal_context=marginal_context,
-            lo_key="g_min",
-            hi_key="g_max",
         )

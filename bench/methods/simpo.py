@@ -15,6 +15,8 @@ from bench.methods.common import average, logistic_loss, non_negative, positive,
 
 class SimPO(Method):
     name = "simpo"
+    family = "simpo"
+    swept = ("beta", "gamma_beta_ratio")  # the SimPO paper searches both (conf/experiment/simpo_grid.yaml)
     needs = Needs()
 
     def __init__(self, *, beta: float = 2.0, gamma_beta_ratio: float = 0.5) -> None:
@@ -23,9 +25,9 @@ class SimPO(Method):
         # SimPO's own margin γ/β (units of x): the value an IMI margin regulator blends from.
         self.neutral_margin = self.gamma_beta_ratio
 
-    def preference_margin(self, batch: PairLogps) -> torch.Tensor:
+    def preference_gap(self, batch: PairLogps) -> torch.Tensor:
         """x = ā(y_w) − ā(y_l); carries the policy's gradient."""
-        return average(batch.chosen_logps, batch.chosen_lengths) - average(batch.rejected_logps, batch.rejected_lengths)
+        return average(batch.chosen_logps, batch.chosen_token_counts) - average(batch.rejected_logps, batch.rejected_token_counts)
 
     def pair_loss(self, x: torch.Tensor, beta: float | torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor:
         # SimPO Eq. 6 written as −log σ(β(x − γ/β)): the margin is in units of x.
@@ -33,10 +35,10 @@ class SimPO(Method):
 
     def reward_metrics(self, batch: PairLogps) -> dict[str, float]:
         # SimPO's implicit reward β·ā(y) (the SimPO repo and TRL's CPOTrainer log the same).
-        chosen = self.beta * average(batch.chosen_logps, batch.chosen_lengths)
-        rejected = self.beta * average(batch.rejected_logps, batch.rejected_lengths)
+        chosen = self.beta * average(batch.chosen_logps, batch.chosen_token_counts)
+        rejected = self.beta * average(batch.rejected_logps, batch.rejected_token_counts)
         return reward_metrics(chosen, rejected)
 
     def loss(self, batch: PairLogps) -> LossOutput:
-        losses = self.pair_loss(self.preference_margin(batch), self.beta, self.neutral_margin)
+        losses = self.pair_loss(self.preference_gap(batch), self.beta, self.neutral_margin)
         return LossOutput(losses, self.reward_metrics(batch))
