@@ -27,7 +27,7 @@ The pure functions are importable from here; plotting and the report are not imp
 that `import analysis` stays free of matplotlib.
 """
 from analysis.costs import CONVENTIONS, charged_costs, procedure_builds, shared_build_costs
-from analysis.grid import IMI_METHODS, METHOD_DEFAULTS, annotate, configuration_columns, is_imi_method
+from analysis.grid import LEGACY_METHOD_INFO, annotate, configuration_columns
 from analysis.load import LoadedRuns, curve_frame, load_runs, read_history
 from analysis.metrics import expected_max, expected_max_curve, seed_summary
 from analysis.selection import SeedBootstrap, choose, chosen_runs, chosen_stat, seed_bootstrap
@@ -37,9 +37,9 @@ from analysis.tuners import grid_search, random_search, successive_halving, val_
 from analysis.wandb_runs import load_wandb_runs
 
 __all__ = [
-    "CONVENTIONS", "IMI_METHODS", "LoadedRuns", "METHOD_DEFAULTS", "SeedBootstrap", "annotate", "charged_costs",
+    "CONVENTIONS", "LEGACY_METHOD_INFO", "LoadedRuns", "SeedBootstrap", "annotate", "charged_costs",
     "choose", "chosen_runs", "chosen_stat", "configuration_columns", "curve_frame", "expanded_percentile_interval",
-    "expanded_tail", "expected_max", "expected_max_curve", "grid_search", "iqm", "is_imi_method", "load_runs",
+    "expanded_tail", "expected_max", "expected_max_curve", "grid_search", "iqm", "load_runs",
     "load_wandb_runs", "percentile_interval", "probability_of_improvement", "procedure_builds", "random_search",
     "read_history", "seed_bootstrap", "seed_interval", "seed_summary", "shared_build_costs", "successive_halving",
     "val_selected_expectation",

@@ -17,7 +17,8 @@ Vocabulary used everywhere in `analysis`:
 
 Method knowledge (is a method IMI-regulated, what are its defaults) comes from the records'
 `method_info` ({"family", "imi", "defaults", "swept"}, flattened to `method_info.imi`,
-`method_info.defaults.<key>`) where present, else from the tables below (older records).
+`method_info.defaults.<key>`): the analysis keeps no table of methods. Only records written before runs
+recorded it fall back to LEGACY_METHOD_INFO, the methods that existed then.
 Owns `annotate`, which adds the columns above to a runs frame. Pure functions; no I/O, no plotting.
 """
 from __future__ import annotations
@@ -30,21 +31,24 @@ import pandas as pd
 
 from analysis.load import SETTING_KEYS
 
-# Fallback for records without method_info. IMI-regulated methods run at fixed, untuned defaults
-# (DESIGN §3-§4); every other method is a baseline whose hyperparameters are tuned on a grid.
-IMI_METHODS = frozenset({"rmipo", "imi_dpo", "imi_ipo", "imi_simpo"})
-
-# Fallback published defaults (DESIGN §3 and conf/method/*.yaml): DPO-family β = 0.1 (Rafailov et al.
-# 2023, TRL), cDPO/robust ε = 0.1, β-DPO a = 0.6, ρ = 0.2 (arXiv 2407.08639), SimPO β = 2, γ/β = 0.5
-# (Meng et al. 2024), RMiPO β = 2, g ∈ [0.3, 1.6] (the authors' code). IMI variants inherit their
-# base loss's β.
-METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpo": {"beta": 0.1}, "ipo": {"beta": 0.1}, "hinge": {"beta": 0.1},
-    "cdpo": {"beta": 0.1, "epsilon": 0.1}, "robust": {"beta": 0.1, "epsilon": 0.1},
-    "beta_dpo": {"beta": 0.1, "a": 0.6, "rho": 0.2},
-    "simpo": {"beta": 2.0, "gamma_beta_ratio": 0.5},
-    "rmipo": {"beta": 2.0, "g_min": 0.3, "g_max": 1.6},
-    "imi_dpo": {"beta": 0.1}, "imi_ipo": {"beta": 0.1}, "imi_simpo": {"beta": 2.0, "gamma_beta_ratio": 0.5},
+# --- records without method_info ------------------------------------------------------------------------
+# Records written before run records carried `method_info` (every committed result up to and including
+# results/beta_sensitivity and results/quick, and W&B runs logged before then) name their method only.
+# These are the facts those records' methods had (DESIGN §3: IMI methods run at fixed defaults, the
+# others are tuned baselines). Frozen: a method added since writes its facts into its own records and
+# never needs a line here.
+LEGACY_METHOD_INFO: dict[str, dict[str, Any]] = {
+    "dpo": {"imi": False, "defaults": {"beta": 0.1}},
+    "ipo": {"imi": False, "defaults": {"beta": 0.1, "average_logps": True}},
+    "hinge": {"imi": False, "defaults": {"beta": 0.1}},
+    "cdpo": {"imi": False, "defaults": {"beta": 0.1, "epsilon": 0.1}},
+    "robust": {"imi": False, "defaults": {"beta": 0.1, "epsilon": 0.1}},
+    "beta_dpo": {"imi": False, "defaults": {"beta": 0.1, "a": 0.6, "rho": 0.2, "momentum": 0.9}},
+    "simpo": {"imi": False, "defaults": {"beta": 2.0, "gamma_beta_ratio": 0.5}},
+    "rmipo": {"imi": True, "defaults": {}},
+    "imi_dpo": {"imi": True, "defaults": {}},
+    "imi_ipo": {"imi": True, "defaults": {}},
+    "imi_simpo": {"imi": True, "defaults": {}},
 }
 
 # Config subtrees that never change a result (where a run logs, how it is launched, where it writes);
@@ -56,33 +60,34 @@ ANNOTATION_COLUMNS = ("setting", "trap", "config_id", "config_label", "is_imi", 
 TRAP_COLUMN = "dataset.trap"
 
 
-def is_imi_method(name: str) -> bool:
-    """Fallback (no method_info): True for the IMI-regulated methods, False for the baselines."""
-    return name in IMI_METHODS or str(name).startswith("imi_")
-
-
 def _present(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value)) and value is not pd.NA
 
 
+def _legacy(name: Any) -> dict[str, Any]:
+    return LEGACY_METHOD_INFO.get(str(name), {"imi": False, "defaults": {}})
+
+
 def method_is_imi(frame: pd.DataFrame) -> pd.Series:
-    """Per run: the record's `method_info.imi` where present, else `is_imi_method(method.name)`. (bool)"""
-    fallback = frame["method.name"].map(is_imi_method)
-    if "method_info.imi" not in frame.columns:
-        return fallback.astype(bool)
-    recorded = frame["method_info.imi"]
-    return pd.Series([bool(r) if _present(r) else bool(f) for r, f in zip(recorded, fallback)], index=frame.index)
+    """Per run: the record's `method_info.imi`; for a record without it, LEGACY_METHOD_INFO's (a method
+    unknown there counts as a baseline). (bool)"""
+    recorded = frame["method_info.imi"] if "method_info.imi" in frame.columns else pd.Series(None, index=frame.index)
+    return pd.Series([bool(r) if _present(r) else bool(_legacy(name)["imi"])
+                      for r, name in zip(recorded, frame["method.name"])], index=frame.index, dtype=bool)
 
 
 def method_defaults(frame: pd.DataFrame) -> pd.Series:
-    """Per run: its method's default hyperparameters {key: value}, from `method_info.defaults.<key>`
-    where the record has any, else METHOD_DEFAULTS (empty when the method is unknown)."""
+    """Per run: its method's published defaults {key: value}, from `method_info.defaults.<key>`; for a
+    record without method_info, LEGACY_METHOD_INFO's (empty when unknown there)."""
     columns = [c for c in frame.columns if c.startswith("method_info.defaults.")]
+    has_info = frame["method_info.imi"].map(_present) if "method_info.imi" in frame.columns else None
     out = []
     for index, name in frame["method.name"].items():
-        recorded = {c.removeprefix("method_info.defaults."): frame.at[index, c] for c in columns
-                    if _present(frame.at[index, c])}
-        out.append(recorded or dict(METHOD_DEFAULTS.get(name, {})))
+        if has_info is not None and has_info[index]:
+            out.append({c.removeprefix("method_info.defaults."): frame.at[index, c] for c in columns
+                        if _present(frame.at[index, c])})
+        else:
+            out.append(dict(_legacy(name)["defaults"]))
     return pd.Series(out, index=frame.index, dtype=object)
 
 
@@ -100,11 +105,6 @@ def at_defaults(frame: pd.DataFrame, defaults: pd.Series) -> pd.Series:
         keys = [k for k in wanted if f"method.{k}" in frame.columns and _present(frame.at[index, f"method.{k}"])]
         out.append(bool(keys) and all(_same(frame.at[index, f"method.{k}"], wanted[k]) for k in keys))
     return pd.Series(out, index=frame.index, dtype=bool)
-
-
-def published_default_beta(name: str) -> float | None:
-    """The fallback table's default β of a method, or None if the suite does not know one."""
-    return METHOD_DEFAULTS.get(name, {}).get("beta")
 
 
 def _short(column: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import math
 import textwrap
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-# One colour per method in every figure: baselines in cool colours, IMI methods in warm ones.
+# One colour per method in every figure: baselines in cool colours, IMI methods in warm ones. A method
+# not listed (added since) gets a colour of EXTRA_COLORS picked by its name, the same in every figure.
 METHOD_COLORS = {
     "dpo": "#1f77b4", "ipo": "#2ca02c", "simpo": "#9467bd", "cdpo": "#17becf", "robust": "#8c564b",
     "hinge": "#7f7f7f", "beta_dpo": "#bcbd22",
@@ -43,12 +45,18 @@ def arm_colors(arms: pd.DataFrame) -> dict[str, str]:
     colors, spare = {}, itertools.cycle(EXTRA_COLORS)
     used_methods: set[str] = set()
     for arm, method in arms[["arm", "method.name"]].drop_duplicates().sort_values(["method.name", "arm"]).itertuples(index=False):
-        if method in METHOD_COLORS and method not in used_methods:
-            colors[arm] = METHOD_COLORS[method]
+        if method not in used_methods:
+            colors[arm] = method_color(method)
             used_methods.add(method)
         else:
             colors[arm] = next(spare)
     return colors
+
+
+def method_color(name: str) -> str:
+    """A method's colour: METHOD_COLORS', else one of EXTRA_COLORS chosen by a checksum of its name
+    (stable across figures, reports and Python processes, unlike hash())."""
+    return METHOD_COLORS.get(name) or EXTRA_COLORS[zlib.crc32(str(name).encode()) % len(EXTRA_COLORS)]
 
 
 def _columns(n: int, most: int = MAX_COLUMNS) -> int:

@@ -113,8 +113,8 @@ def grid_section(w, c: Context) -> None:
     o = c.options
     w.text("## 6. Best-of-grid and default regret\n\n"
            f"Per baseline grid: the validation-selected configuration and its test score [{c.conf}], the oracle (best "
-           "test score, chosen on test), and the score at the published defaults (method_info.defaults, else "
-           "DESIGN §3), beside the SFT starting point. Default regret = tuned − default, re-selection inside its "
+           "test score, chosen on test), and the score at the published defaults (each record's "
+           "method_info.defaults), beside the SFT starting point. Default regret = tuned − default, re-selection inside its "
            "interval.")
     table = grid_table(c.entries, c.runs, c.boot, c.metric, o.stat, o.confidence)
     if table.empty:

@@ -249,14 +249,23 @@ def test_arms_are_tuned_only_with_two_configurations():
     assert other.to_dict() == {"β=2, gamma_beta_ratio=0.5": True, "β=2, gamma_beta_ratio=1": False}
 
 
-def test_method_info_in_the_records_overrides_the_fallback_tables():
+def test_method_facts_come_from_the_records_and_older_records_from_the_legacy_table():
+    rows = (("newloss", True, 0.5), ("newbase", False, 0.5), ("dpo", None, None), ("rmipo", None, None))
     frame = pd.DataFrame([{**SETTING, "method.name": name, "method.beta": 0.5, "seed": s, "method_info.imi": imi,
-                           "method_info.defaults.beta": default}
-                          for name, imi, default in (("newloss", True, 0.5), ("dpo", None, None)) for s in (0, 1)])
+                           "method_info.defaults.beta": default} for name, imi, default in rows for s in (0, 1)])
     runs = annotate(frame, list(frame.columns)).drop_duplicates("arm").set_index("method.name")
     assert bool(runs.loc["newloss", "is_imi"]) and runs.loc["newloss", "arm"] == "newloss"
-    assert not bool(runs.loc["dpo", "is_imi"])                     # no method_info: the fallback table
-    assert runs.loc["dpo", "arm"] == "dpo (β=0.5)"                 # fallback default β = 0.1: not at it
+    # a method no table knows: its record says it is a baseline at its default β = 0.5
+    assert not bool(runs.loc["newbase", "is_imi"]) and runs.loc["newbase", "arm"] == "newbase (default)"
+    assert not bool(runs.loc["dpo", "is_imi"])                     # no method_info: LEGACY_METHOD_INFO
+    assert runs.loc["dpo", "arm"] == "dpo (β=0.5)"                 # legacy default β = 0.1: not at it
+    assert bool(runs.loc["rmipo", "is_imi"])
+
+
+def test_a_records_method_info_beats_the_legacy_table():
+    frame = pd.DataFrame([{**SETTING, "method.name": "dpo", "method.beta": 0.5, "seed": s, "method_info.imi": False,
+                           "method_info.defaults.beta": 0.5} for s in (0, 1)])
+    assert annotate(frame, list(frame.columns))["arm"].unique().tolist() == ["dpo (default)"]
 
 
 def test_trap_settings_are_marked_on_every_run_of_the_setting():

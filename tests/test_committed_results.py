@@ -1,0 +1,44 @@
+"""The analysis on every committed results/ folder of run records, as a user would run it.
+
+Committed records are citable and never rewritten, so they stay in the schema and fields they were
+written with (some predate validation metrics and `method_info`): the analysis must keep reading them,
+and what it says about each method must match what the training side says about it today.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from analysis.__main__ import main
+from analysis.grid import annotate
+from analysis.load import load_runs
+from bench.methods import available_methods, method_info
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+FOLDERS = sorted(d for d in RESULTS.iterdir() if d.is_dir() and next(d.rglob("record.json"), None))
+
+
+def test_the_committed_record_folders_are_found():
+    assert {folder.name for folder in FOLDERS} >= {"beta_sensitivity", "quick"}
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda d: d.name)
+def test_report_on_a_committed_folder(folder, tmp_path, capsys):
+    # few bootstrap replicates: this checks that the report is built, not its interval widths
+    assert main(["report", str(folder), "--out", str(tmp_path), "--no-figures", "--n-boot", "200"]) == 0
+    out = capsys.readouterr().out
+    loaded = load_runs(folder)
+    assert f"{len(loaded.runs)} completed runs loaded" in out and len(loaded.runs) > 0
+    report = (tmp_path / "report.md").read_text()
+    for method in loaded.runs["method.name"].unique():
+        assert method in report, f"{folder.name}: the report never names {method}"
+
+
+@pytest.mark.parametrize("folder", FOLDERS, ids=lambda d: d.name)
+def test_what_the_analysis_says_a_method_is_matches_the_method(folder):
+    loaded = load_runs(folder)
+    runs = annotate(loaded.runs, loaded.config_columns)
+    for method, is_imi in runs.groupby("method.name")["is_imi"].first().items():
+        assert method in available_methods(), f"{folder.name}: {method} is no method today"
+        assert bool(is_imi) == method_info(method)["imi"], method
