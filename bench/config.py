@@ -1,20 +1,47 @@
-"""Whole-config validation, before the first tensor (DESIGN §12).
+"""The config tree's location and whole-config validation, before the first tensor (DESIGN §12).
 
-Every error names the config key and what was expected, e.g.
-"train.lr must be > 0, got -0.1" or "method: unknown method 'dpp'; available: cdpo, dpo, ...".
+Each config group is checked by the module that owns it (its allowed values live there, once): method ->
+bench.methods.build_method, dataset -> bench.data.builtin / bench.data.adapters, model -> bench.models,
+hardware -> bench.distributed, logger -> bench.loggers. This module checks the sections it owns (train,
+sft, eval, seed, sweep_id, objective) and what ties groups together (a tiny model needs a built-in task).
+Every error names the config key and what was expected, e.g. "train.lr must be > 0, got -0.1" or
+"method.name='dpp' is not a known method; available methods: [...]".
 """
 from __future__ import annotations
 
 import re
+from pathlib import Path
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from bench.data.adapters import check_dataset_config
+from bench.data.builtin import check_builtin_config
+from bench.data.tasks import TASKS
+from bench.distributed import DistributedSetupError, check_hardware_config
+from bench.loggers import check_logger_config
 from bench.logps import LAYOUT_NAMES
 from bench.methods import build_method
+from bench.models import check_model_config
 
 
 class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; the message names the key."""
+
+
+def conf_dir() -> Path:
+    """The Hydra config tree: conf/ beside the package in a source checkout (and an editable install), or
+    the copy a wheel installs as bench/conf (pyproject.toml maps conf/ there)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+
+
+def _check_group(check: Callable[[Any], Any], node) -> None:
+    """Run a group's own checker on its plain values; its error (naming the key) becomes a ConfigError."""
+    try:
+        check(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+    except (ValueError, DistributedSetupError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def _positive(cfg: DictConfig, key: str, allow_zero: bool = False) -> None:
@@ -44,10 +71,22 @@ def validate_config(cfg: DictConfig) -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required config value(s): {', '.join(missing)} (set them on the command line, e.g. {missing[0]}=...)")
-    try:
-        build_method(OmegaConf.to_container(cfg.method, resolve=True))
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    source = cfg.dataset.get("source")
+    for check, group in ((build_method, cfg.method), (check_model_config, cfg.model),
+                         (check_builtin_config if source == "builtin" else check_dataset_config, cfg.dataset),
+                         (check_hardware_config, cfg.hardware), (check_logger_config, cfg.logger)):
+        _check_group(check, group)
+    if cfg.model.kind == "tiny" and source != "builtin":
+        raise ConfigError(
+            f"model=tiny builds its tokenizer from a built-in task's vocabulary, but dataset.source={source!r}; "
+            "use model=hf model.pretrained=<name or path> for real datasets"
+        )
+    if source == "builtin" and TASKS[cfg.dataset.task].requires_pretrained_model and cfg.model.kind != "hf":
+        raise ConfigError(f"dataset.task={cfg.dataset.task!r} is written for a pretrained model's tokenizer: "
+                          f"use model=smollm2 (or model=hf), not model={cfg.model.get('name', cfg.model.kind)}")
+    if source == "builtin" and cfg.model.kind == "hf" and cfg.sft.steps != 0:
+        raise ConfigError(f"sft.steps={cfg.sft.steps}: a pretrained model on a built-in task is the reference "
+                          "as it is (no SFT warm start is implemented for it); set sft.steps=0")
     for key in ("train.batch_size", "train.lr", "train.grad_accum_steps", "train.log_every", "sft.batch_size", "sft.lr"):
         _positive(cfg, key)
     for key in ("train.epochs", "train.weight_decay", "train.warmup_ratio", "sft.steps"):
@@ -65,57 +104,6 @@ def validate_config(cfg: DictConfig) -> None:
     sweep_id = cfg.get("sweep_id")
     if not isinstance(sweep_id, str) or not re.fullmatch(r"[A-Za-z0-9._-]+", sweep_id) or sweep_id in (".", ".."):
         raise ConfigError(f"sweep_id names the sweep's folder: letters, digits, . _ - only, got {sweep_id!r}")
-    if cfg.dataset.get("on_bad_row", "error") not in ("error", "drop"):
-        raise ConfigError(f"dataset.on_bad_row must be 'error' or 'drop', got {cfg.dataset.on_bad_row!r}")
-    source = cfg.dataset.get("source")
-    if source not in ("builtin", "ultrafeedback", "hh_rlhf", "local"):
-        raise ConfigError(f"dataset.source must be one of builtin, ultrafeedback, hh_rlhf, local; got {source!r}")
-    if cfg.model.kind not in ("tiny", "hf"):
-        raise ConfigError(f"model.kind must be 'tiny' or 'hf', got {cfg.model.kind!r}")
-    _integer(cfg, "model.max_length", minimum=2)  # at least a boundary token and one response token
-    if cfg.model.kind == "tiny":
-        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
-            _integer(cfg, f"model.{key}")
-        if cfg.model.hidden_size % cfg.model.num_heads:
-            raise ConfigError(f"model.hidden_size={cfg.model.hidden_size} must be a multiple of "
-                              f"model.num_heads={cfg.model.num_heads}")
-    if cfg.model.kind == "tiny" and source != "builtin":
-        raise ConfigError(
-            f"model=tiny builds its tokenizer from a built-in task's vocabulary, but dataset.source={source!r}; "
-            "use model=hf model.pretrained=<name or path> for real datasets"
-        )
-    if source != "builtin":
-        from bench.data.adapters import check_dataset_config
-
-        try:
-            check_dataset_config(cfg.dataset)
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
-    if source == "builtin":
-        from bench.data.tasks import TASKS, available_tasks
-
-        if cfg.dataset.task not in available_tasks():
-            raise ConfigError(f"dataset.task: unknown task {cfg.dataset.task!r}; available: {', '.join(available_tasks())}")
-        if TASKS[cfg.dataset.task].requires_pretrained_model and cfg.model.kind != "hf":
-            raise ConfigError(f"dataset.task={cfg.dataset.task!r} is written for a pretrained model's tokenizer: "
-                              f"use model=smollm2 (or model=hf), not model={cfg.model.get('name', cfg.model.kind)}")
-        if cfg.model.kind == "hf" and cfg.sft.steps != 0:
-            raise ConfigError(f"sft.steps={cfg.sft.steps}: a pretrained model on a built-in task is the reference "
-                              "as it is (no SFT warm start is implemented for it); set sft.steps=0")
-        if not 0.0 <= cfg.dataset.label_noise <= 0.5:
-            raise ConfigError(f"dataset.label_noise must be in [0, 0.5] (a flip rate above 0.5 inverts the labels), got {cfg.dataset.label_noise!r}")
-        _positive(cfg, "dataset.bt_temperature")
-        if not isinstance(cfg.dataset.get("drop_ties", False), bool):
-            raise ConfigError(f"dataset.drop_ties must be true or false, got {cfg.dataset.drop_ties!r}")
-        for key in ("n_train_prompts", "n_eval_pair_prompts", "n_val_prompts", "n_test_prompts"):
-            _positive(cfg, f"dataset.{key}")
-    _integer(cfg, "hardware.num_processes")
-    _integer(cfg, "hardware.torch_threads")
-    _positive(cfg, "hardware.dist_timeout_s")
-    if cfg.hardware.accelerator not in ("cpu", "cuda"):
-        raise ConfigError(f"hardware.accelerator must be 'cpu' or 'cuda', got {cfg.hardware.accelerator!r}")
-    if cfg.hardware.mixed_precision not in ("no", "bf16", "fp16"):
-        raise ConfigError(f"hardware.mixed_precision must be no, bf16 or fp16, got {cfg.hardware.mixed_precision!r}")
     fractions = list(cfg.eval.curve.fractions)
     if not fractions or any(not isinstance(f, (int, float)) or not 0 < f <= 1 for f in fractions):
         raise ConfigError(f"eval.curve.fractions must be a non-empty list of fractions in (0, 1], got {fractions!r}")
@@ -125,12 +113,6 @@ def validate_config(cfg: DictConfig) -> None:
         _integer(cfg, "eval.lm_eval.batch_size")
     if cfg.objective is None:
         raise ConfigError("objective must name a metric (e.g. gold_reward or pref_acc)")
-    from bench.loggers import check_logger_config
-
-    try:
-        check_logger_config(cfg.logger)
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
     from bench import preflight  # imports this module: imported here, not at the top
 
     resolved = _resolved(cfg)

@@ -120,6 +120,31 @@ def prepare_distributed_env(num_processes: int, accelerator: str) -> None:
         raise DistributedSetupError(_mismatch_message(kind, size, num_processes))
 
 
+def check_hardware_config(hardware_cfg: Mapping[str, Any]) -> None:
+    """The `hardware` group's values, checked without looking at the machine (bench.config runs this
+    before any compute, also when planning a GPU sweep on a CPU-only machine). Raises
+    DistributedSetupError naming `hardware.<key>`."""
+    _check_device_keys(hardware_cfg)
+    for key in ("num_processes", "torch_threads"):
+        value = _required(hardware_cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise DistributedSetupError(f"hardware.{key} must be an integer >= 1, got {value!r}")
+
+
+def _check_device_keys(hardware_cfg: Mapping[str, Any]) -> None:
+    """accelerator, mixed_precision and dist_timeout_s: the keys `accelerator_kwargs` reads."""
+    device = _required(hardware_cfg, "accelerator")
+    if device not in ACCELERATORS:
+        raise DistributedSetupError(f"hardware.accelerator must be one of {', '.join(ACCELERATORS)}, got {device!r}")
+    precision = _required(hardware_cfg, "mixed_precision")
+    if precision not in MIXED_PRECISIONS:
+        raise DistributedSetupError(
+            f"hardware.mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {precision!r}")
+    timeout_s = hardware_cfg.get("dist_timeout_s", DEFAULT_DIST_TIMEOUT_S)
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
+        raise DistributedSetupError(f"hardware.dist_timeout_s must be a number of seconds > 0, got {timeout_s!r}")
+
+
 def accelerator_kwargs(hardware_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Keyword arguments for `accelerate.Accelerator` from a hardware config (conf/hardware/*.yaml).
 
@@ -131,16 +156,9 @@ def accelerator_kwargs(hardware_cfg: Mapping[str, Any]) -> dict[str, Any]:
     """
     from accelerate.utils import InitProcessGroupKwargs
 
-    device = _required(hardware_cfg, "accelerator")
-    if device not in ACCELERATORS:
-        raise DistributedSetupError(f"hardware.accelerator must be one of {', '.join(ACCELERATORS)}, got {device!r}")
-    precision = _required(hardware_cfg, "mixed_precision")
-    if precision not in MIXED_PRECISIONS:
-        raise DistributedSetupError(
-            f"hardware.mixed_precision must be one of {', '.join(MIXED_PRECISIONS)}, got {precision!r}")
+    _check_device_keys(hardware_cfg)
+    device, precision = hardware_cfg["accelerator"], hardware_cfg["mixed_precision"]
     timeout_s = hardware_cfg.get("dist_timeout_s", DEFAULT_DIST_TIMEOUT_S)
-    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or timeout_s <= 0:
-        raise DistributedSetupError(f"hardware.dist_timeout_s must be a number of seconds > 0, got {timeout_s!r}")
     if device == "cuda":
         import torch
 

@@ -34,6 +34,27 @@ from transformers import (
 from bench.cache import CacheEntry, DiskCache
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
+MODEL_KINDS = ("tiny", "hf")
+
+
+def check_model_config(cfg: Mapping) -> None:
+    """The `model` group's checker (bench.config runs it before any compute); errors name `model.<key>`."""
+    kind = cfg.get("kind")
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model.kind must be one of {', '.join(MODEL_KINDS)}, got {kind!r}")
+    _integer(cfg, "max_length", minimum=2)  # at least a boundary token and one response token
+    if kind == "tiny":
+        for key in ("hidden_size", "num_layers", "num_heads", "intermediate_size"):
+            _integer(cfg, key)
+        if cfg["hidden_size"] % cfg["num_heads"]:
+            raise ValueError(f"model.hidden_size={cfg['hidden_size']} must be a multiple of "
+                             f"model.num_heads={cfg['num_heads']}")
+
+
+def _integer(cfg: Mapping, key: str, minimum: int = 1) -> None:
+    value = cfg.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"model.{key} must be an integer >= {minimum}, got {value!r}")
 
 
 def build_word_tokenizer(vocabulary: list[str]) -> PreTrainedTokenizerFast:

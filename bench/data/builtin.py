@@ -18,6 +18,7 @@ from typing import Mapping
 
 from bench.cache import DiskCache
 from bench.data.labelling import label_pairs
+from bench.data.validate import check_on_bad_row
 from bench.generation import sample_responses
 
 SPLIT_FILES = {"train": "train.jsonl", "eval": "eval.jsonl"}
@@ -25,6 +26,26 @@ PROMPT_FILES = {"val_prompts": "val_prompts.json", "test_prompts": "test_prompts
 # Consecutive draws that all land in the excluded set before we accept that the task's prompt space is
 # exhausted and allow overlap (only tasks with a handful of distinct prompts get there).
 MAX_REJECTIONS = 200
+
+
+def check_builtin_config(cfg: Mapping) -> None:
+    """The `dataset` group's checker for a built-in task (bench.config runs it before any compute; real
+    datasets have bench.data.adapters.check_dataset_config). Errors name `dataset.<key>`."""
+    from bench.data.tasks import available_tasks
+
+    check_on_bad_row(cfg.get("on_bad_row", "error"))
+    if cfg.get("task") not in available_tasks():
+        raise ValueError(f"dataset.task: unknown task {cfg.get('task')!r}; available: {', '.join(available_tasks())}")
+    noise = cfg.get("label_noise")
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 0.5:
+        raise ValueError(f"dataset.label_noise must be in [0, 0.5] (a flip rate above 0.5 inverts the labels), "
+                         f"got {noise!r}")
+    if not isinstance(cfg.get("drop_ties", False), bool):
+        raise ValueError(f"dataset.drop_ties must be true or false, got {cfg.get('drop_ties')!r}")
+    for key in ("bt_temperature", "n_train_prompts", "n_eval_pair_prompts", "n_val_prompts", "n_test_prompts"):
+        value = cfg.get(key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise ValueError(f"dataset.{key} must be a number > 0, got {value!r}")
 
 
 def _prompts(task, n: int, rng: random.Random, exclude: frozenset[str] = frozenset()) -> list[str]:
