@@ -1,4 +1,4 @@
-"""The config tree's location and whole-config validation, before the first tensor (DESIGN §12).
+"""Whole-config validation, before the first tensor (DESIGN §12).
 
 Each config group is checked by the module that owns it (its allowed values live there, once): method ->
 bench.methods.build_method, dataset -> bench.data.builtin / bench.data.adapters, model -> bench.models,
@@ -10,7 +10,6 @@ Every error names the config key and what was expected, e.g. "train.lr must be >
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
@@ -27,13 +26,6 @@ from bench.models import check_model_config
 
 class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; the message names the key."""
-
-
-def conf_dir() -> Path:
-    """The Hydra config tree: conf/ beside the package in a source checkout (and an editable install), or
-    the copy a wheel installs as bench/conf (pyproject.toml maps conf/ there)."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "conf"
 
 
 def _check_group(check: Callable[[Any], Any], node) -> None:
