@@ -120,7 +120,7 @@ from omegaconf import OmegaConf, open_dict
 from bench import records
 from bench.config import validate_config
 from bench.loggers import redact_secrets
-from bench.preflight import check_launcher, check_secrets, redact_text
+from bench.preflight import check_choices, check_launcher, check_secrets, redact_text
 from bench.records import run_identity
 from bench.redaction import redact_overrides
 
@@ -154,6 +154,7 @@ with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
             try:
                 cfg = compose(config_name="config", overrides=job + hydra_args, return_hydra_config=True)
                 HydraConfig.instance().set_config(cfg)  # resolves ${hydra:runtime.cwd} as in a real job
+                check_choices(cfg.hydra.runtime.choices)
                 check_launcher(OmegaConf.to_container(cfg.hydra.launcher, resolve=True),
                                {"hardware": OmegaConf.to_container(cfg.hardware, resolve=True)})
                 with open_dict(cfg):

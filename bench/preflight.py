@@ -21,6 +21,7 @@ import glob
 import os
 import socket
 import sys
+import traceback
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import urlparse
@@ -257,11 +258,30 @@ def check_launcher(launcher: Mapping, config: Mapping) -> None:
             raise ConfigError(f"hydra.launcher.n_jobs must be a positive integer (or -1: one per core), got {n_jobs!r}")
 
 
+# ----------------------------------------------------------------------------- group choices
+# Groups listed as `optional` in conf/config.yaml's defaults: Hydra skips an unknown option of such a
+# group without a word (`experiment=nope` would run the defaults), so their choices are checked here.
+OPTIONAL_GROUPS = ("experiment",)
+
+
+def check_choices(choices: Mapping) -> None:
+    """Every optional group's choice (`hydra.runtime.choices`) names a config that exists."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    for group in OPTIONAL_GROUPS:
+        choice = choices.get(group)
+        if choice is not None and choice not in loader.get_group_options(group):
+            raise ConfigError(f"Could not find '{group}/{choice}': {group} must be one of "
+                              f"{', '.join(loader.get_group_options(group))}")
+
+
 # ----------------------------------------------------------------------------- the Hydra callback
 def refuse(err: Exception) -> None:
-    """End the process on a user's mistake: the message alone and exit status 2 (traceback in debug)."""
+    """End the process on a user's mistake: the message alone and exit status 2, the traceback first
+    in debug mode. Always SystemExit: Hydra turns an exception in a callback into a warning and goes on."""
     if debug_enabled():
-        raise err
+        traceback.print_exception(err, file=sys.stderr)
     print(f"[imi-bench] error: {redact_text(str(err))}", file=sys.stderr, flush=True)
     raise SystemExit(2)
 
@@ -292,6 +312,7 @@ class PreflightCallback(Callback):
             HydraConfig.instance().set_config(config)  # resolves ${hydra:runtime.cwd} in paths.*
             overrides = list(config.hydra.overrides.task)
             check_secrets({}, overrides)
+            check_choices(config.hydra.runtime.choices)
             task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
             validate_config(task)
         except ConfigError as err:
@@ -302,6 +323,7 @@ class PreflightCallback(Callback):
         _composed = True
         try:
             check_secrets({}, list(config.hydra.overrides.task))
+            check_choices(config.hydra.runtime.choices)
             task = {k: _plain(config[k]) for k in ("hardware",) if k in config}
             check_launcher(_plain(config.hydra.launcher), task)
         except ConfigError as err:

@@ -11,6 +11,7 @@ traceback comes too with IMI_BENCH_DEBUG=1 or HYDRA_FULL_ERROR=1.
 from __future__ import annotations
 
 import math
+import warnings
 
 import hydra
 import transformers
@@ -23,6 +24,9 @@ from bench.config import ConfigError
 from bench.pipeline import run
 from bench.report import print_summary
 
+# conf/hydra/launcher/joblib.yaml shares the plugin's name on purpose (see that file); Hydra's deprecation
+# warning about it would stand between a user and the one line that says what went wrong.
+warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
 # Our own progress bars say what is happening; transformers' per-load bars and notices only add noise.
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
