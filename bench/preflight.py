@@ -133,7 +133,8 @@ def _hub_cached(repo_id: str, repo_type: str, revision: str | None, filename: st
     from huggingface_hub import constants, try_to_load_from_cache
 
     if filename is not None:
-        found = try_to_load_from_cache(repo_id, filename, revision=revision, repo_type=repo_type)
+        found = try_to_load_from_cache(repo_id, filename, cache_dir=constants.HF_HUB_CACHE, revision=revision,
+                                       repo_type=repo_type)
         return isinstance(found, str)
     folder = Path(constants.HF_HUB_CACHE) / f"{repo_type}s--{repo_id.replace('/', '--')}"
     return (folder / "snapshots").is_dir() and any((folder / "snapshots").iterdir())
