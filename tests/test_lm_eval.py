@@ -16,32 +16,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 import yaml
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
 
 from bench.data.tasks import TASKS, available_tasks, build_task
 from bench.lm_eval_harness import flatten_results, run_lm_eval, write_local_tasks
+from helpers import tiny_llama, word_tokenizer
 
-SPECIAL_TOKENS = ["<pad>", "<bos>", "<eos>", "<unk>"]
 N_ITEMS = 30
-
-
-POST_PROCESSORS = {None: None, "bos": "<bos> $A", "bos_eos": "<bos> $A <eos>"}
-
-
-def word_tokenizer(words: list[str], post_processor: str | None = None) -> PreTrainedTokenizerFast:
-    """WordLevel + WhitespaceSplit; `post_processor` says which special tokens encode() adds."""
-    vocab = {w: i for i, w in enumerate(SPECIAL_TOKENS + sorted(set(words)))}
-    tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    if post_processor is not None:
-        tokenizer.post_processor = processors.TemplateProcessing(
-            single=POST_PROCESSORS[post_processor],
-            special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
-        )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
-    )
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +44,7 @@ def tokenizer(words):
 
 @pytest.fixture(scope="module")
 def model(tokenizer):
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    return LlamaForCausalLM(config)
+    return tiny_llama(tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -223,12 +192,7 @@ def test_chat_task_items_are_scored_in_the_trainers_encoding(chat_tokenizer, tmp
     task.bind_tokenizer(tokenizer)
     names = write_local_tasks(task, tmp_path, 12, seed=1)
     assert yaml.safe_load((tmp_path / f"{names[0]}.yaml").read_text())["target_delimiter"] == ""
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id)
-    model = LlamaForCausalLM(config)
+    model = tiny_llama(tokenizer, max_position_embeddings=512)
     metrics = run_lm_eval(model, tokenizer, names, include_path=tmp_path, batch_size=4, device="cpu")
 
     def encode(text: str) -> list[int]:

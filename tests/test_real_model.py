@@ -122,7 +122,7 @@ def test_the_real_model_task_refuses_the_tiny_model(make_config):
 
 
 def test_smollm2_presets_compose_and_validate():
-    from test_presets import preset_jobs, task_config
+    from helpers import preset_jobs, task_config
 
     counts = {}
     for preset in ("smollm2_budget", "smollm2_dpo", "smollm2_imi"):

@@ -251,7 +251,7 @@ def test_entry_point_two_job_sweep(cluster_env, tmp_path):
     records = read_records(tmp_path / "runs")
     assert sorted(r["config"]["method"]["beta"] for r in records) == [0.1, 0.5]
     assert all(r["status"] == "completed" for r in records), [r["error"] for r in records]
-    assert {r["sweep_id"] for r in records} == {"slurm-sweep"}
+    assert {r["sweep_id"] for r in records} == {"slurm-sweep-fast"}  # smoke runs: <sweep id>-fast
     # what each job returned to the sweeper is its record's objective metric
     returned = {float(next(o for o in r.overrides if o.startswith("method.beta=")).split("=")[1]): r.return_value
                 for r in job_returns(sweep_dir)}

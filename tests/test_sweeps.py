@@ -12,10 +12,7 @@ sweep fails the test instead of hanging it.
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,31 +20,11 @@ import pytest
 
 from bench import records
 from bench.pipeline import run
-from test_presets import PRESETS, REAL_MODEL, preset_jobs
+from helpers import MULTIRUN, PRESETS, REAL_MODEL, preset_jobs, run_command, sweep_records
 
-ROOT = Path(__file__).resolve().parents[1]
-MULTIRUN = ROOT / "multirun.sh"
 # Fast mode for every test here. sft.steps is repeated because conf/config.yaml composes an experiment
 # preset after the budget group, so quick_budget's own SFT length would beat budget=fast's.
 FAST = ("budget=fast", "sft.steps=40", "progress=false")
-
-
-def run_command(args: list[str], *, cwd: Path, env: dict, timeout: float) -> subprocess.CompletedProcess:
-    """Run `args` in its own process group (its joblib workers too), killed whole after `timeout` s."""
-    proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **env}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"{' '.join(map(str, args))} did not finish within {timeout} s; output tail:\n{out[-4000:]}")
-    return subprocess.CompletedProcess(args, proc.returncode, out, "")
-
-
-def sweep_records(sweep_dir: Path) -> dict[str, dict]:
-    """run id -> record, for every run folder under one sweep folder."""
-    return {d.name: records.read_record(d) for d in sorted(sweep_dir.iterdir()) if (d / records.RECORD_FILE).exists()}
 
 
 @pytest.fixture
@@ -91,14 +68,14 @@ def test_joblib_sweep_of_four_jobs_brings_back_four_completed_records(tmp_path, 
     result = run_command(args, cwd=tmp_path, env={**sweep_env, "IMI_BENCH_SWEEP_ID": "joblib4"}, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stdout, "the joblib launcher ran the jobs, two at a time"
-    found = sweep_records(tmp_path / "runs" / "joblib4")
+    found = sweep_records(tmp_path / "runs" / "joblib4-fast")  # smoke runs: <sweep id>-fast
     assert len(found) == 4, sorted(found)
     assert all(r["status"] == "completed" for r in found.values()), [r["error"] for r in found.values()]
     combos = sorted((r["config"]["method"]["name"], r["config"]["seed"]) for r in found.values())
     assert combos == sorted(itertools.product(["dpo", "rmipo"], [0, 1]))
     for run_id, record in found.items():
-        assert record["sweep_id"] == "joblib4" and record["run_id"] == run_id
-        assert records.read_history(tmp_path / "runs" / "joblib4" / run_id), f"{run_id} has no history"
+        assert record["sweep_id"] == "joblib4-fast" and record["run_id"] == run_id
+        assert records.read_history(tmp_path / "runs" / "joblib4-fast" / run_id), f"{run_id} has no history"
         assert any(k.startswith("lm_eval/") for k in record["metrics"]), "lm-eval ran inside the joblib worker"
 
 
@@ -114,7 +91,7 @@ def test_failed_job_keeps_the_others_and_a_rerun_redoes_only_it(tmp_path, sweep_
     assert first.returncode == 1, out[-4000:]
     assert "3 jobs in 1 sweep(s), 3 distinct runs" in out and "launcher: as overridden" in out
     assert "FAILED: 1 of 3 runs have no completed record" in out
-    sweep_dir = tmp_path / "runs" / "failing"
+    sweep_dir = tmp_path / "runs" / "failing-fast"
     found = sweep_records(sweep_dir)
     by_lr = {r["config"]["train"]["lr"]: r for r in found.values()}
     assert sorted(by_lr) == [5e-4, 1e-3, 1e12]
@@ -156,7 +133,7 @@ def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
     result = run_command([str(MULTIRUN), *FAST], cwd=tmp_path, env=env, timeout=900)
     out = result.stdout
     assert result.returncode == 0, out[-6000:]
-    sweep_dir = tmp_path / "runs" / "quick"
+    sweep_dir = tmp_path / "runs" / "quick-fast"
     found = sweep_records(sweep_dir)
     assert sorted(found) == planned, "multirun.sh planned exactly the runs the sweeps made"
     assert all(r["status"] == "completed" for r in found.values())
@@ -166,4 +143,4 @@ def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
     assert f"report:  {sweep_dir / 'report' / 'report.md'}" in out
     assert "all 10 runs completed" in out
     # every run of the suite shares one sweep id, so the analysis reads them together
-    assert {r["sweep_id"] for r in found.values()} == {"quick"}
+    assert {r["sweep_id"] for r in found.values()} == {"quick-fast"}

@@ -19,9 +19,10 @@ import warnings
 import pytest
 import torch
 from datasets import Dataset
-from transformers import ByT5Tokenizer, LlamaConfig, LlamaForCausalLM
+from transformers import ByT5Tokenizer
 
 from bench.methods import PairLogps, build_method
+from helpers import tiny_llama
 
 # trl is a test extra, not a dependency of the suite: without it this module still imports and skips
 pytest.importorskip("trl", reason="TRL parity tests need trl 1.16 (pip install -e '.[test]')")
@@ -43,19 +44,7 @@ def models():
     """A tiny Llama policy and a perturbed copy as the reference, so Δ spans both signs and both
     sides of the hinge (checked in test_fixture_covers_both_hinge_regions)."""
     tokenizer = ByT5Tokenizer()  # builds with no downloaded files
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    policy = LlamaForCausalLM(config)
+    policy = tiny_llama(tokenizer, max_position_embeddings=128)
     reference = copy.deepcopy(policy)
     with torch.no_grad():
         for p in reference.parameters():

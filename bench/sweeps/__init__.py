@@ -1,0 +1,9 @@
+"""Sweep planning (DESIGN §10): named presets -> Hydra sweeps -> jobs -> a validated plan -> progress.
+
+    presets    the suites (several Hydra sweeps sharing one sweep id) and every preset's description
+    planning   each sweep's jobs, expanded exactly as `python -m bench.train -m` expands them, composed and
+               validated before any compute, with the run folder and config hash each will have
+    progress   the plan file, and each planned run's status read from the records themselves
+    __main__   `python -m bench.sweeps list | steps | plan | count`: what multirun.sh runs
+The tests use the same functions. Nothing here launches, trains or reports.
+"""

@@ -1,0 +1,87 @@
+"""Helpers shared by several test modules (fixtures live in conftest.py). Import as `from helpers import ...`."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from tokenizers import processors
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from bench import records
+from bench.models import build_word_tokenizer
+from bench.sweeps.planning import hydra_context, job_config, sweep_jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+MULTIRUN = ROOT / "multirun.sh"
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+# Presets that run a pretrained model (the real-model lane, with its own budget): tests/test_real_model.py
+# runs that path; the fast-mode preset runs of tests/test_sweeps.py leave them out.
+REAL_MODEL = {"smollm2_budget", "smollm2_dpo", "smollm2_imi"}
+
+
+def run_command(args: list[str], *, cwd: Path, env: dict | None = None, timeout: float) -> subprocess.CompletedProcess:
+    """Run `args` in its own process group (joblib workers too), killed whole after `timeout` s, so a hung
+    command fails its test instead of hanging it. stdout and stderr together in `.stdout`."""
+    proc = subprocess.Popen([str(a) for a in args], cwd=cwd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"{' '.join(map(str, args))} did not finish within {timeout} s; output tail:\n{out[-4000:]}")
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+@lru_cache(maxsize=None)
+def preset_jobs(preset: str) -> list[list[str]]:
+    """The override list of every job `python -m bench.train -m experiment=<preset>` launches."""
+    with hydra_context() as parser:
+        jobs, _ = sweep_jobs(parser, [f"experiment={preset}"])
+    return jobs
+
+
+def task_config(*overrides: str):
+    """A job's config as the job sees it (no hydra node), runs and caches kept out of the repo."""
+    with hydra_context():
+        cfg = job_config(["paths.runs_root=/nonexistent/runs", "paths.cache_root=/nonexistent/cache", *overrides])
+    OmegaConf.set_struct(cfg, False)
+    return cfg
+
+
+def sweep_records(sweep_dir: Path) -> dict[str, dict]:
+    """run id -> record, for every run folder under one sweep folder."""
+    return {d.name: records.read_record(d) for d in sorted(sweep_dir.iterdir()) if (d / records.RECORD_FILE).exists()}
+
+
+# What a tokenizer's encode() adds around a text: None (the suite's tokenizers: nothing), BOS, BOS and EOS.
+POST_PROCESSORS = {None: None, "bos": "<bos> $A", "bos_eos": "<bos> $A <eos>"}
+
+
+def word_tokenizer(words: list[str], post_processor: str | None = None):
+    """The suite's word-level tokenizer (bench.models.build_word_tokenizer), optionally with a
+    post-processor that adds special tokens on encode() as many hub tokenizers do."""
+    tokenizer = build_word_tokenizer(sorted(set(words)))
+    if post_processor is not None:
+        tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+            single=POST_PROCESSORS[post_processor],
+            special_tokens=[(t, tokenizer.convert_tokens_to_ids(t)) for t in ("<bos>", "<eos>")],
+        )
+    return tokenizer
+
+
+def tiny_llama(tokenizer, seed: int = 0, **config) -> LlamaForCausalLM:
+    """A one-layer Llama (hidden 32) for `tokenizer`, seeded; `config` overrides LlamaConfig fields."""
+    torch.manual_seed(seed)
+    fields = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                  pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id)
+    return LlamaForCausalLM(LlamaConfig(**{**fields, **config}))
