@@ -82,6 +82,8 @@ def wandb_run_to_record(run_id: str, group: str | None, state: str, config: Mapp
         "config_hash": summary.get("config_hash") or nested_config.get("config_hash") or "",
         "status": status,
         "config": nested_config,
+        # bench's W&B logger keeps the record's method_info in the summary (absent from older runs)
+        "method_info": dict(summary["method_info"]) if isinstance(summary.get("method_info"), Mapping) else None,
         "metrics": metrics,
         "cost": cost,
         "provenance": {"wandb_state": state},

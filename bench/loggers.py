@@ -44,8 +44,10 @@ class RunLogger:
     (also when the run failed, with status="failed"). finish after finish is a no-op.
     """
 
-    def start(self, *, config: dict, run_id: str, sweep_id: str, method: str, run_dir: Path) -> None:
-        """Open the run: `config` is the resolved config, `run_dir` is `<runs root>/<sweep>/<run>`."""
+    def start(self, *, config: dict, run_id: str, sweep_id: str, method: str, run_dir: Path,
+              method_info: dict | None = None) -> None:
+        """Open the run: `config` is the resolved config, `run_dir` is `<runs root>/<sweep>/<run>`,
+        `method_info` what the run record says about the method (bench.methods.method_info)."""
 
     def log_step(self, step: int, metrics: dict[str, float]) -> None:
         """Per-step metrics (history). Several calls with the same step merge into one row."""
@@ -73,7 +75,8 @@ class WandbLogger(RunLogger):
         self._run = None
         self._last_step: int | None = None
 
-    def start(self, *, config: dict, run_id: str, sweep_id: str, method: str, run_dir: Path) -> None:
+    def start(self, *, config: dict, run_id: str, sweep_id: str, method: str, run_dir: Path,
+              method_info: dict | None = None) -> None:
         import wandb  # imported here so logger=none never pays wandb's import time
 
         if self._run is not None:
@@ -87,6 +90,8 @@ class WandbLogger(RunLogger):
                 raise
             raise RuntimeError(f"logger.mode=online: W&B could not start ({err}). Set WANDB_API_KEY or run "
                                "`wandb login`, or use logger.mode=offline and `wandb sync` later") from err
+        if method_info:  # in the summary, beside the final metrics: the W&B config stays the record's config
+            self._run.summary["method_info"] = method_info
 
     def _init(self, wandb, config: dict, run_id: str, sweep_id: str, method: str, run_dir: Path):
         return wandb.init(

@@ -25,7 +25,7 @@ from bench.distributed import accelerator_kwargs, prepare_distributed_env
 from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
 from bench.loggers import build_logger
 from bench.redaction import redact_secrets
-from bench.methods import build_method
+from bench.methods import build_method, method_info
 from bench.models import build_word_tokenizer, flop_parameters, load_hf_model, non_embedding_parameters, pretrained_path
 from bench.provenance import now, provenance
 from bench.reference import ReferenceTerms, cached_reference_terms
@@ -72,8 +72,21 @@ def _hf_models(model_cfg: dict, cache: DiskCache, meter: CostMeter):
     return policy, reference, tokenizer, model_key
 
 
-def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show_progress: bool):
-    """(policy init, reference model, tokenizer, task, {train, eval, val_prompts, test_prompts}, stats, model_key, data_key)."""
+@dataclass
+class LoadedData:
+    """The models and data of a run before encoding (what `_load_data` returns)."""
+
+    policy: object  # the policy's initial weights
+    reference: object  # the frozen reference (the SFT model, or the pretrained model as it is)
+    tokenizer: object
+    task: object | None  # the built-in task (gold reward), None for a real dataset
+    splits: dict  # {"train", "eval": preference records; "val_prompts", "test_prompts": prompts}
+    stats: dict  # the data source's statistics (rows kept, dropped and why)
+    model_key: str  # cache key of the reference model: what the reference terms depend on
+    data_key: str  # cache key of the data
+
+
+def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show_progress: bool) -> LoadedData:
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     sft_cfg = OmegaConf.to_container(cfg.sft, resolve=True)
     model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
@@ -95,7 +108,7 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
             reference.to(device)  # the pair sampling runs where the reference lives
             splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, model_key, cache)
             meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
-            return policy, reference, tokenizer, task, splits, stats, model_key, data_entry.key
+            return LoadedData(policy, reference, tokenizer, task, splits, stats, model_key, data_entry.key)
         if task.requires_pretrained_model:
             raise ValueError(f"dataset.task={dataset_cfg['task']!r} is written for a pretrained model's tokenizer: "
                              "use model=smollm2 (or model=hf), not model=tiny")
@@ -108,7 +121,7 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
         splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, sft_entry.key, cache)
         meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
         policy = type(reference).from_pretrained(sft_entry.path, dtype=torch.float32)
-        return policy, reference, tokenizer, task, splits, stats, sft_entry.key, data_entry.key
+        return LoadedData(policy, reference, tokenizer, task, splits, stats, sft_entry.key, data_entry.key)
     from bench.data.adapters import load_preference_records
 
     policy, reference, tokenizer, model_key = _hf_models(model_cfg, cache, meter)
@@ -116,25 +129,26 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
     for split, name in (("train", "train_split"), ("eval", "eval_split")):
         splits[split], stats[split] = load_preference_records(dataset_cfg, dataset_cfg[name], tokenizer)
     splits["val_prompts"] = splits["test_prompts"] = []
-    return policy, reference, tokenizer, None, splits, stats, model_key, cache_key(dataset_cfg)
+    return LoadedData(policy, reference, tokenizer, None, splits, stats, model_key, cache_key(dataset_cfg))
 
 
 def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, device, show_progress: bool) -> Setup:
-    policy, reference, tokenizer, task, splits, stats, model_key, data_key = _load_data(cfg, cache, meter, device, show_progress)
+    data = _load_data(cfg, cache, meter, device, show_progress)
+    reference, tokenizer, splits = data.reference, data.tokenizer, data.splits
     max_length = cfg.model.max_length
     on_bad_row = cfg.dataset.get("on_bad_row", "error")
     train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, f"{cfg.dataset.name}/train", on_bad_row)
     held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, f"{cfg.dataset.name}/eval", on_bad_row)
-    stats = {"source": stats, "encoding": {"train": train_stats, "eval": eval_stats}}
+    stats = {"source": data.stats, "encoding": {"train": train_stats, "eval": eval_stats}}
     # Reference-side PMI terms are cached with the reference log-probs (free at train time).
     context = method.needs.marginal_context if method.needs.marginal == "reference" else None
-    payload = {"model": model_key, "data": data_key, "max_length": max_length, "marginal_context": context}
+    payload = {"model": data.model_key, "data": data.data_key, "max_length": max_length, "marginal_context": context}
     reference.to(device)
     marginal_of = (lambda pairs: pairs.marginal(tokenizer, max_length, context)) if context is not None else None
     terms, entry = cached_reference_terms(cache, payload, reference, {"train": train, "eval": held_out},
                                           marginal_of, non_embedding_parameters(reference), device)
     meter.add_shared("reference", entry.key, entry.hit, entry.build_cost, entry.wait_s)
-    return Setup(policy, reference, tokenizer, task, train, held_out, splits["val_prompts"], splits["test_prompts"],
+    return Setup(data.policy, reference, tokenizer, data.task, train, held_out, splits["val_prompts"], splits["test_prompts"],
                  terms["train"], terms["eval"], stats)
 
 
@@ -152,11 +166,11 @@ def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostM
                                   cfg.model.max_length, sampling_seeds(cfg.seed, stream), device, meter)
             metrics.update({prefix + k: v for k, v in scores.items()})
     if cfg.eval.lm_eval.enabled:
-        metrics.update(_lm_eval(cfg, setup, model, device))
+        metrics.update(_lm_eval(cfg, setup, model))
     return metrics
 
 
-def _lm_eval(cfg: DictConfig, setup: Setup, model, device) -> dict:
+def _lm_eval(cfg: DictConfig, setup: Setup, model) -> dict:
     """lm-eval on the trained model object: the task's own local task plus any named standard tasks."""
     from bench.lm_eval_harness import run_lm_eval, write_local_tasks
 
@@ -206,7 +220,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
             marginal_seqs = (setup.train.marginal(setup.tokenizer, cfg.model.max_length, method.needs.marginal_context)
                              if method.needs.marginal == "policy" else None)
         if is_main:
-            logger.start(config=config, run_id=run_id, sweep_id=cfg.sweep_id, method=cfg.method.name, run_dir=directory)
+            logger.start(config=config, run_id=run_id, sweep_id=cfg.sweep_id, method=cfg.method.name, run_dir=directory,
+                         method_info=method_info(cfg.method.name))
         with meter.phase("train"):
             curve = ValidationCurve(setup.task, setup.tokenizer, setup.val_prompts[:cfg.eval.curve.n_prompts],
                                     cfg.eval.curve.fractions, sampling_seeds(cfg.seed, "curve")[0], meter,
@@ -229,11 +244,12 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
         "config_hash": digest,
         "status": status,
         "config": config,
+        "method_info": method_info(cfg.method.name),  # what the method is, so the analysis needs no tables
         "metrics": metrics,
         "val_curve": curve.points if curve else [],
         "cost": meter.summary(),
         "data": setup.data_stats if setup else {},
-        "provenance": {**provenance(cfg.seed, overrides or []), "started_at": started_at, "finished_at": now()},
+        "provenance": {**provenance(cfg.seed, overrides), "started_at": started_at, "finished_at": now()},
         "error": error,
     }
     if is_main:  # only rank 0 writes: other ranks run the same job (DESIGN §10)

@@ -56,7 +56,17 @@ def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def provenance(seed: int, overrides: list[str]) -> dict:
+def rerun_command(overrides: list[str] | None) -> list[str]:
+    """The command that runs this run again. From the Hydra entry point (`overrides` = the job's own
+    overrides): `python -m bench.train <overrides>`, which works from any directory and, for one job of a
+    sweep, re-runs that job alone. Otherwise (a script calling bench.pipeline.run): the process's argv."""
+    if overrides is None:
+        return [sys.executable, *sys.argv]
+    return [sys.executable, "-m", "bench.train", *overrides]
+
+
+def provenance(seed: int, overrides: list[str] | None) -> dict:
+    """`overrides`: the job's Hydra overrides, or None when the run was not started by bench.train."""
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no")
     return {
@@ -65,6 +75,6 @@ def provenance(seed: int, overrides: list[str]) -> dict:
         "packages": package_versions(),
         "hardware": hardware(),
         "seed": seed,
-        "command": " ".join(shlex.quote(a) for a in [sys.executable, *redact_overrides(sys.argv)]),
-        "overrides": redact_overrides(overrides),
+        "command": " ".join(shlex.quote(a) for a in redact_overrides(rerun_command(overrides))),
+        "overrides": redact_overrides(overrides or []),
     }

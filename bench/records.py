@@ -9,6 +9,9 @@ record.json (schema_version 2; the analysis reads only these files, so this is i
     status: "completed" | "failed"
     config: dict              the resolved Hydra config; `config.budget` is "full" or "fast" (smoke runs),
                               `config.dataset.trap` is null for a clean-label task, else why it is a trap
+    method_info: dict         what the method is (bench.methods.method_info): {"family": "dpo"|"ipo"|"simpo",
+                              "imi": bool, "defaults": {key: published default}, "swept": [keys a grid tunes]};
+                              absent from records written before it existed
     metrics: dict[str, float] final metrics, all on held-out data:
         pref_acc                      share of held-out pairs with policy-vs-reference margin Δ > 0
         eval/loss, eval/rewards/...   the method's own loss and TRL-named reward stats on held-out pairs

@@ -19,7 +19,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bench import preflight
+from bench import conf_dir, preflight
 from bench.config import ConfigError
 from bench.pipeline import run
 from bench.report import print_summary
@@ -32,7 +32,8 @@ transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+# An absolute path: conf/ in a checkout, or the copy a wheel installs as bench/conf (bench.conf_dir).
+@hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     try:

@@ -182,13 +182,15 @@ def test_wandb_runs_convert_to_the_same_columns_as_records(sweep):
     directory = root / "sweep-a" / "rmipo-arithmetic-cpu-b2-s0"
     record = json.loads((directory / "record.json").read_text())
     summary = {**record["metrics"], **{f"cost/{k}": v for k, v in record["cost"].items()},
-               "loss": 0.3, "lr": 1e-4, "rewards/chosen": -0.1, "imi/delta_pmi_mean": 0.8, "_step": 39, "_runtime": 20.0}
+               "loss": 0.3, "lr": 1e-4, "rewards/chosen": -0.1, "imi/delta_pmi_mean": 0.8, "_step": 39, "_runtime": 20.0,
+               "method_info": record["method_info"]}
     converted = wandb_run_to_record(record["run_id"], record["sweep_id"], "finished", record["config"], summary)
     assert converted["status"] == "completed" and converted["metrics"] == record["metrics"]  # val/* kept
+    assert converted["method_info"] == record["method_info"]  # bench's W&B logger keeps it in the summary
     assert converted["cost"] == record["cost"]
     from_wandb = records_to_frame([(None, converted, None)], source="wandb:me/proj").runs.iloc[0]
     from_file = load_runs(directory).runs.iloc[0]
-    for column in ("method.name", "method.beta", "dataset.name", "seed", "gold_reward", "kl", "cost.device_hours",
+    for column in ("method.name", "method.beta", "method_info.imi", "dataset.name", "seed", "gold_reward", "kl", "cost.device_hours",
                    "cost.shared.sft.key", "cost.nograd_tokens/reference"):
         assert from_wandb[column] == from_file[column], column
     assert from_wandb["sweep_id"] == "sweep-a" and from_wandb["source"] == "wandb:me/proj"

@@ -8,7 +8,7 @@ import pytest
 
 from bench import records
 from bench.config import ConfigError
-from bench.methods import available_methods
+from bench.methods import available_methods, method_info
 from bench.pipeline import run
 
 TRL_NAMES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
@@ -22,6 +22,7 @@ def test_every_method_writes_a_completed_record(make_config, method):
     assert record["status"] == "completed", record["error"]
     assert record["schema_version"] == records.SCHEMA_VERSION
     assert record["config"]["method"]["name"] == method
+    assert record["method_info"] == method_info(method), "the record says what the method is"
     for key in GOLD_METRICS:
         assert math.isfinite(record["metrics"][key]), key
     assert 0.0 <= record["metrics"]["win_rate"] <= 1.0

@@ -83,8 +83,10 @@ def test_wandb_run_has_the_records_config_identity_and_summary(imi_run):
     for key, value in record["cost"].items():
         assert _same(summary[COST_PREFIX + key], value), key
     # nothing in the summary that the record does not have: final metrics, cost, last per-step values
+    assert summary["method_info"] == record["method_info"]  # what the analysis reads from W&B runs too
     per_step = {key for row in history for key in row}
-    unexplained = {k for k in summary if k not in record["metrics"] and not k.startswith(COST_PREFIX) and k not in per_step}
+    unexplained = {k for k in summary if k not in record["metrics"] and not k.startswith(COST_PREFIX)
+                   and k not in per_step and k != "method_info"}
     assert not unexplained, unexplained
 
 

@@ -72,7 +72,7 @@ def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5,
             "load": {**load, "after": load_average()},
             "started_at": started_at,
             "finished_at": now(),
-            "provenance": {**provenance(seed, []), "cpu_model": cpu_model(),
+            "provenance": {**provenance(seed, None), "cpu_model": cpu_model(),
                            **({"command": command} if command else {})},
         }
 

@@ -9,17 +9,17 @@ from __future__ import annotations
 import copy
 import random
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
+from bench import conf_dir
 from bench.data.encoding import PairTensors, encode_pairs
 from bench.data.tasks import build_task
 from bench.models import build_tiny_model, build_word_tokenizer, non_embedding_parameters
 from bench.reference import ReferenceTerms, needs_reference_terms, score_reference_terms
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = conf_dir()
 
 
 @dataclass
