@@ -19,9 +19,14 @@ rendered prompt directly.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import math
+import os
 import random
+import sys
 from pathlib import Path
 
 import yaml
@@ -135,6 +140,7 @@ def run_lm_eval(
     device: str = "cpu",
     limit: int | float | None = None,
     boundary_token: bool = True,
+    show_progress: bool = False,
 ) -> dict[str, float]:
     """Evaluate an in-memory causal LM on lm-eval tasks; return {"lm_eval/<task>/<metric>": value}.
 
@@ -145,6 +151,7 @@ def run_lm_eval(
     trainer encodes sequences (see the module docstring); False = lm-eval's own tokenization. Non-numeric values (e.g. a stderr of "N/A") are left out. The model's
     train/eval mode is restored afterwards, and lm-eval is told not to reseed global RNGs (the
     caller's training must not depend on whether it evaluated). Returns {} on non-main processes.
+    lm-eval runs quietly (`_quietly`): its progress bars only with `show_progress`.
     """
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -169,23 +176,49 @@ def run_lm_eval(
 
     was_training = model.training
     try:
-        lm_class = _boundary_hflm() if boundary_token else HFLM
-        lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
-        results = simple_evaluate(
-            model=lm,
-            tasks=list(task_names),
-            task_manager=manager,
-            limit=limit,
-            log_samples=False,
-            random_seed=None,
-            numpy_random_seed=None,
-            torch_random_seed=None,
-        )
+        with _quietly(show_progress):
+            lm_class = _boundary_hflm() if boundary_token else HFLM
+            lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+            results = simple_evaluate(
+                model=lm,
+                tasks=list(task_names),
+                task_manager=manager,
+                limit=limit,
+                log_samples=False,
+                random_seed=None,
+                numpy_random_seed=None,
+                torch_random_seed=None,
+            )
     finally:
         model.train(was_training)
     if results is None:  # lm-eval returns results on the main process only
         return {}
     return flatten_results(results["results"])
+
+
+@contextlib.contextmanager
+def _quietly(show_progress: bool):
+    """lm-eval as one quiet step of a run. Its log records below ERROR are dropped: it warns that an
+    in-memory model was passed (what this bridge does on purpose, in one process) and logs every task it
+    builds. Its child processes' stderr goes to /dev/null: for its own results it runs `git describe`,
+    which prints "fatal: not a git repository" outside a checkout. Python's stderr, where lm-eval and
+    `datasets` draw their progress bars, reaches the terminal only with `show_progress`."""
+    logger = logging.getLogger("lm_eval")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    sys.stderr.flush()
+    terminal = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    stream = os.fdopen(os.dup(terminal), "w") if show_progress else io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stream):
+            yield
+    finally:
+        stream.close()
+        os.dup2(terminal, 2)
+        os.close(terminal)
+        logger.setLevel(level)
 
 
 def flatten_results(task_results: dict[str, dict]) -> dict[str, float]:

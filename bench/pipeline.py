@@ -182,7 +182,7 @@ def _lm_eval(cfg: DictConfig, setup: Setup, model) -> dict:
         if not names:
             return {}
         return run_lm_eval(model, setup.tokenizer, names, Path(include) if setup.task is not None else None,
-                           batch_size=lm_cfg.batch_size, device=str(model.device))
+                           batch_size=lm_cfg.batch_size, device=str(model.device), show_progress=bool(cfg.progress))
 
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
