@@ -97,7 +97,7 @@ def test_trainable_layers_freeze_all_but_the_top_blocks(llama_dir):
 
 
 def test_lora_with_trainable_layers_puts_adapters_on_the_top_blocks_only(llama_dir):
-    pytest.importorskip("peft")  # the peft (or smollm2) extra
+    pytest.importorskip("peft", reason="LoRA needs peft: pip install -e '.[peft]' (or the smollm2 extra)")
     model, _ = load_hf_model(hf_cfg(llama_dir, trainable_layers=1, lora={"enabled": True, "r": 4, "alpha": 8}))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and ".layers.3." in n for n in trainable), trainable
