@@ -6,25 +6,15 @@ when each label is flipped with probability ε (DESIGN §3; TRL's `loss_type="ro
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
-
-from bench.methods.base import LossOutput, Method, Needs, PairLogps
-from bench.methods.common import dpo_delta, in_range, positive, reference_rewards
+from bench.methods.base import LossOutput, PairLogps
+from bench.methods.cdpo import LabelNoiseDPO
 
 
-class RobustDPO(Method):
+class RobustDPO(LabelNoiseDPO):
     name = "robust"
-    family = "dpo"
-    swept = ("beta",)  # ε is the assumed label-flip rate, set from the data, not tuned
-    needs = Needs(reference=True)
-
-    def __init__(self, *, beta: float = 0.1, epsilon: float = 0.1) -> None:
-        self.beta = positive("beta", beta)
-        # The estimator divides by 1 − 2ε: ε must stay below 0.5 (TRL warns outside [0, 0.5)).
-        self.epsilon = in_range("epsilon", epsilon, 0.0, 0.5)
 
     def loss(self, batch: PairLogps) -> LossOutput:
-        logits = self.beta * dpo_delta(batch, self.name)
+        as_given, flipped = self.terms(batch)
         eps = self.epsilon
-        losses = (-(1 - eps) * F.logsigmoid(logits) + eps * F.logsigmoid(-logits)) / (1 - 2 * eps)
-        return LossOutput(losses, reference_rewards(batch, self.beta, self.name))
+        losses = (-(1 - eps) * as_given + eps * flipped) / (1 - 2 * eps)
+        return LossOutput(losses, self.rewards(batch))
