@@ -149,7 +149,7 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
     for label, rows in _read_split(cfg, split_name):
         convert = _converter(source, cfg, renderer, label, rows.column_names)
         file_records, file_stats = validate_records(
-            rows, label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
+            _decoded_rows(rows, label), label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
             convert=convert, max_rows=None if max_rows is None else max_rows - len(records),
         )
         records += file_records
@@ -158,8 +158,9 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
             break
     stats = merge_stats(parts)
     if not records:
-        raise ValueError(f"dataset {cfg.get('name')!r} split {split_name!r}: all {stats['n_rows']} rows were "
-                         f"dropped {_nonzero(stats['dropped'])}; first errors: {stats['first_errors']}")
+        raise ValueError(f"{', '.join(stats['sources'])}: all {stats['n_rows']} rows were dropped "
+                         f"{_nonzero(stats['dropped'])} (dataset {cfg.get('name')!r} split {split_name!r}); "
+                         f"first errors: {stats['first_errors']}")
     stats.update(dataset=cfg.get("name"), split=split_name, max_rows=max_rows,
                  prompt_format=renderer.format if renderer.rendered else "verbatim")
     return records, stats
@@ -211,8 +212,38 @@ def _read_split(cfg: dict, split_name: str):
         try:
             rows = datasets.load_dataset(fmt, data_files={"rows": [path]}, split="rows")
         except Exception as err:  # pyarrow/pandas parse errors do not say which file
-            raise ValueError(f"{path}: could not be read as {fmt}: {type(err).__name__}: {err}") from err
+            raise ValueError(f"{path}: could not be read as {fmt}: {_causes(err)}") from err
         yield path, rows
+
+
+def _decoded_rows(rows, label: str):
+    """The rows of one source, in order. pyarrow's JSON reader lets invalid UTF-8 inside nested values
+    through and fails only when that row is turned into Python: the file is corrupt (not one bad row to
+    drop), so it is refused naming the file and the row."""
+    from pyarrow.lib import ArrowException
+
+    iterator = iter(rows)
+    index = 0
+    while True:
+        try:
+            row = next(iterator)
+        except StopIteration:
+            return
+        except (UnicodeDecodeError, ArrowException) as err:
+            raise ValueError(f"{label}: could not be read: row {index} cannot be decoded ({_causes(err)}); "
+                             "is the file UTF-8?") from err
+        yield row
+        index += 1
+
+
+def _causes(err: BaseException) -> str:
+    """"Type: message" of an exception and of what caused it: `datasets` wraps the parser's own error
+    (which says what is wrong where, e.g. "JSON parse error: Invalid value. in row 3") in a generic one."""
+    parts = []
+    while err is not None and len(parts) < 4:
+        parts.append(f"{type(err).__name__}: {err}")
+        err = err.__cause__ or err.__context__
+    return " <- ".join(parts)
 
 
 def _expand(spec, key: str) -> list[str]:
