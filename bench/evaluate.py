@@ -1,7 +1,7 @@
 """Evaluation: one flat `metrics` dict per run (DESIGN §7).
 
-- `pref_acc`: share of held-out pairs whose implicit reward margin Δ (policy-vs-reference log-ratio)
-  is > 0; plus the method's own reward accuracy and margin on the same pairs (`eval/rewards/...`).
+- `pref_acc`: share of held-out pairs whose implicit reward gap Δ (policy-vs-reference log-ratio)
+  is > 0; plus the method's own reward accuracy and gap on the same pairs (`eval/rewards/...`).
 - With a gold reward (built-in tasks), on held-out prompts: `gold_reward` (mean r* of temperature-1
   samples), `gold_reward_greedy`, `reference_gold_reward` (the SFT model's samples), `win_rate` vs the
   SFT model's samples on the same prompts (ties count ½), `kl` (Monte-Carlo KL(π‖π_ref) at sequence level:

@@ -13,7 +13,7 @@ record.json (schema_version 2; the analysis reads only these files, so this is i
                               "imi": bool, "defaults": {key: published default}, "swept": [keys a grid tunes]};
                               absent from records written before it existed
     metrics: dict[str, float] final metrics, all on held-out data:
-        pref_acc                      share of held-out pairs with policy-vs-reference margin Δ > 0
+        pref_acc                      share of held-out pairs with policy-vs-reference gap Δ > 0
         eval/loss, eval/rewards/...   the method's own loss and TRL-named reward stats on held-out pairs
         gold_reward                   mean gold reward r* of temperature-1 samples on the TEST prompts
                                       (the task's reward units; gold_reward_median, gold_reward_greedy too)

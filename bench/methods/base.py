@@ -61,8 +61,10 @@ class LossOutput:
     """Per-pair losses [B] (the trainer takes the mean) and detached scalars to log.
 
     `metrics` always holds the TRL DPOTrainer names: "rewards/chosen", "rewards/rejected",
-    "rewards/margins", "rewards/accuracies" (batch means of the method's implicit reward).
-    IMI methods add "imi/delta_pmi_mean|min|max" and "imi/effective_margin|beta|weight".
+    "rewards/margins", "rewards/accuracies" (batch means of the method's implicit reward). TRL's
+    "rewards/margins" is the reward *gap* r(y_w) − r(y_l); the name stays TRL's so logs compare with TRL's.
+    Everywhere else a margin is what a loss subtracts from its gap: IMI methods add
+    "imi/delta_pmi_mean|min|max" and "imi/effective_margin|beta|weight".
     """
 
     losses: torch.Tensor

@@ -2,7 +2,7 @@
 
 Owns: validating a hyperparameter and naming its config key (`method.<key>`, DESIGN §12); reading a
 tensor a method needs from a `PairLogps` with a clear error when the trainer left it out; the
-policy-vs-reference margin Δ, length averaging ā = s/|y|, the logistic loss shared by DPO, SimPO and
+policy-vs-reference gap Δ, length averaging ā = s/|y|, the logistic loss shared by DPO, SimPO and
 their IMI variants; the TRL-named reward metrics. Pure tensor code: imports nothing from the trainer,
 data, model or logging side.
 """
