@@ -8,8 +8,7 @@ from functools import lru_cache
 from omegaconf import OmegaConf
 
 from bench import conf_dir
-
-DEFAULT_PRESET = "quick"
+from bench.data.tasks import TASKS
 
 
 @dataclass(frozen=True)
@@ -22,8 +21,6 @@ class Suite:
 def builtin_datasets() -> tuple[str, ...]:
     """The tiny model's built-in tasks (conf/dataset/*.yaml with source builtin and a task that needs no
     pretrained model), sorted: what the compare and beta_sensitivity suites sweep, as compare.yaml does."""
-    from bench.data.tasks import TASKS
-
     configs = {path.stem: OmegaConf.load(path) for path in (conf_dir() / "dataset").glob("*.yaml")}
     return tuple(sorted(name for name, cfg in configs.items()
                         if cfg.get("source") == "builtin" and not TASKS[cfg.task].requires_pretrained_model))
