@@ -150,7 +150,11 @@ def hh_row(draw):
 
 
 # Well-formed rows, so that files also mix good rows with bad ones (and drops are counted among kept rows).
-GOOD_PAIR = st.tuples(GOOD_TEXT, GOOD_TEXT, GOOD_TEXT).filter(lambda t: t[1] != t[2])
+# Two responses that share a long start differ only past a short max_length: the pair is then identical
+# after truncation, an over-long row to refuse or drop (DESIGN §5).
+SHARED_START = st.tuples(GOOD_TEXT, GOOD_TEXT, GOOD_TEXT, GOOD_TEXT).map(
+    lambda t: (t[0], f"{t[1]} {t[1]} {t[1]} {t[2]}", f"{t[1]} {t[1]} {t[1]} {t[3]}"))
+GOOD_PAIR = st.one_of(st.tuples(GOOD_TEXT, GOOD_TEXT, GOOD_TEXT), SHARED_START).filter(lambda t: t[1] != t[2])
 GOOD_ROWS = {
     "local": GOOD_PAIR.map(lambda t: {"prompt": t[0], "chosen": t[1], "rejected": t[2]}),
     "ultrafeedback": GOOD_PAIR.map(lambda t: {
@@ -265,7 +269,7 @@ def check_case(case) -> str:
         try:
             records, stats = load_preference_records(cfg, "train", tokenizer=tokenizer)
             source = ", ".join(stats["sources"])  # how the pipeline names the split's files
-            _, kept, encoded = encode_pairs(records, tokenizer, max_length, source, cfg["on_bad_row"])
+            pairs, kept, encoded = encode_pairs(records, tokenizer, max_length, source, cfg["on_bad_row"])
         except ValueError as err:
             message = str(err)
             assert str(path) in message, f"the error does not name the file: {message}"
@@ -291,6 +295,9 @@ def check_case(case) -> str:
         for field in ("prompt", "chosen", "rejected"):
             assert isinstance(record[field], str) and record[field].strip()
         assert record["chosen"].strip() != record["rejected"].strip()
+    for i in range(len(kept)):  # after truncation too: a pair that became identical carries no preference
+        chosen, rejected = (side.input_ids[i][side.attention_mask[i].bool()].tolist() for side in (pairs.chosen, pairs.rejected))
+        assert chosen != rejected, f"pair {i} is identical after truncation to max_length={max_length}"
     dropped = sum(stats["dropped"].values()) + encoded["dropped"]["over_long"]
     outcome = "kept, some dropped and counted" if dropped else "kept"
     event(f"{kind}: {outcome}")
@@ -336,3 +343,20 @@ def test_fuzzed_files_error_or_count_thoroughly(adapter, capsys):
     with capsys.disabled():
         counts = {o: n for (a, o), n in sorted(OUTCOMES.items()) if a == adapter}
         print(f"\n[fuzz] {adapter}: {ran} cases: {counts}")
+
+
+def test_pair_identical_after_truncation_is_over_long():
+    """The first case the fuzzer found, written out: responses that differ only past max_length were kept
+    as a pair with no preference (every margin exactly 0)."""
+    tokenizer = TOKENIZERS[False]
+    same_start = {"prompt": "p", "chosen": "the capital", "rejected": "the paris", "meta": {"row": 7}}
+    fine = {"prompt": "p", "chosen": "paris", "rejected": "the", "meta": {"row": 8}}
+    prompt_tokens = 1 + len(tokenizer("p", add_special_tokens=False)["input_ids"])  # BOS + prompt
+    max_length = prompt_tokens + len(tokenizer("the", add_special_tokens=False)["input_ids"])
+    with pytest.raises(ValueError, match=rf"^src row 7: field 'rejected' is identical to 'chosen' after truncation "
+                                         rf"to max_length={max_length}"):
+        encode_pairs([same_start, fine], tokenizer, max_length, "src", "error")
+    pairs, kept, stats = encode_pairs([same_start, fine], tokenizer, max_length, "src", "drop")
+    assert kept == [fine] and stats["dropped"]["over_long"] == 1 and stats["n_kept"] == 1
+    _, kept, _ = encode_pairs([same_start, fine], tokenizer, 64, "src", "error")  # room for the difference
+    assert kept == [same_start, fine]

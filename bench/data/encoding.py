@@ -149,25 +149,39 @@ class PairTensors:
 def encode_pairs(records: list[dict], tokenizer, max_length: int, source: str, on_bad_row: str = "error"):
     """Encode normalised records; returns (PairTensors, kept records, stats).
 
-    A row whose prompt leaves no room for one response token is over-long: an error naming the row
-    (on_bad_row=error) or dropped and counted (on_bad_row=drop). Truncated responses are counted.
+    Over-long rows (DESIGN §5), an error naming the row (on_bad_row=error) or dropped and counted
+    under dropped.over_long (on_bad_row=drop): a prompt that leaves no room for one response token, and a
+    pair whose chosen and rejected sequences are identical after truncation (they differ only beyond
+    max_length: the pair carries no preference). Truncated responses are counted. Rows are named by
+    their row in the source (meta.row, set by bench.data.validate) when they have one.
     """
     rows = {"chosen": ([], []), "rejected": ([], [])}
     responses = ([], [])
     kept, stats = [], {"n_rows": len(records), "dropped": {"over_long": 0}, "n_truncated": 0}
+
+    def refuse(i: int, record: dict, problem: str) -> None:
+        if on_bad_row == "error":
+            row = (record.get("meta") or {}).get("row", i)
+            raise ValueError(f"{source} row {row}: {problem}; set dataset.on_bad_row=drop to skip such rows")
+        stats["dropped"]["over_long"] += 1
+
     for i, record in enumerate(records):
         prompt_ids = encode_text(tokenizer, record["prompt"])
         if len(with_boundary(tokenizer, prompt_ids)) >= max_length:
-            if on_bad_row == "error":
-                raise ValueError(
-                    f"{source} row {i}: field 'prompt' is over-long ({len(prompt_ids)} tokens leave no room "
-                    f"for a response within max_length={max_length}); set dataset.on_bad_row=drop to skip such rows"
-                )
-            stats["dropped"]["over_long"] += 1
+            refuse(i, record, f"field 'prompt' is over-long ({len(prompt_ids)} tokens leave no room "
+                              f"for a response within max_length={max_length})")
             continue
-        for side, slot in (("chosen", 0), ("rejected", 1)):
+        encoded = {}
+        for side in ("chosen", "rejected"):
             response_ids = encode_text(tokenizer, record[side])
             seq, mask = conditional_sequence(tokenizer, prompt_ids, response_ids, max_length)
+            encoded[side] = (seq, mask, response_ids)
+        if encoded["chosen"][0] == encoded["rejected"][0]:
+            refuse(i, record, f"field 'rejected' is identical to 'chosen' after truncation to max_length={max_length} "
+                              "(they differ only beyond it)")
+            continue
+        for slot, side in enumerate(("chosen", "rejected")):
+            seq, mask, response_ids = encoded[side]
             # untruncated: the prompt (with its boundary token), every response token and the EOS
             full_length = len(with_boundary(tokenizer, prompt_ids)) + len(response_ids) + 1
             stats["n_truncated"] += int(len(seq) < full_length)
