@@ -12,7 +12,7 @@ import pytest
 
 from helpers import ROOT, run_command
 
-PACKAGE_DIRS = ("bench", "analysis")
+PACKAGE_DIRS = ("bench", "analysis", "hydra_plugins")  # hydra_plugins: the SLURM launcher
 
 
 def _packages_on_disk() -> set[str]:
@@ -22,7 +22,9 @@ def _packages_on_disk() -> set[str]:
 
 def test_pyproject_lists_every_package_and_maps_conf_into_bench():
     setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert set(setuptools["packages"]) == _packages_on_disk() | {"bench.conf"}
+    # hydra_plugins is a namespace package (no __init__.py: other plugins share it), listed so that an
+    # editable install puts this checkout's part on its path, where Hydra scans for launchers
+    assert set(setuptools["packages"]) == _packages_on_disk() | {"bench.conf", "hydra_plugins"}
     assert setuptools["package-dir"] == {"bench.conf": "conf"}
 
 
@@ -40,7 +42,7 @@ def test_a_wheel_ships_conf_and_its_console_script_runs_from_another_directory(t
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    for name in ("bench", "analysis", "conf"):
+    for name in ("bench", "analysis", "conf", "hydra_plugins"):
         shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     built = run_command([*pip, "wheel", source, "--no-deps", "--no-build-isolation", "-w", tmp_path / "dist"],
