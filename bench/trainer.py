@@ -8,8 +8,11 @@ methods with `needs.marginal == "policy"`. The method turns the log-probs into p
 trainer averages, steps and logs.
 
 Step callbacks (`callbacks=`) are how outside code sees step boundaries (intermediate evaluation in
-bench.pipeline, the throughput benchmark's clock) without subclassing the meter, logger or data: each
-may define `on_step_end(trainer, step, row)`, called after every optimizer step.
+bench.pipeline, the throughput benchmark's clock, checkpoints) without subclassing the meter, logger or
+data: each may define `on_step_end(trainer, step, row)`, called after every optimizer step.
+
+Where training stands is `step` (optimizer steps done), `micro_batches` (loader batches drawn) and
+`history`; bench.checkpoint saves them and puts them back, and `train()` goes on from there.
 """
 from __future__ import annotations
 
@@ -65,6 +68,9 @@ class PreferenceTrainer:
         # bound once: a callback without on_step_end costs nothing per step
         self._step_end_hooks = [cb.on_step_end for cb in callbacks if hasattr(cb, "on_step_end")]
         self.last_batch: SequenceTensors | None = None
+        self.step = 0           # optimizer steps done
+        self.micro_batches = 0  # loader batches drawn (> step with gradient accumulation)
+        self.history: list[dict] = []  # kept on the trainer: a failed run's record keeps the steps before it
         generator = torch.Generator().manual_seed(seed)
         loader = torch.utils.data.DataLoader(
             torch.arange(len(data)), batch_size=train_cfg["batch_size"], shuffle=True,
@@ -101,15 +107,24 @@ class PreferenceTrainer:
                           policy_marginal=policy_marginal)
 
     def train(self) -> list[dict]:
-        """Run the optimisation; returns the history (one row per logged optimizer step)."""
-        history = self.history = []  # kept on the trainer: a failed run's record keeps the steps before it
+        """Run the optimisation from `self.step` (0, or where a checkpoint left off); returns the history
+        (one row per logged optimizer step)."""
+        history = self.history
         accelerator = self.accelerator
         log_every = self.cfg["log_every"]
-        bar = tqdm(total=self.total_steps, desc=f"train {self.method.name}", disable=not self.show_progress, mininterval=1.0)
-        step, started = 0, time.perf_counter()
+        bar = tqdm(total=self.total_steps, initial=self.step, desc=f"train {self.method.name}",
+                   disable=not self.show_progress, mininterval=1.0)
+        step, started, tokens_before = self.step, time.perf_counter(), self.meter.train_tokens
+        # A resumed run draws, unused, the batches it trained on before: the loader's generator then
+        # stands where it stood, and the next batch is the one an uninterrupted run would take.
+        skip = self.micro_batches
         self.model.train()
         while step < self.total_steps:
             for index in self.loader:
+                if skip:
+                    skip -= 1
+                    continue
+                self.micro_batches += 1
                 with accelerator.accumulate(self.model):
                     batch = self._pair_logps(index, step)
                     out = self.method(batch)
@@ -137,6 +152,7 @@ class PreferenceTrainer:
                     if accelerator.is_main_process:
                         self.logger.log_step(step, {k: v for k, v in row.items() if k != "step"})
                     bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row.get('rewards/accuracies', math.nan):.2f}")
+                self.step = step + 1
                 for hook in self._step_end_hooks:
                     hook(self, step, row)
                 step += 1
@@ -145,8 +161,8 @@ class PreferenceTrainer:
                     break
         bar.close()
         elapsed = time.perf_counter() - started
-        if history:
-            history[-1]["train_tokens_per_s"] = self.meter.train_tokens / max(elapsed, 1e-9)
+        if history and self.meter.train_tokens > tokens_before:  # this call trained (a resume may find none left)
+            history[-1]["train_tokens_per_s"] = (self.meter.train_tokens - tokens_before) / max(elapsed, 1e-9)
             if accelerator.is_main_process:  # the same last row in W&B as in history.jsonl
                 self.logger.log_step(history[-1]["step"], {"train_tokens_per_s": history[-1]["train_tokens_per_s"]})
         return history
