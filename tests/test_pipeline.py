@@ -99,7 +99,7 @@ def test_cli_runs_and_second_process_hits_every_shared_cache(tmp_path):
         )
         assert out.returncode == 0, out.stderr[-2000:]
         assert "[imi-bench] completed:" in out.stdout and "record.json" in out.stdout
-        records_written += list((tmp_path / "runs").glob(f"local/*-s{seed}-*/record.json"))
+        records_written += list((tmp_path / "runs").glob(f"local-fast/*-s{seed}-*/record.json"))  # budget=fast
     second = json.loads(records_written[1].read_text())
     assert {name: shared["hit"] for name, shared in second["cost"]["shared"].items()} == {
         "sft": True, "dataset": True, "reference": True}
