@@ -89,8 +89,8 @@ def validate_config(cfg: DictConfig) -> None:
         raise ConfigError(f"train.fused_adamw must be true or false, got {cfg.train.fused_adamw!r}")
     if cfg.train.max_steps is not None:
         _positive(cfg, "train.max_steps")
-    if cfg.train.get("checkpoint_every") is not None:
-        _integer(cfg, "train.checkpoint_every")
+    if OmegaConf.select(cfg, "checkpoint.every_steps") is not None:
+        _integer(cfg, "checkpoint.every_steps")
     if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool):
         raise ConfigError(f"seed must be an integer, got {cfg.seed!r}")
     sweep_id = cfg.get("sweep_id")

@@ -57,6 +57,23 @@ class CostMeter:
         self.nograd_tokens = {k: 0 for k in NOGRAD_KINDS}
         self.shared: dict[str, dict] = {}
 
+    def state_dict(self) -> dict:
+        """The counters, for a checkpoint (bench.checkpoint)."""
+        return {"seconds": dict(self.seconds), "waits": dict(self.waits), "train_tokens": self.train_tokens,
+                "nograd_tokens": dict(self.nograd_tokens), "shared": {k: dict(v) for k, v in self.shared.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Add a checkpoint's counters to this meter's: a resumed run counts the work up to its checkpoint
+        and what it does from there, its own setup included (the work between the checkpoint and the
+        interruption is redone, and counted once). Shared builds keep the first attempt's entries."""
+        for phase in PHASES:
+            self.seconds[phase] += state["seconds"][phase]
+            self.waits[phase] += state["waits"][phase]
+        self.train_tokens += state["train_tokens"]
+        for kind in NOGRAD_KINDS:
+            self.nograd_tokens[kind] += state["nograd_tokens"].get(kind, 0)
+        self.shared = {**self.shared, **state["shared"]}
+
     @contextmanager
     def phase(self, name: str):
         if name not in self.seconds:

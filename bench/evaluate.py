@@ -133,6 +133,14 @@ class ValidationCurve:
         self._due: dict[int, float] | None = None
         self._started = time.perf_counter()
 
+    def state_dict(self) -> dict:
+        """The points so far and the time they cover, for a checkpoint (bench.checkpoint)."""
+        return {"points": [dict(p) for p in self.points], "elapsed": time.perf_counter() - self._started}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.points = [dict(p) for p in state["points"]]
+        self._started = time.perf_counter() - state["elapsed"]  # train_s goes on counting from there
+
     def on_step_end(self, trainer, step: int, row: dict | None) -> None:
         if self._due is None:  # total_steps is known once the trainer exists
             self._due = {}

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from bench import records
 from bench.cache import DiskCache, cache_key
+from bench.checkpoint import Checkpointer, RunCheckpoint
 from bench.config import validate_config
 from bench.cost import CostMeter
 from bench.data.encoding import PairTensors, encode_pairs
@@ -86,6 +87,13 @@ class LoadedData:
     data_key: str  # cache key of the data
 
 
+def _rows_source(cfg: DictConfig, data: LoadedData, split: str) -> str:
+    """How an encoding error names a split's rows: the files they came from (real data; rows are then
+    numbered within their file), else <dataset>/<split>."""
+    sources = (data.stats.get(split) or {}).get("sources") if data.task is None else None
+    return ", ".join(sources) if sources else f"{cfg.dataset.name}/{split}"
+
+
 def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show_progress: bool) -> LoadedData:
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     sft_cfg = OmegaConf.to_container(cfg.sft, resolve=True)
@@ -137,8 +145,8 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
     reference, tokenizer, splits = data.reference, data.tokenizer, data.splits
     max_length = cfg.model.max_length
     on_bad_row = cfg.dataset.get("on_bad_row", "error")
-    train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, f"{cfg.dataset.name}/train", on_bad_row)
-    held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, f"{cfg.dataset.name}/eval", on_bad_row)
+    train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, _rows_source(cfg, data, "train"), on_bad_row)
+    held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, _rows_source(cfg, data, "eval"), on_bad_row)
     stats = {"source": data.stats, "encoding": {"train": train_stats, "eval": eval_stats}}
     # Reference-side PMI terms are cached with the reference log-probs (free at train time).
     context = method.needs.marginal_context if method.needs.marginal == "reference" else None
@@ -191,8 +199,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
     run_id, digest = records.run_identity(config)
     directory = records.run_dir(Path(cfg.paths.runs_root), cfg.sweep_id, run_id)
+    checkpoint = RunCheckpoint(directory)
     done = records.completed_record(directory, digest)
     if done is not None:
+        checkpoint.remove()  # left behind when a run was killed between its record and this cleanup
         return RunResult(done, directory, skipped=True)
 
     prepare_distributed_env(cfg.hardware.num_processes, cfg.hardware.accelerator)
@@ -206,6 +216,10 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     logger = build_logger(config["logger"], is_main_process=is_main)
     started_at, history, metrics, error, status = now(), [], {}, None, "failed"
     setup = trainer = curve = None
+    # Saves the run's state every checkpoint.every_steps steps and on SIGTERM/SIGUSR1/submitit's signal, and
+    # resumes from it: a preempted, timed-out or killed run goes on from its last checkpoint (bench.checkpoint).
+    checkpointer = Checkpointer(checkpoint, digest, every=OmegaConf.select(cfg, "checkpoint.every_steps"), started_at=started_at,
+                                save_allowed=is_main)
     try:
         with meter.phase("setup"), accelerator.main_process_first():
             # rank 0 builds any missing cache entry; the other ranks then find it (transformers'
@@ -226,10 +240,14 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
             curve = ValidationCurve(setup.task, setup.tokenizer, setup.val_prompts[:cfg.eval.curve.n_prompts],
                                     cfg.eval.curve.fractions, sampling_seeds(cfg.seed, "curve")[0], meter,
                                     accelerator.device) if setup.task is not None else None
+            # the checkpointer after the curve: a checkpoint holds the curve point of its own step
             trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_terms, marginal_seqs,
                                         OmegaConf.to_container(cfg.train), accelerator, meter, logger, cfg.seed,
-                                        show_progress, callbacks=[curve] if curve else [])
-            history = trainer.train()
+                                        show_progress, callbacks=[c for c in (curve, checkpointer) if c is not None])
+            checkpointer.track(method=method, curve=curve, meter=meter)
+            checkpointer.resume(trainer)
+            with checkpointer:  # a signal now waits for the next step boundary, where a checkpoint is whole
+                history = trainer.train()
         with meter.phase("eval"):
             model = accelerator.unwrap_model(trainer.model)
             metrics = _evaluate(cfg, setup, method, model, accelerator.device, meter) if is_main else {}
@@ -249,12 +267,14 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
         "val_curve": curve.points if curve else [],
         "cost": meter.summary(),
         "data": setup.data_stats if setup else {},
-        "provenance": {**provenance(cfg.seed, overrides), "started_at": started_at, "finished_at": now()},
+        "provenance": {**provenance(cfg.seed, overrides), "started_at": checkpointer.started_at, "finished_at": now(),
+                       "resumes": len(checkpointer.resumed_at_steps), "resumed_at_steps": checkpointer.resumed_at_steps},
         "error": error,
     }
     if is_main:  # only rank 0 writes: other ranks run the same job (DESIGN §10)
         records.write_history(directory, history)
         records.write_record(directory, record)
+        checkpointer.checkpoint.remove()  # the record is whole: a re-launch skips (completed) or starts over (failed)
         logger.finish(status=status, metrics=metrics, cost=record["cost"])
     if status == "failed" and accelerator.num_processes > 1:
         # End this rank now: its peers then fail on the closed connection instead of waiting at a

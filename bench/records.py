@@ -30,7 +30,9 @@ record.json (schema_version 2; the analysis reads only these files, so this is i
     cost: dict                see bench.cost.CostMeter.summary (seconds, device-hours, tokens, FLOPs, bytes;
                               wait_s = time blocked on locks, never in total_s or device_hours)
     data: dict                dataset and encoding statistics (pairs kept, dropped and why)
-    provenance: dict          git_commit, git_dirty, packages, hardware, seed, command, started_at, finished_at
+    provenance: dict          git_commit, git_dirty, packages, hardware, seed, command, started_at, finished_at,
+                              resumes (times the run went on from a checkpoint: bench.checkpoint) and
+                              resumed_at_steps (the optimizer steps it went on from); started_at is the first start
     error: str | None         "Type: message" + traceback tail when failed
 
 history.jsonl: one JSON object per logged optimizer step ({"step": int, "loss": float, ...}).
@@ -52,7 +54,7 @@ HISTORY_FILE = "history.jsonl"
 
 # Config keys that do not change a run's result: where it is logged, how it is launched, where it is
 # written. Two runs that differ only in these are the same run (and a re-launched sweep skips it).
-NON_RESULT_KEYS = ("logger", "paths", "sweep_id", "launcher", "progress")
+NON_RESULT_KEYS = ("logger", "paths", "sweep_id", "launcher", "progress", "checkpoint")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -77,11 +77,15 @@ def test_config_errors_name_the_key_before_any_compute(make_config, tmp_path, ov
     assert not (tmp_path / "runs").exists()
 
 
-def test_record_is_plain_json_with_redacted_secrets(make_config):
-    result = run(make_config("method=simpo", "+dataset.hf_token=hf_SECRET"))
-    text = (result.directory / records.RECORD_FILE).read_text()
-    assert "hf_SECRET" not in text
+def test_record_is_plain_json_and_a_secret_in_the_config_is_refused(make_config, tmp_path):
+    text = (run(make_config("method=simpo")).directory / records.RECORD_FILE).read_text()
     json.loads(text)
+    # A secret-looking key is refused before anything is written (bench.preflight): no record to redact.
+    from bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset.hf_token: a secret-looking config key is refused"):
+        run(make_config("method=simpo", "+dataset.hf_token=hf_SECRET", "sweep_id=secret"))
+    assert not (tmp_path / "runs" / "secret").exists()
 
 
 def test_cli_runs_and_second_process_hits_every_shared_cache(tmp_path):
