@@ -3,7 +3,8 @@
 Entries live at `<root>/<kind>/<key>/` where key = sha256 of everything the entry depends on.
 An entry is built into a private temp directory and renamed into place, so a reader sees either
 nothing or a complete entry; a file lock makes concurrent jobs build it once. A job killed while
-building leaves only its temp directory (ignored) and its lock is released by the OS.
+building leaves only its temp directory (ignored, and removed by the next builder of that entry) and
+its lock is released by the OS.
 
 Each entry carries `meta.json` with the one-off cost of building it, so a run that *hits* the cache
 can still report what the entry cost (the analysis amortises it over the sweep or charges it per run).
@@ -67,8 +68,10 @@ class DiskCache:
             wait_s = time.perf_counter() - asked
             if (final / META_FILE).exists():  # another job built it while we waited
                 return CacheEntry(kind, key, final, True, _read_json(final / META_FILE), wait_s)
+            # Temp folders of builders killed mid-build: nobody else builds this key while we hold its lock.
+            for stale in final.parent.glob(f".{key}.tmp-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             tmp = final.parent / f".{key}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir()
             try:
                 started = time.time()

@@ -179,6 +179,7 @@ class Checkpointer:
         if state is None:
             return False
         self.restore(trainer, state)
+        self.save(trainer)  # the resume itself is counted, even if this attempt dies before its next checkpoint
         return True
 
     def save(self, trainer) -> None:
