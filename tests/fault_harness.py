@@ -71,7 +71,9 @@ def _instrument() -> None:
             self.directory.mkdir(parents=True, exist_ok=True)
             (self.directory / f".{bench.checkpoint.FILE}.killed.tmp").write_bytes(b"half a checkpoint")
         announce("checkpoint-write")
-        return save(self, state)
+        saved = save(self, state)
+        print("[phase] train", flush=True)  # back to training (not counted: train:<n> means entering the phase)
+        return saved
 
     bench.checkpoint.RunCheckpoint.save = announced_save
 
