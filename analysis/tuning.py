@@ -23,10 +23,12 @@ from analysis.tuners import (GRID, RANDOM, SH_VARIANTS, GridArrays, cost_to_reac
                              grid_search, random_search, rung_arrays, savings, subsets, successive_halving, with_point)
 
 
-def _ci(values: np.ndarray, n: int, confidence: float) -> tuple[float, float]:
-    """Interval of a quantity computed on the observed runs (values[0]) and per replicate (values[1:])."""
+def _ci(values: np.ndarray, n: int, confidence: float, upper: float = np.inf) -> tuple[float, float]:
+    """Interval of a quantity computed on the observed runs (values[0]) and per replicate (values[1:]),
+    kept at or below `upper` where the quantity cannot exceed it (a saving: 1 − cost/cost ≤ 1; the
+    t-type widening of `seed_interval` knows nothing of bounds)."""
     low, high = seed_interval(values[0], values[1:], n, confidence)
-    return float(low), float(high)
+    return float(min(low, upper)), float(min(high, upper))
 
 
 def prepare(runs: pd.DataFrame, metric: str, convention: str) -> pd.DataFrame:
@@ -179,7 +181,7 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
                     for c, f in enumerate(COST_FIELDS):
                         value = savings(paid[:, c], cost[:, c])
                         row.update({f"arm_{f}": arm_cost[0, c], f"tuner_{f}": cost[0, c], f"savings_{f}": value[0]})
-                        row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence)
+                        row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence, upper=1.0)
                     saved.append(row)
     notes = [f"{problem} (on {', '.join(settings)})" for problem, settings in unavailable.items()]
     return TuningResult(pd.DataFrame(curves), pd.DataFrame(reach), pd.DataFrame(saved), _summary(kept, confidence), notes)
@@ -201,6 +203,6 @@ def _summary(kept: dict, confidence: float) -> pd.DataFrame:
         for c, f in enumerate(COST_FIELDS):
             value = savings(arm_total[:, c], tuner_total[:, c])
             row.update({f"arm_{f}": arm_total[0, c], f"tuner_{f}": tuner_total[0, c], f"savings_{f}": value[0]})
-            row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence)
+            row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence, upper=1.0)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -189,3 +189,15 @@ def test_expected_best_table_by_hand():
     np.testing.assert_allclose(table["oracle"], [1.4 / 3, 1.9 / 3, 0.7])          # Ê_k: best test of k
     np.testing.assert_allclose(table["expected_flops"], [1.0, 2.0, 3.0])
     assert set(table["selected_on"]) == {"validation"}
+
+
+def test_a_saving_interval_never_goes_above_one():
+    """A saving is 1 − cost/cost ≤ 1; replicates that jump between 1 (the tuner misses τ) and a low saving
+    would widen a t-type interval past 1 (the committed beta_sensitivity report showed [−0.40, 2.40])."""
+    from analysis.stats import seed_interval
+    from analysis.tuning import _ci
+
+    values = np.array([0.3] + [1.0, 0.1] * 200)
+    assert seed_interval(values[0], values[1:], 5)[1] > 1.0  # the unbounded interval does go past 1
+    low, high = _ci(values, 5, 0.95, upper=1.0)
+    assert high == 1.0 and low < 0.3
