@@ -107,19 +107,13 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
         if model_cfg["kind"] == "hf":
             # A pretrained model on a built-in task: the model as it is is the reference (DESIGN §13);
             # pairs are sampled from it on-policy, exactly as from the tiny model's SFT checkpoint.
-            if sft_cfg["steps"] != 0:
-                raise ValueError(
-                    f"sft.steps={sft_cfg['steps']}: a pretrained model on a built-in task is the reference as it "
-                    "is (no SFT warm start is implemented for it); set sft.steps=0")
+            # (bench.config refuses sft.steps != 0 here, and a pretrained-only task with model=tiny.)
             policy, reference, tokenizer, model_key = _hf_models(model_cfg, cache, meter)
             task.bind_tokenizer(tokenizer)
             reference.to(device)  # the pair sampling runs where the reference lives
             splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, model_key, cache)
             meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
             return LoadedData(policy, reference, tokenizer, task, splits, stats, model_key, data_entry.key)
-        if task.requires_pretrained_model:
-            raise ValueError(f"dataset.task={dataset_cfg['task']!r} is written for a pretrained model's tokenizer: "
-                             "use model=smollm2 (or model=hf), not model=tiny")
         tokenizer = build_word_tokenizer(task.vocabulary)
         sft_params = {k: v for k, v in task.params.items() if k not in task.label_only_params}
         task_payload = {"name": dataset_cfg["task"], "params": sft_params}

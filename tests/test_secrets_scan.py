@@ -69,7 +69,7 @@ def _assert_clean(tmp_path: Path, outputs: list[subprocess.CompletedProcess], ne
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_a_run_and_a_sweep_write_no_secret(tmp_path):
+def test_a_run_and_a_sweep_write_no_secret(tmp_path, capsys):
     needles = [*SECRETS.values(), OVERRIDE_SECRET]
     single = _run([sys.executable, "-m", "bench.train", *FAST], tmp_path)
     assert single.returncode == 0, single.stdout[-3000:] + single.stderr[-3000:]
@@ -92,10 +92,13 @@ def test_a_run_and_a_sweep_write_no_secret(tmp_path):
         assert proc.returncode == 2 and "secret" in proc.stderr, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before, "a refused command wrote something"
     _assert_clean(tmp_path, refused, needles, [])
+    with capsys.disabled():
+        print(f"\n[secrets] {n_files} files of a run and a 2-run sweep scanned: clean; {len(refused)} commands "
+              "with a secret refused with status 2, nothing written")
 
 
 @pytest.mark.slurm
-def test_a_slurm_sweep_writes_no_secret(tmp_path):
+def test_a_slurm_sweep_writes_no_secret(tmp_path, capsys):
     from test_slurm import cluster_problem, slurm_env
 
     env = slurm_env()
@@ -113,5 +116,7 @@ def test_a_slurm_sweep_writes_no_secret(tmp_path):
     finally:
         subprocess.run(["scancel", f"--name={job_name}"], env=env, timeout=30)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    _assert_clean(tmp_path, [proc], list(SECRETS.values()),
-                  ["record.json", ".submitit", "_log.out", "_log.err", "_submitted.pkl", "_result.pkl", ".wandb"])
+    n_files = _assert_clean(tmp_path, [proc], list(SECRETS.values()),
+                            ["record.json", ".submitit", "_log.out", "_log.err", "_submitted.pkl", "_result.pkl", ".wandb"])
+    with capsys.disabled():
+        print(f"\n[secrets] {n_files} files of a 2-job SLURM sweep scanned: clean")

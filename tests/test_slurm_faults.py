@@ -188,7 +188,7 @@ def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_e
 
 
 @pytest.mark.slurm
-def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, reference):  # noqa: F811
+def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, reference, capsys):  # noqa: F811
     reference(["checkpoint.every_steps=100"])  # builds the caches, so both jobs reach training at once
     sweep = [*JOB, "checkpoint.every_steps=100", "method.beta=0.1,1.0"]
     env = _env(cluster_env, tmp_path, "cancel")
@@ -220,3 +220,6 @@ def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(c
     for record in found.values():
         _assert_resumed(record, None, min_step=100)
     assert not _checkpoints(tmp_path / "runs")
+    with capsys.disabled():
+        steps = [r["provenance"]["resumed_at_steps"] for r in found.values()]
+        print(f"\n[cancel] driver ended {took:.1f} s after scancel; re-launch resumed the runs at steps {steps}")
