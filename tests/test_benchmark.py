@@ -1,18 +1,25 @@
-"""The throughput benchmark (bench.benchmark): a tiny run end to end, and its bookkeeping on hand-computed numbers.
+"""The throughput benchmark (bench.benchmark): a tiny run end to end, and its bookkeeping on hand-computed numbers;
+(slow) the real-model workload (SmolLM2-135M on the constraints task) built and run for one timed step.
 
 No timing ratio is asserted anywhere: performance is measured by `python -m bench.benchmark` and committed
 under results/throughput/, never judged by a timed test on a shared machine.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
+from types import SimpleNamespace
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 
 from bench import benchmark as bm
 from bench.benchmark import clock as clock_module
+from bench.data.encoding import encode_pairs
 from bench.data.tasks import build_task
+from bench.models import build_word_tokenizer, gguf_file_path
 
 # transformers 5 deprecates `gradient_checkpointing`, which TRL's configs still set.
 pytestmark = pytest.mark.filterwarnings("ignore:.*gradient_checkpointing.*:FutureWarning")
@@ -33,7 +40,7 @@ def tiny_run(tmp_path_factory):
 
 def test_tiny_run_writes_every_field_with_positive_throughputs(tiny_run):
     results, _ = tiny_run
-    assert results["schema_version"] == bm.SCHEMA_VERSION
+    assert results["schema_version"] == bm.SCHEMA_VERSION and results["workload"]["name"] == "builtin"
     for key in ("workload", "settings", "variants", "excluded_from_timing", "token_count", "summary", "runs",
                 "load", "started_at", "finished_at", "provenance"):
         assert key in results, key
@@ -48,8 +55,10 @@ def test_tiny_run_writes_every_field_with_positive_throughputs(tiny_run):
         assert run["torch_threads_seen"] == [1]
         assert math.isfinite(run["final_loss"])
         n_params = results["workload"]["model"]["non_embedding_parameters"]
+        # every parameter of the tiny model trains: bench.cost's formula is 6·N per trained token
         assert run["model_gflops"] == pytest.approx((6 * run["tokens"] + 2 * run["nograd_tokens"]) * n_params
                                                     / run["seconds"] / 1e9)
+        assert run["trainable_parameters"] == results["workload"]["model"]["parameters"]
     block = results["summary"]["threads=1"]
     assert set(block["variants"]) == set(bm.VARIANTS)
     assert set(block["ratios"]) == {name for name, *_ in bm.RATIOS}
@@ -206,9 +215,13 @@ def test_peak_fraction_is_model_flops_over_the_measured_matmul_peak():
 
 
 def test_model_flops_follow_the_cost_convention():
-    # 6·N per trained token + 2·N per no-grad token (bench.cost): (6·10·1000 + 2·10·300) / 2 s
     run = {"tokens": 1000, "nograd_tokens": 300, "seconds": 2.0}
-    assert bm.model_gflops(run, non_embedding_parameters=10) == pytest.approx(33_000 / 1e9)
+    # every parameter trains: 6·N per trained token + 2·N per no-grad token: (6·10·1000 + 2·10·300) / 2 s
+    full = {"n_params": 10, "n_backprop": 10, "n_trainable": 10}
+    assert bm.model_gflops(run, full) == pytest.approx(33_000 / 1e9)
+    # top layers only (the real-model workload): 2·N + 2·N_backprop + 2·N_trainable = 20 + 8 + 6 per trained token
+    top = {"n_params": 10, "n_backprop": 4, "n_trainable": 3}
+    assert bm.model_gflops(run, top) == pytest.approx((34 * 1000 + 20 * 300) / 2.0 / 1e9)
 
 
 def test_matmul_peak_measures_the_requested_shape():
@@ -245,13 +258,13 @@ def test_workload_is_one_epoch_of_the_timed_and_warmup_steps():
     assert workload.train_cfg["lr"] > 0 and next(workload.initial_model.parameters()).dtype.is_floating_point
 
 
-def _trl_rows(workload):
+def _trl_rows(pairs):
     """TRL's tokenised columns, rebuilt from our tensors (what check_same_sequences compares against)."""
     rows = []
-    for i in range(len(workload.pairs)):
+    for i in range(len(pairs)):
         row = {}
         for side in ("chosen", "rejected"):
-            seqs = getattr(workload.pairs, side)
+            seqs = getattr(pairs, side)
             n = int(seqs.attention_mask[i].sum())
             n_response = int(seqs.response_mask[i].sum())
             ids = seqs.input_ids[i, :n].tolist()
@@ -262,7 +275,7 @@ def _trl_rows(workload):
 
 def test_same_sequences_check_catches_a_token_or_a_boundary_difference():
     workload = bm.build_workload(steps=1, warmup=1, batch_size=2)
-    rows = _trl_rows(workload)
+    rows = _trl_rows(workload.pairs)
     bm.check_same_sequences(workload, rows)  # identical: passes
     changed = [dict(r) for r in rows]
     changed[2]["rejected_ids"] = changed[2]["rejected_ids"][:-1] + [changed[2]["rejected_ids"][-1] + 1]
@@ -275,10 +288,154 @@ def test_same_sequences_check_catches_a_token_or_a_boundary_difference():
         bm.check_same_sequences(workload, moved)
 
 
+def test_trl_rows_are_compared_after_the_collators_cut_at_max_length():
+    """TRL's dataset keeps untruncated ids and its collator cuts prompt + response at max_length (keep_start),
+    as our encoding does: rows that only differ beyond the cut are the same training sequences."""
+    task = build_task("sentiment")
+    tokenizer = build_word_tokenizer(task.vocabulary)
+    records = bm.sample_records("sentiment", 6, seed=0)
+    untruncated, _, _ = encode_pairs(records, tokenizer, 64, "test")
+    rows = _trl_rows(untruncated)  # what TRL's dataset holds: nothing cut
+    cut = max(len(row["prompt_ids"]) for row in rows) + 2  # every pair keeps its prompt and 2 response tokens
+    truncated, _, _ = encode_pairs(records, tokenizer, cut, "test")
+    assert truncated.chosen.input_ids.shape[1] < untruncated.chosen.input_ids.shape[1]  # the cut did matter
+    workload = SimpleNamespace(pairs=truncated, model_cfg={"max_length": cut})
+    bm.check_same_sequences(workload, rows)
+    changed = [dict(r) for r in rows]
+    assert len(changed[3]["prompt_ids"]) < cut  # so the first response token is inside the cut
+    changed[3]["rejected_ids"] = [changed[3]["rejected_ids"][0] + 1] + changed[3]["rejected_ids"][1:]
+    with pytest.raises(RuntimeError, match="pair 3 rejected"):
+        bm.check_same_sequences(workload, changed)
+
+
+def test_trainable_check_catches_a_different_parameter_set():
+    workload = bm.build_workload(steps=1, warmup=1, batch_size=2)
+    names = bm.trainable_names(workload.initial_model)
+    assert names == [n for n, _ in workload.initial_model.named_parameters()]  # the tiny model trains everything
+    bm.check_same_trainable(workload, copy.deepcopy(workload.initial_model), "trl_dpo_precomputed")
+    frozen = copy.deepcopy(workload.initial_model)
+    frozen.get_parameter(names[-1]).requires_grad_(False)
+    with pytest.raises(RuntimeError, match=rf"trl_dpo_precomputed would train a different .*missing \['{names[-1]}'\]"):
+        bm.check_same_trainable(workload, frozen, "trl_dpo_precomputed")
+    workload.initial_model.get_parameter(names[0]).requires_grad_(False)  # the workload freezes one, a copy does not
+    with pytest.raises(RuntimeError, match=rf"extra \['{names[0]}'\]"):
+        bm.check_same_trainable(workload, copy.deepcopy(frozen).requires_grad_(True), "dpo")
+    # after training: a change to a trainable parameter is expected, one to a frozen parameter is not
+    trained = copy.deepcopy(workload.initial_model)
+    with torch.no_grad():
+        trained.get_parameter(names[1]).add_(1.0)
+    bm.check_frozen_unchanged(workload, trained, "dpo")
+    with torch.no_grad():
+        trained.get_parameter(names[0]).add_(1.0)
+    with pytest.raises(RuntimeError, match=rf"dpo changed the frozen parameter {names[0]}"):
+        bm.check_frozen_unchanged(workload, trained, "dpo")
+
+
+def test_claims_follow_the_workload():
+    """The real-model target for ours over TRL is 1.2, the built-in one 1.5; the other claims are shared."""
+    assert bm.claims_for("smollm2")["dpo_vs_trl_precomputed"] == (">=", 1.2)
+    assert bm.claims_for("builtin")["dpo_vs_trl_precomputed"] == (">=", 1.5)
+    assert bm.claims_for("smollm2")["imi_dpo_cost_vs_dpo"] == bm.claims_for("builtin")["imi_dpo_cost_vs_dpo"]
+    runs = [_run("trl_dpo_precomputed", r, 0.2, 100.0) for r in range(3)]
+    runs += [_run("dpo", r, 0.1, tps) for r, tps in enumerate((130.0, 125.0, 110.0))]  # 1.3, 1.25, 1.1
+    for workload, holds in (("builtin", False), ("smollm2", True)):
+        ratio = bm.summarise(runs, [1], ["trl_dpo_precomputed", "dpo"], workload=workload)["threads=1"]["ratios"][
+            "dpo_vs_trl_precomputed"]
+        assert ratio["wall"]["median"] == pytest.approx(1.25)
+        assert ratio["holds_on_median"] is holds and ratio["holds_in_every_repeat"] is False, workload
+
+
+def test_each_workload_writes_its_own_files(tmp_path):
+    assert bm.result_paths(tmp_path, "builtin") == {"json": tmp_path / "throughput.json",
+                                                     "markdown": tmp_path / "throughput.md",
+                                                     "profile": tmp_path / "profile.md"}
+    assert bm.result_paths(tmp_path, "smollm2")["markdown"] == tmp_path / "throughput_smollm2.md"
+    assert bm.result_paths(tmp_path, "smollm2")["profile"] == tmp_path / "profile_smollm2.md"
+
+
 def test_bad_arguments_fail_before_any_compute():
+    with pytest.raises(ValueError, match="unknown workload 'llama'"):
+        bm.run_benchmark(steps=1, repeats=1, threads=[1], workload="llama")
+    with pytest.raises(ValueError, match="--workload smollm2 trains on the constraints task, not 'sentiment'"):
+        bm.make_workload("smollm2", 1, 1, None, "sentiment", 0)
     with pytest.raises(ValueError, match="unknown variant 'ppo'"):
         bm.run_benchmark(steps=1, repeats=1, threads=[1], variants=["ppo"])
     with pytest.raises(ValueError, match="--warmup"):
         bm.run_benchmark(steps=1, repeats=1, threads=[1], warmup=0)
     with pytest.raises(ValueError, match="--threads"):
         bm.run_benchmark(steps=1, repeats=1, threads=[0])
+
+
+# ----------------------------------------------------------------------- the real-model workload (slow)
+
+SMOLLM2_SIZES = {"steps": 1, "warmup": 1, "batch_size": 2}
+
+
+@pytest.fixture(scope="module")
+def smollm2_cache(shared_cache):
+    """The session's disk cache, once SmolLM2 can be loaded there (its first use converts the GGUF, ~30 s)."""
+    pytest.importorskip("trl", reason="the benchmark's TRL variants need trl 1.16 (pip install -e '.[test]')")
+    gguf = OmegaConf.to_container(OmegaConf.load(bm.workload.CONF_DIR / "model" / "smollm2.yaml").gguf)
+    try:
+        gguf_file_path(gguf)
+    except (ModuleNotFoundError, ValueError, FileNotFoundError) as exc:
+        pytest.skip(f"the real-model workload needs SmolLM2: {exc}")
+    return shared_cache
+
+
+@pytest.fixture(scope="module")
+def smollm2_workload(smollm2_cache):
+    return bm.make_workload("smollm2", SMOLLM2_SIZES["steps"], SMOLLM2_SIZES["warmup"], SMOLLM2_SIZES["batch_size"],
+                            None, 0, smollm2_cache)
+
+
+@pytest.mark.slow
+def test_smollm2_workload_is_chat_pairs_on_the_top_two_blocks(smollm2_workload):
+    from bench.benchmark.real_model import TASK, constraints_records
+
+    workload = smollm2_workload
+    assert workload.name == "smollm2" and workload.task == TASK
+    assert len(workload.pairs) == SMOLLM2_SIZES["batch_size"] * (SMOLLM2_SIZES["steps"] + SMOLLM2_SIZES["warmup"])
+    task = build_task(TASK, **OmegaConf.load(bm.workload.CONF_DIR / "dataset" / f"{TASK}.yaml").task_kwargs)
+    task.bind_tokenizer(workload.tokenizer)
+    assert constraints_records(task, len(workload.pairs), seed=0) == workload.records  # fixed texts, no sampling
+    for r in workload.records:
+        assert r["prompt"].startswith("<|im_start|>system") and r["prompt"].endswith("<|im_start|>assistant\n")
+        assert task.gold_reward(r["prompt"], r["chosen"]) > task.gold_reward(r["prompt"], r["rejected"])
+    # the chat template starts with SmolLM2's BOS (<|im_start|>): TRL's prompt text needs nothing added
+    assert workload.trl_columns["prompt"] == [r["prompt"] for r in workload.records]
+    assert workload.pairs.chosen.input_ids[:, 0].eq(workload.tokenizer.bos_token_id).all()
+    names = bm.trainable_names(workload.initial_model)
+    blocks = {name.split(".")[2] for name in names if name.startswith("model.layers.")}
+    assert blocks == {"28", "29"} and set(names) - {n for n in names if n.startswith("model.layers.")} == {
+        "model.norm.weight"}
+    assert str(next(workload.initial_model.parameters()).dtype) == "torch.float32"
+
+
+@pytest.mark.slow
+def test_smollm2_benchmark_runs_one_step_on_both_sides(smollm2_cache, tmp_path):
+    """One timed step of every default real-model variant: TRL tokenised the very same sequences (the run
+    raises before timing otherwise), both sides trained the same parameters, and the report has its section."""
+    bm.main(["--workload", "smollm2", "--steps", str(SMOLLM2_SIZES["steps"]), "--warmup", str(SMOLLM2_SIZES["warmup"]),
+             "--batch-size", str(SMOLLM2_SIZES["batch_size"]), "--repeats", "1", "--threads", "1",
+             "--cache-root", str(smollm2_cache), "--out", str(tmp_path), "--no-progress"])
+    results = json.loads((tmp_path / "throughput_smollm2.json").read_text())
+    markdown = (tmp_path / "throughput_smollm2.md").read_text()
+    assert not (tmp_path / "throughput.json").exists()  # the built-in workload's results are left alone
+    assert results["complete"] and results["workload"]["name"] == "smollm2"
+    model = results["workload"]["model"]
+    assert model["trainable_layers"] == 2 and 0 < model["trainable_parameters"] < model["non_embedding_parameters"]
+    runs = {run["variant"]: run for run in results["runs"]}
+    assert set(runs) == set(bm.DEFAULT_VARIANTS["smollm2"])
+    assert {run["trainable_parameters"] for run in runs.values()} == {model["trainable_parameters"]}
+    assert len({run["epoch_tokens"] for run in runs.values()}) == 1  # the same sequences on both sides
+    for run in runs.values():
+        assert run["steps_timed"] == 1 and run["tokens"] > 0 and math.isfinite(run["final_loss"])
+    assert runs["dpo"]["layout"]["kind"] == "packed"
+    block = results["summary"]["threads=1"]
+    assert block["ratios"]["dpo_vs_trl_precomputed"]["claim"] == "dpo_vs_trl_precomputed >= 1.2"
+    peak = block["matmul_peak"]
+    assert peak["shape"][1:] == [576, 1536] and peak["peak_gflops"] > 0  # SmolLM2's MLP up-projection
+    assert all(v["peak_fraction"]["median"] > 0 for v in block["variants"].values())
+    assert "real model: SmolLM2-135M-Instruct" in markdown and "top 2 of 30 blocks" in markdown
+    assert "| noise_dpo_aa_vs_dpo (" in markdown and "| dpo_vs_trl_precomputed (" in markdown

