@@ -6,7 +6,7 @@ suite's own FLOPs convention (bench.cost, DESIGN §8: 2·N + 2·N_backprop + 2·
 token, which is 6·N when every block trains, and 2·N per no-grad token; N = non-embedding parameters).
 Attention, the embedding and the LM head are left out of the model FLOPs, as there, so the fraction
 is an underestimate of the work done: slight for the tiny model, larger for SmolLM2, whose 49k-token
-LM head is ~1/4 of a forward per position (TRL computes it at every position, ours where a token is scored).
+LM head is ~1/5 of a forward per position (TRL computes it at every position, ours where a token is scored).
 """
 from __future__ import annotations
 

@@ -79,7 +79,7 @@ def render_markdown(results: dict) -> str:
         (f"- Model FLOP/s: {results['flops_convention']}; compared with the fp32 matmul peak measured on this "
          "machine at each thread count, on the shape of a block's largest matmul for a step's tokens (below)."
          + ("" if w["name"] == "builtin" else
-            " The LM head left out is large here (576 × 49,152 per position, ~1/4 of a forward's FLOPs; TRL "
+            " The LM head left out is large here (576 × 49,152 per position, ~1/5 of a forward's FLOPs; TRL "
             "computes it at every position and ours only where a response token is scored), so this share "
             "understates the machine's use, TRL's more than ours.")),
         "- Left out of the clock: " + "; ".join(results["excluded_from_timing"]) + ".",
