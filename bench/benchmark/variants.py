@@ -76,7 +76,8 @@ EXCLUDED_FROM_TIMING = [
     "building the workload (task sampling, tokenisation of our tensors) and the models",
     "TRL: DPOTrainer construction (datasets.map tokenisation, the reference log-prob precompute pass)",
     ("ours: the reference log-prob (and reference-side marginal) cache, computed by score_all before the "
-     "trainer is built, as bench.pipeline does (cached on disk there)"),
+     "trainer is built, once per benchmark (the same numbers for every run), as bench.pipeline computes it once "
+     "(cached on disk there)"),
     ("both: trainer construction (ours: its one-off check that packing reproduces padded log-probs on 8 "
      "sequences), optimizer/accelerate preparation, and the first --warmup optimizer steps"),
 ]
