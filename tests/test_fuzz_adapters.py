@@ -360,3 +360,26 @@ def test_pair_identical_after_truncation_is_over_long():
     assert kept == [fine] and stats["dropped"]["over_long"] == 1 and stats["n_kept"] == 1
     _, kept, _ = encode_pairs([same_start, fine], tokenizer, 64, "src", "error")  # room for the difference
     assert kept == [same_start, fine]
+
+
+@pytest.mark.parametrize("text", ["null\n{\"prompt\": \"p\", \"chosen\": \"a\", \"rejected\": \"b\"}\n", "\n  null", "42\n", "true\n"])
+def test_json_file_not_starting_with_an_object_is_refused(tmp_path, text):
+    """The second case the fuzzer found: pyarrow's JSON reader dies (a segmentation fault, the whole
+    process) on a file whose first value is null; it is refused, naming the file, before pyarrow reads it."""
+    path = tmp_path / "train.jsonl"
+    path.write_text(text)
+    cfg = {"name": "x", "source": "local", "on_bad_row": "drop", "data_files": {"train": str(path)},
+           "train_split": "train", "eval_split": None, "columns": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}}
+    with pytest.raises(ValueError, match=rf"^{path}: could not be read as json: its first value is"):
+        load_preference_records(cfg, "train")
+
+
+def test_keys_that_differ_after_a_nul_make_the_file_unreadable_not_a_crash(tmp_path):
+    """The third case the fuzzer found: nested keys "0\\x00" and "0" parse, then fail while the row is
+    turned into Python (pyarrow: "duplicate field names"); the file is refused, naming it and the row."""
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b", "extra": {"0\u0000": 1, "0": 2}}) + "\n")
+    cfg = {"name": "x", "source": "local", "on_bad_row": "drop", "data_files": {"train": str(path)},
+           "train_split": "train", "eval_split": None, "columns": {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}}
+    with pytest.raises(ValueError, match=rf"^{path}: could not be read: row 0 cannot be decoded"):
+        load_preference_records(cfg, "train")

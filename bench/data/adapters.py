@@ -209,6 +209,8 @@ def _read_split(cfg: dict, split_name: str):
                          f"(train_split / eval_split) that names {split_name!r} to another split or null")
     for path in _expand(data_files[split_name], f"dataset.data_files.{split_name}"):
         fmt = cfg.get("format") or _format_of(path)
+        if fmt == "json":
+            _check_json_start(path)
         try:
             rows = datasets.load_dataset(fmt, data_files={"rows": [path]}, split="rows")
         except Exception as err:  # pyarrow/pandas parse errors do not say which file
@@ -217,11 +219,11 @@ def _read_split(cfg: dict, split_name: str):
 
 
 def _decoded_rows(rows, label: str):
-    """The rows of one source, in order. pyarrow's JSON reader lets invalid UTF-8 inside nested values
-    through and fails only when that row is turned into Python: the file is corrupt (not one bad row to
-    drop), so it is refused naming the file and the row."""
-    from pyarrow.lib import ArrowException
-
+    """The rows of one source, in order. Some files parse but fail only when a row is turned into Python
+    (found by tests/test_fuzz_adapters.py): invalid UTF-8 inside a nested value (UnicodeDecodeError), or
+    nested keys that differ only after a NUL character (pyarrow's "duplicate field names" ValueError,
+    or a KeyError in `datasets`). Such a file is corrupt, not one bad row to drop: it is refused, naming
+    the file and the row. Iterating only reads, so any exception here is such a failure."""
     iterator = iter(rows)
     index = 0
     while True:
@@ -229,11 +231,35 @@ def _decoded_rows(rows, label: str):
             row = next(iterator)
         except StopIteration:
             return
-        except (UnicodeDecodeError, ArrowException) as err:
+        except Exception as err:
             raise ValueError(f"{label}: could not be read: row {index} cannot be decoded ({_causes(err)}); "
-                             "is the file UTF-8?") from err
+                             "is the file UTF-8, with plain keys?") from err
         yield row
         index += 1
+
+
+_OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
+
+
+def _check_json_start(path: str) -> None:
+    """A JSON(L) file must start with an object (or, for .json, an array of them). pyarrow 26's JSON reader,
+    which `datasets` uses, crashes the whole process (a segmentation fault, no exception) on a file whose
+    first value is `null`: such a file is refused here, naming it, before pyarrow sees it."""
+    import importlib
+
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix in _OPENERS:
+        opener = importlib.import_module(_OPENERS[suffix]).open
+    elif suffix in _COMPRESSION:
+        return  # .zst: no reader in the standard library; left to `datasets`
+    else:
+        opener = open
+    with opener(path, "rb") as f:
+        head = f.read(1 << 16).decode("utf-8", errors="replace").lstrip()
+    if head and head[0] not in "{[":
+        first = head.splitlines()[0][:40]
+        raise ValueError(f"{path}: could not be read as json: its first value is {first!r}, not a JSON object "
+                         "(each line of a JSONL file must be one object)")
 
 
 def _causes(err: BaseException) -> str:
