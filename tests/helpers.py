@@ -1,6 +1,7 @@
 """Helpers shared by several test modules (fixtures live in conftest.py). Import as `from helpers import ...`."""
 from __future__ import annotations
 
+import copy
 import os
 import signal
 import subprocess
@@ -49,7 +50,13 @@ def preset_jobs(preset: str) -> list[list[str]]:
 
 
 def task_config(*overrides: str):
-    """A job's config as the job sees it (no hydra node), runs and caches kept out of the repo."""
+    """A job's config as the job sees it (no hydra node), runs and caches kept out of the repo. Composed once
+    per override list in a session (several tests read the same presets' jobs); each call gets its own copy."""
+    return copy.deepcopy(_composed_task_config(overrides))
+
+
+@lru_cache(maxsize=None)
+def _composed_task_config(overrides: tuple[str, ...]):
     with hydra_context():
         cfg = job_config(["paths.runs_root=/nonexistent/runs", "paths.cache_root=/nonexistent/cache", *overrides])
     OmegaConf.set_struct(cfg, False)

@@ -13,8 +13,10 @@ completes every run with the reference's numbers.
 
 - `test_targeted_kills` (slow, ci): one kill at each of the worst moments — a cache entry built but not
   renamed, mid-step, entering evaluation, a record and a checkpoint half-written;
-- `test_random_kills` (slow): N_RANDOM_KILLS kills at random times (seeded), rounds of a fresh sweep
-  and cache each, counting where the kills landed and what they left.
+- `test_random_kills` (slow): N_RANDOM_KILLS kills at random times (seeded), drawn over the time an
+  uninterrupted launch takes on this machine (measured); the first round starts from a cold cache, later
+  ones from a warm one, so kills land in setup and cache builds as well as in training, evaluation and
+  record writes; it counts where the kills landed and what they left.
 """
 from __future__ import annotations
 
@@ -39,17 +41,16 @@ SWEEP = ["-m", "hydra/launcher=basic", "seed=0,1", "budget=fast", "progress=fals
          "train.max_steps=12", "checkpoint.every_steps=1"]
 N_RANDOM_KILLS = 20
 RANDOM_SEED = int(os.environ.get("IMI_BENCH_KILL_SEED", "20261130"))
-MAX_KILL_AFTER_S = 16.0  # a whole launch takes ~20 s here from a cold cache, ~12 s from a warm one
 TIMING_KEYS = {"train_tokens_per_s"}
 
 
-def _env(tmp_path: Path, sweep_id: str, cache: str, kill_at: str = "") -> dict:
+def _env(tmp_path: Path, sweep_id: str, cache: str | Path, kill_at: str = "") -> dict:
     return {**os.environ, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / cache),
             "IMI_BENCH_SWEEP_ID": sweep_id, "IMI_BENCH_KILL_AT": kill_at, "WANDB_MODE": "disabled",
             "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
-def _launch(tmp_path: Path, sweep_id: str, cache: str, *, kill_after: float | None = None, kill_at: str = ""):
+def _launch(tmp_path: Path, sweep_id: str, cache: str | Path, *, kill_after: float | None = None, kill_at: str = ""):
     """(output, killed?) of one launch of the sweep, SIGKILLed after `kill_after` s if still running."""
     proc = subprocess.Popen([sys.executable, str(HARNESS), *SWEEP], cwd=tmp_path, env=_env(tmp_path, sweep_id, cache, kill_at),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -84,8 +85,8 @@ def _without_timing(rows):
 def _assert_records_match(sweep_dir: Path, reference: dict) -> None:
     for run_id in _completed(sweep_dir):
         record = records.read_record(sweep_dir / run_id)
-        assert record["metrics"] == reference[run_id]["metrics"], f"{run_id}: a completed record differs"
-        assert _without_timing(records.read_history(sweep_dir / run_id)) == reference[run_id]["history"]
+        assert record["metrics"] == reference["runs"][run_id]["metrics"], f"{run_id}: a completed record differs"
+        assert _without_timing(records.read_history(sweep_dir / run_id)) == reference["runs"][run_id]["history"]
         for key in ("config", "cost", "provenance", "val_curve", "data"):
             assert record[key], f"{run_id}: {key} is empty"
 
@@ -137,15 +138,22 @@ def _phase_of(out: str) -> str:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
-    """The sweep, never interrupted: {run id: {metrics, history}}."""
+    """The sweep, never interrupted: {run id: {metrics, history}}, once from a cold cache and once from the
+    warm one (the same numbers: a cache hit changes nothing), with how long each launch took here."""
     tmp_path = tmp_path_factory.mktemp("kill-reference")
-    out, killed = _launch(tmp_path, "reference", "cache")
-    assert not killed
-    sweep_dir = _sweep_dir(tmp_path, "reference")
-    found = {run_id: {"metrics": records.read_record(sweep_dir / run_id)["metrics"],
-                      "history": _without_timing(records.read_history(sweep_dir / run_id))}
-             for run_id in _completed(sweep_dir)}
-    assert len(found) == 2, out[-3000:]
+    found = {}
+    for sweep_id in ("reference", "warm"):
+        started = time.monotonic()
+        out, killed = _launch(tmp_path, sweep_id, "cache")
+        assert not killed
+        found[f"{sweep_id}_s"] = time.monotonic() - started
+        sweep_dir = _sweep_dir(tmp_path, sweep_id)
+        runs = {run_id: {"metrics": records.read_record(sweep_dir / run_id)["metrics"],
+                         "history": _without_timing(records.read_history(sweep_dir / run_id))}
+                for run_id in _completed(sweep_dir)}
+        assert len(runs) == 2, out[-3000:]
+        assert found.setdefault("runs", runs) == runs
+    found["cache"] = tmp_path / "cache"
     return found
 
 
@@ -172,7 +180,7 @@ def _finish(tmp_path, sweep_id, cache, reference) -> None:
     out, killed = _launch(tmp_path, sweep_id, cache)
     assert not killed
     _assert_relaunch_redid_exactly_the_killed(out, before, sweep_dir)
-    assert sorted(_completed(sweep_dir)) == sorted(reference), out[-3000:]
+    assert sorted(_completed(sweep_dir)) == sorted(reference["runs"]), out[-3000:]
     _assert_records_match(sweep_dir, reference)
     assert _assert_caches_intact(tmp_path / cache) >= 3  # sft, dataset, reference terms
     assert not list(sweep_dir.glob("*/checkpoint")), "checkpoints outlived their records"
@@ -207,15 +215,17 @@ def test_random_kills(tmp_path, reference, capsys):
     kills, rounds = 0, 0
     while kills < N_RANDOM_KILLS:
         rounds += 1
-        sweep_id, cache = f"round{rounds}", f"cache{rounds}"
+        # round 1 builds its own cache (kills in cache builds); later rounds read the reference's warm one
+        sweep_id, cache = f"round{rounds}", ("cache1" if rounds == 1 else reference["cache"])
+        longest = 1.1 * reference["reference_s" if rounds == 1 else "warm_s"]
         while kills < N_RANDOM_KILLS:
             sweep_dir = _sweep_dir(tmp_path, sweep_id)
             before = _completed(sweep_dir) if sweep_dir.exists() else {}
-            after_s = rng.uniform(0.5, MAX_KILL_AFTER_S)
+            after_s = rng.uniform(0.5, longest)
             out, killed = _launch(tmp_path, sweep_id, cache, kill_after=after_s)
             if not killed:  # the launch finished first: this round is done
                 _assert_relaunch_redid_exactly_the_killed(out, before, sweep_dir)
-                assert sorted(_completed(sweep_dir)) == sorted(reference)
+                assert sorted(_completed(sweep_dir)) == sorted(reference["runs"])
                 _assert_records_match(sweep_dir, reference)
                 break
             kills += 1
@@ -225,5 +235,6 @@ def test_random_kills(tmp_path, reference, capsys):
             _finish(tmp_path, sweep_id, cache, reference)
     assert kills == N_RANDOM_KILLS and sum(landed.values()) == kills
     with capsys.disabled():
-        print(f"\n[kill] {kills} random kills (seed {RANDOM_SEED}) over {rounds} rounds; landed in: {dict(landed)}; "
+        print(f"\n[kill] {kills} random kills (seed {RANDOM_SEED}; a launch takes {reference['reference_s']:.0f} s cold, "
+              f"{reference['warm_s']:.0f} s warm) over {rounds} rounds; landed in: {dict(landed)}; "
               f"left: {dict(left)}; every round finished with the reference's numbers")

@@ -1,22 +1,65 @@
-"""End to end on the embedded default (fast mode): every method trains and writes a valid record."""
+"""End to end on the embedded default (fast mode): every kind of method trains and writes a valid record.
+
+Methods differ in the pipeline only by what the trainer must compute for them (`Needs`: reference
+log-probs or none, a marginal from the policy or from the reference, in which context) and by whether
+they carry state of their own (β-DPO's running statistics); their losses are checked by hand in
+tests/test_methods.py. So CI runs one method of each kind, checks that every method is of a kind it
+ran, and the run of every method is `slow`.
+"""
 from __future__ import annotations
 
 import json
 import math
 
 import pytest
+import yaml
 
 from bench import records
 from bench.config import ConfigError
-from bench.methods import available_methods, method_info
+from bench.methods import available_methods, build_method, method_info
 from bench.pipeline import run
+from helpers import CONF_DIR
 
 TRL_NAMES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 GOLD_METRICS = ("gold_reward", "win_rate", "kl", "length", "no_eos_rate", "collapsed", "pref_acc")
 
 
+# One method per kind of pipeline path (see pipeline_path): reference, no reference, the reference's
+# marginal, the policy's marginal, a method with state.
+ONE_OF_EACH_KIND = ("dpo", "simpo", "imi_dpo", "rmipo", "beta_dpo")
+
+
+def pipeline_path(name: str) -> tuple:
+    """What the pipeline does differently for `method=<name>` (its conf/method YAML): its Needs, and
+    whether it has state for checkpoints to carry."""
+    method = build_method(yaml.safe_load((CONF_DIR / "method" / f"{name}.yaml").read_text()))
+    return (method.needs.reference, method.needs.marginal, method.needs.marginal_context,
+            hasattr(method, "state_dict"))
+
+
+def test_every_method_is_of_a_kind_that_runs_in_ci():
+    ran = {pipeline_path(name): name for name in ONE_OF_EACH_KIND}
+    assert len(ran) == len(ONE_OF_EACH_KIND), "two of the representatives take the same path"
+    for name in available_methods():
+        assert pipeline_path(name) in ran, (
+            f"{name} takes a pipeline path no CI run takes ({pipeline_path(name)}): add it to ONE_OF_EACH_KIND")
+
+
+@pytest.mark.parametrize("method", ONE_OF_EACH_KIND)
+def test_one_method_of_each_kind_writes_a_completed_record(make_config, method):
+    _assert_completed_record(make_config, method)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("method", available_methods())
 def test_every_method_writes_a_completed_record(make_config, method):
+    """Every method through the whole pipeline. In CI, test_one_method_of_each_kind_writes_a_completed_record
+    runs one method of each pipeline path and test_every_method_is_of_a_kind_that_runs_in_ci checks that
+    no method takes another; the losses themselves are tests/test_methods.py's."""
+    _assert_completed_record(make_config, method)
+
+
+def _assert_completed_record(make_config, method: str) -> None:
     result = run(make_config(f"method={method}"))
     record = records.read_record(result.directory)
     assert record["status"] == "completed", record["error"]
@@ -86,27 +129,6 @@ def test_record_is_plain_json_and_a_secret_in_the_config_is_refused(make_config,
     with pytest.raises(ConfigError, match="dataset.hf_token: a secret-looking config key is refused"):
         run(make_config("method=simpo", "+dataset.hf_token=hf_SECRET", "sweep_id=secret"))
     assert not (tmp_path / "runs" / "secret").exists()
-
-
-def test_cli_runs_and_second_process_hits_every_shared_cache(tmp_path):
-    """The real entry point, twice, in separate processes: caches must be found again (stable keys)."""
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / "cache")}
-    records_written = []
-    for seed in (0, 1):
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.train", "budget=fast", "progress=false", "eval.lm_eval.enabled=false", f"seed={seed}"],
-            capture_output=True, text=True, env=env, timeout=600,
-        )
-        assert out.returncode == 0, out.stderr[-2000:]
-        assert "[imi-bench] completed:" in out.stdout and "record.json" in out.stdout
-        records_written += list((tmp_path / "runs").glob(f"local-fast/*-s{seed}-*/record.json"))  # budget=fast
-    second = json.loads(records_written[1].read_text())
-    assert {name: shared["hit"] for name, shared in second["cost"]["shared"].items()} == {
-        "sft": True, "dataset": True, "reference": True}
 
 
 def test_built_in_datasets_are_deterministic_given_the_seed(make_config, tmp_path):

@@ -136,7 +136,7 @@ def test_imi_defaults_runs_every_imi_method():
 
 def test_imi_presets_leave_the_imi_defaults_alone():
     # imi_defaults must run each method exactly as conf/method/<name>.yaml has it: the claim under test
-    for job in preset_jobs("imi_defaults"):
+    for job in distinct_combinations("imi_defaults"):
         cfg = task_config(*job)
         assert cfg.method == OmegaConf.load(CONF_DIR / "method" / f"{cfg.method.name}.yaml")
 

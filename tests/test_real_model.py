@@ -136,7 +136,8 @@ def test_smollm2_presets_compose_and_validate():
             cfg = task_config(*job)
             validate_config(cfg)
             assert cfg.model.name == "smollm2" and cfg.dataset.name == "constraints" and cfg.sft.steps == 0
-    assert counts == {"smollm2_budget": 1, "smollm2_dpo": 12, "smollm2_imi": 6}
+    # 5 seeds: DPO at 4 β values, 2 IMI methods at their defaults
+    assert counts == {"smollm2_budget": 1, "smollm2_dpo": 20, "smollm2_imi": 10}
     betas = sorted({task_config(*job).method.beta for job in preset_jobs("smollm2_dpo")})
     assert len(betas) >= 4 and 0.1 in betas
     methods = sorted({task_config(*job).method.name for job in preset_jobs("smollm2_imi")})

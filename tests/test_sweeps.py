@@ -1,11 +1,15 @@
 """Sweeps for real (DESIGN §10, §12): presets run in fast mode, Hydra multiruns in subprocesses.
 
-- every preset's first and last job run in-process (budget=fast); every job of every preset under `slow`;
-- a 4-job `python -m bench.train -m hydra/launcher=joblib` sweep brings back 4 completed records;
+- the first and last job of a representative few presets run in-process (budget=fast); every job of every
+  preset under `slow`. Every job of every preset is composed and validated in tests/test_presets.py: the
+  presets differ in swept values, not in code paths, beyond the few run here;
+- `./multirun.sh quick` end to end in fast mode (slow, and run by CI): 10 jobs in 2 sweeps through the
+  joblib launcher, lm-eval inside the workers, the report at the end;
+- a 4-job `python -m bench.train -m hydra/launcher=joblib` sweep brings back 4 completed records (slow:
+  the quick suite takes the same launcher path in CI);
 - a multirun.sh sweep with one failing job keeps the others' completed records, writes a failed record
   and exits non-zero saying how many failed; re-running it skips the completed runs (their records
-  untouched) and redoes the failed one;
-- `./multirun.sh quick` end to end in fast mode (slow, and run by CI).
+  untouched) and redoes the failed one.
 Every subprocess has a timeout and runs in its own process group, killed whole on expiry, so a hung
 sweep fails the test instead of hanging it.
 """
@@ -50,8 +54,20 @@ def _run_jobs_in_process(make_config, jobs: list[list[str]]) -> None:
                 assert str(node) == value or float(node) == float(value), override
 
 
-@pytest.mark.parametrize("preset", sorted(set(PRESETS) - REAL_MODEL))
-def test_first_and_last_job_of_every_preset_run_in_fast_mode(make_config, preset):
+# Run in CI, first and last job: compare (every method and task: its first and last jobs differ in both), the
+# two ablations whose jobs take pipeline paths of their own (the authors' marginal context; an IMI method
+# scoring its marginal with the policy while it also needs the reference). Every other preset sweeps values
+# of a method's or a budget's keys, checked on the composed config by tests/test_presets.py, and runs
+# whole under `slow` (test_every_job_of_every_preset_runs_in_fast_mode); quick_* run in the quick suite below.
+RUN_IN_CI = ("ablation_marginal_context", "ablation_pmi_source", "compare")
+
+
+def test_the_presets_run_in_ci_exist():
+    assert set(RUN_IN_CI) <= set(PRESETS) - REAL_MODEL
+
+
+@pytest.mark.parametrize("preset", RUN_IN_CI)
+def test_first_and_last_job_of_representative_presets_run_in_fast_mode(make_config, preset):
     jobs = preset_jobs(preset)
     _run_jobs_in_process(make_config, [jobs[0], jobs[-1]] if len(jobs) > 1 else jobs)
 
@@ -62,7 +78,11 @@ def test_every_job_of_every_preset_runs_in_fast_mode(make_config, preset):
     _run_jobs_in_process(make_config, preset_jobs(preset))
 
 
+@pytest.mark.slow
 def test_joblib_sweep_of_four_jobs_brings_back_four_completed_records(tmp_path, sweep_env):
+    """`python -m bench.train -m hydra/launcher=joblib` by hand. In CI, test_multirun_quick_end_to_end_in_fast_mode
+    runs the same command (multirun.sh's default launcher) for 10 jobs and checks the same: two jobs at a
+    time, every record completed with its history and its lm-eval metrics, in its sweep's folder."""
     args = [sys.executable, "-m", "bench.train", "-m", "hydra/launcher=joblib", *FAST,
             "method=dpo,rmipo", "seed=0,1", f"hydra.sweep.dir={tmp_path / 'hydra'}"]
     result = run_command(args, cwd=tmp_path, env={**sweep_env, "IMI_BENCH_SWEEP_ID": "joblib4"}, timeout=300)
@@ -139,6 +159,13 @@ def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
     assert all(r["status"] == "completed" for r in found.values())
     assert {r["config"]["method"]["name"] for r in found.values()} == {"dpo", "rmipo", "imi_dpo"}
     assert re.search(r"^\[multirun\] \d+/10 runs done", out, re.M), "progress lines"
+    # the joblib launcher ran the jobs two at a time, and lm-eval ran inside its workers (the full logs)
+    logs = sorted((tmp_path / "multirun" / "quick-fast").glob("*/*.log"))
+    assert len(logs) == 2 and all("Joblib.Parallel(n_jobs=2" in log.read_text() for log in logs), logs
+    for run_id, record in found.items():
+        assert record["run_id"] == run_id
+        assert records.read_history(sweep_dir / run_id), f"{run_id} has no history"
+        assert any(k.startswith("lm_eval/") for k in record["metrics"]), f"{run_id}: no lm-eval in the joblib worker"
     assert (sweep_dir / "report" / "report.md").exists(), out[-3000:]
     assert f"report:  {sweep_dir / 'report' / 'report.md'}" in out
     assert "all 10 runs completed" in out
