@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+from bench.mappings import plain_mapping
 from bench.redaction import looks_secret, redact_secrets
 from bench.wandb_offline import iter_wandb_records
 
@@ -199,7 +200,7 @@ def check_logger_config(cfg: Mapping) -> dict:
     entity (null = the key's default entity), tags (list of strings). The W&B key is never a config
     key: wandb reads WANDB_API_KEY or its own `wandb login`.
     """
-    cfg = _plain_mapping(cfg)
+    cfg = plain_mapping(cfg, "logger")
     name = cfg.get("name")
     if name not in LOGGER_NAMES:
         raise ValueError(f"logger.name must be one of {LOGGER_NAMES}, got {name!r}")
@@ -241,11 +242,3 @@ def build_logger(cfg: Mapping, *, is_main_process: bool = True) -> RunLogger:
     return WandbLogger(mode=cfg["mode"], project=cfg["project"], entity=cfg.get("entity"), tags=tuple(cfg["tags"]))
 
 
-def _plain_mapping(cfg: Mapping) -> dict:
-    from omegaconf import DictConfig, OmegaConf
-
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, Mapping):
-        raise ValueError(f"logger config must be a mapping, got {type(cfg).__name__}")
-    return dict(cfg)

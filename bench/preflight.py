@@ -17,7 +17,6 @@ Must not import the training side (models are checked through their files and th
 from __future__ import annotations
 
 import functools
-import glob
 import os
 import socket
 import sys
@@ -30,6 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bench.config import ConfigError, validate_config
+from bench.data.files import expand_files
 from bench.redaction import looks_secret
 
 # Environment variables whose values are secrets whatever their name says (the W&B key, the HF token
@@ -181,15 +181,10 @@ def check_model(model: Mapping) -> None:
 
 
 def _expand_files(spec: Any, key: str) -> None:
-    specs = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, (list, tuple)) else None
-    if not specs or not all(isinstance(s, str) for s in specs):
-        raise ConfigError(f"{key} must be a path, a glob or a list of them, got {spec!r}")
-    for pattern in specs:
-        matches = sorted(glob.glob(os.path.expanduser(pattern))) if glob.has_magic(pattern) else [pattern]
-        missing = [m for m in matches if not os.path.isfile(os.path.expanduser(m))]
-        if not matches or missing:
-            raise ConfigError(f"{key}: no file at {pattern!r} (relative paths resolve against {os.getcwd()}); "
-                              f"point {key} at the file, e.g. {key}=/abs/path/train.jsonl")
+    try:
+        expand_files(spec, key)
+    except ValueError as err:  # the same words as when the run reads the files
+        raise ConfigError(str(err)) from None
 
 
 def check_dataset(dataset: Mapping) -> None:

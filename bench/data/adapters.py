@@ -12,8 +12,9 @@ Owns reading a `dataset` config entry (conf/dataset/*.yaml) whose `source` is on
 and turning their rows into records {prompt, chosen, rejected, score_chosen?, score_rejected?, meta}
 checked by `bench.data.validate`. Every source is read through `datasets.load_dataset`: a hub name or
 local dataset directory (`path`), or local files (`data_files`), so the same code serves users with
-network and the offline tests. It does not tokenise (the trainer does), and knows nothing of models,
-methods or the built-in synthetic tasks (`source: builtin`, see bench.data.builtin).
+network and the offline tests (the reading itself, file by file: bench.data.files). It does not
+tokenise (the trainer does), and knows nothing of models, methods or the built-in synthetic tasks
+(`source: builtin`, see bench.data.builtin).
 
 How prompts are rendered (the trainer concatenates prompt + response and tokenises):
 - Conversations (UltraFeedback message lists, HH transcripts, message-list columns in local files):
@@ -35,20 +36,15 @@ each column one type.
 """
 from __future__ import annotations
 
-import glob
-import os
 import re
 from typing import Any, Callable, Mapping
 
-from omegaconf import DictConfig, OmegaConf
-
+from bench.data.files import FORMATS, decoded_rows, read_split
 from bench.data.validate import BadRow, check_on_bad_row, merge_stats, validate_records
+from bench.mappings import plain_mapping
 
 SOURCES = ("ultrafeedback", "hh_rlhf", "local")
 SPLITS = ("train", "eval")
-# File extension -> `datasets` packaged builder; compression suffixes are looked through.
-_FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-_COMPRESSION = (".gz", ".bz2", ".xz", ".zst")
 _COLUMN_KEYS_REQUIRED = ("prompt", "chosen", "rejected")
 _COLUMN_KEYS_OPTIONAL = ("score_chosen", "score_rejected")
 HH_ASSISTANT = "\n\nAssistant:"
@@ -61,7 +57,7 @@ def check_dataset_config(cfg: Mapping) -> dict:
 
     Errors name the key (`dataset.<key>`), so a sweep fails before the first tensor (DESIGN §12).
     """
-    cfg = _plain(cfg)
+    cfg = plain_mapping(cfg, "dataset")
     source = cfg.get("source")
     if source == "builtin":
         raise ValueError("dataset.source 'builtin' is made by bench.data.builtin (it needs the SFT model), "
@@ -87,8 +83,8 @@ def check_dataset_config(cfg: Mapping) -> dict:
             raise ValueError("dataset.data_files must map split names to a file, a glob or a list of them, "
                              f"e.g. {{train: data/train.jsonl}}; got {data_files!r}")
         fmt = cfg.get("format")
-        if fmt is not None and fmt not in set(_FORMATS.values()):
-            raise ValueError(f"dataset.format must be one of {sorted(set(_FORMATS.values()))} or null, got {fmt!r}")
+        if fmt is not None and fmt not in set(FORMATS.values()):
+            raise ValueError(f"dataset.format must be one of {sorted(set(FORMATS.values()))} or null, got {fmt!r}")
     elif source == "local":
         raise ValueError("dataset.data_files is required for source 'local' (e.g. {train: data/train.jsonl})")
     elif not isinstance(cfg.get("path"), str) or not cfg["path"]:
@@ -111,15 +107,6 @@ def check_dataset_config(cfg: Mapping) -> dict:
         if len(scores) == 1:
             raise ValueError(f"dataset.columns maps {scores[0]} but not the other score: map both or neither")
     return cfg
-
-
-def _plain(cfg: Mapping) -> dict:
-    """A DictConfig (Hydra) or any mapping -> plain nested dicts/lists."""
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    if not isinstance(cfg, Mapping):
-        raise TypeError(f"dataset config must be a mapping, got {type(cfg).__name__}")
-    return dict(cfg)
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -146,10 +133,10 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
     renderer = _Renderer(tokenizer)
     source = cfg["source"]
     records, parts = [], []
-    for label, rows in _read_split(cfg, split_name):
+    for label, rows in read_split(cfg, split_name):
         convert = _converter(source, cfg, renderer, label, rows.column_names)
         file_records, file_stats = validate_records(
-            _decoded_rows(rows, label), label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
+            decoded_rows(rows, label), label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
             convert=convert, max_rows=None if max_rows is None else max_rows - len(records),
         )
         records += file_records
@@ -179,123 +166,6 @@ def _role(cfg: dict, split: str | None) -> str:
 
 def _nonzero(counts: Mapping[str, int]) -> dict:
     return {k: v for k, v in counts.items() if v}
-
-
-# ----------------------------------------------------------------------------- reading
-def _read_split(cfg: dict, split_name: str):
-    """Yield (label for messages, datasets.Dataset) for each source of the split.
-
-    Local files are read one by one so a message names the file and the row within it.
-    """
-    import datasets
-
-    if cfg.get("data_files") is None:
-        subset = "/".join(str(cfg[k]) for k in ("config_name", "data_dir") if cfg.get(k))
-        label = cfg["path"] + (f" ({subset})" if subset else "") + f" split {split_name}"
-        try:
-            rows = datasets.load_dataset(cfg["path"], cfg.get("config_name"), data_dir=cfg.get("data_dir"),
-                                         split=split_name, revision=cfg.get("revision"))
-        except ValueError as err:  # e.g. unknown split: add which config key chose it
-            raise ValueError(f"{label}: {err} (check dataset.path / train_split / eval_split)") from err
-        yield label, rows
-        return
-
-    data_files = cfg["data_files"]
-    if split_name not in data_files:
-        raise ValueError(f"dataset.data_files has no entry for split {split_name!r} "
-                         f"(splits given: {sorted(data_files)})")
-    if data_files[split_name] is None:
-        raise ValueError(f"dataset.data_files.{split_name} is null: give a file, or set the split key "
-                         f"(train_split / eval_split) that names {split_name!r} to another split or null")
-    for path in _expand(data_files[split_name], f"dataset.data_files.{split_name}"):
-        fmt = cfg.get("format") or _format_of(path)
-        if fmt == "json":
-            _check_json_start(path)
-        try:
-            rows = datasets.load_dataset(fmt, data_files={"rows": [path]}, split="rows")
-        except Exception as err:  # pyarrow/pandas parse errors do not say which file
-            raise ValueError(f"{path}: could not be read as {fmt}: {_causes(err)}") from err
-        yield path, rows
-
-
-def _decoded_rows(rows, label: str):
-    """The rows of one source, in order. Some files parse but fail only when a row is turned into Python
-    (found by tests/test_fuzz_adapters.py): invalid UTF-8 inside a nested value (UnicodeDecodeError), or
-    nested keys that differ only after a NUL character (pyarrow's "duplicate field names" ValueError,
-    or a KeyError in `datasets`). Such a file is corrupt, not one bad row to drop: it is refused, naming
-    the file and the row. Iterating only reads, so any exception here is such a failure."""
-    iterator = iter(rows)
-    index = 0
-    while True:
-        try:
-            row = next(iterator)
-        except StopIteration:
-            return
-        except Exception as err:
-            raise ValueError(f"{label}: could not be read: row {index} cannot be decoded ({_causes(err)}); "
-                             "is the file UTF-8, with plain keys?") from err
-        yield row
-        index += 1
-
-
-_OPENERS = {".gz": "gzip", ".bz2": "bz2", ".xz": "lzma"}
-
-
-def _check_json_start(path: str) -> None:
-    """A JSON(L) file must start with an object (or, for .json, an array of them). pyarrow 26's JSON reader,
-    which `datasets` uses, crashes the whole process (a segmentation fault, no exception) on a file whose
-    first value is `null`: such a file is refused here, naming it, before pyarrow sees it."""
-    import importlib
-
-    suffix = os.path.splitext(path)[1].lower()
-    if suffix in _OPENERS:
-        opener = importlib.import_module(_OPENERS[suffix]).open
-    elif suffix in _COMPRESSION:
-        return  # .zst: no reader in the standard library; left to `datasets`
-    else:
-        opener = open
-    with opener(path, "rb") as f:
-        head = f.read(1 << 16).decode("utf-8", errors="replace").lstrip()
-    if head and head[0] not in "{[":
-        first = head.splitlines()[0][:40]
-        raise ValueError(f"{path}: could not be read as json: its first value is {first!r}, not a JSON object "
-                         "(each line of a JSONL file must be one object)")
-
-
-def _causes(err: BaseException) -> str:
-    """"Type: message" of an exception and of what caused it: `datasets` wraps the parser's own error
-    (which says what is wrong where, e.g. "JSON parse error: Invalid value. in row 3") in a generic one."""
-    parts = []
-    while err is not None and len(parts) < 4:
-        parts.append(f"{type(err).__name__}: {err}")
-        err = err.__cause__ or err.__context__
-    return " <- ".join(parts)
-
-
-def _expand(spec, key: str) -> list[str]:
-    """A path, a glob, or a list of them -> existing files, in the given order (globs sorted)."""
-    specs = [spec] if isinstance(spec, str) else list(spec) if isinstance(spec, (list, tuple)) else None
-    if not specs or not all(isinstance(s, str) for s in specs):
-        raise ValueError(f"{key} must be a path, a glob or a list of them, got {spec!r}")
-    files = []
-    for pattern in specs:
-        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
-        if not matches or not all(os.path.isfile(m) for m in matches):
-            raise ValueError(f"{key}: no file at {pattern!r} (relative paths resolve against {os.getcwd()})")
-        files += matches
-    return files
-
-
-def _format_of(path: str) -> str:
-    stem = path
-    for suffix in _COMPRESSION:
-        if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    ext = os.path.splitext(stem)[1].lower()
-    if ext not in _FORMATS:
-        raise ValueError(f"{path}: cannot tell the format from extension {ext!r}; set dataset.format to "
-                         f"one of {sorted(set(_FORMATS.values()))}")
-    return _FORMATS[ext]
 
 
 # ----------------------------------------------------------------------------- rendering
