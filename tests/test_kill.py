@@ -136,25 +136,27 @@ def _phase_of(out: str) -> str:
     return last
 
 
+def _uninterrupted(tmp_path: Path, sweep_id: str) -> tuple[dict, float]:
+    """({run id: {metrics, history}}, seconds) of one launch of the sweep, never interrupted."""
+    started = time.monotonic()
+    out, killed = _launch(tmp_path, sweep_id, "cache")
+    took = time.monotonic() - started
+    assert not killed
+    sweep_dir = _sweep_dir(tmp_path, sweep_id)
+    runs = {run_id: {"metrics": records.read_record(sweep_dir / run_id)["metrics"],
+                     "history": _without_timing(records.read_history(sweep_dir / run_id))}
+            for run_id in _completed(sweep_dir)}
+    assert len(runs) == 2, out[-3000:]
+    return runs, took
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict:
-    """The sweep, never interrupted: {run id: {metrics, history}}, once from a cold cache and once from the
-    warm one (the same numbers: a cache hit changes nothing), with how long each launch took here."""
+    """The sweep, never interrupted, from a cold cache: {"runs": {run id: {metrics, history}}, "cache": its
+    cache, "reference_s": how long the launch took here}."""
     tmp_path = tmp_path_factory.mktemp("kill-reference")
-    found = {}
-    for sweep_id in ("reference", "warm"):
-        started = time.monotonic()
-        out, killed = _launch(tmp_path, sweep_id, "cache")
-        assert not killed
-        found[f"{sweep_id}_s"] = time.monotonic() - started
-        sweep_dir = _sweep_dir(tmp_path, sweep_id)
-        runs = {run_id: {"metrics": records.read_record(sweep_dir / run_id)["metrics"],
-                         "history": _without_timing(records.read_history(sweep_dir / run_id))}
-                for run_id in _completed(sweep_dir)}
-        assert len(runs) == 2, out[-3000:]
-        assert found.setdefault("runs", runs) == runs
-    found["cache"] = tmp_path / "cache"
-    return found
+    runs, took = _uninterrupted(tmp_path, "reference")
+    return {"runs": runs, "reference_s": took, "cache": tmp_path / "cache", "tmp_path": tmp_path}
 
 
 def _after_kill(tmp_path, sweep_id, cache, out, before, reference) -> str:
@@ -210,6 +212,10 @@ def test_targeted_kills(tmp_path, reference, capsys):
 @pytest.mark.slow
 def test_random_kills(tmp_path, reference, capsys):
     """N_RANDOM_KILLS kills at random times; each round a fresh sweep and cache, relaunched until done."""
+    # the same sweep again from the reference's warm cache: the same numbers (a cache hit changes nothing),
+    # and how long a warm launch takes here, the span of the later rounds' kill times
+    warm, reference["warm_s"] = _uninterrupted(reference["tmp_path"], "warm")
+    assert warm == reference["runs"]
     rng = random.Random(RANDOM_SEED)
     landed, left = collections.Counter(), collections.Counter()
     kills, rounds = 0, 0

@@ -9,6 +9,7 @@ The scanner itself is checked on a planted file, so an empty result means "scann
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -116,6 +117,9 @@ def test_a_slurm_sweep_writes_no_secret(tmp_path, capsys):
     finally:
         subprocess.run(["scancel", f"--name={job_name}"], env=env, timeout=30)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    found = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").rglob("record.json"))]
+    assert sorted(r["config"]["method"]["beta"] for r in found) == [0.1, 1.0]
+    assert all(r["status"] == "completed" and "slurm_job_id" in r["provenance"]["hardware"] for r in found)
     n_files = _assert_clean(tmp_path, [proc], list(SECRETS.values()),
                             ["record.json", ".submitit", "_log.out", "_log.err", "_submitted.pkl", "_result.pkl", ".wandb"])
     with capsys.disabled():

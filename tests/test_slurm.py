@@ -243,6 +243,7 @@ def same_number(a: float, b: float) -> bool:
 
 
 @pytest.mark.slurm
+@pytest.mark.slow  # CI runs a 2-job entry-point sweep on SLURM in tests/test_secrets_scan.py (records checked there)
 def test_entry_point_two_job_sweep(cluster_env, tmp_path):
     sweep_dir = tmp_path / "multirun"
     env = entry_point_env(cluster_env, tmp_path, "slurm-sweep")

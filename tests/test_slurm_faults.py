@@ -130,8 +130,10 @@ def _assert_resumed(record: dict, reference: dict | None, min_step: int = 1) -> 
 
 @pytest.mark.slurm
 def test_requeued_job_resumes_from_its_checkpoint_bit_for_bit(cluster_env, tmp_path, reference):  # noqa: F811
-    expected = reference(["checkpoint.every_steps=100"])
-    driver = Driver([*JOB, "checkpoint.every_steps=100"], cwd=tmp_path, env=_env(cluster_env, tmp_path, "requeue"),
+    # CI's SLURM fault: 300 steps, a checkpoint every 50 (the requeue lands with ~250 steps, ~10 s, to go)
+    short = ["train.max_steps=300", "checkpoint.every_steps=50"]
+    expected = reference(short)
+    driver = Driver([*JOB, *short], cwd=tmp_path, env=_env(cluster_env, tmp_path, "requeue"),
                     launcher=["hydra.launcher.timeout_min=10"])
     try:
         _wait_for(lambda: _checkpoints(tmp_path / "runs", "requeue") or _checkpoints(tmp_path / "runs", "preempt"),
@@ -143,7 +145,7 @@ def test_requeued_job_resumes_from_its_checkpoint_bit_for_bit(cluster_env, tmp_p
         driver.cancel()
     assert done.returncode == 0, done.stderr[-3000:] + submitit_logs(driver.sweep_dir)
     (record,) = _records(tmp_path / "runs", "requeue").values()
-    _assert_resumed(record, expected, min_step=100)
+    _assert_resumed(record, expected, min_step=50)
     assert not _checkpoints(tmp_path / "runs"), "checkpoints are removed once the record is complete"
 
 
@@ -189,8 +191,8 @@ def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_e
 
 @pytest.mark.slurm
 def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, reference, capsys):  # noqa: F811
-    reference(["checkpoint.every_steps=100"])  # builds the caches, so both jobs reach training at once
-    sweep = [*JOB, "checkpoint.every_steps=100", "method.beta=0.1,1.0"]
+    reference(["train.max_steps=1"])  # builds the caches (a 1-step run), so both jobs reach training at once
+    sweep = [*JOB, "train.max_steps=300", "checkpoint.every_steps=50", "method.beta=0.1,1.0"]
     env = _env(cluster_env, tmp_path, "cancel")
     driver = Driver(sweep, cwd=tmp_path, env=env, launcher=["hydra.launcher.timeout_min=10"])
     try:
@@ -218,7 +220,7 @@ def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(c
     found = _records(tmp_path / "runs", "cancel")
     assert sorted(r["config"]["method"]["beta"] for r in found.values()) == [0.1, 1.0]
     for record in found.values():
-        _assert_resumed(record, None, min_step=100)
+        _assert_resumed(record, None, min_step=50)
     assert not _checkpoints(tmp_path / "runs")
     with capsys.disabled():
         steps = [r["provenance"]["resumed_at_steps"] for r in found.values()]
