@@ -29,7 +29,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from bench.config import ConfigError, validate_config
-from bench.data.files import expand_files
+from bench.data.files import split_files
 from bench.redaction import looks_secret
 
 # Environment variables whose values are secrets whatever their name says (the W&B key, the HF token
@@ -180,13 +180,6 @@ def check_model(model: Mapping) -> None:
             f"{name} --local-dir /path/to/dir` run where there is network)")
 
 
-def _expand_files(spec: Any, key: str) -> None:
-    try:
-        expand_files(spec, key)
-    except ValueError as err:  # the same words as when the run reads the files
-        raise ConfigError(str(err)) from None
-
-
 def check_dataset(dataset: Mapping) -> None:
     """The files a real dataset names exist; a hub dataset is cached when the hub cannot be reached."""
     source = dataset.get("source")
@@ -194,17 +187,14 @@ def check_dataset(dataset: Mapping) -> None:
         return
     data_files = dataset.get("data_files")
     if isinstance(data_files, Mapping):
-        for role in ("train_split", "eval_split"):
-            split = dataset.get(role)
+        for role in ("train", "eval"):
+            split = dataset.get(f"{role}_split")
             if split is None:
                 continue
-            if split not in data_files:
-                raise ConfigError(f"dataset.{role}={split!r} has no entry in dataset.data_files "
-                                  f"(entries: {sorted(data_files)})")
-            if data_files[split] is None:
-                raise ConfigError(f"dataset.data_files.{split} is null but dataset.{role} names it: give a file, "
-                                  f"or set dataset.{role}=null")
-            _expand_files(data_files[split], f"dataset.data_files.{split}")
+            try:
+                split_files(data_files, split, role)
+            except ValueError as err:  # the same words as when the run reads the files
+                raise ConfigError(str(err)) from None
         return
     path = dataset.get("path")
     if not isinstance(path, str) or not path:

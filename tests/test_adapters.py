@@ -330,7 +330,7 @@ def test_hub_source_needs_path_or_files():
     (_local_cfg(DATA / "nope.jsonl"), "train", r"dataset.data_files.train: no file at '.*nope.jsonl'"),
     (_local_cfg(DATA / "missing-*.jsonl"), "train", "no file at"),
     (_local_cfg(DATA / "local_bad.jsonl"), "eval", "dataset.eval_split is null"),
-    ({**_local_cfg(DATA / "local_bad.jsonl"), "eval_split": "test"}, "eval", "no entry for split 'test'"),
+    ({**_local_cfg(DATA / "local_bad.jsonl"), "eval_split": "test"}, "eval", "dataset.eval_split='test' has no entry in dataset.data_files"),
     ({**_local_cfg(DATA / "local_bad.jsonl"), "data_files": {"train": str(DATA / "local_bad.jsonl"), "test": None},
       "eval_split": "test"}, "eval", "dataset.data_files.test is null"),
     (_local_cfg(DATA / "local_bad.jsonl"), "validation", "split must be 'train', 'eval' or a configured split"),

@@ -133,7 +133,7 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
     renderer = _Renderer(tokenizer)
     source = cfg["source"]
     records, parts = [], []
-    for label, rows in read_split(cfg, split_name):
+    for label, rows in read_split(cfg, split_name, role):
         convert = _converter(source, cfg, renderer, label, rows.column_names)
         file_records, file_stats = validate_records(
             decoded_rows(rows, label), label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),

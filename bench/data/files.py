@@ -10,7 +10,7 @@ from __future__ import annotations
 import glob
 import importlib
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 # File extension -> `datasets` packaged builder; compression suffixes are looked through.
 FORMATS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -48,8 +48,19 @@ def format_of(path: str) -> str:
     return FORMATS[ext]
 
 
-def read_split(cfg: dict, split_name: str) -> Iterator[tuple[str, Any]]:
-    """Yield (label for messages, datasets.Dataset) for each source of the split `split_name`."""
+def split_files(data_files: Mapping, split: str, role: str) -> list[str]:
+    """The files of split `split`, which `dataset.<role>_split` names, in `dataset.data_files`."""
+    key = f"dataset.{role}_split"
+    if split not in data_files:
+        raise ValueError(f"{key}={split!r} has no entry in dataset.data_files (entries: {sorted(data_files)})")
+    if data_files[split] is None:
+        raise ValueError(f"dataset.data_files.{split} is null but {key} names it: give a file, or set {key}=null")
+    return expand_files(data_files[split], f"dataset.data_files.{split}")
+
+
+def read_split(cfg: dict, split_name: str, role: str) -> Iterator[tuple[str, Any]]:
+    """Yield (label for messages, datasets.Dataset) for each source of the split `split_name`, which
+    `dataset.<role>_split` names."""
     import datasets
 
     if cfg.get("data_files") is None:
@@ -63,14 +74,7 @@ def read_split(cfg: dict, split_name: str) -> Iterator[tuple[str, Any]]:
         yield label, rows
         return
 
-    data_files = cfg["data_files"]
-    if split_name not in data_files:
-        raise ValueError(f"dataset.data_files has no entry for split {split_name!r} "
-                         f"(splits given: {sorted(data_files)})")
-    if data_files[split_name] is None:
-        raise ValueError(f"dataset.data_files.{split_name} is null: give a file, or set the split key "
-                         f"(train_split / eval_split) that names {split_name!r} to another split or null")
-    for path in expand_files(data_files[split_name], f"dataset.data_files.{split_name}"):
+    for path in split_files(cfg["data_files"], split_name, role):
         fmt = cfg.get("format") or format_of(path)
         if fmt == "json":
             check_json_start(path)
