@@ -32,7 +32,7 @@ def suites() -> dict[str, Suite]:
     ablations = ("regulator", "pmi_source", "margin_units", "warmup", "marginal_context")
     return {
         "quick": Suite("DPO over 3 β × 2 seeds + rmipo and imi_dpo × 2 seeds on sentiment, short SFT "
-                       "(< 10 min on 2 CPU cores)", ("experiment=quick_dpo", "experiment=quick_imi")),
+                       "(~3 min on 2 CPU cores from a cold cache)", ("experiment=quick_dpo", "experiment=quick_imi")),
         # the citable testbed study (results/beta_sensitivity/): the DPO β grid, a documented SimPO subset
         # (β ∈ {2, 10} × γ/β ∈ {0.15, 0.5}: both ends of the β range, the default γ/β and a small one), and
         # the IMI methods at their defaults, on every built-in task, 5 seeds
