@@ -52,3 +52,17 @@ def _restore_environment():
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def cluster_env() -> dict[str, str]:
+    """The environment for SLURM commands; skips (or, with IMI_BENCH_REQUIRE_SLURM=1, fails) without a cluster."""
+    from helpers import cluster_problem, slurm_env
+
+    env = slurm_env()
+    problem = cluster_problem(env)
+    if problem is not None:
+        if os.environ.get("IMI_BENCH_REQUIRE_SLURM") == "1":
+            pytest.fail(problem)
+        pytest.skip(problem)
+    return env

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 import signal
 import subprocess
 from functools import lru_cache
@@ -92,3 +93,47 @@ def tiny_llama(tokenizer, seed: int = 0, **config) -> LlamaForCausalLM:
                   pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
                   eos_token_id=tokenizer.eos_token_id)
     return LlamaForCausalLM(LlamaConfig(**{**fields, **config}))
+
+
+# --- the local SLURM cluster (tests/cluster/local_slurm.sh); the fixture `cluster_env` is in conftest.py
+
+SLURM_STATE_DIR = Path(os.environ.get("IMI_BENCH_SLURM_DIR", "/tmp/imi-bench-slurm"))
+# What sbatch copies into every job when the submitting shell had a rendezvous of its own (pitfall:
+# all jobs would share this port, and a rank could join another job's group).
+SUBMITTING_SHELL_RENDEZVOUS = {"MASTER_ADDR": "10.0.0.9", "MASTER_PORT": "29999", "RANK": "0",
+                               "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
+
+
+def slurm_env() -> dict[str, str]:
+    """This environment, pointed at the local cluster's slurm.conf unless SLURM_CONF says otherwise."""
+    env = dict(os.environ)
+    if "SLURM_CONF" not in env and (SLURM_STATE_DIR / "slurm.conf").exists():
+        env["SLURM_CONF"] = str(SLURM_STATE_DIR / "slurm.conf")
+    for key in SUBMITTING_SHELL_RENDEZVOUS:  # only the test that wants them passes them on
+        env.pop(key, None)
+    return env
+
+
+def cluster_problem(env: dict[str, str]) -> str | None:
+    """Why the SLURM tests cannot run here, or None."""
+    start = "start it with `tests/cluster/local_slurm.sh start`"
+    if shutil.which("sinfo") is None:
+        return f"SLURM is not installed (no `sinfo`); {start}"
+    try:
+        state = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%T"], env=env, capture_output=True,
+                               text=True, timeout=30)
+        accounting = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], env=env, capture_output=True,
+                                    text=True, timeout=30)
+    except subprocess.TimeoutExpired as exc:
+        return f"the SLURM cluster does not answer ({exc.cmd[0]} timed out); {start}"
+    states = state.stdout.split()
+    if state.returncode != 0 or not any(s.rstrip("*~#").startswith(("idle", "mix", "alloc")) for s in states):
+        return f"the SLURM cluster is down (sinfo: {(state.stdout + state.stderr).strip()[:200]!r}); {start}"
+    if accounting.returncode != 0:
+        return (f"SLURM accounting is down (sacct: {accounting.stderr.strip()[:200]!r}); submitit needs it; {start}")
+    return None
+
+
+def submitit_logs(sweep_dir: Path, chars: int = 1500) -> str:
+    logs = sorted(sweep_dir.glob(".submitit/**/*_log.*"))
+    return "\n".join(f"--- {log.relative_to(sweep_dir)}\n{log.read_text(errors='replace')[-chars:]}" for log in logs)

@@ -99,15 +99,8 @@ def test_a_run_and_a_sweep_write_no_secret(tmp_path, capsys):
 
 
 @pytest.mark.slurm
-def test_a_slurm_sweep_writes_no_secret(tmp_path, capsys):
-    from test_slurm import cluster_problem, slurm_env
-
-    env = slurm_env()
-    problem = cluster_problem(env)
-    if problem is not None:
-        if os.environ.get("IMI_BENCH_REQUIRE_SLURM") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
+def test_a_slurm_sweep_writes_no_secret(cluster_env, tmp_path, capsys):
+    env = cluster_env
     job_name = f"imi-secrets-{uuid.uuid4().hex[:8]}"
     args = [sys.executable, "-m", "bench.train", "-m", "hydra/launcher=slurm", "hydra.launcher.timeout_min=5",
             f"hydra.launcher.name={job_name}", *FAST, "method.beta=0.1,1.0"]

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import pickle
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -26,19 +25,16 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from helpers import SUBMITTING_SHELL_RENDEZVOUS, submitit_logs
+
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-STATE_DIR = Path(os.environ.get("IMI_BENCH_SLURM_DIR", "/tmp/imi-bench-slurm"))
 SWEEP_TIMEOUT_S = 300  # a 3-job sweep takes ~15 s on 2 cores; this only bounds a hang
 FAST_OVERRIDES = ["budget=fast", "progress=false"]  # the entry point's fast mode (conf/budget/fast.yaml)
 # A 2-rank CPU job: the multi-process hardware config with gloo on CPU, one thread per rank, and a short
 # process-group timeout so that a rank that dies fails the job in a minute instead of ten.
 TWO_CPU_RANKS = ["hardware=multi_gpu", "hardware.accelerator=cpu", "hardware.mixed_precision=no",
                  "hardware.torch_threads=1", "hardware.dist_timeout_s=60"]
-# What sbatch copies into every job when the submitting shell had a rendezvous of its own (pitfall:
-# all jobs would share this port, and a rank could join another job's group).
-SUBMITTING_SHELL_RENDEZVOUS = {"MASTER_ADDR": "10.0.0.9", "MASTER_PORT": "29999", "RANK": "0",
-                               "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
 
 
 # --- launcher configs (no cluster) --------------------------------------------------------------
@@ -73,53 +69,7 @@ def test_joblib_launcher_config_repeats_the_plugin_schema_with_two_jobs():
     assert composed._target_ == plugin["_target_"] and composed.n_jobs == 2
 
 
-# --- the cluster --------------------------------------------------------------------------------
-
-def slurm_env() -> dict[str, str]:
-    """This environment, pointed at the local cluster's slurm.conf unless SLURM_CONF says otherwise."""
-    env = dict(os.environ)
-    if "SLURM_CONF" not in env and (STATE_DIR / "slurm.conf").exists():
-        env["SLURM_CONF"] = str(STATE_DIR / "slurm.conf")
-    for key in SUBMITTING_SHELL_RENDEZVOUS:  # only the test that wants them passes them on
-        env.pop(key, None)
-    return env
-
-
-def cluster_problem(env: dict[str, str]) -> str | None:
-    """Why the SLURM tests cannot run here, or None."""
-    start = "start it with `tests/cluster/local_slurm.sh start`"
-    if shutil.which("sinfo") is None:
-        return f"SLURM is not installed (no `sinfo`); {start}"
-    try:
-        state = subprocess.run(["sinfo", "-h", "-p", "debug", "-o", "%T"], env=env, capture_output=True,
-                               text=True, timeout=30)
-        accounting = subprocess.run(["sacct", "-n", "-X", "-S", "now-1minutes"], env=env, capture_output=True,
-                                    text=True, timeout=30)
-    except subprocess.TimeoutExpired as exc:
-        return f"the SLURM cluster does not answer ({exc.cmd[0]} timed out); {start}"
-    states = state.stdout.split()
-    if state.returncode != 0 or not any(s.rstrip("*~#").startswith(("idle", "mix", "alloc")) for s in states):
-        return f"the SLURM cluster is down (sinfo: {(state.stdout + state.stderr).strip()[:200]!r}); {start}"
-    if accounting.returncode != 0:
-        return (f"SLURM accounting is down (sacct: {accounting.stderr.strip()[:200]!r}); submitit needs it; {start}")
-    return None
-
-
-@pytest.fixture(scope="module")
-def cluster_env() -> dict[str, str]:
-    env = slurm_env()
-    problem = cluster_problem(env)
-    if problem is not None:
-        if os.environ.get("IMI_BENCH_REQUIRE_SLURM") == "1":
-            pytest.fail(problem)
-        pytest.skip(problem)
-    return env
-
-
-def submitit_logs(sweep_dir: Path, chars: int = 1500) -> str:
-    logs = sorted(sweep_dir.glob(".submitit/**/*_log.*"))
-    return "\n".join(f"--- {log.relative_to(sweep_dir)}\n{log.read_text(errors='replace')[-chars:]}" for log in logs)
-
+# --- the cluster (slurm_env, cluster_problem, submitit_logs: tests/helpers.py; cluster_env: conftest.py)
 
 def run_sweep(args: list[str], *, cwd: Path, env: dict[str, str], sweep_dir: Path,
               timeout_s: int = SWEEP_TIMEOUT_S) -> subprocess.CompletedProcess:

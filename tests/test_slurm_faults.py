@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from test_slurm import cluster_env, submitit_logs  # noqa: F401  (cluster_env is a fixture)
+from helpers import submitit_logs
 
 # Long enough to be interrupted mid-training (~25 steps/s on one core), short enough for a test.
 JOB = ["budget=fast", "progress=false", "eval.lm_eval.enabled=false", "train.max_steps=600"]
@@ -107,7 +107,7 @@ def _records(runs: Path, sweep_id: str) -> dict[str, dict]:
 
 
 @pytest.fixture
-def reference(cluster_env, tmp_path):  # noqa: F811
+def reference(cluster_env, tmp_path):
     """Builds the shared caches and runs the job once, uninterrupted, outside SLURM: the numbers to match."""
     def run(extra: list[str]) -> dict:
         env = _env(cluster_env, tmp_path, "reference")
@@ -128,50 +128,47 @@ def _assert_resumed(record: dict, reference: dict | None, min_step: int = 1) -> 
         assert record["config_hash"] == reference["config_hash"]
 
 
-@pytest.mark.slurm
-def test_requeued_job_resumes_from_its_checkpoint_bit_for_bit(cluster_env, tmp_path, reference):  # noqa: F811
-    # CI's SLURM fault: 300 steps, a checkpoint every 50 (the requeue lands with ~250 steps, ~10 s, to go)
-    short = ["train.max_steps=300", "checkpoint.every_steps=50"]
-    expected = reference(short)
-    driver = Driver([*JOB, *short], cwd=tmp_path, env=_env(cluster_env, tmp_path, "requeue"),
+def _interrupt_after_first_checkpoint(cluster_env, tmp_path, sweep_id: str, overrides: list[str], interrupt: list[str]):
+    """Run one job on SLURM, send `interrupt` (a SLURM command, the job id appended) once it has written its
+    first checkpoint, and wait for the driver: (the finished driver process, the job id, its record)."""
+    driver = Driver([*JOB, *overrides], cwd=tmp_path, env=_env(cluster_env, tmp_path, sweep_id),
                     launcher=["hydra.launcher.timeout_min=10"])
     try:
-        _wait_for(lambda: _checkpoints(tmp_path / "runs", "requeue") or _checkpoints(tmp_path / "runs", "preempt"),
-                  "the first checkpoint")
+        _wait_for(lambda: _checkpoints(tmp_path / "runs", sweep_id), "the first checkpoint")
         (job_id,) = driver.jobs()
-        subprocess.run(["scontrol", "requeue", job_id], env=driver.env, check=True, timeout=30)
+        subprocess.run([*interrupt, job_id], env=driver.env, check=True, timeout=30)
         done = driver.wait(release=True)
     finally:
         driver.cancel()
     assert done.returncode == 0, done.stderr[-3000:] + submitit_logs(driver.sweep_dir)
-    (record,) = _records(tmp_path / "runs", "requeue").values()
+    (record,) = _records(tmp_path / "runs", sweep_id).values()
+    return driver, job_id, record
+
+
+@pytest.mark.slurm
+def test_requeued_job_resumes_from_its_checkpoint_bit_for_bit(cluster_env, tmp_path, reference):
+    # CI's SLURM fault: 300 steps, a checkpoint every 50 (the requeue lands with ~250 steps, ~10 s, to go)
+    short = ["train.max_steps=300", "checkpoint.every_steps=50"]
+    expected = reference(short)
+    _, _, record = _interrupt_after_first_checkpoint(cluster_env, tmp_path, "requeue", short, ["scontrol", "requeue"])
     _assert_resumed(record, expected, min_step=50)
     assert not _checkpoints(tmp_path / "runs"), "checkpoints are removed once the record is complete"
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_preemption_signal_checkpoints_and_submitit_requeues(cluster_env, tmp_path, reference):  # noqa: F811
-    expected = reference(["checkpoint.every_steps=100"])
-    driver = Driver([*JOB, "checkpoint.every_steps=100"], cwd=tmp_path, env=_env(cluster_env, tmp_path, "preempt"),
-                    launcher=["hydra.launcher.timeout_min=10"])
-    try:
-        _wait_for(lambda: _checkpoints(tmp_path / "runs", "requeue") or _checkpoints(tmp_path / "runs", "preempt"),
-                  "the first checkpoint")
-        (job_id,) = driver.jobs()
-        subprocess.run(["scancel", "--signal=USR2", job_id], env=driver.env, check=True, timeout=30)
-        done = driver.wait(release=True)
-    finally:
-        driver.cancel()
-    assert done.returncode == 0, done.stderr[-3000:] + submitit_logs(driver.sweep_dir)
+def test_preemption_signal_checkpoints_and_submitit_requeues(cluster_env, tmp_path, reference):
+    every = ["checkpoint.every_steps=100"]
+    expected = reference(every)
+    driver, job_id, record = _interrupt_after_first_checkpoint(cluster_env, tmp_path, "preempt", every,
+                                                               ["scancel", "--signal=USR2"])
     assert driver.restarts(job_id) == 1  # submitit's handler requeued the job after ours saved the checkpoint
-    (record,) = _records(tmp_path / "runs", "preempt").values()
     _assert_resumed(record, expected, min_step=100)
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_env, tmp_path, reference):  # noqa: F811
+def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_env, tmp_path, reference):
     expected = reference(["train.max_steps=900", "checkpoint.every_steps=null"])
     # SLURM's limit is 1 minute; submitit's warning comes 30 s before it, ~15 s into training: the run
     # checkpoints at its next step and submitit requeues the job as timed out (max_num_timeout times at most).
@@ -190,7 +187,7 @@ def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_e
 
 
 @pytest.mark.slurm
-def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, reference, capsys):  # noqa: F811
+def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, reference, capsys):
     reference(["train.max_steps=1"])  # builds the caches (a 1-step run), so both jobs reach training at once
     sweep = [*JOB, "train.max_steps=300", "checkpoint.every_steps=50", "method.beta=0.1,1.0"]
     env = _env(cluster_env, tmp_path, "cancel")
