@@ -42,6 +42,16 @@ def peak_memory() -> tuple[int, str]:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024, "process_max_rss"
 
 
+def model_flops(train_tokens: int, nograd_tokens: int, n_params: int, n_backprop: int | None = None,
+                n_trainable: int | None = None) -> float:
+    """Estimated FLOPs (DESIGN §8): per trained token 2·N forward + 2·N_backprop backward through the blocks
+    from the lowest trainable one up + 2·N_trainable for the weight gradients (6·N when everything trains,
+    None meaning N), and 2·N per no-grad token; N = non-embedding parameters (bench.models.flop_parameters)."""
+    backprop = n_params if n_backprop is None else n_backprop
+    trainable = n_params if n_trainable is None else n_trainable
+    return (2.0 * n_params + 2.0 * backprop + 2.0 * trainable) * train_tokens + 2.0 * n_params * nograd_tokens
+
+
 class CostMeter:
     """Wall time per phase, tokens per kind, and the one-off costs of the shared caches a run used."""
 
@@ -103,11 +113,12 @@ class CostMeter:
         self.shared[name] = {"key": key, "hit": bool(hit), **build_cost, "wait_s": round(float(wait_s), 4)}
         self.add_wait(wait_s, "setup")
 
+    def set_parameter_counts(self, counts: dict[str, int]) -> None:
+        """The model's counts for the FLOPs estimate: bench.models.flop_parameters(model)."""
+        self.n_params, self.n_backprop, self.n_trainable = counts["n_params"], counts["n_backprop"], counts["n_trainable"]
+
     def flops(self, train_tokens: int, nograd_tokens: int) -> float:
-        backprop = self.n_params if self.n_backprop is None else self.n_backprop
-        trainable = self.n_params if self.n_trainable is None else self.n_trainable
-        per_trained_token = 2.0 * self.n_params + 2.0 * backprop + 2.0 * trainable
-        return per_trained_token * train_tokens + 2.0 * self.n_params * nograd_tokens
+        return model_flops(train_tokens, nograd_tokens, self.n_params, self.n_backprop, self.n_trainable)
 
     def summary(self) -> dict:
         device_name, count = device_description()

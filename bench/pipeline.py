@@ -220,8 +220,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
             # save_pretrained writes nothing on non-zero ranks, so they must never build one)
             cache = DiskCache(cfg.paths.cache_root)
             setup = build_setup(cfg, method, cache, meter, accelerator.device, show_progress)
-            counts = flop_parameters(setup.model)
-            meter.n_params, meter.n_backprop, meter.n_trainable = counts["n_params"], counts["n_backprop"], counts["n_trainable"]
+            meter.set_parameter_counts(flop_parameters(setup.model))
             set_seed(cfg.seed)
             if cfg.hardware.gradient_checkpointing:
                 setup.model.gradient_checkpointing_enable()

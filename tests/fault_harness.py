@@ -26,10 +26,16 @@ KILL_AT = os.environ.get("IMI_BENCH_KILL_AT", "")
 _counts: dict[str, int] = {}
 
 
+def _kill_comes_next(phase: str) -> bool:
+    """Whether the next announcement of `phase` is the one IMI_BENCH_KILL_AT names."""
+    return KILL_AT == f"{phase}:{_counts.get(phase, 0) + 1}"
+
+
 def announce(phase: str) -> None:
     print(f"[phase] {phase}", flush=True)
+    kill = _kill_comes_next(phase)
     _counts[phase] = _counts.get(phase, 0) + 1
-    if KILL_AT == f"{phase}:{_counts[phase]}":
+    if kill:
         print(f"[phase] killing myself at {phase} #{_counts[phase]}", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
 
@@ -55,7 +61,7 @@ def _instrument() -> None:
 
     def announced_write(path, text):
         if Path(path).name == bench.records.RECORD_FILE:
-            if KILL_AT == f"record-write:{_counts.get('record-write', 0) + 1}":
+            if _kill_comes_next("record-write"):
                 # the worst moment: half the record in its temp file, nothing renamed yet
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 (Path(path).parent / f".{Path(path).name}.killed.tmp").write_text(text[: len(text) // 2])
@@ -67,7 +73,7 @@ def _instrument() -> None:
     save = bench.checkpoint.RunCheckpoint.save
 
     def announced_save(self, state):
-        if KILL_AT == f"checkpoint-write:{_counts.get('checkpoint-write', 0) + 1}":
+        if _kill_comes_next("checkpoint-write"):
             self.directory.mkdir(parents=True, exist_ok=True)
             (self.directory / f".{bench.checkpoint.FILE}.killed.tmp").write_bytes(b"half a checkpoint")
         announce("checkpoint-write")

@@ -105,6 +105,6 @@ def test_flops_of_partial_training_follow_the_backward_pass_by_hand():
                    "n_trainable": per_block + final_norm + 0}
     meter = CostMeter(n_params=top["n_params"])
     assert meter.flops(10, 0) == 6 * top["n_params"] * 10  # not told: the whole model trains
-    meter.n_backprop, meter.n_trainable = top["n_backprop"], top["n_trainable"]
+    meter.set_parameter_counts(top)
     n, k = top["n_params"], top["n_backprop"]
     assert meter.flops(10, 3) == (2 * n + 2 * k + 2 * k) * 10 + 2 * n * 3

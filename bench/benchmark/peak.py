@@ -14,7 +14,7 @@ import time
 
 import torch
 
-from bench.cost import CostMeter
+from bench.cost import model_flops
 
 
 def representative_shape(workload) -> tuple[int, int, int]:
@@ -55,6 +55,4 @@ def matmul_gflops(shape: tuple[int, int, int], seconds: float = 0.25, rounds: in
 def model_gflops(run: dict, flop_parameters: dict[str, int]) -> float:
     """Model GFLOP/s of a timed run: its trained and no-grad tokens costed as bench.cost costs them
     (`flop_parameters`: bench.models.flop_parameters of the model), over the wall seconds."""
-    meter = CostMeter(flop_parameters["n_params"])
-    meter.n_backprop, meter.n_trainable = flop_parameters["n_backprop"], flop_parameters["n_trainable"]
-    return meter.flops(run["tokens"], run["nograd_tokens"]) / run["seconds"] / 1e9
+    return model_flops(run["tokens"], run["nograd_tokens"], **flop_parameters) / run["seconds"] / 1e9

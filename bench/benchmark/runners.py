@@ -22,8 +22,8 @@ from bench.benchmark.summary import spread
 from bench.benchmark.variants import VARIANTS
 from bench.benchmark.workload import (
     Workload,
-    check_same_sequences,
     check_frozen_unchanged,
+    check_same_sequences,
     check_same_trainable,
     method_config,
     our_reference_terms,
