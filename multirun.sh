@@ -4,6 +4,11 @@
 #
 #   ./multirun.sh [options] [PRESET] [hydra overrides...]
 #   ./multirun.sh --help                 lists the presets
+#   ./multirun.sh reproduce VERSION [--subset NAME] [--out DIR]
+#                                        re-runs a subset of the committed baseline results/baselines/VERSION
+#                                        and checks every number against its manifest's tolerances
+#                                        (python -m bench.baseline; `python -m bench.baseline list
+#                                        results/baselines/VERSION` names the subsets)
 #
 # Options: --sweep-id NAME (default: the preset's name), --dry-run (plan and list the jobs, run
 # nothing), --verbose (stream every job's output, not only its status lines), --no-report (print the
@@ -66,6 +71,11 @@ watch_progress() {
 LIVE_LINES='^\[imi-bench\] (completed|failed|skipped|error)|^\[multirun\]|Launching|Error|error:'
 
 # --- arguments --------------------------------------------------------------------------------------------
+
+if [[ "${1:-}" == reproduce ]]; then
+  [[ $# -ge 2 && "$2" != -* ]] || { echo "multirun.sh: reproduce needs a baseline version, e.g. ./multirun.sh reproduce v1" >&2; exit 2; }
+  exec "$PYTHON" -m bench.baseline reproduce "$ROOT/results/baselines/$2" "${@:3}"
+fi
 
 SWEEP_ID=""
 DRY_RUN=0

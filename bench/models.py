@@ -30,11 +30,20 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as transformers_logging
 
 from bench.cache import CacheEntry, DiskCache
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 MODEL_KINDS = ("tiny", "hf")
+
+
+
+def quiet_transformers() -> None:
+    """The suite's own progress bars say what is happening; transformers' per-load bars and notices only
+    add noise. Called by every command that runs training (bench.train, bench.reproduce, bench.baseline)."""
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
 
 
 def check_model_config(cfg: Mapping) -> None:

@@ -18,8 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 
+from bench.models import quiet_transformers
 from bench.pipeline import run
 from bench.records import RECORD_FILE
 
@@ -57,14 +59,25 @@ def compare(expected: dict, actual: dict, metrics: list[str], atol: float) -> li
     return problems
 
 
+def rerun(record: dict, runs_root: Path, cache_root: str, changes: list[str] = ()) -> dict:
+    """Run a record's config again (under today's key names) into runs_root, with `changes` ("key=value",
+    e.g. hardware.torch_threads=2: another setup than the recorded one) applied; returns the new record."""
+    config = OmegaConf.create(current_config(record["config"]))
+    config.paths = {"runs_root": str(runs_root), "cache_root": str(Path(cache_root).resolve())}
+    config.progress = False
+    for change in changes:
+        key, _, value = change.partition("=")
+        if OmegaConf.select(config, key, default=KeyError) is KeyError:  # absent, not merely null
+            raise KeyError(f"--set {change}: the recorded config has no key '{key}'")
+        OmegaConf.update(config, key, yaml.safe_load(value))
+    return run(config).record
+
+
 def reproduce(record: dict, runs_root: Path, cache_root: str, metrics: list[str], atol: float) -> list[str]:
-    config = current_config(record["config"])
-    config["paths"] = {"runs_root": str(runs_root), "cache_root": str(Path(cache_root).resolve())}
-    config["progress"] = False
-    result = run(OmegaConf.create(config))
-    if result.record["status"] != "completed":
-        return [f"re-run failed: {result.record['error'].splitlines()[0]}"]
-    return compare(record["metrics"], result.record["metrics"], metrics, atol)
+    again = rerun(record, runs_root, cache_root)
+    if again["status"] != "completed":
+        return [f"re-run failed: {again['error'].splitlines()[0]}"]
+    return compare(record["metrics"], again["metrics"], metrics, atol)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache-root", default=os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench"),
                         help="shared cache folder (default: $IMI_BENCH_CACHE or .cache/imi-bench)")
     args = parser.parse_args(argv)
+    quiet_transformers()
 
     records = completed_records(args.results)
     if not records:

@@ -14,22 +14,20 @@ import math
 import warnings
 
 import hydra
-import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bench import conf_dir, preflight
 from bench.config import ConfigError
+from bench.models import quiet_transformers
 from bench.pipeline import run
 from bench.report import print_summary
 
 # conf/hydra/launcher/joblib.yaml shares the plugin's name on purpose (see that file); Hydra's deprecation
 # warning about it would stand between a user and the one line that says what went wrong.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
-# Our own progress bars say what is happening; transformers' per-load bars and notices only add noise.
-transformers.utils.logging.set_verbosity_error()
-transformers.utils.logging.disable_progress_bar()
+quiet_transformers()
 
 
 # An absolute path: conf/ in a checkout, or the copy a wheel installs as bench/conf (bench.conf_dir).

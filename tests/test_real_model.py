@@ -146,11 +146,11 @@ def test_smollm2_presets_compose_and_validate():
 
 # --------------------------------------------------------------------------- the real model (slow, CI)
 
-# budget=fast, cut further for a 135M model on one core: each prompt costs two 48-token samples to
+# budget=fast, cut further for a 135M model on one core (responses capped at the task's minimum, 32 tokens): each prompt costs two samples to
 # build the pairs, and each evaluation prompt three more per evaluation
 REAL_FAST = ("model=smollm2", "dataset=constraints", "sft.steps=0", "eval.lm_eval.enabled=true",
              "dataset.n_train_prompts=8", "dataset.n_eval_pair_prompts=4", "dataset.n_val_prompts=4",
-             "dataset.n_test_prompts=4", "train.max_steps=2", "train.batch_size=4", "eval.curve.n_prompts=2",
+             "dataset.n_test_prompts=4", "dataset.task_kwargs.max_response_tokens=32", "train.max_steps=2", "train.batch_size=4", "eval.curve.n_prompts=2",
              "eval.curve.fractions=[1.0]", "eval.lm_eval.n_items=4", "eval.lm_eval.batch_size=4")
 
 
