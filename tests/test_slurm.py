@@ -179,8 +179,8 @@ def test_two_task_job_forms_one_gloo_group(cluster_env, tiny_app):
 
 # --- the real entry point -----------------------------------------------------------------------
 
-def entry_point_env(cluster_env: dict[str, str], tmp_path: Path, sweep_id: str) -> dict[str, str]:
-    return {**cluster_env, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / "cache"),
+def entry_point_env(cluster_env: dict[str, str], tmp_path: Path, sweep_id: str, cache: Path) -> dict[str, str]:
+    return {**cluster_env, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(cache),
             "IMI_BENCH_SWEEP_ID": sweep_id, "WANDB_MODE": "disabled"}
 
 
@@ -194,9 +194,9 @@ def same_number(a: float, b: float) -> bool:
 
 @pytest.mark.slurm
 @pytest.mark.slow  # CI runs a 2-job entry-point sweep on SLURM in tests/test_secrets_scan.py (records checked there)
-def test_entry_point_two_job_sweep(cluster_env, tmp_path):
+def test_entry_point_two_job_sweep(cluster_env, tmp_path, shared_cache):
     sweep_dir = tmp_path / "multirun"
-    env = entry_point_env(cluster_env, tmp_path, "slurm-sweep")
+    env = entry_point_env(cluster_env, tmp_path, "slurm-sweep", shared_cache)
     run_sweep(["-m", "bench.train", "-m", "hydra/launcher=slurm", *FAST_OVERRIDES, "method.beta=0.1,0.5"],
               cwd=tmp_path, env=env, sweep_dir=sweep_dir)
     records = read_records(tmp_path / "runs")
@@ -212,9 +212,9 @@ def test_entry_point_two_job_sweep(cluster_env, tmp_path):
 
 
 @pytest.mark.slurm
-def test_entry_point_two_rank_job(cluster_env, tmp_path):
+def test_entry_point_two_rank_job(cluster_env, tmp_path, shared_cache):
     sweep_dir = tmp_path / "multirun"
-    env = entry_point_env(cluster_env, tmp_path, "slurm-ranks")
+    env = entry_point_env(cluster_env, tmp_path, "slurm-ranks", shared_cache)
     run_sweep(["-m", "bench.train", "-m", "hydra/launcher=slurm", *FAST_OVERRIDES, *TWO_CPU_RANKS],
               cwd=tmp_path, env=env, sweep_dir=sweep_dir)
     (record,) = read_records(tmp_path / "runs")  # one record: only rank 0 writes

@@ -33,8 +33,9 @@ JOB = ["budget=fast", "progress=false", "eval.lm_eval.enabled=false", "train.max
 DRIVER_TIMEOUT_S = 420
 
 
-def _env(cluster_env: dict, tmp_path: Path, sweep_id: str) -> dict:
-    return {**cluster_env, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / "cache"),
+def _env(cluster_env: dict, tmp_path: Path, sweep_id: str, cache: Path) -> dict:
+    # the session's shared cache: its SFT/dataset/reference builds are made once for every test that needs them
+    return {**cluster_env, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(cache),
             "IMI_BENCH_SWEEP_ID": sweep_id, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1"}
 
 
@@ -107,10 +108,10 @@ def _records(runs: Path, sweep_id: str) -> dict[str, dict]:
 
 
 @pytest.fixture
-def reference(cluster_env, tmp_path):
+def reference(cluster_env, tmp_path, shared_cache):
     """Builds the shared caches and runs the job once, uninterrupted, outside SLURM: the numbers to match."""
     def run(extra: list[str]) -> dict:
-        env = _env(cluster_env, tmp_path, "reference")
+        env = _env(cluster_env, tmp_path, "reference", shared_cache)
         proc = subprocess.run([sys.executable, "-m", "bench.train", *JOB, *extra], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
@@ -128,10 +129,11 @@ def _assert_resumed(record: dict, reference: dict | None, min_step: int = 1) -> 
         assert record["config_hash"] == reference["config_hash"]
 
 
-def _interrupt_after_first_checkpoint(cluster_env, tmp_path, sweep_id: str, overrides: list[str], interrupt: list[str]):
+def _interrupt_after_first_checkpoint(cluster_env, tmp_path, cache: Path, sweep_id: str, overrides: list[str],
+                                      interrupt: list[str]):
     """Run one job on SLURM, send `interrupt` (a SLURM command, the job id appended) once it has written its
     first checkpoint, and wait for the driver: (the finished driver process, the job id, its record)."""
-    driver = Driver([*JOB, *overrides], cwd=tmp_path, env=_env(cluster_env, tmp_path, sweep_id),
+    driver = Driver([*JOB, *overrides], cwd=tmp_path, env=_env(cluster_env, tmp_path, sweep_id, cache),
                     launcher=["hydra.launcher.timeout_min=10"])
     try:
         _wait_for(lambda: _checkpoints(tmp_path / "runs", sweep_id), "the first checkpoint")
@@ -146,21 +148,21 @@ def _interrupt_after_first_checkpoint(cluster_env, tmp_path, sweep_id: str, over
 
 
 @pytest.mark.slurm
-def test_requeued_job_resumes_from_its_checkpoint_bit_for_bit(cluster_env, tmp_path, reference):
+def test_requeued_job_resumes_from_its_checkpoint_bit_for_bit(cluster_env, tmp_path, shared_cache, reference):
     # CI's SLURM fault: 300 steps, a checkpoint every 50 (the requeue lands with ~250 steps, ~10 s, to go)
     short = ["train.max_steps=300", "checkpoint.every_steps=50"]
     expected = reference(short)
-    _, _, record = _interrupt_after_first_checkpoint(cluster_env, tmp_path, "requeue", short, ["scontrol", "requeue"])
+    _, _, record = _interrupt_after_first_checkpoint(cluster_env, tmp_path, shared_cache, "requeue", short, ["scontrol", "requeue"])
     _assert_resumed(record, expected, min_step=50)
     assert not _checkpoints(tmp_path / "runs"), "checkpoints are removed once the record is complete"
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_preemption_signal_checkpoints_and_submitit_requeues(cluster_env, tmp_path, reference):
+def test_preemption_signal_checkpoints_and_submitit_requeues(cluster_env, tmp_path, shared_cache, reference):
     every = ["checkpoint.every_steps=100"]
     expected = reference(every)
-    driver, job_id, record = _interrupt_after_first_checkpoint(cluster_env, tmp_path, "preempt", every,
+    driver, job_id, record = _interrupt_after_first_checkpoint(cluster_env, tmp_path, shared_cache, "preempt", every,
                                                                ["scancel", "--signal=USR2"])
     assert driver.restarts(job_id) == 1  # submitit's handler requeued the job after ours saved the checkpoint
     _assert_resumed(record, expected, min_step=100)
@@ -168,12 +170,12 @@ def test_preemption_signal_checkpoints_and_submitit_requeues(cluster_env, tmp_pa
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_env, tmp_path, reference):
+def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_env, tmp_path, shared_cache, reference):
     expected = reference(["train.max_steps=900", "checkpoint.every_steps=null"])
     # SLURM's limit is 1 minute; submitit's warning comes 30 s before it, ~15 s into training: the run
     # checkpoints at its next step and submitit requeues the job as timed out (max_num_timeout times at most).
     driver = Driver([*JOB, "train.max_steps=900", "checkpoint.every_steps=null"], cwd=tmp_path,
-                    env=_env(cluster_env, tmp_path, "timeout"),
+                    env=_env(cluster_env, tmp_path, "timeout", shared_cache),
                     launcher=["hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=30"])
     try:
         (job_id,) = _wait_for(driver.jobs, "the job")
@@ -187,10 +189,11 @@ def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_e
 
 
 @pytest.mark.slurm
-def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, reference, capsys):
+def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, shared_cache,
+                                                                               reference, capsys):
     reference(["train.max_steps=1"])  # builds the caches (a 1-step run), so both jobs reach training at once
     sweep = [*JOB, "train.max_steps=300", "checkpoint.every_steps=50", "method.beta=0.1,1.0"]
-    env = _env(cluster_env, tmp_path, "cancel")
+    env = _env(cluster_env, tmp_path, "cancel", shared_cache)
     driver = Driver(sweep, cwd=tmp_path, env=env, launcher=["hydra.launcher.timeout_min=10"])
     try:
         _wait_for(lambda: len(_checkpoints(tmp_path / "runs", "cancel")) == 2, "both jobs' first checkpoints")
