@@ -133,9 +133,8 @@ def metric_rows(record: dict, again: dict, metrics: list[str], atol: float) -> l
         if name not in record["metrics"]:
             continue
         want, got = record["metrics"][name], again["metrics"].get(name, math.nan)
-        ok = abs(want - got) <= atol or (math.isnan(want) and math.isnan(got))
         rows.append({"where": record["run_id"], "number": name, "committed": want, "reproduced": got,
-                     "diff": abs(want - got), "atol": atol, "ok": ok})
+                     "diff": abs(want - got), "atol": atol, "ok": _within(want, got, atol)})
     return rows
 
 
@@ -154,13 +153,17 @@ def table_rows(name: str, committed: pd.DataFrame, reproduced: pd.DataFrame, ato
         for index, (want, got) in enumerate(zip(committed[column], reproduced[column])):
             where, number = f"{name} row {index}", column
             if _is_number(want) and _is_number(got):
-                diff = abs(float(want) - float(got))
-                ok = diff <= atol or (math.isnan(float(want)) and math.isnan(float(got)))
+                diff, ok = abs(float(want) - float(got)), _within(float(want), float(got), atol)
             else:
                 diff, ok = math.nan, (str(want) == str(got)) or (pd.isna(want) and pd.isna(got))
             rows.append({"where": where, "number": number, "committed": want, "reproduced": got,
                          "diff": diff, "atol": atol, "ok": ok})
     return rows
+
+
+def _within(want: float, got: float, atol: float) -> bool:
+    """|want − got| ≤ atol; equal infinities ("misses τ" in a savings table) and NaN against NaN agree."""
+    return want == got or abs(want - got) <= atol or (math.isnan(want) and math.isnan(got))
 
 
 def _is_number(value) -> bool:
@@ -207,7 +210,7 @@ def reproduce_baseline(folder: Path, subset: str, out: Path, cache_root: str, ch
     runs = merged / manifest["report"].get("runs", ".")
     command = [sys.executable, "-m", "analysis", "report", str(runs), "--out", str(report_dir),
                *manifest["report"].get("args", [])]
-    echo(f"[reproduce] recomputing the report: {' '.join(command[1:])}")
+    echo(f"[reproduce] recomputing the report: python {' '.join(command[1:])}")
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise BaselineError(f"the analysis report failed (exit {done.returncode}):\n{done.stderr[-3000:]}")

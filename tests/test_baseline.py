@@ -32,17 +32,20 @@ def test_a_subset_selects_runs_by_dotted_config_keys_or_by_part():
 
 
 def test_report_cells_compare_within_atol_and_ignore_wall_clock_columns():
-    committed = pd.DataFrame({"setting": ["a", "b"], "score": [0.5, math.nan], "device_hours": [1.0, 2.0]})
+    committed = pd.DataFrame({"setting": ["a", "b"], "score": [0.5, math.nan], "device_hours": [1.0, 2.0],
+                              "savings": [-math.inf, 0.25]})
     same = committed.assign(score=[0.5 + 5e-7, math.nan], device_hours=[9.0, 9.0])
     rows = table_rows("t.csv", committed, same, atol=1e-6, ignore="device_hours")
     assert [(r["where"], r["number"], r["ok"]) for r in rows] == [
         ("t.csv row 0", "setting", True), ("t.csv row 1", "setting", True),
-        ("t.csv row 0", "score", True), ("t.csv row 1", "score", True)]
+        ("t.csv row 0", "score", True), ("t.csv row 1", "score", True),
+        ("t.csv row 0", "savings", True), ("t.csv row 1", "savings", True)]  # equal infinities agree
     assert rows[2]["diff"] == pytest.approx(5e-7)
 
-    moved = committed.assign(score=[0.5 + 2e-6, 0.1], setting=["a", "c"])
+    moved = committed.assign(score=[0.5 + 2e-6, 0.1], setting=["a", "c"], savings=[0.1, 0.25])
     failed = [(r["where"], r["number"]) for r in table_rows("t.csv", committed, moved, 1e-6, "device_hours") if not r["ok"]]
-    assert failed == [("t.csv row 1", "setting"), ("t.csv row 0", "score"), ("t.csv row 1", "score")]
+    assert failed == [("t.csv row 1", "setting"), ("t.csv row 0", "score"), ("t.csv row 1", "score"),
+                      ("t.csv row 0", "savings")]
 
     shape = table_rows("t.csv", committed, committed.iloc[:1], 1e-6)
     assert len(shape) == 1 and shape[0]["number"] == "shape" and not shape[0]["ok"]
