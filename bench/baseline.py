@@ -1,9 +1,9 @@
-"""Committed baselines (results/baselines/<version>/, DESIGN §9, §11a): run records, the report over them,
-and manifest.json, which says how they were made (commands, commit, versions, hardware, seeds, wall time)
-and what a reproduction must meet. `reproduce` re-runs a named subset of the runs and checks every number
-within the manifest's tolerances — each re-run's metrics, then every cell of the report's tables
-recomputed with the re-run records in place of the committed ones — prints a pass/fail table, and exits 1
-on any failure.
+"""Committed baselines (results/baselines/<version>/, DESIGN §9, §11a): run records, the reports over them
+(one per tuned baseline), and manifest.json, which says how they were made (commands, commit, versions,
+hardware, seeds, wall time) and what a reproduction must meet. `reproduce` re-runs a named subset of the
+runs and checks every number within the manifest's tolerances — each re-run's metrics, then every cell of
+the reports' tables recomputed with the re-run records in place of the committed ones — prints a
+pass/fail table, and exits 1 on any failure.
 
     ./multirun.sh reproduce v1 [--subset NAME]      runs the command below on results/baselines/v1
     python -m bench.baseline reproduce results/baselines/v1 [--subset NAME] [--out DIR] [--cache-root DIR]
@@ -48,7 +48,7 @@ def load_manifest(folder: Path) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise BaselineError(f"{path}: not valid JSON ({err})") from err
-    for key in ("subsets", "tolerances", "report"):
+    for key in ("subsets", "tolerances", "reports"):
         if key not in manifest:
             raise BaselineError(f"{path}: missing key '{key}'")
     return manifest
@@ -206,20 +206,20 @@ def reproduce_baseline(folder: Path, subset: str, out: Path, cache_root: str, ch
         rows += metric_rows(record, again, run_tol["metrics"], run_tol["atol"])
 
     merged = merged_records(folder, rerun_dirs, out / "records")
-    report_dir = out / "report"
-    runs = merged / manifest["report"].get("runs", ".")
-    command = [sys.executable, "-m", "analysis", "report", str(runs), "--out", str(report_dir),
-               *manifest["report"].get("args", [])]
-    echo(f"[reproduce] recomputing the report: python {' '.join(command[1:])}")
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise BaselineError(f"the analysis report failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    for table in table_tol["tables"]:
-        committed_csv = Path(folder) / "report" / "tables" / table
-        if not committed_csv.is_file():
-            raise BaselineError(f"{committed_csv}: listed in the manifest's tolerances.report_tables, not committed")
-        rows += table_rows(table, pd.read_csv(committed_csv), pd.read_csv(report_dir / "tables" / table),
-                           table_tol["atol"], table_tol.get("ignore_columns"))
+    for report in manifest["reports"]:  # e.g. one per tuned baseline (--baseline dpo, ipo, simpo)
+        name = report["out"]
+        command = [sys.executable, "-m", "analysis", "report", str(merged / manifest.get("runs", ".")),
+                   "--out", str(out / name), *report.get("args", [])]
+        echo(f"[reproduce] recomputing {name}/: python {' '.join(command[1:])}")
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise BaselineError(f"the analysis report failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        for table in table_tol["tables"]:
+            committed_csv = Path(folder) / name / "tables" / table
+            if not committed_csv.is_file():
+                raise BaselineError(f"{committed_csv}: listed in the manifest's tolerances.report_tables, not committed")
+            rows += table_rows(f"{name}/{table}", pd.read_csv(committed_csv), pd.read_csv(out / name / "tables" / table),
+                               table_tol["atol"], table_tol.get("ignore_columns"))
     return pd.DataFrame(rows)
 
 

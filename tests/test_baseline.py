@@ -71,7 +71,8 @@ def test_reproduce_a_baseline_passes_then_catches_a_changed_run_and_a_changed_ce
         "tolerances": {"run_metrics": {"atol": 1e-6, "metrics": ["gold_reward", "kl", "win_rate"]},
                        "report_tables": {"atol": 1e-6, "tables": ["comparison.csv", "grid.csv"],
                                          "ignore_columns": "device_hours|wall_s|wait_s"}},
-        "report": {"runs": "runs", "args": ["--n-boot", "200"]},
+        "runs": "runs",
+        "reports": [{"out": "report", "args": ["--n-boot", "200"]}],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     cache = ["--cache-root", str(shared_cache)]
@@ -93,7 +94,7 @@ def test_reproduce_a_baseline_passes_then_catches_a_changed_run_and_a_changed_ce
     assert "within tolerance: FAIL" in out
     run_line = next(line for line in out.splitlines() if line.lstrip().startswith(runs[-1].record["run_id"]) and " kl " in line)
     assert run_line.rstrip().endswith("FAIL")
-    assert "grid.csv row 0" in out and "tuned" in out
+    assert "report/grid.csv row 0" in out and "tuned" in out
 
     assert main(["reproduce", str(folder), "--subset", "nope", *cache]) == 2
     assert "unknown subset 'nope'; this baseline has: all, rmipo" in capsys.readouterr().err
@@ -125,5 +126,6 @@ def test_a_committed_manifest_says_what_its_records_say(manifest_path):
     assert manifest["default_subset"] in manifest["subsets"]
     for name in manifest["subsets"]:
         assert select_records(records, subset_filter(manifest, name)), f"subset {name} selects no run"
-    for table in manifest["tolerances"]["report_tables"]["tables"]:
-        assert (folder / "report" / "tables" / table).is_file(), table
+    for report in manifest["reports"]:
+        for table in manifest["tolerances"]["report_tables"]["tables"]:
+            assert (folder / report["out"] / "tables" / table).is_file(), (report["out"], table)
