@@ -122,17 +122,17 @@ def _hardware(provenance: dict) -> dict:
     return {key: value for key, value in provenance["hardware"].items() if key not in ("platform", "slurm_job_id")}
 
 
-def metric_rows(record: dict, again: dict, metrics: list[str], atol: float) -> list[dict]:
-    """One row per compared number of a re-run: committed vs reproduced, |diff|, pass. A metric the
-    committed record lacks is not compared; a failed re-run is one failing row."""
+def metric_rows(record: dict, again: dict, metrics: list[str] | str, atol: float) -> list[dict]:
+    """One row per compared number of a re-run: committed vs reproduced, |diff|, pass. `metrics` "all" =
+    every metric the committed record has; a listed metric it lacks is not compared; a failed re-run is one
+    failing row."""
     if again["status"] != "completed":
         return [{"where": record["run_id"], "number": "status", "committed": "completed",
                  "reproduced": again["status"], "diff": math.nan, "atol": atol, "ok": False}]
+    names = sorted(record["metrics"]) if metrics == "all" else [m for m in metrics if m in record["metrics"]]
     rows = []
-    for name in metrics:
-        if name not in record["metrics"]:
-            continue
-        want, got = record["metrics"][name], again["metrics"].get(name, math.nan)
+    for name in names:
+        want, got = float(record["metrics"][name]), float(again["metrics"].get(name, math.nan))
         rows.append({"where": record["run_id"], "number": name, "committed": want, "reproduced": got,
                      "diff": abs(want - got), "atol": atol, "ok": _within(want, got, atol)})
     return rows
