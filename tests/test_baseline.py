@@ -129,3 +129,17 @@ def test_a_committed_manifest_says_what_its_records_say(manifest_path):
     for report in manifest["reports"]:
         for table in manifest["tolerances"]["report_tables"]["tables"]:
             assert (folder / report["out"] / "tables" / table).is_file(), (report["out"], table)
+
+
+def test_citation_file_has_what_citation_tools_need():
+    """CITATION.cff (Citation File Format 1.2.0) parses, has the required keys, and names the package's version."""
+    import tomllib
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    citation = yaml.safe_load((root / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0"
+    assert {"message", "title", "authors", "version", "date-released"} <= set(citation)
+    assert citation["version"] == tomllib.loads((root / "pyproject.toml").read_text())["project"]["version"]
+    assert "results/baselines" in citation["message"]
