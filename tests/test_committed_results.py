@@ -16,11 +16,13 @@ from analysis.load import load_runs
 from bench.methods import available_methods, method_info
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-FOLDERS = sorted(d for d in RESULTS.iterdir() if d.is_dir() and next(d.rglob("record.json"), None))
+# every study folder, and each committed baseline (results/baselines/<version>/) on its own
+FOLDERS = sorted(d for d in [*RESULTS.iterdir(), *RESULTS.glob("baselines/*")]
+                 if d.is_dir() and d.name != "baselines" and next(d.rglob("record.json"), None))
 
 
 def test_the_committed_record_folders_are_found():
-    assert {folder.name for folder in FOLDERS} >= {"beta_sensitivity", "quick"}
+    assert {folder.name for folder in FOLDERS} >= {"beta_sensitivity", "quick", "v1"}
 
 
 @pytest.mark.parametrize("folder", FOLDERS, ids=lambda d: d.name)
