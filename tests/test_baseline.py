@@ -62,7 +62,7 @@ def test_reproduce_a_baseline_passes_then_catches_a_changed_run_and_a_changed_ce
         runs.append(run(config))
         assert runs[-1].record["status"] == "completed"
     subprocess.run([sys.executable, "-m", "analysis", "report", str(folder / "runs"), "--out", str(folder / "report"),
-                    "--n-boot", "200"], check=True, capture_output=True)
+                    "--n-boot", "200", "--no-figures"], check=True, capture_output=True)
     manifest = {
         "default_subset": "rmipo",
         "parts": {"all": {"where": {"dataset.name": ["sentiment"]}}},
@@ -72,7 +72,7 @@ def test_reproduce_a_baseline_passes_then_catches_a_changed_run_and_a_changed_ce
                        "report_tables": {"atol": 1e-6, "tables": ["comparison.csv", "grid.csv"],
                                          "ignore_columns": "device_hours|wall_s|wait_s"}},
         "runs": "runs",
-        "reports": [{"out": "report", "args": ["--n-boot", "200"]}],
+        "reports": [{"out": "report", "args": ["--n-boot", "200", "--no-figures"]}],
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
     cache = ["--cache-root", str(shared_cache)]
