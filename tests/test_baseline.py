@@ -144,3 +144,15 @@ def test_citation_file_has_what_citation_tools_need():
     version = re.search(r'^version = "([^"]+)"', (root / "pyproject.toml").read_text(), re.M).group(1)
     assert citation["version"] == version
     assert "results/baselines" in citation["message"]
+
+
+def test_multirun_reproduce_names_what_exists(tmp_path):
+    """`./multirun.sh reproduce` needs a version; an unknown one is refused naming the committed ones."""
+    from helpers import MULTIRUN, run_command
+
+    env = {"PYTHON": sys.executable}
+    bare = run_command([str(MULTIRUN), "reproduce"], cwd=tmp_path, env=env, timeout=60)
+    assert bare.returncode == 2 and "needs a baseline version, e.g. ./multirun.sh reproduce v1" in bare.stdout
+    unknown = run_command([str(MULTIRUN), "reproduce", "v0"], cwd=tmp_path, env=env, timeout=120)
+    assert unknown.returncode == 2, unknown.stdout
+    assert "results/baselines/v0/manifest.json: no manifest; baselines beside it: v1" in unknown.stdout
