@@ -183,7 +183,7 @@ def merged_records(folder: Path, rerun_dirs: dict[str, Path], into: Path) -> Pat
 
 def reproduce_baseline(folder: Path, subset: str, out: Path, cache_root: str, changes: list[str] = (),
                        atol: float | None = None, echo=print) -> pd.DataFrame:
-    """Re-run the subset's runs into `out` (with `changes` to their configs, if any), recompute the report
+    """Re-run the subset's runs into `out` (with `changes` to their configs, if any), recompute the reports
     there, and return every compared number, within the manifest's tolerances or `atol` when given."""
     manifest = load_manifest(folder)
     tolerances = manifest["tolerances"]
