@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from bench.models import quiet_transformers
 from bench.records import RECORD_FILE
-from bench.reproduce import completed_records, rerun
+from bench.reproduce import add_cache_root, completed_records, rerun, within
 
 MANIFEST_FILE = "manifest.json"
 BASELINES_DIR = Path("results") / "baselines"
@@ -134,7 +133,7 @@ def metric_rows(record: dict, again: dict, metrics: list[str] | str, atol: float
     for name in names:
         want, got = float(record["metrics"][name]), float(again["metrics"].get(name, math.nan))
         rows.append({"where": record["run_id"], "number": name, "committed": want, "reproduced": got,
-                     "diff": abs(want - got), "atol": atol, "ok": _within(want, got, atol)})
+                     "diff": abs(want - got), "atol": atol, "ok": within(want, got, atol)})
     return rows
 
 
@@ -153,17 +152,12 @@ def table_rows(name: str, committed: pd.DataFrame, reproduced: pd.DataFrame, ato
         for index, (want, got) in enumerate(zip(committed[column], reproduced[column])):
             where, number = f"{name} row {index}", column
             if _is_number(want) and _is_number(got):
-                diff, ok = abs(float(want) - float(got)), _within(float(want), float(got), atol)
+                diff, ok = abs(float(want) - float(got)), within(float(want), float(got), atol)
             else:
                 diff, ok = math.nan, (str(want) == str(got)) or (pd.isna(want) and pd.isna(got))
             rows.append({"where": where, "number": number, "committed": want, "reproduced": got,
                          "diff": diff, "atol": atol, "ok": ok})
     return rows
-
-
-def _within(want: float, got: float, atol: float) -> bool:
-    """|want − got| ≤ atol; equal infinities ("misses τ" in a savings table) and NaN against NaN agree."""
-    return want == got or abs(want - got) <= atol or (math.isnan(want) and math.isnan(got))
 
 
 def _is_number(value) -> bool:
@@ -244,13 +238,11 @@ def print_table(numbers: pd.DataFrame, echo=print) -> None:
 def list_subsets(folder: Path, echo=print) -> None:
     manifest = load_manifest(folder)
     records = completed_records(folder)
-    for kind in ("parts", "subsets"):
+    for kind, entries in (("parts", manifest.get("parts", {})), ("subsets", manifest["subsets"])):
         echo(f"{kind}:")
-        for name, entry in manifest.get(kind, {}).items():
-            where = entry["where"] if "where" in entry else manifest["parts"][entry["part"]]["where"]
-            status = f", {entry['status']}" if "status" in entry else ""
-            echo(f"  {name:<12} {len(select_records(records, where)):>4} runs committed{status}  "
-                 f"{entry.get('description', '')}")
+        for name, entry in entries.items():
+            where = entry["where"] if kind == "parts" else subset_filter(manifest, name)
+            echo(f"  {name:<12} {len(select_records(records, where)):>4} runs committed  {entry.get('description', '')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -266,8 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                        help="change a recorded config key in every re-run (another setup, e.g. "
                             "hardware.torch_threads=2); the numbers then show how much the setup moves them")
     again.add_argument("--atol", type=float, help="one absolute tolerance for every number, instead of the manifest's")
-    again.add_argument("--cache-root", default=os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench"),
-                       help="shared cache folder (default: $IMI_BENCH_CACHE or .cache/imi-bench)")
+    add_cache_root(again)
     for name, help_text in (("list", "the baseline's parts and subsets"),
                             ("describe", "what each part's records say about how they were made (JSON)")):
         commands.add_parser(name, help=help_text).add_argument("folder", type=Path)

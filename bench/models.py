@@ -38,7 +38,6 @@ SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos
 MODEL_KINDS = ("tiny", "hf")
 
 
-
 def quiet_transformers() -> None:
     """The suite's own progress bars say what is happening; transformers' per-load bars and notices only
     add noise. Called by every command that runs training (bench.train, bench.reproduce, bench.baseline)."""

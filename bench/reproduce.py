@@ -47,6 +47,16 @@ def completed_records(root: Path) -> list[dict]:
     return found
 
 
+def within(want: float, got: float, atol: float) -> bool:
+    """|want − got| ≤ atol; equal infinities (a savings table's "misses τ") and NaN against NaN agree."""
+    return want == got or abs(want - got) <= atol or (math.isnan(want) and math.isnan(got))
+
+
+def add_cache_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cache-root", default=os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench"),
+                        help="shared cache folder (default: $IMI_BENCH_CACHE or .cache/imi-bench)")
+
+
 def compare(expected: dict, actual: dict, metrics: list[str], atol: float) -> list[str]:
     """Mismatches as readable lines (empty = reproduced). A metric absent from the original is skipped."""
     problems = []
@@ -54,7 +64,7 @@ def compare(expected: dict, actual: dict, metrics: list[str], atol: float) -> li
         if name not in expected:
             continue
         want, got = expected[name], actual.get(name, math.nan)
-        if not (abs(want - got) <= atol or (math.isnan(want) and math.isnan(got))):
+        if not within(want, got, atol):
             problems.append(f"{name}: recorded {want:.6g}, reproduced {got:.6g} (|diff| {abs(want - got):.3g} > {atol})")
     return problems
 
@@ -88,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="which records are drawn")
     parser.add_argument("--atol", type=float, default=1e-6, help="absolute tolerance per metric")
     parser.add_argument("--metrics", nargs="+", default=list(DEFAULT_METRICS))
-    parser.add_argument("--cache-root", default=os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench"),
-                        help="shared cache folder (default: $IMI_BENCH_CACHE or .cache/imi-bench)")
+    add_cache_root(parser)
     args = parser.parse_args(argv)
     quiet_transformers()
 
