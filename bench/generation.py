@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers import GenerationConfig
 
 from bench.data.encoding import encode_text, with_boundary
 
@@ -36,6 +35,8 @@ def sample_responses(
 ) -> list[Sample]:
     """Samples for `prompts` (one each), in order. `device`: where the inputs go; None = the model's
     own device (so a caller that moved the model, e.g. a GPU reference building pairs, needs no flag)."""
+    from transformers import GenerationConfig  # here, not at the top: bench.config imports this module's users
+
     device = next(model.parameters()).device if device is None else device
     was_training = model.training
     model.eval()

@@ -22,17 +22,12 @@ from typing import Mapping
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-)
-from transformers.utils import logging as transformers_logging
 
 from bench.cache import CacheEntry, DiskCache
+
+# transformers is imported inside the functions that use it: its model code takes ~3 s to import, and
+# config validation (bench.config, run by every sweep's planner and by a refused command) needs only
+# check_model_config from this module.
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 MODEL_KINDS = ("tiny", "hf")
@@ -41,6 +36,8 @@ MODEL_KINDS = ("tiny", "hf")
 def quiet_transformers() -> None:
     """The suite's own progress bars say what is happening; transformers' per-load bars and notices only
     add noise. Called by every command that runs training (bench.train, bench.reproduce, bench.baseline)."""
+    from transformers.utils import logging as transformers_logging
+
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()
 
@@ -67,6 +64,8 @@ def _integer(cfg: Mapping, key: str, minimum: int = 1) -> None:
 
 def build_word_tokenizer(vocabulary: list[str]) -> PreTrainedTokenizerFast:
     """One token per whitespace-separated word; special tokens first so their ids are fixed (0–3)."""
+    from transformers import PreTrainedTokenizerFast
+
     words = list(SPECIAL_TOKENS.values()) + [w for w in dict.fromkeys(vocabulary) if w not in SPECIAL_TOKENS.values()]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -75,6 +74,8 @@ def build_word_tokenizer(vocabulary: list[str]) -> PreTrainedTokenizerFast:
 
 def build_tiny_model(model_cfg: Mapping, tokenizer) -> LlamaForCausalLM:
     """A small Llama from a config (weights random; the SFT warm start trains it)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=model_cfg["hidden_size"],
@@ -133,6 +134,8 @@ def convert_gguf(model_cfg: Mapping, cache: DiskCache) -> CacheEntry:
                "dtype": "float32"}
 
     def build(directory: Path) -> dict:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
         loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"), but its weights are already
@@ -227,6 +230,8 @@ def load_hf_model(model_cfg: Mapping, dtype: torch.dtype = torch.float32, cache=
 
     `cache` (a DiskCache) is needed only for `model.gguf` (the first use converts into it).
     """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
     name, _ = pretrained_path(model_cfg, cache)
     revision = None if model_cfg.get("gguf") else model_cfg.get("revision")
     tokenizer = AutoTokenizer.from_pretrained(name, revision=revision)

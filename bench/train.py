@@ -20,19 +20,22 @@ from omegaconf import DictConfig
 
 from bench import conf_dir, preflight
 from bench.config import ConfigError
-from bench.models import quiet_transformers
-from bench.pipeline import run
 from bench.report import print_summary
 
 # conf/hydra/launcher/joblib.yaml shares the plugin's name on purpose (see that file); Hydra's deprecation
 # warning about it would stand between a user and the one line that says what went wrong.
 warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
-quiet_transformers()
 
 
 # An absolute path: conf/ in a checkout, or the copy a wheel installs as bench/conf (bench.conf_dir).
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
+    # The training code (torch, transformers' models) is imported by the job that runs, not at the top:
+    # a sweep's driver process, which only launches jobs, and a refused config never pay for it.
+    from bench.models import quiet_transformers
+    from bench.pipeline import run
+
+    quiet_transformers()
     hydra_cfg = HydraConfig.get()
     try:
         result = run(cfg, overrides=list(hydra_cfg.overrides.task))

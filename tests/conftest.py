@@ -17,7 +17,22 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def shared_cache(tmp_path_factory) -> Path:
+    """The session's disk cache. Under pytest-xdist (`-n 2`) every worker uses the same one, in the run's
+    common temp folder: an SFT model or dataset is built once for the whole run, and the workers share it
+    as concurrent sweep jobs do (the cache builds each entry once under its file lock)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        cache = tmp_path_factory.getbasetemp().parent / "shared-cache"
+        cache.mkdir(exist_ok=True)
+        return cache
     return tmp_path_factory.mktemp("cache")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The long tests (slow, SLURM) first: xdist (`-n 2`, one test at a time: `--maxschedchunk 1` in
+    pyproject.toml) hands tests out in collection order, so the two workers start on the long ones and the
+    short ones fill in at the end, instead of one worker finishing a two-minute test alone while the other
+    idles. Without xdist only the order of the output changes."""
+    items.sort(key=lambda item: not any(item.get_closest_marker(m) for m in ("slow", "slurm")))
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
+import uuid
 from functools import lru_cache
 from pathlib import Path
 
@@ -23,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 MULTIRUN = ROOT / "multirun.sh"
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+# Secrets in the environment of the commands whose every written byte is scanned (tests/test_secrets_scan.py,
+# and the quick suite in tests/test_sweeps.py): per-session values no file could hold by chance.
+TOKEN = uuid.uuid4().hex
+SECRETS = {"WANDB_API_KEY": f"imibench-wandb-{TOKEN}", "HF_TOKEN": f"hf_imibench{TOKEN}"}
 # Presets that run a pretrained model (the real-model lane, with its own budget): tests/test_real_model.py
 # runs that path; the fast-mode preset runs of tests/test_sweeps.py leave them out.
 REAL_MODEL = {"smollm2_budget", "smollm2_dpo", "smollm2_imi"}
@@ -62,6 +68,40 @@ def _composed_task_config(overrides: tuple[str, ...]):
         cfg = job_config(["paths.runs_root=/nonexistent/runs", "paths.cache_root=/nonexistent/cache", *overrides])
     OmegaConf.set_struct(cfg, False)
     return cfg
+
+
+def secrets_env(tmp_path: Path, cache: Path) -> dict:
+    """A subprocess environment with SECRETS set, runs under tmp_path, nothing online, no debug output."""
+    return {**SECRETS, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(cache),
+            "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHON": sys.executable,
+            "IMI_BENCH_DEBUG": "", "HYDRA_FULL_ERROR": ""}
+
+
+def scan(roots: list[Path], needles: list[str]) -> tuple[int, dict[str, list[str]]]:
+    """(files scanned, {file: the needles found in its bytes}) over every file under `roots`."""
+    encoded = [(n, n.encode()) for n in needles]
+    n_files, hits = 0, {}
+    for root in roots:
+        for path in [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file()):
+            n_files += 1
+            data = path.read_bytes()
+            found = [n for n, raw in encoded if raw in data]
+            if found:
+                hits[str(path)] = found
+    return n_files, hits
+
+
+def assert_no_secret(root: Path, outputs: list[subprocess.CompletedProcess], needles: list[str], kinds: list[str]) -> int:
+    """No needle in any file under root nor in what the commands printed; among the files scanned, one of
+    each kind (a path fragment: the scan covered what it should, not an empty folder). Returns the count."""
+    n_files, hits = scan([root], needles)
+    assert hits == {}, f"secrets found in {sorted(hits)}"
+    for proc in outputs:
+        assert not any(n in proc.stdout + (proc.stderr or "") for n in needles), "a secret was printed"
+    written = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
+    for kind in kinds:
+        assert any(kind in path for path in written), f"no {kind} among the {n_files} files scanned"
+    return n_files
 
 
 def sweep_records(sweep_dir: Path) -> dict[str, dict]:

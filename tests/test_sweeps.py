@@ -4,7 +4,8 @@
   preset under `slow`. Every job of every preset is composed and validated in tests/test_presets.py: the
   presets differ in swept values, not in code paths, beyond the few run here;
 - `./multirun.sh quick` end to end in fast mode (slow, and run by CI): 10 jobs in 2 sweeps through the
-  joblib launcher, lm-eval inside the workers, the report at the end;
+  joblib launcher, lm-eval inside the workers, W&B offline, the report at the end; with secrets in the
+  environment, not one of the files it writes holds them;
 - a 4-job `python -m bench.train -m hydra/launcher=joblib` sweep brings back 4 completed records (slow:
   the quick suite takes the same launcher path in CI);
 - a multirun.sh sweep with one failing job keeps the others' completed records, writes a failed record
@@ -24,7 +25,8 @@ import pytest
 
 from bench import records
 from bench.pipeline import run
-from helpers import MULTIRUN, PRESETS, REAL_MODEL, preset_jobs, run_command, sweep_records
+from helpers import (MULTIRUN, PRESETS, REAL_MODEL, SECRETS, assert_no_secret, preset_jobs, run_command, secrets_env,
+                     sweep_records)
 
 # Fast mode for every test here. sft.steps is repeated because conf/config.yaml composes an experiment
 # preset after the budget group, so quick_budget's own SFT length would beat budget=fast's.
@@ -143,14 +145,18 @@ def test_failed_job_keeps_the_others_and_a_rerun_redoes_only_it(tmp_path, sweep_
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
-    env = {**sweep_env, "MULTIRUN_PROGRESS_EVERY": "2"}
-    plan = run_command([str(MULTIRUN), "--dry-run", *FAST], cwd=tmp_path, env=env, timeout=180)
+def test_multirun_quick_end_to_end_in_fast_mode(tmp_path):
+    """The quick suite with W&B offline and the secrets in the environment: what it produced, and that not
+    one of its files (records, histories, .hydra dumps, W&B runs, multirun logs, the report, the cache)
+    holds a secret — the joblib sweep case of tests/test_secrets_scan.py."""
+    env = {**secrets_env(tmp_path, tmp_path / "cache"), "MULTIRUN_PROGRESS_EVERY": "2"}
+    suite = [*FAST, "logger=wandb"]
+    plan = run_command([str(MULTIRUN), "--dry-run", *suite], cwd=tmp_path, env=env, timeout=180)
     assert plan.returncode == 0, plan.stdout[-4000:]
     planned = sorted(Path(d).name for d in re.findall(r"^\[multirun\]   (\S+)   sweep \d$", plan.stdout, re.M))
     assert len(planned) == 10
 
-    result = run_command([str(MULTIRUN), *FAST], cwd=tmp_path, env=env, timeout=900)
+    result = run_command([str(MULTIRUN), *suite], cwd=tmp_path, env=env, timeout=900)
     out = result.stdout
     assert result.returncode == 0, out[-6000:]
     sweep_dir = tmp_path / "runs" / "quick-fast"
@@ -171,3 +177,8 @@ def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
     assert "all 10 runs completed" in out
     # every run of the suite shares one sweep id, so the analysis reads them together
     assert {r["sweep_id"] for r in found.values()} == {"quick-fast"}
+
+    n_files = assert_no_secret(tmp_path, [plan, result], list(SECRETS.values()),
+                               [".hydra/config.yaml", ".hydra/overrides.yaml", ".wandb", "logs/debug.log",
+                                "multirun/quick-fast", "report/report.md", "cache/sft", "cache/reference"])
+    assert n_files > 100
