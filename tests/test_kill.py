@@ -37,8 +37,11 @@ from bench import records
 
 ROOT = Path(__file__).resolve().parents[1]
 HARNESS = ROOT / "tests" / "fault_harness.py"
+# budget=fast with smaller prompt sets: every phase a kill targets (cache builds, steps, checkpoints,
+# evaluation, record writes) happens, on less data; the sweep is launched up to seven times per test.
 SWEEP = ["-m", "hydra/launcher=basic", "seed=0,1", "budget=fast", "progress=false", "eval.lm_eval.enabled=false",
-         "train.max_steps=12", "checkpoint.every_steps=1"]
+         "train.max_steps=12", "checkpoint.every_steps=1", "dataset.n_train_prompts=48", "dataset.n_eval_pair_prompts=8",
+         "dataset.n_val_prompts=8", "dataset.n_test_prompts=8", "eval.curve.n_prompts=4"]
 N_RANDOM_KILLS = 20
 RANDOM_SEED = int(os.environ.get("IMI_BENCH_KILL_SEED", "20261130"))
 TIMING_KEYS = {"train_tokens_per_s"}

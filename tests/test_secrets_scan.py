@@ -1,8 +1,8 @@
 """Secrets never reach a file (DESIGN §10): everything a run or a sweep writes is scanned byte for byte.
 
 With WANDB_API_KEY and HF_TOKEN set in the environment, a run, a multirun.sh sweep (joblib: the quick
-suite, scanned by the end-to-end test in tests/test_sweeps.py that runs it) and a SLURM sweep (submitit)
-write their records, histories, Hydra's .hydra/ dumps and logs, offline W&B runs, the shared cache,
+suite, scanned by the end-to-end test in tests/test_sweeps.py that runs it; without W&B there) and a
+SLURM sweep (submitit) write their records, histories, Hydra's .hydra/ dumps and logs, offline W&B runs, the shared cache,
 multirun.sh's logs and submitit's logs and job pickles; not one of those files, nor what the processes
 print, holds either value. A secret on the command line (a secret-looking key, or a key holding
 a secret's value) is refused before anything is written, so the same scan finds nothing either.
