@@ -153,7 +153,7 @@ def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, shared_cache):
     tests/test_secrets_scan.py, whose single run and SLURM sweep scan W&B's offline runs and a cache too
     (W&B is left out here: its offline init costs ~2 s per run, and its code is the same in a joblib job)."""
     # the session's cache (its builds are shared with the other fast tests); the secrets test scans a cache
-    env = {**secrets_env(tmp_path, shared_cache), "MULTIRUN_PROGRESS_EVERY": "2"}
+    env = {**secrets_env(tmp_path, shared_cache), "MULTIRUN_PROGRESS_EVERY": "5"}
     suite = list(FAST)
     plan = run_command([str(MULTIRUN), "--dry-run", *suite], cwd=tmp_path, env=env, timeout=180)
     assert plan.returncode == 0, plan.stdout[-4000:]
