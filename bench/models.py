@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib.metadata
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -28,6 +28,8 @@ from bench.cache import CacheEntry, DiskCache
 # transformers is imported inside the functions that use it: its model code takes ~3 s to import, and
 # config validation (bench.config, run by every sweep's planner and by a refused command) needs only
 # check_model_config from this module.
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 SPECIAL_TOKENS = {"pad_token": "<pad>", "bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"}
 MODEL_KINDS = ("tiny", "hf")

@@ -6,7 +6,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from functools import lru_cache
 from pathlib import Path
@@ -70,13 +69,6 @@ def _composed_task_config(overrides: tuple[str, ...]):
     return cfg
 
 
-def secrets_env(tmp_path: Path, cache: Path) -> dict:
-    """A subprocess environment with SECRETS set, runs under tmp_path, nothing online, no debug output."""
-    return {**SECRETS, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(cache),
-            "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHON": sys.executable,
-            "IMI_BENCH_DEBUG": "", "HYDRA_FULL_ERROR": ""}
-
-
 def scan(roots: list[Path], needles: list[str]) -> tuple[int, dict[str, list[str]]]:
     """(files scanned, {file: the needles found in its bytes}) over every file under `roots`."""
     encoded = [(n, n.encode()) for n in needles]
@@ -94,11 +86,12 @@ def scan(roots: list[Path], needles: list[str]) -> tuple[int, dict[str, list[str
 def assert_no_secret(root: Path, outputs: list[subprocess.CompletedProcess], needles: list[str], kinds: list[str]) -> int:
     """No needle in any file under root nor in what the commands printed; among the files scanned, one of
     each kind (a path fragment: the scan covered what it should, not an empty folder). Returns the count."""
-    n_files, hits = scan([root], needles)
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    n_files, hits = scan(files, needles)
     assert hits == {}, f"secrets found in {sorted(hits)}"
     for proc in outputs:
         assert not any(n in proc.stdout + (proc.stderr or "") for n in needles), "a secret was printed"
-    written = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()]
+    written = [str(p.relative_to(root)) for p in files]
     for kind in kinds:
         assert any(kind in path for path in written), f"no {kind} among the {n_files} files scanned"
     return n_files

@@ -2,9 +2,9 @@
 
 With WANDB_API_KEY and HF_TOKEN set in the environment, a run, a multirun.sh sweep (joblib: the quick
 suite, scanned by the end-to-end test in tests/test_sweeps.py that runs it; without W&B there) and a
-SLURM sweep (submitit) write their records, histories, Hydra's .hydra/ dumps and logs, offline W&B runs, the shared cache,
-multirun.sh's logs and submitit's logs and job pickles; not one of those files, nor what the processes
-print, holds either value. A secret on the command line (a secret-looking key, or a key holding
+SLURM sweep (submitit) write their records, histories, Hydra's .hydra/ dumps and logs, offline W&B runs,
+a cache, multirun.sh's logs and submitit's logs and job pickles; not one of those files, nor what the
+processes print, holds either value. A secret on the command line (a secret-looking key, or a key holding
 a secret's value) is refused before anything is written, so the same scan finds nothing either.
 The scanner itself is checked on a planted file, so an empty result means "scanned and clean".
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import MULTIRUN, SECRETS, TOKEN, assert_no_secret, scan, secrets_env
+from helpers import MULTIRUN, SECRETS, TOKEN, assert_no_secret, scan
 
 FAST = ["budget=fast", "progress=false", "eval.lm_eval.n_items=4", "logger=wandb"]
 OVERRIDE_SECRET = f"imibench-override-{TOKEN}"
@@ -33,7 +33,9 @@ def test_the_scanner_finds_a_planted_secret(tmp_path):
 
 
 def _env(tmp_path: Path) -> dict:
-    return {**os.environ, **secrets_env(tmp_path, tmp_path / "cache")}
+    return {**os.environ, **SECRETS, "IMI_BENCH_RUNS": str(tmp_path / "runs"), "IMI_BENCH_CACHE": str(tmp_path / "cache"),
+            "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHON": sys.executable,
+            "IMI_BENCH_DEBUG": "", "HYDRA_FULL_ERROR": ""}
 
 
 def _run(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -4,8 +4,8 @@
   preset under `slow`. Every job of every preset is composed and validated in tests/test_presets.py: the
   presets differ in swept values, not in code paths, beyond the few run here;
 - `./multirun.sh quick` end to end in fast mode (slow, and run by CI): 10 jobs in 2 sweeps through the
-  joblib launcher, lm-eval inside the workers, W&B offline, the report at the end; with secrets in the
-  environment, not one of the files it writes holds them;
+  joblib launcher, lm-eval inside the workers, the report at the end; with secrets in the environment,
+  not one of the files it writes holds them;
 - a 4-job `python -m bench.train -m hydra/launcher=joblib` sweep brings back 4 completed records (slow:
   the quick suite takes the same launcher path in CI);
 - a multirun.sh sweep with one failing job keeps the others' completed records, writes a failed record
@@ -25,8 +25,7 @@ import pytest
 
 from bench import records
 from bench.pipeline import run
-from helpers import (MULTIRUN, PRESETS, REAL_MODEL, SECRETS, assert_no_secret, preset_jobs, run_command, secrets_env,
-                     sweep_records)
+from helpers import MULTIRUN, PRESETS, REAL_MODEL, SECRETS, assert_no_secret, preset_jobs, run_command, sweep_records
 
 # Fast mode for every test here. sft.steps is repeated because conf/config.yaml composes an experiment
 # preset after the budget group, so quick_budget's own SFT length would beat budget=fast's.
@@ -147,20 +146,19 @@ def test_failed_job_keeps_the_others_and_a_rerun_redoes_only_it(tmp_path, sweep_
 
 @pytest.mark.slow
 @pytest.mark.ci
-def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, shared_cache):
+def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
     """The quick suite with the secrets in the environment: what it produced, and that not one of its files
     (records, histories, .hydra dumps, multirun logs, the report) holds a secret — the joblib sweep case of
     tests/test_secrets_scan.py, whose single run and SLURM sweep scan W&B's offline runs and a cache too
     (W&B is left out here: its offline init costs ~2 s per run, and its code is the same in a joblib job)."""
     # the session's cache (its builds are shared with the other fast tests); the secrets test scans a cache
-    env = {**secrets_env(tmp_path, shared_cache), "MULTIRUN_PROGRESS_EVERY": "5"}
-    suite = list(FAST)
-    plan = run_command([str(MULTIRUN), "--dry-run", *suite], cwd=tmp_path, env=env, timeout=180)
+    env = {**sweep_env, **SECRETS, "MULTIRUN_PROGRESS_EVERY": "5"}
+    plan = run_command([str(MULTIRUN), "--dry-run", *FAST], cwd=tmp_path, env=env, timeout=180)
     assert plan.returncode == 0, plan.stdout[-4000:]
     planned = sorted(Path(d).name for d in re.findall(r"^\[multirun\]   (\S+)   sweep \d$", plan.stdout, re.M))
     assert len(planned) == 10
 
-    result = run_command([str(MULTIRUN), *suite], cwd=tmp_path, env=env, timeout=900)
+    result = run_command([str(MULTIRUN), *FAST], cwd=tmp_path, env=env, timeout=900)
     out = result.stdout
     assert result.returncode == 0, out[-6000:]
     sweep_dir = tmp_path / "runs" / "quick-fast"
