@@ -130,11 +130,12 @@ def charged_costs(frame: pd.DataFrame, convention: str = DEFAULT_CONVENTION) -> 
 
 
 def procedure_builds(procedure_runs: pd.DataFrame, all_runs: pd.DataFrame,
-                     convention: str = DEFAULT_CONVENTION) -> dict[str, float]:
+                     convention: str = DEFAULT_CONVENTION, builds: pd.DataFrame | None = None) -> dict[str, float]:
     """The once-per-procedure charge for the shared builds a procedure's runs used.
 
     In:  the procedure's runs (an arm on a setting) and all loaded runs (the builds' costs are read
-         over them, `shared_build_costs`). Out: {"flops", "device_hours", "wall_s"}: under
+         over them, `shared_build_costs`; a caller charging many procedures passes that table as
+         `builds`, computed once). Out: {"flops", "device_hours", "wall_s"}: under
          "per_procedure" the sum over the distinct (kind, key) the procedure's runs used of each
          build's cost (FLOPs a build does not report count 0); 0 under the other conventions, whose
          per-run charged costs already hold the builds.
@@ -143,7 +144,7 @@ def procedure_builds(procedure_runs: pd.DataFrame, all_runs: pd.DataFrame,
     total = {field: 0.0 for _, field, _, _ in QUANTITIES}
     if convention != "per_procedure":
         return total
-    builds = shared_build_costs(all_runs).set_index(["kind", "key"])
+    builds = (shared_build_costs(all_runs) if builds is None else builds).set_index(["kind", "key"])
     for kind in shared_kinds(procedure_runs):
         for key in procedure_runs[f"cost.shared.{kind}.key"].dropna().unique():
             for field in total:

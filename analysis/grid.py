@@ -80,14 +80,12 @@ def method_defaults(frame: pd.DataFrame) -> pd.Series:
     """Per run: its method's published defaults {key: value}, from `method_info.defaults.<key>`; for a
     record without method_info, LEGACY_METHOD_INFO's (empty when unknown there)."""
     columns = [c for c in frame.columns if c.startswith("method_info.defaults.")]
-    has_info = frame["method_info.imi"].map(_present) if "method_info.imi" in frame.columns else None
-    out = []
-    for index, name in frame["method.name"].items():
-        if has_info is not None and has_info[index]:
-            out.append({c.removeprefix("method_info.defaults."): frame.at[index, c] for c in columns
-                        if _present(frame.at[index, c])})
-        else:
-            out.append(dict(_legacy(name)["defaults"]))
+    has_info = (frame["method_info.imi"].map(_present) if "method_info.imi" in frame.columns
+                else pd.Series(False, index=frame.index))
+    # one pass over the rows as dicts: a scalar lookup per row and column costs seconds on a baseline's runs
+    recorded = frame[columns].rename(columns=lambda c: c.removeprefix("method_info.defaults.")).to_dict("records")
+    out = [{k: v for k, v in row.items() if _present(v)} if info else dict(_legacy(name)["defaults"])
+           for name, info, row in zip(frame["method.name"], has_info, recorded)]
     return pd.Series(out, index=frame.index, dtype=object)
 
 
@@ -100,10 +98,11 @@ def _same(a: Any, b: Any) -> bool:
 def at_defaults(frame: pd.DataFrame, defaults: pd.Series) -> pd.Series:
     """Per run: every default its method declares equals the run's `method.<key>` (keys the config
     does not record are not compared). False when no default is known."""
+    columns = sorted({f"method.{k}" for wanted in defaults for k in wanted} & set(frame.columns))
     out = []
-    for index, wanted in defaults.items():
-        keys = [k for k in wanted if f"method.{k}" in frame.columns and _present(frame.at[index, f"method.{k}"])]
-        out.append(bool(keys) and all(_same(frame.at[index, f"method.{k}"], wanted[k]) for k in keys))
+    for wanted, row in zip(defaults, frame[columns].to_dict("records")):
+        keys = [k for k in wanted if f"method.{k}" in row and _present(row[f"method.{k}"])]
+        out.append(bool(keys) and all(_same(row[f"method.{k}"], wanted[k]) for k in keys))
     return pd.Series(out, index=frame.index, dtype=bool)
 
 

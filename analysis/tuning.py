@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.costs import COST_FIELDS, charged_costs, procedure_builds
+from analysis.costs import COST_FIELDS, charged_costs, procedure_builds, shared_build_costs
 from analysis.selection import SeedBootstrap, has_validation, validation_column
 from analysis.stats import seed_interval
 from analysis.tuners import (GRID, RANDOM, SH_VARIANTS, GridArrays, cost_to_reach, curve_columns, grid_arrays,
@@ -42,13 +42,14 @@ def prepare(runs: pd.DataFrame, metric: str, convention: str) -> pd.DataFrame:
     return pd.concat([runs, shares, curves], axis=1)
 
 
-def _grid(runs, boot, setting_runs, method, metric, stat, convention, all_runs):
+def _grid(runs, boot, setting_runs, method, metric, stat, convention, builds):
+    """(config ids, GridArrays) of `method`'s grid on one setting; `builds`: shared_build_costs(runs)."""
     arm_runs = setting_runs[(setting_runs["method.name"] == method) & (setting_runs["arm_kind"] == "grid")]
     if arm_runs.empty:
         return None
     ids = sorted(arm_runs["config_id"].unique())
     on = "validation" if has_validation(boot, runs, ids, metric) else "test"
-    return ids, grid_arrays(boot, runs, ids, metric, stat, procedure_builds(arm_runs, all_runs, convention), on)
+    return ids, grid_arrays(boot, runs, ids, metric, stat, procedure_builds(arm_runs, runs, convention, builds), on)
 
 
 def expected_best_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: str, convention: str,
@@ -60,9 +61,9 @@ def expected_best_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, st
     + oracle_ci_low, oracle_ci_high, expected_flops, expected_device_hours (k · mean run cost + the
     procedure's builds). `runs` as returned by `prepare`.
     """
-    rows = []
+    rows, builds = [], shared_build_costs(runs)
     for (setting, method), group in runs[runs["arm_kind"] == "grid"].groupby(["setting", "method.name"], sort=True):
-        ids, g = _grid(runs, boot, group, method, metric, stat, convention, runs)
+        ids, g = _grid(runs, boot, group, method, metric, stat, convention, builds)
         test, cost = random_search(g.val, g.test, g.cost, g.builds)
         oracle = random_search(g.test, g.test, g.cost, g.builds)[0]
         for k in range(1, len(ids) + 1):
@@ -136,8 +137,9 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
     """
     curves, reach, saved, kept = [], [], [], {}
     unavailable: dict[str, list[str]] = {}
+    all_builds = shared_build_costs(runs)  # the builds' costs over every loaded run, read once
     for setting, setting_runs in runs.groupby("setting", sort=True):
-        found = _grid(runs, boot, setting_runs, baseline, metric, stat, convention, runs)
+        found = _grid(runs, boot, setting_runs, baseline, metric, stat, convention, all_builds)
         if found is None:
             continue
         ids, g = found
@@ -158,7 +160,7 @@ def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, base
         for arm, arm_runs in fixed.groupby("arm", sort=True):
             arm_ids = sorted(arm_runs["config_id"].unique())
             test = with_point(*boot.stat(runs, arm_ids, metric, stat))[:, 0]
-            builds = procedure_builds(arm_runs, runs, convention)
+            builds = procedure_builds(arm_runs, runs, convention, all_builds)
             cost = np.stack([with_point(*boot.stat(runs, arm_ids, f"charged.{f}", "mean"))[:, 0] + builds[f]
                              for f in COST_FIELDS], axis=-1)
             arms[arm] = (test, cost, min(g.n_seeds, boot.min_seeds(arm_ids)))

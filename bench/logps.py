@@ -16,6 +16,7 @@ Two batch layouts give the same numbers (tests/test_logps_layouts.py holds them 
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Literal
 
@@ -214,15 +215,26 @@ PACKED_CHECK_TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}
 PACKED_CHECK_TOLERANCE_16BIT = 5e-2
 
 
+# The models that passed the check, with what it depends on (layout, dtype, attention code): the check is
+# about how a model's attention treats position ids, not its weights, so a run checks its policy and its
+# reference once each instead of at every scoring pass (nine on a pretrained model's run).
+_PASSED_PACKED_CHECK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 @torch.no_grad()
 def check_packed_layout(model, seqs: SequenceTensors, layout: Layout, device=None, n_sequences: int = 8) -> None:
     """Raise unless `layout` (packed) gives the padded log-probs on the first sequences of `seqs`.
 
     Packing relies on the model turning restarting position ids into sequence boundaries, which
     transformers does for its own attention code; a model with custom attention may not, and would
-    then silently let packed sequences attend to each other. One small no-grad forward per layout.
+    then silently let packed sequences attend to each other. One small no-grad forward per layout,
+    once per model object (and layout, dtype and attention implementation).
     """
     if layout.kind != "packed":
+        return
+    dtype = next(model.parameters()).dtype
+    checked = (layout, dtype, getattr(getattr(model, "config", None), "_attn_implementation", None))
+    if checked in _PASSED_PACKED_CHECK.get(model, ()):
         return
     was_training = model.training
     model.eval()  # dropout would make the two passes differ
@@ -232,7 +244,6 @@ def check_packed_layout(model, seqs: SequenceTensors, layout: Layout, device=Non
         packed, _ = sequence_logps(model, probe, layout, device)
     finally:
         model.train(was_training)
-    dtype = next(model.parameters()).dtype
     tolerance = PACKED_CHECK_TOLERANCE.get(dtype, PACKED_CHECK_TOLERANCE_16BIT)
     per_token = ((packed.float() - padded.float()).abs() / counts.float().clamp(min=1)).max().item()
     if not per_token <= tolerance:
@@ -240,6 +251,7 @@ def check_packed_layout(model, seqs: SequenceTensors, layout: Layout, device=Non
             f"train.layout: the packed layout changes this model's log-probs by {per_token:.3g} per token "
             f"(> {tolerance:g}): its attention does not separate sequences by position ids. Set train.layout=padded."
         )
+    _PASSED_PACKED_CHECK.setdefault(model, set()).add(checked)
 
 
 @torch.no_grad()

@@ -141,6 +141,27 @@ def test_a_leak_between_packed_sequences_is_caught(tokenizer, pairs):
         score_all(leaky, seqs, layout="packed")
 
 
+def test_the_packed_check_runs_once_per_model_and_layout(tokenizer, pairs):
+    """A model that passed is not probed again for the same layout (score_all checks at every call); a
+    new layout, or another model object, is."""
+    model = _model(tokenizer)
+    seqs = pairs.both()
+    forwards = []
+    model.register_forward_hook(lambda *args: forwards.append(1))
+    check_packed_layout(model, seqs, LAYOUTS["rows_of_8"])
+    assert len(forwards) == 2  # one padded, one packed forward
+    score_all(model, seqs, layout=LAYOUTS["rows_of_8"])
+    score_all(model, seqs, layout=LAYOUTS["rows_of_8"])
+    assert len(forwards) == 4  # the two scoring passes, no probe
+    check_packed_layout(model, seqs, LAYOUTS["one_row"])
+    assert len(forwards) == 6
+    other = _model(tokenizer)
+    other_forwards = []
+    other.register_forward_hook(lambda *args: other_forwards.append(1))
+    check_packed_layout(other, seqs, LAYOUTS["rows_of_8"])
+    assert len(other_forwards) == 2
+
+
 def test_pack_lays_out_a_hand_built_batch():
     # three sequences of 3, 5 and 2 tokens, scored tokens marked 1 (the first one is never scored)
     seqs = SequenceTensors(

@@ -8,7 +8,10 @@
 - time limit: a 1-minute job whose warning signal comes 30 s before the limit -> checkpoint, requeued as
   timed out (max_num_timeout), resumed, finished in a later attempt;
 - cancelled: `scancel` of a whole sweep -> the driver ends within seconds naming every cancelled run, and
-  the re-launched command finishes them, each from its checkpoint.
+  the re-launched command finishes them, each from its checkpoint. Both launches run with WANDB_API_KEY
+  and HF_TOKEN in the environment: not one file either writes (records, Hydra's dumps, submitit's logs and
+  job pickles, the cancelled runs' checkpoints) nor what the drivers print holds them (the SLURM case of
+  tests/test_secrets_scan.py).
 
 SLURM delays a requeued job by about two minutes (its BeginTime); the tests release it at once with
 `scontrol update StartTime=now`, which changes nothing but the wait. Every driver runs under a timeout
@@ -26,7 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import submitit_logs
+from bench.pipeline import run
+from helpers import SECRETS, assert_no_secret, submitit_logs
 
 # Long enough to be interrupted mid-training (~25 steps/s on one core), short enough for a test.
 JOB = ["budget=fast", "progress=false", "eval.lm_eval.enabled=false", "train.max_steps=600"]
@@ -191,10 +195,11 @@ def test_time_limit_checkpoints_and_the_job_resumes_in_a_later_attempt(cluster_e
 
 @pytest.mark.slurm
 def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(cluster_env, tmp_path, shared_cache,
-                                                                               reference, capsys):
-    reference(["train.max_steps=1"])  # builds the caches (a 1-step run), so both jobs reach training at once
+                                                                               make_config, capsys):
+    # builds the shared caches (a 1-step run, in this process), so both jobs reach training at once
+    assert run(make_config("train.max_steps=1", "sweep_id=warm-up")).record["status"] == "completed"
     sweep = [*JOB, "train.max_steps=150", "checkpoint.every_steps=25", "method.beta=0.1,1.0"]
-    env = _env(cluster_env, tmp_path, "cancel", shared_cache)
+    env = {**_env(cluster_env, tmp_path, "cancel", shared_cache), **SECRETS}
     driver = Driver(sweep, cwd=tmp_path, env=env, launcher=["hydra.launcher.timeout_min=10"])
     try:
         _wait_for(lambda: len(_checkpoints(tmp_path / "runs", "cancel")) == 2, "both jobs' first checkpoints")
@@ -223,6 +228,10 @@ def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(c
     for record in found.values():
         _assert_resumed(record, None, min_step=25)
     assert not _checkpoints(tmp_path / "runs")
+    n_files = assert_no_secret(tmp_path, [done, finished], list(SECRETS.values()),
+                               ["record.json", ".hydra/config.yaml", ".submitit", "_log.out", "_log.err", "_submitted.pkl",
+                                "_result.pkl"])
     with capsys.disabled():
         steps = [r["provenance"]["resumed_at_steps"] for r in found.values()]
-        print(f"\n[cancel] driver ended {took:.1f} s after scancel; re-launch resumed the runs at steps {steps}")
+        print(f"\n[cancel] driver ended {took:.1f} s after scancel; re-launch resumed the runs at steps {steps}; "
+              f"{n_files} files scanned for secrets: clean")
