@@ -2,13 +2,13 @@
 within the manifest's tolerances, and a changed number (a run's metric or a report cell) fails."""
 import json
 import math
-import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from analysis.__main__ import main as analysis_main
 from bench.baseline import BaselineError, describe, main, matches, select_records, subset_filter, table_rows
 from bench.pipeline import run
 from bench.reproduce import completed_records
@@ -61,8 +61,9 @@ def test_reproduce_a_baseline_passes_then_catches_a_changed_run_and_a_changed_ce
         config = make_config(*overrides, f"paths.runs_root={folder / 'runs'}")
         runs.append(run(config))
         assert runs[-1].record["status"] == "completed"
-    subprocess.run([sys.executable, "-m", "analysis", "report", str(folder / "runs"), "--out", str(folder / "report"),
-                    "--n-boot", "200", "--no-figures"], check=True, capture_output=True)
+    assert analysis_main(["report", str(folder / "runs"), "--out", str(folder / "report"), "--n-boot", "200",
+                          "--no-figures"]) == 0
+    capsys.readouterr()
     manifest = {
         "default_subset": "rmipo",
         "parts": {"all": {"where": {"dataset.name": ["sentiment"]}}},

@@ -131,14 +131,15 @@ def test_record_is_plain_json_and_a_secret_in_the_config_is_refused(make_config,
     assert not (tmp_path / "runs" / "secret").exists()
 
 
-def test_built_in_datasets_are_deterministic_given_the_seed(make_config, tmp_path):
-    """Two independent builds (separate caches: SFT, sampling, labelling) give byte-identical pairs."""
+def test_built_in_datasets_are_deterministic_given_the_seed(make_config, tmp_path, shared_cache):
+    """Two independent builds (separate caches: SFT, sampling, labelling) give byte-identical pairs: one in
+    the session's cache (built there by whichever test or worker needed it first), one in a fresh cache."""
     builds = []
-    for name in ("a", "b"):
-        result = run(make_config("dataset=verbosity", f"paths.cache_root={tmp_path / name}",
-                                 f"paths.runs_root={tmp_path / name / 'runs'}"))
+    for name, cache in (("shared", shared_cache), ("fresh", tmp_path / "fresh")):
+        result = run(make_config("dataset=verbosity", f"paths.cache_root={cache}", f"paths.runs_root={tmp_path / name}"))
         assert not result.skipped
         key = result.record["cost"]["shared"]["dataset"]["key"]
-        builds.append((key, (tmp_path / name / "dataset" / key / "train.jsonl").read_bytes()))
+        builds.append((key, (cache / "dataset" / key / "train.jsonl").read_bytes()))
+    assert not result.record["cost"]["shared"]["dataset"]["hit"], "the second build must not come from a cache"
     assert builds[0][0] == builds[1][0]
     assert builds[0][1] == builds[1][1] and len(builds[0][1]) > 0
