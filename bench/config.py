@@ -15,13 +15,9 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from bench.data.adapters import check_dataset_config
-from bench.data.builtin import check_builtin_config
 from bench.data.tasks import TASKS
 from bench.distributed import DistributedSetupError, check_hardware_config
 from bench.loggers import check_logger_config
-from bench.logps import LAYOUT_NAMES
-from bench.methods import build_method
-from bench.models import check_model_config
 
 
 class ConfigError(ValueError):
@@ -60,6 +56,14 @@ def _resolved(cfg: DictConfig) -> dict:
 def validate_config(cfg: DictConfig) -> None:
     """Every check that needs no compute; then the pre-flight checks of files, hub names and secrets
     (bench.preflight). Raises ConfigError naming the key."""
+    # The checkers of the method, model and built-in data groups live in modules that import torch (~1.5 s):
+    # imported here, so that importing this module (ConfigError, for a sweep's driver process, which checks
+    # only the command line and the launcher: bench.preflight) costs no torch.
+    from bench.data.builtin import check_builtin_config
+    from bench.logps import LAYOUT_NAMES
+    from bench.methods import build_method
+    from bench.models import check_model_config
+
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise ConfigError(f"missing required config value(s): {', '.join(missing)} (set them on the command line, e.g. {missing[0]}=...)")
