@@ -30,8 +30,9 @@ warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated
 # An absolute path: conf/ in a checkout, or the copy a wheel installs as bench/conf (bench.conf_dir).
 @hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name="config")
 def main(cfg: DictConfig) -> float:
-    # The training code (torch, transformers' models) is imported by the job that runs, not at the top:
-    # a sweep's driver process, which only launches jobs, and a refused config never pay for it.
+    # The training code (torch, transformers' models) is imported by the job that runs, not at the top: a
+    # sweep's driver process, which only launches jobs, never pays for it (nor torch: bench.config imports its
+    # torch-backed checkers when it validates, which a single run's pre-flight does and a driver does not).
     from bench.models import quiet_transformers
     from bench.pipeline import run
 
