@@ -20,7 +20,7 @@ from bench import records
 from bench.config import ConfigError, validate_config
 from bench.methods import available_methods, method_info
 from bench.sweeps.presets import builtin_datasets, suites, sweep_steps
-from helpers import CONF_DIR, MULTIRUN, PRESETS, REAL_MODEL, preset_jobs, run_command, task_config
+from helpers import CONF_DIR, MULTIRUN, PRESETS, REAL_MODEL, preset_jobs, run_command, task_config, task_configs
 
 # Presets that set their own budget on purpose (quick_budget.yaml and smollm2_budget.yaml say why); all
 # others are citable runs at the full budget of config.yaml.
@@ -81,8 +81,7 @@ def test_every_swept_combination_of_every_preset_composes_and_validates(preset):
     seeds = {o for job in jobs for o in job if o.startswith("seed=")}
     assert len(jobs) == len(combinations) * max(1, len(seeds)), "seeds are crossed with everything else"
     hashes = {}
-    for job in combinations:
-        cfg = task_config(*job)
+    for job, cfg in zip(combinations, task_configs(combinations)):
         validate_config(cfg)
         for override in job:
             _swept_value_in(cfg, override)
@@ -109,13 +108,13 @@ def test_quick_presets_share_one_budget_and_sweep_what_the_suite_promises():
         cfg = task_config(f"experiment={preset}")
         for key in (*BUDGET_KEYS, "dataset"):
             assert cfg[key] == budget[key], f"{preset}.{key} differs from quick_budget"
-    methods = sorted({task_config(*job).method.name for job in preset_jobs("quick_imi")})
-    betas = sorted({task_config(*job).method.beta for job in preset_jobs("quick_dpo")})
+    methods = sorted({cfg.method.name for cfg in task_configs(preset_jobs("quick_imi"))})
+    betas = sorted({cfg.method.beta for cfg in task_configs(preset_jobs("quick_dpo"))})
     assert methods == ["imi_dpo", "rmipo"] and len(betas) == 3 and 0.1 in betas
 
 
 def test_compare_covers_every_method_and_the_suite_sweeps_the_same_tasks():
-    jobs = [task_config(*job) for job in distinct_combinations("compare")]
+    jobs = task_configs(distinct_combinations("compare"))
     assert sorted({cfg.method.name for cfg in jobs}) == available_methods()
     # the tiny model's built-in tasks; a task that needs a pretrained model (constraints) has its own presets
     assert sorted({cfg.dataset.name for cfg in jobs}) == list(builtin_datasets())
@@ -136,8 +135,7 @@ def test_imi_defaults_runs_every_imi_method():
 
 def test_imi_presets_leave_the_imi_defaults_alone():
     # imi_defaults must run each method exactly as conf/method/<name>.yaml has it: the claim under test
-    for job in distinct_combinations("imi_defaults"):
-        cfg = task_config(*job)
+    for cfg in task_configs(distinct_combinations("imi_defaults")):
         assert cfg.method == OmegaConf.load(CONF_DIR / "method" / f"{cfg.method.name}.yaml")
 
 

@@ -126,21 +126,18 @@ def test_the_real_model_task_refuses_the_tiny_model(make_config, tmp_path):
 
 
 def test_smollm2_presets_compose_and_validate():
-    from helpers import preset_jobs, task_config
+    from helpers import preset_jobs, task_configs
 
-    counts = {}
-    for preset in ("smollm2_budget", "smollm2_dpo", "smollm2_imi"):
-        jobs = preset_jobs(preset)
-        counts[preset] = len(jobs)
-        for job in jobs:
-            cfg = task_config(*job)
-            validate_config(cfg)
-            assert cfg.model.name == "smollm2" and cfg.dataset.name == "constraints" and cfg.sft.steps == 0
+    configs = {preset: task_configs(preset_jobs(preset)) for preset in ("smollm2_budget", "smollm2_dpo", "smollm2_imi")}
+    for cfg in (cfg for jobs in configs.values() for cfg in jobs):
+        validate_config(cfg)
+        assert cfg.model.name == "smollm2" and cfg.dataset.name == "constraints" and cfg.sft.steps == 0
     # 5 seeds: DPO at 4 β values, 2 IMI methods at their defaults
-    assert counts == {"smollm2_budget": 1, "smollm2_dpo": 20, "smollm2_imi": 10}
-    betas = sorted({task_config(*job).method.beta for job in preset_jobs("smollm2_dpo")})
+    assert {preset: len(jobs) for preset, jobs in configs.items()} == {"smollm2_budget": 1, "smollm2_dpo": 20,
+                                                                       "smollm2_imi": 10}
+    betas = sorted({cfg.method.beta for cfg in configs["smollm2_dpo"]})
     assert len(betas) >= 4 and 0.1 in betas
-    methods = sorted({task_config(*job).method.name for job in preset_jobs("smollm2_imi")})
+    methods = sorted({cfg.method.name for cfg in configs["smollm2_imi"]})
     assert methods == ["imi_dpo", "rmipo"]
 
 
