@@ -176,7 +176,7 @@ def run_lm_eval(
 
     was_training = model.training
     try:
-        with _quietly(show_progress):
+        with _quietly(show_progress), _without_machine_report():
             lm_class = _boundary_hflm() if boundary_token else HFLM
             lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
             results = simple_evaluate(
@@ -194,6 +194,22 @@ def run_lm_eval(
     if results is None:  # lm-eval returns results on the main process only
         return {}
     return flatten_results(results["results"])
+
+
+@contextlib.contextmanager
+def _without_machine_report():
+    """simple_evaluate adds a report of the machine to the results it returns: torch's collect_env, which
+    runs pip, nvidia-smi and more as subprocesses (~0.3 s per call, most of a small evaluation). The suite
+    keeps only the scores, and a run's record holds its versions and hardware already (bench.provenance),
+    so the report is skipped while the call runs (evaluator looks the function up in its own module)."""
+    import lm_eval.evaluator as evaluator
+
+    report = evaluator.add_env_info
+    evaluator.add_env_info = lambda results: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = report
 
 
 @contextlib.contextmanager

@@ -127,6 +127,22 @@ def test_run_lm_eval_limit(model, tokenizer, local_tasks):
     assert (metrics[f"lm_eval/{names[0]}/acc"] * 4) % 1 == 0
 
 
+def test_run_lm_eval_skips_lm_evals_machine_report_and_restores_it(model, tokenizer, local_tasks, monkeypatch):
+    """The scores come back without lm-eval collecting torch's environment report (subprocesses per call)."""
+    import lm_eval.evaluator
+    import torch.utils.collect_env
+
+    calls = []
+    monkeypatch.setattr(torch.utils.collect_env, "get_pretty_env_info", lambda: calls.append(1) or "")
+    report = lm_eval.evaluator.add_env_info
+    directory, names = local_tasks
+    metrics = run_lm_eval(model, tokenizer, names[:1], include_path=directory, limit=4)
+    assert f"lm_eval/{names[0]}/acc" in metrics and calls == []
+    assert lm_eval.evaluator.add_env_info is report
+    report({})  # the report itself still calls it: the check above can fail
+    assert calls == [1]
+
+
 def test_without_boundary_encoding_a_tokenizer_that_appends_eos_is_refused(model, words, local_tasks):
     directory, names = local_tasks
     with pytest.raises(ValueError, match="EOS"):
