@@ -42,14 +42,14 @@ def prepare(runs: pd.DataFrame, metric: str, convention: str) -> pd.DataFrame:
     return pd.concat([runs, shares, curves], axis=1)
 
 
-def _grid(runs, boot, setting_runs, method, metric, stat, convention, builds):
-    """(config ids, GridArrays) of `method`'s grid on one setting; `builds`: shared_build_costs(runs)."""
+def _grid(runs, boot, setting_runs, method, metric, stat, convention, all_builds):
+    """(config ids, GridArrays) of `method`'s grid on one setting; `all_builds`: shared_build_costs(runs)."""
     arm_runs = setting_runs[(setting_runs["method.name"] == method) & (setting_runs["arm_kind"] == "grid")]
     if arm_runs.empty:
         return None
     ids = sorted(arm_runs["config_id"].unique())
     on = "validation" if has_validation(boot, runs, ids, metric) else "test"
-    return ids, grid_arrays(boot, runs, ids, metric, stat, procedure_builds(arm_runs, runs, convention, builds), on)
+    return ids, grid_arrays(boot, runs, ids, metric, stat, procedure_builds(arm_runs, runs, convention, all_builds), on)
 
 
 def expected_best_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: str, convention: str,
@@ -61,9 +61,9 @@ def expected_best_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, st
     + oracle_ci_low, oracle_ci_high, expected_flops, expected_device_hours (k · mean run cost + the
     procedure's builds). `runs` as returned by `prepare`.
     """
-    rows, builds = [], shared_build_costs(runs)
+    rows, all_builds = [], shared_build_costs(runs)
     for (setting, method), group in runs[runs["arm_kind"] == "grid"].groupby(["setting", "method.name"], sort=True):
-        ids, g = _grid(runs, boot, group, method, metric, stat, convention, builds)
+        ids, g = _grid(runs, boot, group, method, metric, stat, convention, all_builds)
         test, cost = random_search(g.val, g.test, g.cost, g.builds)
         oracle = random_search(g.test, g.test, g.cost, g.builds)[0]
         for k in range(1, len(ids) + 1):

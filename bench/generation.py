@@ -35,7 +35,8 @@ def sample_responses(
 ) -> list[Sample]:
     """Samples for `prompts` (one each), in order. `device`: where the inputs go; None = the model's
     own device (so a caller that moved the model, e.g. a GPU reference building pairs, needs no flag)."""
-    from transformers import GenerationConfig  # here, not at the top: bench.config imports this module's users
+    # here, not at the top: config validation imports this module's users and needs no transformers
+    from transformers import GenerationConfig
 
     device = next(model.parameters()).device if device is None else device
     was_training = model.training

@@ -1,11 +1,12 @@
 """Secrets never reach a file (DESIGN §10): everything a run or a sweep writes is scanned byte for byte.
 
-With WANDB_API_KEY and HF_TOKEN set in the environment, a run (here), a multirun.sh sweep (joblib: the
-quick suite, scanned by the end-to-end test in tests/test_sweeps.py that runs it; without W&B there) and a
-SLURM sweep (submitit: the cancelled and re-launched sweep of tests/test_slurm_faults.py) write their
-records, histories, Hydra's .hydra/ dumps and logs, offline W&B runs, a cache, multirun.sh's logs,
-checkpoints, and submitit's logs and job pickles; not one of those files, nor what the processes print,
-holds either value. A secret on the command line (a secret-looking key, or a key holding
+With WANDB_API_KEY and HF_TOKEN set in the environment, a run (here, with W&B offline and a cache of its
+own), a multirun.sh sweep (joblib: the quick suite, scanned by the end-to-end test in tests/test_sweeps.py
+that runs it) and a SLURM sweep (submitit: the cancelled and re-launched sweep of
+tests/test_slurm_faults.py) write their records, histories, Hydra's .hydra/ dumps and logs, offline W&B
+runs, a cache, multirun.sh's logs, checkpoints, and submitit's logs and job pickles; not one of those
+files, nor what the processes print, holds either value. (W&B writes the same files under every launcher,
+so its offline runs are scanned here only.) A secret on the command line (a secret-looking key, or a key holding
 a secret's value) is refused before anything is written, so the same scan finds nothing either.
 The scanner itself is checked on a planted file, so an empty result means "scanned and clean".
 """
