@@ -48,6 +48,20 @@ class Task(ABC):
     def gold_reward(self, prompt: str, response: str) -> float:
         """r*(x, y). Must accept any word sequence, including truncated or degenerate ones."""
 
+    def composition_key(self, prompt: str) -> str | None:
+        """The combination of prompt parts that the composition test set holds out (DESIGN §5).
+
+        A share of these keys, chosen by a hash, never reaches training, evaluation pairs, validation
+        or test: the composition test scores combinations of parts that training never saw together,
+        while each part on its own was seen with other partners. None: the task has no composition split.
+        """
+        return None
+
+    def prompt_space_size(self) -> int | None:
+        """How many distinct prompts `sample_prompt` can return (None where unknown): the built-in tasks
+        keep it >= 5,000 so that disjoint prompt sets of the configured sizes exist (DESIGN §5)."""
+        return None
+
     def bind_tokenizer(self, tokenizer) -> None:
         """Called by the pipeline with the run's tokenizer before any prompt is drawn. Synthetic tasks
         need nothing from it; a task for a pretrained model renders its prompts with it."""
