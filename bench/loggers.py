@@ -6,7 +6,7 @@ Owns:
 - `check_logger_config`: the `logger` config group's checker, errors naming `logger.<key>` (also run
   by bench.config before any compute, so `multirun.sh --dry-run` catches logger mistakes);
   `build_logger`: the checked group -> a RunLogger.
-Reading an offline run back is bench.wandb_offline's.
+Reading an offline run back is W&B's own: `wandb leet inspect --summary --json <run_dir>/wandb`.
 
 Must not: write run records (the local records are the source of truth, bench/records.py writes them),
 read or store a W&B key (wandb takes it from WANDB_API_KEY or its own `wandb login`), or decide which
@@ -16,22 +16,18 @@ NoneLogger, so a multi-rank job makes one W&B run, not one per rank.
 """
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
 from bench.mappings import plain_mapping
 from bench.redaction import looks_secret, redact_secrets
-from bench.wandb_offline import iter_wandb_records
 
 LOGGER_NAMES = ("none", "wandb")
 WANDB_MODES = ("online", "offline", "disabled")
 WANDB_KEYS = ("name", "mode", "project", "entity", "tags")
 RUN_STATUSES = ("completed", "failed")
 COST_PREFIX = "cost/"
-# How long finish waits for wandb-core to flush the run's transaction log (it takes ~0.1 s here).
-FLUSH_TIMEOUT_S = 60.0
 # W&B's own limits (its server rejects longer values); checked here so a sweep fails before compute.
 MAX_TAG_CHARS = 64
 # Characters W&B does not allow in a project name.
@@ -65,7 +61,7 @@ class WandbLogger(RunLogger):
     """One W&B run per training run: group = sweep id, job_type = method, name = run id.
 
     Offline runs land at `<run_dir>/wandb/offline-run-*` and upload later with
-    `wandb sync <run_dir>/wandb/offline-run-*`; bench.wandb_offline.read_offline_run reads them locally.
+    `wandb sync <run_dir>/wandb/offline-run-*`; `wandb leet inspect <run_dir>/wandb` reads them locally.
     """
 
     def __init__(self, *, mode: str, project: str, entity: str | None = None, tags: tuple[str, ...] = ()):
@@ -125,7 +121,6 @@ class WandbLogger(RunLogger):
         run, self._run = self._run, None
         # The last history row stays open until the next step or finish; commit it now, otherwise
         # its values (e.g. a per-step pref_acc) would overwrite the final metrics in the summary.
-        sync_file = Path(run.settings.sync_file) if self.mode != "disabled" else None
         try:
             run.log({}, commit=True)
             summary = {key: _plain(value) for key, value in metrics.items()}
@@ -133,8 +128,8 @@ class WandbLogger(RunLogger):
             run.summary.update(summary)
         finally:  # a bad metric value must not leave the W&B run open
             run.finish(exit_code=0 if status == "completed" else 1)
-        if sync_file is not None:
-            _wait_for_exit_record(sync_file, timeout_s=FLUSH_TIMEOUT_S)
+            if self.mode != "disabled":
+                _wait_until_written()
 
     def _require_run(self, what: str):
         if self._run is None:
@@ -142,33 +137,29 @@ class WandbLogger(RunLogger):
         return self._run
 
 
-def _wait_for_exit_record(path: Path, *, timeout_s: float) -> None:
-    """Block until the run's .wandb file holds its exit record.
+def _wait_until_written() -> None:
+    """Return once W&B has written the finished run to disk.
 
-    wandb 0.31's run.finish() returns before wandb-core has flushed the transaction log (measured
-    here: right after finish the file often holds only its 7-byte header; ~0.1 s later it is
-    complete). Waiting makes "finish returned" mean "the run is on disk": a reader right after it
-    (tests, the analysis) sees the whole run, and a job killed right after loses nothing.
+    wandb 0.31's run.finish() returns before wandb-core has flushed the run's file (seen here: right after
+    it, the .wandb file sometimes lacks the run's exit record). `wandb.teardown()`, W&B's public "waits
+    for W&B to finish", stops wandb-core, which writes everything first. So "finish returned" means "the
+    run is on disk": a reader right after it sees the whole run, and a job killed right after loses
+    nothing. The next run in the process starts wandb-core again (~0.2 s here).
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if any(r.WhichOneof("record_type") == "exit" for r in iter_wandb_records(path)):
-                return
-        except (OSError, ValueError):
-            pass  # not created yet, or caught mid-write: look again
-        if time.monotonic() > deadline:
-            warnings.warn(f"{path}: W&B had not written the run's exit record after {timeout_s:.0f} s; "
-                          "the offline run may be incomplete", RuntimeWarning, stacklevel=3)
-            return
-        time.sleep(0.02)
+    import wandb
+
+    try:
+        wandb.teardown()
+    except SystemExit as err:  # wandb exits the process when wandb-core itself exited with an error
+        warnings.warn(f"W&B's service exited with code {err.code} while finishing the run; the run's W&B "
+                      "files may be incomplete (the run record is not affected)", RuntimeWarning, stacklevel=3)
 
 
 def _quiet_settings(settings_cls: Any) -> dict[str, Any]:
     """wandb.Settings that keep a run cheap and private; names this wandb lacks are left out.
 
-    Measured here (2 CPU cores, wandb 0.31, offline): the first init in a process costs ~0.6 s (it
-    starts wandb-core); later inits ~0.01 s with these settings vs ~0.1 s with the defaults.
+    Measured here (2 CPU cores, wandb 0.31, offline): an init costs ~0.2-0.3 s with these settings; it
+    starts wandb-core, which finish stops (`_wait_until_written`).
     """
     wanted = {
         "console": "off",               # no stdout/stderr capture: the trainer's log is not W&B's to copy

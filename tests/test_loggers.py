@@ -1,5 +1,6 @@
-"""bench.loggers and bench.wandb_offline: real offline W&B runs read back from their .wandb files, the none logger, secret
-redaction and config errors. No network, no W&B key; every W&B path points into tmp_path."""
+"""bench.loggers: real offline W&B runs, read back with W&B's own reader (`wandb leet inspect`, tests/wandb_runs.py)
+right after finish returns; the none logger, secret redaction and config errors. No network, no W&B key; every W&B
+path points into tmp_path."""
 from __future__ import annotations
 
 import ipaddress
@@ -16,7 +17,7 @@ from omegaconf import OmegaConf
 
 from bench.loggers import NoneLogger, WandbLogger, build_logger
 from bench.redaction import redact_overrides, redact_secrets
-from bench.wandb_offline import find_offline_run_file, read_offline_run
+from wandb_runs import read_offline_run
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "logger"
 HF_SECRET = "hf_NOTREALbutSECRETxxxxxxxxxxxxxxxxxx"
@@ -44,6 +45,16 @@ def wandb_env(tmp_path, monkeypatch):
     wandb.teardown()  # a wandb-core left by another test would carry that test's environment
     yield home
     wandb.teardown()
+
+
+def _wandb_processes() -> list[str]:
+    names = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            names.append(child.name())
+        except psutil.Error:
+            pass
+    return [name for name in names if name.startswith("wandb")]
 
 
 def _child_remote_addresses() -> list[str]:
@@ -84,10 +95,13 @@ def test_offline_run_round_trip(wandb_env, tmp_path):
     for step in range(5):
         logger.log_step(step, {"loss": 1.0 / (step + 1), "pref_acc": 0.125 * step})
     logger.log_step(4, {"eval/kl": 0.5})  # same step: merges into the step-4 row
+    assert _wandb_processes(), "a started offline run runs wandb-core"
     assert all(ipaddress.ip_address(ip).is_loopback for ip in _child_remote_addresses())
     # pref_acc was also logged per step: the final value must win in the summary
     logger.finish(status="completed", metrics={"pref_acc": 0.75, "win_rate": 0.625},
                   cost={"device_hours": 0.002, "wall_s": {"setup": 1.5, "train": 7.25}})
+    # finish returns once the run is on disk: W&B's service, which writes it, has exited
+    assert _wandb_processes() == []
     logger.finish(status="completed", metrics={}, cost={})  # second finish is a no-op
 
     run = read_offline_run(run_dir)
@@ -105,7 +119,7 @@ def test_offline_run_round_trip(wandb_env, tmp_path):
     }
     assert run["run"] == {"id": run["run"]["id"], "name": "run-003", "project": "imi-bench", "entity": "",
                           "group": "sweep-7", "job_type": "dpo", "tags": ["quick", "dpo"], "exit_code": 0}
-    assert find_offline_run_file(run_dir).parent.parent == run_dir / "wandb"
+    assert run["file"].parent.parent == run_dir / "wandb"
 
     # no secret reached any file W&B wrote, and nothing was written under the (redirected) home
     for path in tmp_path.rglob("*"):
@@ -134,55 +148,18 @@ def test_failed_run_has_exit_code_1_and_disabled_mode_writes_nothing(wandb_env, 
         read_offline_run(tmp_path / "r2")
 
 
-def test_reader_agrees_with_wandb_cli_and_spans_blocks(wandb_env, tmp_path):
-    """A config value larger than one 32 KiB block forces FIRST/MIDDLE/LAST chunks; the reader must
-    agree with wandb's own reader (`wandb leet inspect`, when this wandb has it)."""
-    long_text = "".join(chr(ord("a") + i % 26) for i in range(100_000))
-    logger = build_logger(OFFLINE)
-    logger.start(config={"notes": long_text, "seed": 2}, run_id="big", sweep_id="s", method="simpo",
-                 run_dir=tmp_path / "big")
-    for step in range(3):
-        logger.log_step(step * 10, {"loss": float(step)})
-    logger.finish(status="completed", metrics={"pref_acc": 0.5}, cost={})
-    run = read_offline_run(tmp_path / "big")
-    assert run["config"] == {"notes": long_text, "seed": 2}
-    assert [row["step"] for row in run["history"]] == [0, 10, 20]
-
-    cli = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json",
-           str(find_offline_run_file(tmp_path / "big"))]
-    done = subprocess.run(cli, capture_output=True, text=True, timeout=60)
-    if done.returncode != 0 and "No such command" in done.stderr:
-        pytest.skip("this wandb has no `leet inspect`")
-    assert done.returncode == 0, done.stderr
-    theirs = json.loads(done.stdout)
-    assert {k: v for k, v in theirs["config"].items() if not k.startswith("_")} == run["config"]
-    assert {k: v for k, v in theirs["summary"].items() if not k.startswith("_")} == run["summary"]
-    assert theirs["exit_code"] == run["run"]["exit_code"] == 0
-
-
-def test_reader_stops_at_torn_tail_and_rejects_corruption(wandb_env, tmp_path):
-    logger = build_logger(OFFLINE)
-    logger.start(config={"seed": 5}, run_id="t", sweep_id="s", method="dpo", run_dir=tmp_path / "t")
-    for step in range(5):
-        logger.log_step(step, {"loss": float(step)})
-    logger.finish(status="completed", metrics={}, cost={})
-    path = find_offline_run_file(tmp_path / "t")
-    blob = path.read_bytes()
-
-    killed = tmp_path / "killed.wandb"
-    killed.write_bytes(blob[: len(blob) - 5])  # the exit record is cut off mid-write
-    run = read_offline_run(killed)
-    assert run["config"] == {"seed": 5}
-    assert run["run"]["exit_code"] is None
-
-    corrupt = bytearray(blob)
-    corrupt[40] ^= 0xFF  # inside the first record's data
-    (tmp_path / "corrupt.wandb").write_bytes(bytes(corrupt))
-    with pytest.raises(ValueError, match="checksum"):
-        read_offline_run(tmp_path / "corrupt.wandb")
-    (tmp_path / "plain.wandb").write_bytes(b"not a wandb file at all")
-    with pytest.raises(ValueError, match="header"):
-        read_offline_run(tmp_path / "plain.wandb")
+def test_runs_one_after_another_in_one_process_are_each_complete_when_finish_returns(wandb_env, tmp_path):
+    """A sweep's worker runs job after job in one process: each run's file is whole as soon as its finish
+    returns (wandb 0.31's own run.finish() returns before its service has written the last records)."""
+    for i in range(3):
+        logger = build_logger(OFFLINE)
+        logger.start(config={"seed": i}, run_id=f"r{i}", sweep_id="s", method="dpo", run_dir=tmp_path / f"r{i}")
+        for step in range(3):
+            logger.log_step(step, {"loss": float(step + i)})
+        logger.finish(status="completed", metrics={"pref_acc": 0.5}, cost={})
+        run = read_offline_run(tmp_path / f"r{i}")
+        assert run["run"]["exit_code"] == 0 and run["config"] == {"seed": i}
+        assert [row["loss"] for row in run["history"]] == [float(i), i + 1.0, i + 2.0]
 
 
 def test_online_without_key_fails_naming_the_fix(wandb_env, tmp_path):

@@ -1,5 +1,5 @@
-"""logger=wandb through the real pipeline (DESIGN §10): an offline W&B run, read back from its .wandb
-file with bench.wandb_offline.read_offline_run, says what the run record says.
+"""logger=wandb through the real pipeline (DESIGN §10): an offline W&B run, read back with W&B's own reader
+(`wandb leet inspect`, tests/wandb_runs.py), says what the run record says.
 
 The run record (record.json + history.jsonl) is the source of truth; the W&B run must carry the same
 resolved config, the same per-step history, and the final metrics and cost as its summary, grouped by
@@ -16,8 +16,8 @@ import wandb
 
 from bench import records
 from bench.loggers import COST_PREFIX
-from bench.wandb_offline import read_offline_run
 from bench.pipeline import run
+from wandb_runs import read_offline_run
 
 
 @pytest.fixture
