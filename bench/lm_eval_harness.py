@@ -20,13 +20,10 @@ rendered prompt directly.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
-import os
 import random
-import sys
 from pathlib import Path
 
 import yaml
@@ -92,14 +89,29 @@ def _check_item(task: Task, index: int, item: dict) -> None:
         raise ValueError(f"task {task.name!r}: multiple-choice item {index} is malformed: {item!r}")
 
 
-def _boundary_hflm():
-    """HFLM whose (context, continuation) encoding is the trainer's (see the module docstring):
-    [boundary unless the context starts with it] + context tokens, continuation tokens encoded on their
-    own; lm-eval's `prefix_token_id` is the boundary (BOS, else EOS), the same rule as the trainer's.
-    Built lazily: importing lm-eval costs seconds."""
+def _lm_class(boundary_token: bool):
+    """lm-eval's HFLM, its scoring progress bars shown only when the instance's `show_progress` is set
+    (through the LM interface's own `disable_tqdm`). With `boundary_token`, its (context, continuation)
+    encoding is the trainer's (see the module docstring): [boundary unless the context starts with it] +
+    context tokens, continuation tokens encoded on their own; lm-eval's `prefix_token_id` is the boundary
+    (BOS, else EOS), the same rule as the trainer's. Built lazily: importing lm-eval costs seconds."""
     from lm_eval.models.huggingface import HFLM
 
-    class BoundaryHFLM(HFLM):
+    class SuiteHFLM(HFLM):
+        show_progress = False
+
+        def loglikelihood(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+
+        def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
+            return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+
+        def generate_until(self, requests, disable_tqdm: bool = False):
+            return super().generate_until(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+
+    # lm-eval's hook for how a pair is tokenized (TemplateLM._encode_pair): not a documented API, so lm_eval
+    # is bounded in pyproject.toml, and tests/test_lm_eval.py checks the scores against brute force.
+    class BoundaryHFLM(SuiteHFLM):
         def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
             # Only spaces join query and choice; a newline ending a chat prompt is part of the prompt.
             context_enc = self.tok_encode(context.rstrip(" "), add_special_tokens=False)
@@ -108,7 +120,7 @@ def _boundary_hflm():
                 context_enc = [self.prefix_token_id, *context_enc]
             return context_enc, continuation_enc
 
-    return BoundaryHFLM
+    return BoundaryHFLM if boundary_token else SuiteHFLM
 
 
 def _check_tokenizer(tokenizer) -> None:
@@ -154,7 +166,6 @@ def run_lm_eval(
     lm-eval runs quietly (`_quietly`): its progress bars only with `show_progress`.
     """
     from lm_eval import simple_evaluate
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
     if isinstance(task_names, str) or not task_names:
@@ -176,9 +187,9 @@ def run_lm_eval(
 
     was_training = model.training
     try:
-        with _quietly(show_progress), _without_machine_report():
-            lm_class = _boundary_hflm() if boundary_token else HFLM
-            lm = lm_class(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+        with _quietly(show_progress):
+            lm = _lm_class(boundary_token)(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
+            lm.show_progress = show_progress
             results = simple_evaluate(
                 model=lm,
                 tasks=list(task_names),
@@ -197,44 +208,26 @@ def run_lm_eval(
 
 
 @contextlib.contextmanager
-def _without_machine_report():
-    """simple_evaluate adds a report of the machine to the results it returns: torch's collect_env, which
-    runs pip, nvidia-smi and more as subprocesses (~0.3 s per call, most of a small evaluation). The suite
-    keeps only the scores, and a run's record holds its versions and hardware already (bench.provenance),
-    so the report is skipped while the call runs (evaluator looks the function up in its own module)."""
-    import lm_eval.evaluator as evaluator
+def _quietly(show_progress: bool):
+    """lm-eval as one quiet step of a run, through the libraries' own switches. lm-eval's log records below
+    ERROR are dropped (the "lm_eval" logger's level): it warns that an in-memory model was passed (what
+    this bridge does on purpose, in one process) and logs every task it builds. datasets' progress bars
+    (building a task's split) show only with `show_progress`, as do the scoring bars (`_lm_class`). What
+    still prints: lm-eval's bar for building each task's requests (it has no switch) and, outside a git
+    checkout, git's "fatal: not a git repository" (lm-eval records `git describe` in its results)."""
+    import datasets
 
-    report = evaluator.add_env_info
-    evaluator.add_env_info = lambda results: None
+    logger = logging.getLogger("lm_eval")
+    level, bars = logger.level, datasets.is_progress_bar_enabled()
+    logger.setLevel(logging.ERROR)
+    if not show_progress:
+        datasets.disable_progress_bars()
     try:
         yield
     finally:
-        evaluator.add_env_info = report
-
-
-@contextlib.contextmanager
-def _quietly(show_progress: bool):
-    """lm-eval as one quiet step of a run. Its log records below ERROR are dropped: it warns that an
-    in-memory model was passed (what this bridge does on purpose, in one process) and logs every task it
-    builds. Its child processes' stderr goes to /dev/null: for its own results it runs `git describe`,
-    which prints "fatal: not a git repository" outside a checkout. Python's stderr, where lm-eval and
-    `datasets` draw their progress bars, reaches the terminal only with `show_progress`."""
-    logger = logging.getLogger("lm_eval")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    sys.stderr.flush()
-    terminal = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-    stream = os.fdopen(os.dup(terminal), "w") if show_progress else io.StringIO()
-    try:
-        with contextlib.redirect_stderr(stream):
-            yield
-    finally:
-        stream.close()
-        os.dup2(terminal, 2)
-        os.close(terminal)
         logger.setLevel(level)
+        if bars and not show_progress:
+            datasets.enable_progress_bars()
 
 
 def flatten_results(task_results: dict[str, dict]) -> dict[str, float]:

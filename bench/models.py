@@ -16,8 +16,6 @@ This module knows nothing of methods or data beyond a vocabulary list.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Mapping
@@ -128,33 +126,6 @@ def gguf_file_path(gguf_cfg: Mapping) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def one_gguf_parse():
-    """Inside: one `gguf.GGUFReader` per file and one tensor-name map per (architecture, layers).
-
-    transformers reads a GGUF file afresh for the tokenizer, for the config and for the weights, and
-    rebuilds gguf's tensor-name map for every submodule it maps: for SmolLM2 (a 49k-token vocabulary in the
-    metadata, 30 blocks) that is ~10 s of a ~17 s load, redone work on a read-only file. transformers looks
-    both names up in the gguf module when it calls them, so sharing them here changes nothing it computes
-    (tests/test_real_model.py compares the weights and tokenizer with and without)."""
-    import gguf
-
-    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    readers: dict[tuple[str, str], object] = {}
-
-    def shared_reader(path, mode="r"):
-        key = (str(path), mode)
-        if key not in readers:
-            readers[key] = reader_class(path, mode)
-        return readers[key]
-
-    gguf.GGUFReader, gguf.get_tensor_name_map = shared_reader, functools.lru_cache(maxsize=None)(name_map)
-    try:
-        yield
-    finally:
-        gguf.GGUFReader, gguf.get_tensor_name_map = reader_class, name_map
-
-
 def convert_gguf(model_cfg: Mapping, cache: DiskCache) -> CacheEntry:
     """The GGUF model of `model_cfg.gguf` as a plain HF directory (fp32 safetensors + tokenizer with
     its chat template) in the disk cache, converted on first use (~15 s), atomically and under the
@@ -167,9 +138,8 @@ def convert_gguf(model_cfg: Mapping, cache: DiskCache) -> CacheEntry:
     def build(directory: Path) -> dict:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        with one_gguf_parse():
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
         # A GGUF-loaded model refuses save_pretrained ("quantized with gguf"), but its weights are already
         # dequantised fp32: copy them into a plain model of the same config, minus the gguf marker (a
         # reload would otherwise look for the .gguf file again).

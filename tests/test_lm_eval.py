@@ -127,20 +127,29 @@ def test_run_lm_eval_limit(model, tokenizer, local_tasks):
     assert (metrics[f"lm_eval/{names[0]}/acc"] * 4) % 1 == 0
 
 
-def test_run_lm_eval_skips_lm_evals_machine_report_and_restores_it(model, tokenizer, local_tasks, monkeypatch):
-    """The scores come back without lm-eval collecting torch's environment report (subprocesses per call)."""
-    import lm_eval.evaluator
-    import torch.utils.collect_env
+@pytest.mark.parametrize("boundary_token", [True, False])
+def test_run_lm_eval_is_quiet_unless_asked_and_restores_the_libraries_settings(model, words, local_tasks, capfd,
+                                                                              boundary_token):
+    """Without show_progress: no lm-eval warning (it warns on every in-memory model), no datasets bar, no
+    scoring bar; with it, the scoring bars show. lm-eval's log level and datasets' bar setting come back."""
+    import logging
 
-    calls = []
-    monkeypatch.setattr(torch.utils.collect_env, "get_pretty_env_info", lambda: calls.append(1) or "")
-    report = lm_eval.evaluator.add_env_info
+    import datasets
+
     directory, names = local_tasks
-    metrics = run_lm_eval(model, tokenizer, names[:1], include_path=directory, limit=4)
-    assert f"lm_eval/{names[0]}/acc" in metrics and calls == []
-    assert lm_eval.evaluator.add_env_info is report
-    report({})  # the report itself still calls it: the check above can fail
-    assert calls == [1]
+    tokenizer = word_tokenizer(words, None if boundary_token else "bos")
+    lm_eval_logger = logging.getLogger("lm_eval")
+    level, bars = lm_eval_logger.level, datasets.is_progress_bar_enabled()
+    capfd.readouterr()
+    run_lm_eval(model, tokenizer, names[:1], include_path=directory, limit=4, boundary_token=boundary_token)
+    quiet = capfd.readouterr().err
+    for noise in ("pretrained", "Generating test split", "Tokenizing inputs", "Running loglikelihood requests"):
+        assert noise not in quiet, noise
+    assert (lm_eval_logger.level, datasets.is_progress_bar_enabled()) == (level, bars)
+    run_lm_eval(model, tokenizer, names[:1], include_path=directory, limit=4, boundary_token=boundary_token,
+                show_progress=True)
+    assert "Running loglikelihood requests" in capfd.readouterr().err
+    assert (lm_eval_logger.level, datasets.is_progress_bar_enabled()) == (level, bars)
 
 
 def test_without_boundary_encoding_a_tokenizer_that_appends_eos_is_refused(model, words, local_tasks):
@@ -214,9 +223,9 @@ def test_chat_task_items_are_scored_in_the_trainers_encoding(chat_tokenizer, tmp
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    from bench.lm_eval_harness import _boundary_hflm
+    from bench.lm_eval_harness import _lm_class
 
-    lm = _boundary_hflm()(pretrained=model, tokenizer=tokenizer, batch_size=1, device="cpu")
+    lm = _lm_class(boundary_token=True)(pretrained=model, tokenizer=tokenizer, batch_size=1, device="cpu")
     correct = n = 0
     with torch.no_grad():
         for line in (tmp_path / f"{names[0]}.jsonl").read_text().splitlines():
