@@ -1,0 +1,79 @@
+"""Code fingerprints: which code made a cache entry or a run record (DESIGN §6, §9).
+
+A fingerprint hashes the source of the modules that compute an artefact, parsed with `ast` so that
+comments, docstrings and formatting do not count: editing prose rebuilds nothing, while any change to
+what the code does gives a new fingerprint, so a cache entry or a completed run made by other code is
+never taken for current. Pure stdlib; imports none of the modules it fingerprints.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import importlib.util
+from functools import lru_cache
+from pathlib import Path
+
+# What each shared build depends on, besides its own payload (bench.cache keys). A task module is added
+# by the caller (`task_module`), so a change to one task rebuilds that task's artefacts only.
+BUILD_CODE = {
+    "model": ("bench.models",),
+    "sft": ("bench.sft", "bench.models", "bench.data.encoding", "bench.data.tasks.base", "bench.data.tasks.common"),
+    "dataset": ("bench.data.builtin", "bench.data.splits", "bench.data.labelling", "bench.generation"),
+    "reference": ("bench.reference", "bench.logps", "bench.data.encoding"),
+}
+# A run's numbers depend on the whole library (methods, trainer, evaluation, data, models).
+RUN_CODE = ("bench",)
+
+
+def _source_files(module: str) -> list[Path]:
+    """The .py files of a module, or of every module in a package, sorted; [] for a module that does not
+    exist (a build's list may name a module that a later version adds)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        return []
+    origin = Path(spec.origin)
+    if spec.submodule_search_locations:  # a package: all of it
+        return sorted(p for root in spec.submodule_search_locations for p in Path(root).rglob("*.py"))
+    return [origin] if origin.suffix == ".py" else []
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@lru_cache(maxsize=None)
+def _file_digest(path: Path, mtime_ns: int) -> str:
+    """Digest of one file's code (mtime in the cache key: an edited file is read again)."""
+    tree = _strip_docstrings(ast.parse(path.read_text(), filename=str(path)))
+    return hashlib.sha256(ast.dump(tree, annotate_fields=False).encode()).hexdigest()
+
+
+def code_fingerprint(*modules: str) -> str:
+    """16 hex digits over the code of `modules` (dotted names; a package means all its modules)."""
+    files = sorted({f for module in modules for f in _source_files(module)})
+    digest = hashlib.sha256()
+    for path in files:
+        root = next(p for p in path.parents if not (p / "__init__.py").exists())
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        digest.update(_file_digest(path, path.stat().st_mtime_ns).encode())
+    return digest.hexdigest()[:16]
+
+
+def build_fingerprint(kind: str, task_module: str | None = None) -> str:
+    """The fingerprint of a shared build of `kind` (BUILD_CODE), plus the task's own module if given.
+    A dataset is downstream of its SFT model and a reference of its model: their keys include those
+    entries' keys, so a change upstream rebuilds them too."""
+    if kind not in BUILD_CODE:
+        raise KeyError(f"no code list for cache kind {kind!r}; known: {', '.join(BUILD_CODE)}")
+    return code_fingerprint(*BUILD_CODE[kind], *((task_module,) if task_module else ()))
+
+
+def run_fingerprint() -> str:
+    """The fingerprint of the code a run's numbers depend on (stored in every record)."""
+    return code_fingerprint(*RUN_CODE)
