@@ -1,9 +1,10 @@
-"""The named presets multirun.sh runs: suites (several Hydra sweeps sharing one sweep id) and the
-conf/experiment/<name>.yaml presets (one sweep each), with the one-line description --help shows."""
+"""The named presets multirun.sh runs: suites (bench/sweeps/suites.yaml: several Hydra sweeps sharing one
+sweep id) and the conf/experiment/<name>.yaml presets (one sweep each), with the line --help shows."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -26,33 +27,15 @@ def builtin_datasets() -> tuple[str, ...]:
                         if cfg.get("source") == "builtin" and not TASKS[cfg.task].requires_pretrained_model))
 
 
+SUITES_FILE = Path(__file__).with_name("suites.yaml")
+
+
 def suites() -> dict[str, Suite]:
-    """Suites by name, in the order --help lists them."""
+    """Suites by name, in the order --help lists them (bench/sweeps/suites.yaml)."""
     tasks = "dataset=" + ",".join(builtin_datasets())
-    ablations = ("regulator", "pmi_source", "margin_units", "warmup", "marginal_context")
-    return {
-        "quick": Suite("DPO over 3 β × 2 seeds + rmipo and imi_dpo × 2 seeds on sentiment, short SFT "
-                       "(~3 min on 2 CPU cores from a cold cache)", ("experiment=quick_dpo", "experiment=quick_imi")),
-        # the citable testbed study (results/beta_sensitivity/): the DPO β grid, a documented SimPO subset
-        # (β ∈ {2, 10} × γ/β ∈ {0.15, 0.5}: both ends of the β range, the default γ/β and a small one), and
-        # the IMI methods at their defaults, on every built-in task, 5 seeds
-        "beta_sensitivity": Suite(
-            "the citable testbed study: DPO β grid + SimPO 2×2 subset + rmipo, imi_dpo, imi_simpo on every "
-            "built-in task, 5 seeds (325 runs)",
-            (f"experiment=dpo_beta_grid {tasks}",
-             f"experiment=simpo_grid {tasks} method.beta=2.0,10.0 method.gamma_beta_ratio=0.15,0.5",
-             f"experiment=imi_defaults {tasks} method=rmipo,imi_dpo,imi_simpo")),
-        "compare": Suite("the headline: every method at its defaults + the DPO, IPO and SimPO grids, on every "
-                         "built-in task, 5 seeds",
-                         ("experiment=compare", *(f"experiment={grid} {tasks}"
-                                                  for grid in ("dpo_beta_grid", "ipo_beta_grid", "simpo_grid")))),
-        "ablations": Suite("every ablation_* preset: regulator × base loss, PMI source, margin units, warm-up, "
-                           "marginal context", tuple(f"experiment=ablation_{name}" for name in ablations)),
-        # the real-model lane (DESIGN §13): DPO β grid and the IMI methods on SmolLM2-135M-Instruct
-        "smollm2": Suite("the real-model lane: DPO β grid + rmipo and imi_dpo on SmolLM2-135M-Instruct "
-                         "(constraints task; needs the smollm2 extra)", ("experiment=smollm2_dpo",
-                                                                         "experiment=smollm2_imi")),
-    }
+    raw = OmegaConf.to_container(OmegaConf.load(SUITES_FILE))
+    return {name: Suite(entry["description"], tuple(step.replace("{builtin_tasks}", tasks) for step in entry["sweeps"]))
+            for name, entry in raw.items()}
 
 
 def experiment_presets() -> list[str]:
