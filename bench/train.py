@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from bench import conf_dir, preflight
 from bench.config import ConfigError
-from bench.report import print_summary
+from bench.run_summary import print_summary
 
 # conf/hydra/launcher/joblib.yaml shares the plugin's name on purpose (see that file); Hydra's deprecation
 # warning about it would stand between a user and the one line that says what went wrong.
