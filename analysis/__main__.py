@@ -1,9 +1,10 @@
-"""Command line: `python -m analysis report|runs ...` (also installed as `imi-bench-report`).
+"""Command line: `python -m analysis report|runs|headline ...` (also installed as `imi-bench-report`).
 
     python -m analysis report <runs dir> --out <dir> [--metric gold_reward] [--baseline dpo]
                               [--tolerance 0 0.05] [--per-procedure | --amortize | --per-run]
                               [--stat mean|median] [--n-boot 4000]
     python -m analysis runs <runs dir> [--metric gold_reward] [--csv]
+    python -m analysis headline <runs dir> [--baseline dpo] [--metric gold_reward] [--check FILE | --write FILE]
 
 Either command reads W&B instead with `--wandb ENTITY/PROJECT` (needs the network and a key).
 Bad input (a missing folder, an unknown metric) exits with status 2 and a one-line message; this
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis import headline
 from analysis.costs import DEFAULT_CONVENTION
 from analysis.load import LoadedRuns, load_runs
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
@@ -71,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_source(runs)
     runs.add_argument("--metric", help="metric column to show (default: as for `report`)")
     runs.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
+
+    headline.add_arguments(commands.add_parser(
+        "headline", help="print the headline table (SFT, tuned baseline, each arm's Δ vs tuned), or check/refresh "
+                         "the copies embedded in a document", description=headline.__doc__.splitlines()[0]))
     return parser
 
 
@@ -102,6 +108,8 @@ def runs_table(loaded: LoadedRuns, metric: str) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "headline":
+        return headline.run(args)
     try:
         loaded = _load(args, parser)
         if args.command == "runs":
