@@ -315,10 +315,23 @@ def test_rmipo_custom_range_and_authors_context():
     assert authors.needs == Needs(reference=False, marginal="policy", marginal_context="authors")
 
 
-def test_rmipo_equals_imi_simpo_with_policy_source():
-    rmipo = build_method(cfg("rmipo"))(hand_batch(marginal="policy"))
-    imi = build_method(cfg("imi_simpo", pmi_source="policy"))(hand_batch(marginal="policy"))
-    torch.testing.assert_close(rmipo.losses, imi.losses)
+def test_rmipo_and_imi_simpo_with_policy_source_both_give_the_design_loss():
+    """DESIGN §4 on two fresh pairs, each number by hand: ā = s/|y|, PMI = (s − s(y | ∅))/|y|,
+    g = 0.3 + 1.3·exp(−max(0, ΔPMI)), loss = −log σ(2(ā_w − ā_l − g)). Both methods must give it, not
+    merely agree with each other (they share one class)."""
+    # pair 1: ā_w = −6/3 = −2, ā_l = −12/4 = −3; PMI_w = (−6 + 9)/3 = 1, PMI_l = (−12 + 12)/4 = 0
+    #         ΔPMI = 1 → g = 0.3 + 1.3/e; z = 2(1 − g)
+    # pair 2: ā_w = −10/5 = −2, ā_l = −3/2; PMI_w = (−10 + 5)/5 = −1, PMI_l = (−3 + 4)/2 = 0.5
+    #         ΔPMI = −1.5 → g = 1.6 (g_max); z = 2(−0.5 − 1.6) = −4.2
+    expected = [math.log1p(math.exp(-2 * (1 - (0.3 + 1.3 / math.e)))), math.log1p(math.exp(4.2))]
+    assert expected[1] == pytest.approx(4.2149, abs=1e-4)
+    zeros = t([0.0, 0.0])
+    for config in (cfg("rmipo"), cfg("imi_simpo", pmi_source="policy")):
+        batch = PairLogps(t([-6.0, -10.0]), t([-12.0, -3.0]), t([3.0, 5.0]), t([4.0, 2.0]), zeros, zeros,
+                          marginal_chosen_logps=t([-9.0, -5.0]), marginal_rejected_logps=t([-12.0, -4.0]))
+        out = build_method(config)(batch)
+        assert_losses(out, expected)
+        assert out.metrics["imi/delta_pmi_mean"] == pytest.approx((1 - 1.5) / 2), config["name"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -604,6 +617,8 @@ def test_beta_dpo_beta_carries_no_gradient():
     batch.chosen_logps.requires_grad_(True)
     out = method(batch)
     out.losses.sum().backward()
-    beta = out.metrics["beta_dpo/beta"]
+    # first step from M0 = 0: batch mean m = 1/6, M0 ← 0.1·m, β = β₀(1 + a(m − M0)) = 0.1(1 + 0.6·0.9/6)
+    beta = 0.1 * (1 + 0.6 * 0.9 / 6)
+    assert out.metrics["beta_dpo/beta"] == pytest.approx(beta)
     expected = [-beta * (1 - 1 / (1 + math.exp(-beta * d))) for d in (2.0, 1.5, -3.0)]
     torch.testing.assert_close(batch.chosen_logps.grad, t(expected), atol=1e-12, rtol=0)
