@@ -21,6 +21,11 @@ from bench.pipeline import run
 from helpers import CONF_DIR
 
 TRL_NAMES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
+# Step 0 is logged before the first update, when the policy is still the SFT model, which is also the
+# reference: every Δ = 0, so the reward β(s − s_ref) of the dpo and ipo families is 0 and these losses
+# are their value at Δ = 0 (DESIGN §3; the default β = 0.1). float32 log-probs: 1e-5.
+STEP0_LOSS = {"dpo": math.log(2), "cdpo": math.log(2), "robust": math.log(2), "beta_dpo": math.log(2),
+              "hinge": 1.0, "ipo": (1 / (2 * 0.1)) ** 2}
 GOLD_METRICS = ("gold_reward", "win_rate", "kl", "length", "no_eos_rate", "collapsed", "pref_acc")
 
 
@@ -66,9 +71,14 @@ def _assert_completed_record(make_config, method: str) -> None:
     assert record["schema_version"] == records.SCHEMA_VERSION
     assert record["config"]["method"]["name"] == method
     assert record["method_info"] == method_info(method), "the record says what the method is"
+    # what these metrics are depends on the trained weights; only that they exist and are numbers is known
     for key in GOLD_METRICS:
         assert math.isfinite(record["metrics"][key]), key
     assert 0.0 <= record["metrics"]["win_rate"] <= 1.0
+    threshold = record["config"]["eval"]["collapse_no_eos_rate"]
+    for prefix in ("", "val/"):
+        no_eos = record["metrics"][f"{prefix}no_eos_rate"]
+        assert record["metrics"][f"{prefix}collapsed"] == float(no_eos >= threshold), prefix
     cost = record["cost"]
     assert cost["train_tokens"] > 0 and cost["flops"] > 0 and cost["device_hours"] > 0
     assert set(cost["shared"]) == {"sft", "dataset", "reference"}
@@ -77,6 +87,11 @@ def _assert_completed_record(make_config, method: str) -> None:
     assert [row["step"] for row in history] == [0, 1, 2]
     for name in TRL_NAMES:
         assert all(math.isfinite(row[name]) for row in history), name
+    if method_info(method)["family"] in ("dpo", "ipo"):
+        for name in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
+            assert history[0][name] == pytest.approx(0.0, abs=1e-5), name
+    if method in STEP0_LOSS:
+        assert history[0]["loss"] == pytest.approx(STEP0_LOSS[method], abs=1e-5)
     if method.startswith("imi_") or method == "rmipo":
         assert {"imi/delta_pmi_mean", "imi/delta_pmi_min", "imi/delta_pmi_max"} <= set(history[0])
 
@@ -142,4 +157,9 @@ def test_built_in_datasets_are_deterministic_given_the_seed(make_config, tmp_pat
         builds.append((key, (cache / "dataset" / key / "train.jsonl").read_bytes()))
     assert not result.record["cost"]["shared"]["dataset"]["hit"], "the second build must not come from a cache"
     assert builds[0][0] == builds[1][0]
-    assert builds[0][1] == builds[1][1] and len(builds[0][1]) > 0
+    assert builds[0][1] == builds[1][1]
+    # one line per labelled pair: every sampled pair is labelled or dropped as identical or tied
+    train = result.record["data"]["source"]["train"]
+    assert train["n_pairs"] == result.record["config"]["dataset"]["n_train_prompts"]  # one pair per prompt
+    assert train["n_pairs"] == train["n_labelled"] + train["n_identical_dropped"] + train["n_ties_dropped"]
+    assert builds[0][1].count(b"\n") == train["n_labelled"] > 0

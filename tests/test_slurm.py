@@ -54,7 +54,7 @@ def test_slurm_launcher_config_follows_the_hardware(hardware, tasks, cpus):
     assert cfg.hardware.num_processes == tasks and cfg.hardware.torch_threads == cpus
     # submitit's warning signal must fall inside the time limit, with room to spare
     assert launcher.timeout_min >= 3 and launcher.signal_delay_s < launcher.timeout_min * 60 - 60
-    assert launcher.mem_gb > 0 and launcher.array_parallelism > 0
+    assert (launcher.mem_gb, launcher.array_parallelism) == (4, 32)  # conf/hydra/launcher/slurm.yaml
 
 
 def test_joblib_launcher_config_repeats_the_plugin_schema_with_two_jobs():
