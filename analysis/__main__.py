@@ -6,9 +6,10 @@
     python -m analysis runs <runs dir> [--metric gold_reward] [--csv]
     python -m analysis headline <runs dir> [--baseline dpo] [--metric gold_reward] [--check FILE | --write FILE]
 
-Either command reads W&B instead with `--wandb ENTITY/PROJECT` (needs the network and a key).
+`report` and `runs` read W&B instead with `--wandb ENTITY/PROJECT` (needs the network and a key).
 Bad input (a missing folder, an unknown metric) exits with status 2 and a one-line message; this
-module only parses arguments and prints, the work is in `analysis.report` and `analysis.load`.
+module only parses arguments and prints, the work is in `analysis.report`, `analysis.load` and
+`analysis.headline`.
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ headline equals its report. Documents embed the table between markers that hold 
     ...the command's output...
     <!-- /headline -->
 
-and `check_file` / `write_file` compare or refresh every such block from the records.
+and `refresh` (`--check FILE`, `--write FILE`) compares or rewrites every such block from the records.
 Owns the table's shape and the markers; no statistics of its own.
 """
 from __future__ import annotations
@@ -76,7 +76,7 @@ def comparison(loaded: LoadedRuns, options: HeadlineOptions = HeadlineOptions())
     entries = build_entries(runs, boot, metric, o.stat)
     table = comparison_table(entries, runs, boot, metric, o.stat, options.baseline, sft, o.confidence)
     is_imi = runs.groupby("method.name")["is_imi"].first()
-    table["is_imi"] = table["method"].map(is_imi).fillna(False).astype(bool)
+    table["is_imi"] = table["method"].map(is_imi).eq(True)  # the SFT rows have no method: not IMI
     return table, metric
 
 
