@@ -6,6 +6,10 @@ nothing or a complete entry; a file lock makes concurrent jobs build it once. A 
 building leaves only its temp directory (ignored, and removed by the next builder of that entry) and
 its lock is released by the OS.
 
+The kinds of shared build (sft, dataset, reference, model) are keyed by the fingerprint of the code that
+builds them too (bench.fingerprint), so an entry made by other code is never reused: a change to the
+trainer rebuilds nothing here, a change to a task or to the data pipeline rebuilds what depends on it.
+
 Each entry carries `meta.json` with the one-off cost of building it, so a run that *hits* the cache
 can still report what the entry cost (the analysis amortises it over the sweep or charges it per run).
 The time a caller spent blocked on the lock is returned as `wait_s` (not compute: see bench.cost).
@@ -23,6 +27,7 @@ from typing import Any, Callable
 
 from filelock import FileLock
 
+from bench.fingerprint import BUILD_CODE, build_fingerprint
 from bench.redaction import redact_secrets
 
 META_FILE = "meta.json"
@@ -58,7 +63,8 @@ class DiskCache:
         `build` writes its files into the directory it is given and returns the cost dict stored in
         meta.json (e.g. wall_s, device_hours, flops).
         """
-        key = cache_key(payload)
+        code = build_fingerprint(kind) if kind in BUILD_CODE else None
+        key = cache_key(payload if code is None else {"inputs": payload, "code": code})
         final = self.root / kind / key
         if (final / META_FILE).exists():
             return CacheEntry(kind, key, final, True, _read_json(final / META_FILE))
@@ -80,6 +86,7 @@ class DiskCache:
                     "kind": kind,
                     "key": key,
                     "payload": redact_secrets(payload) if isinstance(payload, dict) else payload,
+                    "code_fingerprint": code,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "build_cost": {"wall_s": time.time() - started, **(build_cost or {})},
                 }

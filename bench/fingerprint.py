@@ -13,12 +13,15 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-# What each shared build depends on, besides its own payload (bench.cache keys). A task module is added
-# by the caller (`task_module`), so a change to one task rebuilds that task's artefacts only.
+# What each kind of shared build (bench.cache) depends on, besides its payload. Downstream builds name
+# their upstream entry's key in their payload (a dataset its SFT model, a reference its model and data),
+# so a change upstream rebuilds them too. The tasks are one package here: editing one task rebuilds the
+# other tasks' entries as well, a small price for a list that cannot miss a helper module.
 BUILD_CODE = {
     "model": ("bench.models",),
-    "sft": ("bench.sft", "bench.models", "bench.data.encoding", "bench.data.tasks.base", "bench.data.tasks.common"),
-    "dataset": ("bench.data.builtin", "bench.data.splits", "bench.data.labelling", "bench.generation"),
+    "sft": ("bench.sft", "bench.models", "bench.data.encoding", "bench.data.tasks", "bench.data.splits"),
+    "dataset": ("bench.data.builtin", "bench.data.splits", "bench.data.labelling", "bench.data.tasks",
+                "bench.generation"),
     "reference": ("bench.reference", "bench.logps", "bench.data.encoding"),
 }
 # A run's numbers depend on the whole library (methods, trainer, evaluation, data, models).
@@ -65,13 +68,11 @@ def code_fingerprint(*modules: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def build_fingerprint(kind: str, task_module: str | None = None) -> str:
-    """The fingerprint of a shared build of `kind` (BUILD_CODE), plus the task's own module if given.
-    A dataset is downstream of its SFT model and a reference of its model: their keys include those
-    entries' keys, so a change upstream rebuilds them too."""
+def build_fingerprint(kind: str) -> str:
+    """The fingerprint of a shared build of `kind` (BUILD_CODE)."""
     if kind not in BUILD_CODE:
         raise KeyError(f"no code list for cache kind {kind!r}; known: {', '.join(BUILD_CODE)}")
-    return code_fingerprint(*BUILD_CODE[kind], *((task_module,) if task_module else ()))
+    return code_fingerprint(*BUILD_CODE[kind])
 
 
 def run_fingerprint() -> str:

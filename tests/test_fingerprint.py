@@ -58,10 +58,27 @@ def test_the_trainer_is_in_no_shared_build_but_in_every_run():
         files = {f for m in modules for f in _source_files(m)}
         assert trainer not in files, kind
     assert trainer in set(_source_files("bench"))
-    assert build_fingerprint("sft", "bench.data.tasks.sentiment") != build_fingerprint("sft", "bench.data.tasks.arithmetic")
+    tasks = Path(bench.__file__).parent / "data" / "tasks" / "sentiment.py"
+    assert tasks in {f for m in BUILD_CODE["sft"] for f in _source_files(m)}
+    assert build_fingerprint("sft") != build_fingerprint("reference")
     assert len(run_fingerprint()) == 16
 
 
 def test_an_unknown_build_kind_is_named():
     with pytest.raises(KeyError, match="'checkpoint'"):
         build_fingerprint("checkpoint")
+
+
+def test_a_cache_entry_is_keyed_by_its_code(tmp_path, monkeypatch):
+    """The same payload under other code is another entry (never reused); a kind without a code list
+    (generic use of the cache) is keyed by its payload alone."""
+    import bench.cache as cache_module
+    from bench.cache import DiskCache, cache_key
+
+    cache = DiskCache(tmp_path)
+    first = cache.get_or_build("reference", {"x": 1}, lambda d: {})
+    assert first.meta["code_fingerprint"] == build_fingerprint("reference")
+    monkeypatch.setattr(cache_module, "build_fingerprint", lambda kind: "0" * 16)  # as if the code had changed
+    second = cache.get_or_build("reference", {"x": 1}, lambda d: {})
+    assert not second.hit and second.key != first.key
+    assert cache.get_or_build("thing", {"x": 1}, lambda d: {}).key == cache_key({"x": 1})
