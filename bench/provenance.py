@@ -10,6 +10,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from bench.fingerprint import run_fingerprint
 from bench.redaction import redact_overrides
 
 PACKAGES = ("torch", "transformers", "tokenizers", "accelerate", "datasets", "hydra-core", "omegaconf",
@@ -72,6 +73,7 @@ def provenance(seed: int, overrides: list[str] | None) -> dict:
     return {
         "git_commit": commit,
         "git_dirty": bool(status) if status is not None else None,
+        "code_fingerprint": run_fingerprint(),  # the library's code (bench.fingerprint): a re-launch skips only its own
         "packages": package_versions(),
         "hardware": hardware(),
         "seed": seed,

@@ -112,12 +112,16 @@ def read_record(directory: Path) -> dict | None:
         return json.load(f)
 
 
-def completed_record(directory: Path, expected_hash: str) -> dict | None:
-    """The record if the run there completed with this config hash (so a re-launch can skip it)."""
+def completed_record(directory: Path, expected_hash: str, code_fingerprint: str | None = None) -> dict | None:
+    """The record if the run there completed with this config hash and, when `code_fingerprint` is given,
+    by the same code (provenance.code_fingerprint): a re-launch skips it. A record made by other code is
+    run again and replaced."""
     record = read_record(directory)
-    if record and record.get("status") == "completed" and record.get("config_hash") == expected_hash:
-        return record
-    return None
+    if not record or record.get("status") != "completed" or record.get("config_hash") != expected_hash:
+        return None
+    if code_fingerprint is not None and (record.get("provenance") or {}).get("code_fingerprint") != code_fingerprint:
+        return None
+    return record
 
 
 def write_record(directory: Path, record: dict) -> Path:

@@ -82,3 +82,14 @@ def test_a_cache_entry_is_keyed_by_its_code(tmp_path, monkeypatch):
     second = cache.get_or_build("reference", {"x": 1}, lambda d: {})
     assert not second.hit and second.key != first.key
     assert cache.get_or_build("thing", {"x": 1}, lambda d: {}).key == cache_key({"x": 1})
+
+
+def test_a_completed_record_of_other_code_is_not_skipped(tmp_path):
+    from bench import records
+
+    record = {"status": "completed", "config_hash": "abc", "provenance": {"code_fingerprint": "f" * 16}}
+    records.write_record(tmp_path, record)
+    assert records.completed_record(tmp_path, "abc", "f" * 16)["config_hash"] == "abc"
+    assert records.completed_record(tmp_path, "abc", "e" * 16) is None  # other code: run again
+    assert records.completed_record(tmp_path, "abd", "f" * 16) is None  # other config
+    assert records.completed_record(tmp_path, "abc")["config_hash"] == "abc"  # no code asked: config alone
