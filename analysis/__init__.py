@@ -7,17 +7,19 @@ Modules, in the order data flows through them:
     load        records -> one tidy DataFrame, one row per completed run (val_curve kept whole); skipped runs + why
     wandb_runs  the same from the W&B API
     grid        settings (and traps), configurations, arms (grid / fixed); method knowledge from method_info
-    selection   the seed bootstrap shared by every interval; choosing a configuration by validation score
-                (re-chosen in every replicate), or on test (the oracle)
+    selection   the paired seed bootstrap shared by every interval (seeds drawn jointly for every
+                configuration of a setting); choosing a configuration by validation score (re-chosen in
+                every replicate), or on test (the oracle)
     reference   the SFT starting point: its level per setting, Δ vs SFT per run
     metrics     per-configuration summaries over seeds with intervals; Ê_k weights
     entries     what is compared per setting (tuned / oracle / default / IMI / SFT) and the comparison tables
     costs       own and charged cost per run; shared builds per procedure, amortised or per run
-    tuners      grid search, random search, successive halving as estimators over arrays
+    tuners      grid search, random search, successive halving as selection probabilities over arrays,
+                under the practitioner's model (one run per configuration, the default) or the idealised one
     tuning      expected best of k, tuners' cost to reach τ, savings with intervals, summed over settings
     aggregate   IQM / mean / probability of improvement across settings on SFT-to-tuned normalised scores
     stats       intervals over seeds (expanded percentile bootstrap, t-widened), IQM, probability of improvement
-    protocol    is a report citable: seeds, budget, validation data
+    protocol    is a report citable: seeds, budget, validation data, measured prompt-set overlaps
     plots       β-sensitivity, expected best vs trials / FLOPs, reward–KL, ΔPMI traces
     tables      CSV / LaTeX / Markdown writers
     report      composes all of the above into <out>/report.md, tables/ and figures/ (sections in report_sections)
@@ -30,17 +32,18 @@ from analysis.costs import CONVENTIONS, charged_costs, procedure_builds, shared_
 from analysis.grid import LEGACY_METHOD_INFO, annotate, configuration_columns
 from analysis.load import LoadedRuns, curve_frame, load_runs, read_history
 from analysis.metrics import expected_max, expected_max_curve, seed_summary
-from analysis.selection import SeedBootstrap, choose, chosen_runs, chosen_stat, seed_bootstrap
+from analysis.selection import SeedBootstrap, choose, chosen_runs, chosen_stat, seed_bootstrap, seed_stat
 from analysis.stats import (expanded_percentile_interval, expanded_tail, iqm, percentile_interval,
                             probability_of_improvement, seed_interval)
-from analysis.tuners import grid_search, random_search, successive_halving, val_selected_expectation
+from analysis.tuners import (grid_selection, grid_tuners, halving_selection, random_search_selection,
+                             val_selected_expectation)
 from analysis.wandb_runs import load_wandb_runs
 
 __all__ = [
     "CONVENTIONS", "LEGACY_METHOD_INFO", "LoadedRuns", "SeedBootstrap", "annotate", "charged_costs",
     "choose", "chosen_runs", "chosen_stat", "configuration_columns", "curve_frame", "expanded_percentile_interval",
-    "expanded_tail", "expected_max", "expected_max_curve", "grid_search", "iqm", "load_runs",
-    "load_wandb_runs", "percentile_interval", "probability_of_improvement", "procedure_builds", "random_search",
-    "read_history", "seed_bootstrap", "seed_interval", "seed_summary", "shared_build_costs", "successive_halving",
-    "val_selected_expectation",
+    "expanded_tail", "expected_max", "expected_max_curve", "grid_selection", "grid_tuners", "halving_selection",
+    "iqm", "load_runs", "load_wandb_runs", "percentile_interval", "probability_of_improvement", "procedure_builds",
+    "random_search_selection", "read_history", "seed_bootstrap", "seed_interval", "seed_stat", "seed_summary",
+    "shared_build_costs", "val_selected_expectation",
 ]

@@ -1,15 +1,16 @@
-"""Command line: `python -m analysis report|runs|headline ...` (also installed as `imi-bench-report`).
+"""Command line: `python -m analysis report|runs|headline|coverage ...` (also installed as `imi-bench-report`).
 
     python -m analysis report <runs dir> --out <dir> [--metric gold_reward] [--baseline dpo]
                               [--tolerance 0 0.05] [--per-procedure | --amortize | --per-run]
-                              [--stat mean|median] [--n-boot 4000]
+                              [--stat mean|median] [--n-boot 4000] [--idealised-tuners]
     python -m analysis runs <runs dir> [--metric gold_reward] [--csv]
     python -m analysis headline <runs dir> [--baseline dpo] [--metric gold_reward] [--check FILE | --write FILE]
+    python -m analysis coverage <runs dir> --out <dir> [--data-sets 1000] [--n-boot 4000]
 
 `report` and `runs` read W&B instead with `--wandb ENTITY/PROJECT` (needs the network and a key).
 Bad input (a missing folder, an unknown metric) exits with status 2 and a one-line message; this
-module only parses arguments and prints, the work is in `analysis.report`, `analysis.load` and
-`analysis.headline`.
+module only parses arguments and prints, the work is in `analysis.report`, `analysis.load`,
+`analysis.headline` and `analysis.coverage`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import headline
+from analysis import coverage, headline
 from analysis.costs import DEFAULT_CONVENTION
 from analysis.load import LoadedRuns, load_runs
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "quantiles need thousands)")
     report.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
     report.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
+    report.add_argument("--idealised-tuners", dest="tuner_model", action="store_const", const="idealised",
+                        default="practitioner",
+                        help="tuners select on each configuration's statistic over all seeds while charged one run "
+                             "per configuration (labelled 'idealised'); default: the practitioner's model, one run "
+                             "per configuration at one seed")
     report.add_argument("--no-figures", dest="figures", action="store_false",
                         help="write the tables and report.md only (figures are most of the run time)")
 
@@ -75,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("--metric", help="metric column to show (default: as for `report`)")
     runs.add_argument("--csv", action="store_true", help="print CSV instead of an aligned table")
 
+    coverage.add_arguments(commands.add_parser(
+        "coverage", help="simulate the coverage of the report's intervals under a model fitted to run records",
+        description=coverage.__doc__.splitlines()[0]))
     headline.add_arguments(commands.add_parser(
         "headline", help="print the headline table (SFT, tuned baseline, each arm's Δ vs tuned), or check/refresh "
                          "the copies embedded in a document", description=headline.__doc__.splitlines()[0]))
@@ -111,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "headline":
         return headline.run(args)
+    if args.command == "coverage":
+        return coverage.run(args)
     try:
         loaded = _load(args, parser)
         if args.command == "runs":
@@ -129,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or (args.runs_dir / "report" if args.runs_dir else Path("report"))
         options = ReportOptions(metric=args.metric, baseline=args.baseline, tolerances=tuple(args.tolerance),
                                 convention=args.convention, stat=args.stat, n_boot=args.n_boot,
-                                confidence=args.confidence, seed=args.seed, figures=args.figures)
+                                confidence=args.confidence, seed=args.seed, tuner_model=args.tuner_model,
+                                figures=args.figures)
         report = build_report(loaded, out, options, source=args.wandb or str(args.runs_dir))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

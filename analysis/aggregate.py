@@ -20,9 +20,11 @@ IQM trimmed away and gives the (untrimmed) mean over settings beside it, and the
 setting's own mean (`per_setting_table`).
 
 Probability of improvement P(X > Y) is on raw scores (it only compares runs within a setting).
-Intervals: stratified over settings by construction — every replicate of the seed bootstrap resamples
-seeds within each configuration, the tuned entry re-chosen inside (`analysis.selection`);
-`stats.seed_interval` with n = the smallest seed count involved. Oracle entries are never aggregated.
+Intervals: stratified over settings by construction — every replicate of the paired seed bootstrap
+draws each setting's seeds once for all its configurations (so the compared arm and the tuned
+baseline share the draws), independently across settings; the tuned entry is re-chosen inside
+(`analysis.selection`); each run counts as often as its seed was drawn. `stats.seed_interval` with
+n = the smallest seed count involved. Oracle entries are never aggregated.
 """
 from __future__ import annotations
 
@@ -54,18 +56,20 @@ def normalizers(comparison: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
 
 def _normalized(entry: Entry, runs: pd.DataFrame, boot: SeedBootstrap, metric: str, norm: pd.Series):
-    point, replicates, mask = chosen_runs(boot, runs, entry.choice, metric)
+    """(observed z (n,), replicate z (B, S) seed-aligned, their seed counts (B, S))."""
+    point, replicates, counts = chosen_runs(boot, runs, entry.choice, metric)
     span = norm["tuned"] - norm["sft"]
-    return (point - norm["sft"]) / span, (replicates - norm["sft"]) / span, mask
+    return (point - norm["sft"]) / span, (replicates - norm["sft"]) / span, counts
 
 
 def _pooled(parts):
-    """Concatenate per-setting (point (n_s,), replicates (B, m_s), mask) with weights 1/(S·n_s)."""
+    """Concatenate per-setting (point (n_s,), replicates (B, S_s), counts (B, S_s)) with weights
+    1/(settings · n_s): each replicate's runs weighted by how often their seed was drawn."""
     count = len(parts)
     point = np.concatenate([p for p, _, _ in parts])
     point_w = np.concatenate([np.full(len(p), 1.0 / (count * len(p))) for p, _, _ in parts])
-    reps = np.concatenate([np.where(m, r, np.nan) for _, r, m in parts], axis=1)
-    rep_w = np.concatenate([m / (count * m.sum(axis=1, keepdims=True)) for _, _, m in parts], axis=1)
+    reps = np.concatenate([np.where(w > 0, r, np.nan) for _, r, w in parts], axis=1)
+    rep_w = np.concatenate([w / (count * w.sum(axis=1, keepdims=True)) for _, _, w in parts], axis=1)
     return point, point_w, reps, rep_w
 
 
@@ -118,8 +122,8 @@ def per_setting_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootst
     for entry in entries:
         if entry.kind == "oracle" or entry.setting not in usable.index:
             continue
-        point, reps, mask = _normalized(entry, runs, boot, metric, usable.loc[entry.setting])
-        means = np.where(mask, reps, 0.0).sum(axis=1) / mask.sum(axis=1)
+        point, reps, counts = _normalized(entry, runs, boot, metric, usable.loc[entry.setting])
+        means = (reps * counts).sum(axis=1) / counts.sum(axis=1)
         low, high = seed_interval(point.mean(), means, boot.min_seeds(entry.choice.config_ids), confidence)
         rows.append({"setting": entry.setting, "trap": entry.trap, "entry": entry.name, "kind": entry.kind,
                      "n_runs": len(point), "mean_normalized": float(point.mean()), "mean_ci_low": float(low),
@@ -144,9 +148,8 @@ def improvement_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootst
         xs = [chosen_runs(boot, runs, x.choice, metric) for x, _ in pairs]
         ys = [chosen_runs(boot, runs, y.choice, metric) for _, y in pairs]
         point = float(probability_of_improvement_batched([x[0][None] for x in xs], [y[0][None] for y in ys])[0])
-        # padding (NaN) is masked out; nan_to_num only keeps it from warning in the comparisons
-        replicates = probability_of_improvement_batched([np.nan_to_num(x[1]) for x in xs],
-                                                        [np.nan_to_num(y[1]) for y in ys],
+        # each run weighs as often as its seed was drawn; X and Y share the draws (paired)
+        replicates = probability_of_improvement_batched([x[1] for x in xs], [y[1] for y in ys],
                                                         [x[2] for x in xs], [y[2] for y in ys])
         n = min(min(boot.min_seeds(x.choice.config_ids), boot.min_seeds(y.choice.config_ids)) for x, y in pairs)
         low, high = seed_interval(point, replicates, n, confidence)

@@ -13,8 +13,9 @@ Entries, from the arms of `analysis.grid`:
     "<IMI arm>"           kind "fixed": an IMI method at its defaults (or a baseline's single
                           non-default configuration).
     "SFT (reference)"     kind "sft": the starting point (`analysis.reference`), one row per setting.
-Every interval: the seed bootstrap of `analysis.selection` and `stats.seed_interval`, with n = the smallest
-seed count among the configurations the entry can choose from.
+Every interval: the paired seed bootstrap of `analysis.selection` (an entry and the tuned baseline it is
+compared with share every replicate's seed draws) and `stats.seed_interval`, with n = the smallest seed
+count among the configurations the entry can choose from.
 
 Pure functions over DataFrames; no I/O.
 """
@@ -31,6 +32,7 @@ from analysis.selection import Choice, SeedBootstrap, choose, chosen_stat, has_v
 from analysis.stats import seed_interval
 
 SFT_ENTRY = "SFT (reference)"
+COMPOSITION_PREFIX = "composition/"
 KIND_ORDER = {"sft": 0, "tuned": 1, "oracle": 2, "default": 3, "fixed": 4}
 
 
@@ -73,6 +75,11 @@ def build_entries(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: st
     return entries
 
 
+def composition_column(metric: str) -> str:
+    """The composition test set's name of a test metric: "gold_reward" -> "composition/gold_reward"."""
+    return f"{COMPOSITION_PREFIX}{metric}"
+
+
 def find_entry(entries: list[Entry], setting: str, method: str, kind: str) -> Entry | None:
     return next((e for e in entries if e.setting == setting and e.method == method and e.kind == kind), None)
 
@@ -92,7 +99,9 @@ def comparison_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstr
     stability (share of replicates choosing it), n_runs, n_seeds (the interval's n), score (`stat` of
     the test metric), score_ci_low, score_ci_high, median, q25, q75, collapse_rate, delta_sft (+ _ci_low,
     _ci_high: mean of the per-run Δ vs SFT), delta_tuned (+ _ci_low, _ci_high: score − the score of
-    "<baseline> (tuned)" on the setting, both from the same replicates).
+    "<baseline> (tuned)" on the setting, both from the same replicates), and where the records carry the
+    composition test set's score "composition/<metric>": composition (+ _ci_low, _ci_high: `stat` of it
+    for the chosen configuration, selection as for score).
     """
     rows = []
     delta = delta_column(metric)
@@ -113,6 +122,10 @@ def comparison_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstr
                "q75": float(np.quantile(values, 0.75)), "collapse_rate": float(np.nanmean(collapsed))
                if np.isfinite(collapsed).any() else math.nan}
         row["score_ci_low"], row["score_ci_high"] = _ci(point, replicates, n, confidence)
+        if composition_column(metric) in runs.columns and runs[composition_column(metric)].notna().any():
+            c_point, c_rep = chosen_stat(boot, runs, entry.choice, composition_column(metric), stat)
+            row["composition"] = c_point
+            row["composition_ci_low"], row["composition_ci_high"] = _ci(c_point, c_rep, n, confidence)
         if delta in runs.columns:
             d_point, d_rep = chosen_stat(boot, runs, entry.choice, delta, "mean")
             row["delta_sft"] = d_point
@@ -125,9 +138,11 @@ def comparison_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstr
             row["delta_tuned_ci_low"], row["delta_tuned_ci_high"] = _ci(point - t_point, replicates - t_rep, both,
                                                                         confidence)
         rows.append(row)
+    composition = ["composition", "composition_ci_low", "composition_ci_high"] if any("composition" in r for r in rows) else []
     columns = ["setting", "trap", "entry", "kind", "method", "selected_on", "config", "stability", "n_runs", "n_seeds",
-               "score", "score_ci_low", "score_ci_high", "median", "q25", "q75", "collapse_rate", "delta_sft",
-               "delta_sft_ci_low", "delta_sft_ci_high", "delta_tuned", "delta_tuned_ci_low", "delta_tuned_ci_high"]
+               "score", "score_ci_low", "score_ci_high", *composition, "median", "q25", "q75", "collapse_rate",
+               "delta_sft", "delta_sft_ci_low", "delta_sft_ci_high", "delta_tuned", "delta_tuned_ci_low",
+               "delta_tuned_ci_high"]
     table = pd.DataFrame(rows).reindex(columns=columns)
     rank = table["kind"].map(KIND_ORDER) - 0.5 * ((table["method"] == baseline) & (table["kind"] == "tuned"))
     return (table.assign(_rank=rank).sort_values(["setting", "_rank", "entry"], kind="stable")

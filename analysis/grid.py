@@ -163,7 +163,7 @@ def setting_traps(frame: pd.DataFrame) -> pd.Series:
         return pd.Series("", index=frame.index, dtype=object)
     text = frame[TRAP_COLUMN].map(lambda v: str(v).strip() if _present(v) else "")
     first = text[text != ""].groupby(frame["setting"]).first()
-    return frame["setting"].map(first).fillna("").astype(object)
+    return frame["setting"].map(first).astype(object).fillna("")
 
 
 def annotate(frame: pd.DataFrame, config_columns: Sequence[str]) -> pd.DataFrame:

@@ -19,6 +19,8 @@ Columns of `LoadedRuns.runs` (one row per completed run):
         "cost.shared.<kind>.key|hit|wall_s|device_hours|flops" for kind in sft, dataset, reference
     method knowledge, prefixed "method_info.": "method_info.family", "method_info.imi",
         "method_info.defaults.<key>", "method_info.swept" (absent in older records)
+    what the run's data were, prefixed "data.": e.g. "data.prompt_sets.overlaps.<a>|<b>" (ints: prompts
+        shared between two of its prompt sets; absent in older records)
     provenance, prefixed "provenance.": "provenance.git_commit", "provenance.packages.torch", ...
     val_curve: the record's validation curve kept whole, a list of dicts per run ([] when absent),
         each {"fraction", "step", "n_prompts", "val/<metric>", "flops", "device_hours", "train_s"}
@@ -137,6 +139,9 @@ def record_to_row(record: Mapping[str, Any], where: str = "record") -> tuple[dic
     method_info = record.get("method_info") or {}
     if not isinstance(method_info, Mapping):
         raise ValueError(f"{where}: field 'method_info' is not an object")
+    data = record.get("data") or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where}: field 'data' is not an object")
 
     row: dict[str, Any] = {
         "run_id": record.get("run_id"),
@@ -149,6 +154,7 @@ def record_to_row(record: Mapping[str, Any], where: str = "record") -> tuple[dic
     row.update(metric_values)
     row.update(flatten(cost, prefix="cost."))
     row.update(flatten(method_info, prefix="method_info."))
+    row.update(flatten(data, prefix="data."))
     row[CURVE_COLUMN] = read_curve(record.get(CURVE_COLUMN), where)
     if isinstance(provenance, Mapping):
         row.update(flatten(provenance, prefix="provenance."))

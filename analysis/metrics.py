@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.load import SETTING_KEYS
 from analysis.reference import delta_column
-from analysis.selection import STATS, SeedBootstrap, reduce, validation_column
+from analysis.selection import STATS, SeedBootstrap, validation_column
 from analysis.stats import seed_interval
 
 COLLAPSE_COLUMN = "collapsed"
@@ -117,15 +117,12 @@ def seed_summary(frame: pd.DataFrame, metric: str, boot: SeedBootstrap | None = 
     if boot is not None:
         for config_id in out.index:
             n = boot.min_seeds([config_id])
-            resampled = boot.resampled(runs, config_id, metric)
-            values = boot.values(runs, config_id, metric)
-            out.loc[config_id, ["mean_ci_low", "mean_ci_high"]] = seed_interval(
-                values.mean(), resampled.mean(axis=1), n, confidence)
-            out.loc[config_id, ["score_ci_low", "score_ci_high"]] = seed_interval(
-                reduce(values, stat), reduce(resampled, stat, axis=1), n, confidence)
-            if delta in runs.columns and np.isfinite(boot.values(runs, config_id, delta)).all():
-                replicates = boot.resampled(runs, config_id, delta).mean(axis=1)
-                out.loc[config_id, ["delta_sft_ci_low", "delta_sft_ci_high"]] = seed_interval(
-                    boot.values(runs, config_id, delta).mean(), replicates, n, confidence)
+            for column, prefix, how in ((metric, "mean", "mean"), (metric, "score", stat), (delta, "delta_sft", "mean")):
+                values = boot.values(runs, config_id, column)
+                if not np.isfinite(values).all():
+                    continue  # no SFT value (Δ vs SFT unknown): no interval
+                point, replicates = boot.stat(runs, [config_id], column, how)
+                out.loc[config_id, [f"{prefix}_ci_low", f"{prefix}_ci_high"]] = seed_interval(
+                    point[0], replicates[:, 0], n, confidence)
     order = ["setting", "method.name", "method.beta", "config_label"]
     return out.sort_values(order, kind="stable", na_position="last").reset_index()

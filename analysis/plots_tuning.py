@@ -9,7 +9,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.plots import _hide_unused, _legend, _panels, _style, arm_colors, draw_sft
+from analysis.tuners import IDEALISED, tuner_label
 
+IDEALISED_SUFFIX = tuner_label("", IDEALISED)
 TUNER_STYLES = {"grid search": ("s", "-"), "random search": ("o", "-"),
                 "successive halving η=2": ("^", "--"), "successive halving η=3": ("v", ":")}
 TUNER_COLORS = {"grid search": "#1f77b4", "random search": "#17becf", "successive halving η=2": "#2ca02c",
@@ -93,13 +95,14 @@ def tuners_vs_cost(curves: pd.DataFrame, fixed: pd.DataFrame | None = None, sft:
         _style(ax)
         for tuner, rows in curves[curves["setting"] == setting].groupby("tuner", sort=True):
             rows = rows.sort_values(f"expected_{cost}")
-            marker, line = TUNER_STYLES.get(tuner, ("o", "-"))
-            color = TUNER_COLORS.get(tuner, "grey")
-            if tuner == "random search":
+            kind = tuner.removesuffix(IDEALISED_SUFFIX)  # the idealised model's tuners look like their practitioner's
+            marker, line = TUNER_STYLES.get(kind, ("o", "-"))
+            color = TUNER_COLORS.get(kind, "grey")
+            if kind == "random search":
                 ax.fill_between(rows[f"expected_{cost}"], rows["expected_test_ci_low"], rows["expected_test_ci_high"],
                                 color=color, alpha=0.12, linewidth=0)
             ax.plot(rows[f"expected_{cost}"], rows["expected_test"], marker=marker, linestyle=line, color=color,
-                    markersize=4.5 if tuner != "grid search" else 7, linewidth=1.4)
+                    markersize=4.5 if kind != "grid search" else 7, linewidth=1.4)
             handles.setdefault(tuner, Line2D([], [], color=color, marker=marker, linestyle=line, label=tuner))
         _draw_fixed(ax, fixed, setting, cost, colors, handles)
         draw_sft(ax, sft, setting, handles)

@@ -7,6 +7,12 @@ A report is citable only when all of these hold; each failure is one loud label:
     "selection on test data: not citable"  some tuned arm had to select its configuration on the test
                                            scores, because its runs lack "val/<metric>" (older records, or
                                            a metric evaluated on test only)
+    "prompt sets overlap: not citable"     some run's records count prompts shared between two of its prompt
+                                           sets (`data.prompt_sets.overlaps.<a>|<b>` > 0; sets train_pairs,
+                                           eval_pairs, validation, test, composition_test)
+    "prompt-set overlap not measured: not citable"  some run carries no `data.prompt_sets` (older records)
+The last two also decide the wording: a report calls its prompt sets disjoint (and a score held-out)
+only where every overlap count of every run is measured and 0 (`prompt_sets_text`).
 Caveats that do not decide citability (e.g. fewer bootstrap replicates than the expanded interval's
 tail needs) are listed as details. Pure functions; no I/O.
 """
@@ -56,7 +62,93 @@ def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: in
         out.details.append(f"{missing} runs have no `{validation_column(metric)}` (older records, or a metric the "
                            "records evaluate on the test prompts only), so these tuned arms selected their "
                            f"configuration on the test scores they report: {where}.")
+    overlaps = prompt_overlaps(runs)
+    shared = overlaps[overlaps["max_count"] > 0]
+    if len(shared):
+        out.labels.append("prompt sets overlap: not citable")
+        out.details.append("The records count prompts shared between two prompt sets of a run: "
+                           + "; ".join(overlap_phrases(shared)) + ".")
+    missing = unmeasured_runs(runs)
+    if missing:
+        out.labels.append("prompt-set overlap not measured: not citable")
+        out.details.append(unmeasured_text(runs))
     if n_boot < RECOMMENDED_REPLICATES:
         out.details.append(f"{n_boot} bootstrap replicates: fewer than the {RECOMMENDED_REPLICATES} that resolve the "
                            "expanded interval's tail quantiles, so interval ends are coarse.")
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompt sets: what the records measure about their overlap (DESIGN §11a)
+
+OVERLAP_PREFIX = "data.prompt_sets.overlaps."
+PROMPT_SETS = ("train_pairs", "eval_pairs", "validation", "test", "composition_test")
+
+
+def overlap_columns(runs: pd.DataFrame) -> list[str]:
+    """The records' overlap counts, "data.prompt_sets.overlaps.<a>|<b>", in column order."""
+    return [c for c in runs.columns if c.startswith(OVERLAP_PREFIX)]
+
+
+def unmeasured_runs(runs: pd.DataFrame) -> int:
+    """How many runs carry no overlap count at all (records older than `data.prompt_sets`)."""
+    columns = overlap_columns(runs)
+    if not columns:
+        return len(runs)
+    return int(runs[columns].isna().all(axis=1).sum())
+
+
+def unmeasured_text(runs: pd.DataFrame) -> str:
+    missing = unmeasured_runs(runs)
+    where = sorted(runs.loc[runs[overlap_columns(runs)].isna().all(axis=1), "setting"].unique()) \
+        if overlap_columns(runs) else sorted(runs["setting"].unique())
+    return (f"{missing} of {len(runs)} runs carry no `data.prompt_sets` (records older than the prompt-set "
+            f"overlap count; on {', '.join(where)}), so whether their prompt sets share prompts is not measured.")
+
+
+def prompt_overlaps(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per setting and pair of prompt sets the records measure: the largest count of shared prompts over
+    the setting's runs and how many runs share any. Out: setting, pair ("<a>|<b>"), max_count,
+    runs_with_overlap, runs_measured (one row per measured pair; empty when nothing is measured)."""
+    rows = []
+    for setting, group in runs.groupby("setting", sort=True):
+        for column in overlap_columns(group):
+            counts = pd.to_numeric(group[column], errors="coerce").dropna()
+            if counts.empty:
+                continue
+            rows.append({"setting": setting, "pair": column.removeprefix(OVERLAP_PREFIX),
+                         "max_count": int(counts.max()), "runs_with_overlap": int((counts > 0).sum()),
+                         "runs_measured": len(counts)})
+    return pd.DataFrame(rows, columns=["setting", "pair", "max_count", "runs_with_overlap", "runs_measured"])
+
+
+def overlap_phrases(shared: pd.DataFrame) -> list[str]:
+    """"<setting>: <a> and <b> share up to <n> prompts (<k> of <m> runs)" per row of `prompt_overlaps`."""
+    out = []
+    for row in shared.itertuples(index=False):
+        first, _, second = row.pair.partition("|")
+        count = "1 prompt" if row.max_count == 1 else f"{row.max_count} prompts"
+        out.append(f"{row.setting}: {first} and {second or '?'} share up to {count} "
+                   f"({row.runs_with_overlap} of {row.runs_measured} runs)")
+    return out
+
+
+def prompt_sets_disjoint(runs: pd.DataFrame) -> bool:
+    """True only where every run measures its overlaps and every count is 0."""
+    overlaps = prompt_overlaps(runs)
+    return unmeasured_runs(runs) == 0 and not overlaps.empty and bool((overlaps["max_count"] == 0).all())
+
+
+def prompt_sets_text(runs: pd.DataFrame) -> str:
+    """How a report may describe its validation and test prompt sets: "disjoint" (and scores on them
+    held-out) only where `prompt_sets_disjoint`; otherwise what the records show, in words that claim
+    neither (the report's wording guard, DESIGN §11a)."""
+    if prompt_sets_disjoint(runs):
+        pairs = sorted(set(prompt_overlaps(runs)["pair"]))
+        return ("a prompt set disjoint from the test prompts (the records count 0 shared prompts for every pair of "
+                f"prompt sets they measure: {', '.join(f'`{p}`' for p in pairs)}), so test scores are held-out")
+    overlaps = prompt_overlaps(runs)
+    if (overlaps["max_count"] > 0).any():
+        return ("a separate prompt set, but the records count prompts shared between prompt sets (see the verdict), "
+                "so selection and test may score the same prompts")
+    return "a separate prompt set; whether it shares prompts with the test set is not measured (see the verdict)"

@@ -5,8 +5,8 @@ scored on the same test prompts, per run; today gold_reward). For win_rate the S
 definition: the win rate is measured against the SFT model's own samples, ties counting ½.
     SFT level of a setting   the mean over seeds of (the mean of reference_M over that seed's runs on
                              the setting). Runs that share a seed share the SFT model and its samples,
-                             so the seed is the unit of the interval: a bootstrap over seeds
-                             (`stats.seed_interval`), n = the number of seeds.
+                             so the seed is the unit of the interval: the paired seed bootstrap of
+                             `analysis.selection` (`stats.seed_interval`), n = the number of seeds.
     Δ vs SFT of a run        M − reference_M of the same run (paired; M − 0.5 for win_rate), column
                              "delta_sft/<M>"; an entry's Δ is the mean over its runs, with the seed
                              bootstrap of `analysis.selection` (selection included).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.selection import SeedBootstrap, seed_bootstrap, seed_stat
 from analysis.stats import seed_interval
 
 SFT_WIN_RATE = 0.5
@@ -59,17 +60,24 @@ def add_delta(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out
 
 
-def sft_levels(runs: pd.DataFrame, metric: str, n_boot: int, confidence: float, seed: int = 0) -> pd.DataFrame:
+def sft_levels(runs: pd.DataFrame, metric: str, boot: SeedBootstrap | int, confidence: float,
+               seed: int = 0) -> pd.DataFrame:
     """The SFT level of `metric` per setting, with its interval over seeds.
 
-    In:  annotated runs (setting, trap, seed, the reference column). Out: one row per setting:
-         SFT_COLUMNS. Empty when the level is unknown (`sft_source` None). With SFT level 0.5 by
-         definition (win_rate) the interval is the point.
+    In:  annotated runs (setting, trap, seed, config_id, the reference column) and the report's paired
+         bootstrap `boot` built on them: the level's replicates are the count-weighted means of the
+         per-seed levels under the same seed draws as every other number of the setting. An int is a
+         replicate count: the bootstrap is drawn here with `seed` (`selection.seed_bootstrap`, the
+         same draws as the report's on the same runs and seed). Seeds whose runs have no reference
+         value take no part; a replicate that draws none of the seeds with one is left out of the
+         interval. Out: one row per setting: SFT_COLUMNS. Empty when the level is unknown
+         (`sft_source` None). With SFT level 0.5 by definition (win_rate) the interval is the point.
     """
     source = sft_source(runs, metric)
     if source is None or runs.empty:
         return pd.DataFrame(columns=SFT_COLUMNS)
-    rng = np.random.default_rng(seed)
+    if not isinstance(boot, SeedBootstrap):
+        boot = seed_bootstrap(runs, int(boot), seed)
     column = reference_column(runs, metric)
     rows = []
     for setting, group in runs.groupby("setting", sort=True):
@@ -77,10 +85,15 @@ def sft_levels(runs: pd.DataFrame, metric: str, n_boot: int, confidence: float, 
         if source == "definition":
             rows.append([setting, trap, source, group["seed"].nunique(), SFT_WIN_RATE, SFT_WIN_RATE, SFT_WIN_RATE])
             continue
-        per_seed = group.groupby("seed")[column].mean().dropna().to_numpy(dtype=float)
-        if len(per_seed) == 0:
+        seeds = boot.seeds[setting]
+        per_seed = group.groupby("seed")[column].mean().reindex(seeds).to_numpy(dtype=float)
+        known = np.isfinite(per_seed)
+        if not known.any():
             continue
-        replicates = per_seed[rng.integers(0, len(per_seed), size=(n_boot, len(per_seed)))].mean(axis=1)
-        low, high = seed_interval(per_seed.mean(), replicates, len(per_seed), confidence)
-        rows.append([setting, trap, source, len(per_seed), float(per_seed.mean()), float(low), float(high)])
+        values, present = per_seed[None, :], known[None, :]
+        point = float(seed_stat(values, present, None, "mean")[0])
+        replicates = seed_stat(values, present, boot.counts[setting], "mean")[:, 0]
+        replicates = replicates[np.isfinite(replicates)]
+        low, high = seed_interval(point, replicates, int(known.sum()), confidence)
+        rows.append([setting, trap, source, int(known.sum()), point, float(low), float(high)])
     return pd.DataFrame(rows, columns=SFT_COLUMNS)

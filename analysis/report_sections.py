@@ -80,13 +80,18 @@ def comparison_section(w, c: Context) -> None:
            "(re-selection inside for tuned arms); stability = the share of bootstrap replicates that choose the same "
            "configuration. Median, interquartile range and collapse rate (share of runs flagged `collapsed`) are "
            "shown because a mean over bimodal outcomes mostly measures the collapse rate. Δ vs SFT = mean over runs "
-           f"of (score − the SFT score of the same run); Δ vs tuned = score − the `{o.baseline} (tuned)` score.")
+           f"of (score − the SFT score of the same run); Δ vs tuned = score − the `{o.baseline} (tuned)` score, both "
+           "from the same seed draws in every replicate (paired)."
+           + (f" *composition* = the same statistic of `composition/{c.metric}`, the score on the composition test "
+              "set (combinations of prompt parts that training never saw together)." if "composition" in c.comparison
+              else ""))
     t = c.comparison
     shown = pd.DataFrame({
         "setting": settings_column(t), "arm": t["entry"],
         "selected on": [selected_on_text(k, s) for k, s in zip(t["kind"], t["selected_on"].fillna(""))],
         "config": t["config"].fillna(""), "stability": [fmt_share(v) for v in t["stability"]],
         "runs": [fmt_count(v) for v in t["n_runs"]], f"{o.stat} [CI]": ci(t, "score"),
+        **({f"composition {o.stat} [CI]": ci(t, "composition")} if "composition" in t else {}),
         "median": [fmt_score(v) for v in t["median"]],
         "IQR": [f"{fmt_score(a)}–{fmt_score(b)}" if pd.notna(a) else "–" for a, b in zip(t["q25"], t["q75"])],
         "collapse rate": [fmt_share(v) for v in t["collapse_rate"]],
@@ -255,7 +260,7 @@ def figures_section(w, c: Context) -> None:
              f"β-sensitivity of {c.metric} per setting: mean over seeds with its {c.conf} interval and the median; "
              f"arms with one configuration as horizontal bands; the SFT starting point{sft_note} as a dash-dot line")
     if {"gold_reward", "kl"} <= set(c.runs.columns) and c.runs[["gold_reward", "kl"]].notna().all(axis=1).any():
-        reward_sft = sft_levels(c.runs, "gold_reward", c.options.n_boot, c.options.confidence, c.options.seed)
+        reward_sft = sft_levels(c.runs, "gold_reward", c.boot, c.options.confidence)
         w.figure("reward_kl_frontier", plots.reward_kl_frontier(c.runs, sft=reward_sft),
                  "Reward–KL frontier: gold reward vs KL(π‖π_ref) per run, medians per configuration, SFT level")
     else:

@@ -1,9 +1,22 @@
-"""The selection-honest protocol (DESIGN §11a): seed bootstrap, and the choice of configuration in it.
+"""The selection-honest protocol (DESIGN §11, §11a): the paired seed bootstrap, and the choice of
+configuration in it.
 
-Every interval over seeds in a report comes from one `SeedBootstrap`: B replicates, each resampling
-the runs (seeds) of every configuration with replacement, within that configuration. A run's columns
-(validation score, test score, reference score, costs) are resampled together, so paired quantities
-stay paired, and every table of a report sees the same replicates.
+The seed is the experimental unit. The runs of one setting that share a seed share its SFT model, its
+data sample and its evaluation sampling streams, so their scores move together (a seed effect shared by
+every configuration). Every interval over seeds in a report comes from one `SeedBootstrap`: B replicates,
+each drawing the setting's seed values with replacement, JOINTLY for every configuration and method of
+the setting (paired), and independently across settings (stratified). A replicate is a count per seed
+(how often it was drawn); a configuration's statistic in it is the count-weighted mean or median over its
+runs (`seed_stat`), which equals the plain statistic of the drawn runs with repeats. A run's columns
+(validation score, test score, reference score, costs) move together, so paired quantities stay paired,
+and every table of a report sees the same replicates.
+
+Runs are aligned by their seed value. A configuration that lacks some of the setting's seeds takes the
+drawn seeds it has (its statistic is over those, with their counts). A replicate in which some
+configuration draws none of its seeds, or (when the setting has seeds that every configuration ran)
+none of those complete seeds, is drawn again, so every statistic exists in every replicate; with
+complete seeds, as in every committed result, no replicate is ever redrawn. Two runs of one
+configuration with the same seed are refused: one seed cannot be two units.
 
 A *choice* says which configuration an entry reports, on the observed runs and in each replicate:
     fixed       one configuration (an IMI arm, a baseline at its defaults).
@@ -27,6 +40,8 @@ import pandas as pd
 
 STATS = ("mean", "median")
 SELECTIONS = ("fixed", "validation", "test")
+# rounds of redrawing the replicates that leave a configuration without runs before giving up
+MAX_REDRAWS = 1000
 
 
 def validation_column(metric: str) -> str:
@@ -41,53 +56,185 @@ def reduce(values: np.ndarray, stat: str, axis: int = -1) -> np.ndarray:
     return np.mean(values, axis=axis) if stat == "mean" else np.median(values, axis=axis)
 
 
+def weighted_reduce(values: np.ndarray, weights: np.ndarray, stat: str) -> np.ndarray:
+    """`stat` over the last axis of `values`, each value counted `weights` times (integer counts).
+
+    Shapes: values and weights broadcast to (..., S) -> (...). Equals `reduce` of the values repeated
+    by their counts: the mean Σ w·v / Σ w; the median of that multiset (the mean of its two middle
+    values when Σ w is even). A value with weight 0 takes no part (it may be NaN: a missing run); a
+    NaN with positive weight makes the result NaN, as in `reduce`; Σ w = 0 gives NaN.
+    """
+    if stat not in STATS:
+        raise ValueError(f"stat must be one of {STATS}, got {stat!r}")
+    values, weights = np.broadcast_arrays(np.asarray(values, dtype=float), np.asarray(weights, dtype=float))
+    used = weights > 0
+    total = weights.sum(axis=-1)
+    poisoned = (np.isnan(values) & used).any(axis=-1)
+    if stat == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = np.where(used, values * weights, 0.0).sum(axis=-1) / total
+    else:
+        order = np.argsort(np.where(used, values, np.inf), axis=-1, kind="stable")
+        sorted_values = np.take_along_axis(values, order, axis=-1)
+        cumulative = np.cumsum(np.take_along_axis(weights, order, axis=-1), axis=-1)
+        # 0-based positions of the two middle values of the multiset of Σ w values
+        low = np.floor((total - 1) / 2)[..., None]
+        high = np.floor(total / 2)[..., None]
+        pick_low = np.argmax(cumulative > low, axis=-1)[..., None]
+        pick_high = np.argmax(cumulative > high, axis=-1)[..., None]
+        out = 0.5 * (np.take_along_axis(sorted_values, pick_low, axis=-1)
+                     + np.take_along_axis(sorted_values, pick_high, axis=-1))[..., 0]
+    return np.where(poisoned | (total <= 0), np.nan, out)
+
+
+def seed_stat(values: np.ndarray, present: np.ndarray, counts: np.ndarray | None, stat: str) -> np.ndarray:
+    """`stat` of each configuration over its seeds under seed counts.
+
+    Shapes: values, present (N, S): configuration × seed (present False where a configuration has no run
+    at that seed); counts (R, S) per replicate (None: each seed once, the observed runs) -> (R, N)
+    (None: (N,)).
+    """
+    present = np.asarray(present, dtype=bool)
+    if counts is None:
+        return weighted_reduce(values, present.astype(float), stat)
+    return weighted_reduce(np.asarray(values, dtype=float)[None], np.asarray(counts, float)[:, None, :] * present[None], stat)
+
+
+def complete_seeds(present: np.ndarray) -> np.ndarray:
+    """Seeds every configuration ran: present (N, S) -> (S,) bool."""
+    return np.asarray(present, dtype=bool).all(axis=0)
+
+
+def draw_counts(present: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """How often each seed is drawn in each replicate: S draws with replacement, (n_boot, S) ints.
+
+    present (N, S): which configuration has a run at which seed. Replicates that leave a configuration
+    without a drawn seed, or draw none of the complete seeds (where there are any), are drawn again (see
+    the module docstring); with every seed present nothing is redrawn and the draws are those of
+    `rng.multinomial(S, uniform, n_boot)`.
+    """
+    present = np.asarray(present, dtype=bool)
+    n_seeds = present.shape[1]
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    if not present.any(axis=1).all():
+        raise ValueError("draw_counts: a configuration has no run at any seed")
+    complete = complete_seeds(present)
+
+    def invalid(counts: np.ndarray) -> np.ndarray:
+        bad = ((counts[:, None, :] * present[None]).sum(axis=2) == 0).any(axis=1)
+        return bad | ((counts[:, complete].sum(axis=1) == 0) if complete.any() else False)
+
+    uniform = np.full(n_seeds, 1.0 / n_seeds)
+    counts = rng.multinomial(n_seeds, uniform, size=n_boot)
+    for _ in range(MAX_REDRAWS):
+        bad = invalid(counts)
+        if not bad.any():
+            return counts
+        counts[bad] = rng.multinomial(n_seeds, uniform, size=int(bad.sum()))
+    raise ValueError(f"draw_counts: after {MAX_REDRAWS} redraws some replicate still leaves a configuration "
+                     "without any of its seeds (too few seeds shared between configurations)")
+
+
 @dataclass
 class SeedBootstrap:
-    """Resampled run positions per configuration, shared by every estimate of a report.
+    """The paired seed bootstrap of every setting of a runs frame, shared by every estimate of a report.
 
-    rows[c]: the index labels of configuration c's runs in the runs frame it was built from;
-    indices[c]: (n_boot, n_c) positions into rows[c], drawn with replacement.
+    seeds[setting]: its seed values, sorted (S,); counts[setting]: (n_boot, S) how often each seed is
+    drawn per replicate. rows[c]: the index labels of configuration c's runs in the runs frame it was
+    built from, in seed order; positions[c]: each of those runs' seed as a position in its setting's
+    seeds; setting_of[c]: its setting.
     """
 
     n_boot: int
+    seeds: dict[str, np.ndarray]
+    counts: dict[str, np.ndarray]
     rows: dict[int, pd.Index]
-    indices: dict[int, np.ndarray]
+    positions: dict[int, np.ndarray]
+    setting_of: dict[int, str]
 
     def n_runs(self, config_ids) -> np.ndarray:
         """Seeds per configuration, (N,)."""
-        return np.array([len(self.rows[c]) for c in config_ids], dtype=int)
+        return np.array([len(self.rows[int(c)]) for c in config_ids], dtype=int)
 
     def min_seeds(self, config_ids) -> int:
         """The n of an interval that depends on these configurations: their smallest seed count."""
         return int(self.n_runs(config_ids).min())
 
-    def values(self, runs: pd.DataFrame, config_id: int, column: str) -> np.ndarray:
-        """The observed values of one configuration's runs, (n_c,); NaN where a run lacks the column."""
-        if column not in runs.columns:
-            return np.full(len(self.rows[config_id]), np.nan)
-        return pd.to_numeric(runs.loc[self.rows[config_id], column], errors="coerce").to_numpy(dtype=float)
+    def setting(self, config_ids) -> str:
+        """The one setting these configurations belong to (a ValueError names them otherwise)."""
+        settings = {self.setting_of[int(c)] for c in config_ids}
+        if len(settings) != 1:
+            raise ValueError(f"configurations {sorted(int(c) for c in config_ids)} span settings {sorted(settings)}: "
+                             "a paired statistic is taken within one setting")
+        return settings.pop()
 
-    def resampled(self, runs: pd.DataFrame, config_id: int, column: str) -> np.ndarray:
-        """The resampled values of one configuration's runs, (n_boot, n_c)."""
-        return self.values(runs, config_id, column)[self.indices[config_id]]
+    def seed_weights(self, setting: str) -> np.ndarray:
+        """(1 + n_boot, S): row 0 counts every seed once (the observed runs), rows 1.. the replicates."""
+        counts = self.counts[setting]
+        return np.concatenate([np.ones((1, counts.shape[1])), counts], axis=0)
+
+    def values(self, runs: pd.DataFrame, config_id: int, column: str) -> np.ndarray:
+        """The observed values of one configuration's runs, in seed order (n_c,); NaN where a run lacks
+        the column."""
+        if column not in runs.columns:
+            return np.full(len(self.rows[int(config_id)]), np.nan)
+        return pd.to_numeric(runs.loc[self.rows[int(config_id)], column], errors="coerce").to_numpy(dtype=float)
+
+    def matrix(self, runs: pd.DataFrame, config_ids, column: str) -> tuple[np.ndarray, np.ndarray]:
+        """Configuration × seed: (values (N, S), NaN where there is no run; present (N, S) bool)."""
+        setting = self.setting(config_ids)
+        n_seeds = len(self.seeds[setting])
+        values = np.full((len(config_ids), n_seeds), np.nan)
+        present = np.zeros((len(config_ids), n_seeds), dtype=bool)
+        for j, config_id in enumerate(config_ids):
+            values[j, self.positions[int(config_id)]] = self.values(runs, config_id, column)
+            present[j, self.positions[int(config_id)]] = True
+        return values, present
+
+    def weights(self, config_id: int) -> np.ndarray:
+        """How often each of a configuration's runs is drawn per replicate, (n_boot, n_c)."""
+        return self.counts[self.setting_of[int(config_id)]][:, self.positions[int(config_id)]]
 
     def stat(self, runs: pd.DataFrame, config_ids, column: str, stat: str) -> tuple[np.ndarray, np.ndarray]:
         """A configuration statistic of `column`: (observed (N,), replicates (n_boot, N))."""
-        point = np.array([reduce(self.values(runs, c, column), stat) for c in config_ids])
-        replicates = np.stack([reduce(self.resampled(runs, c, column), stat, axis=1) for c in config_ids], axis=1)
-        return point, replicates
+        values, present = self.matrix(runs, config_ids, column)
+        counts = self.counts[self.setting(config_ids)]
+        return seed_stat(values, present, None, stat), seed_stat(values, present, counts, stat)
 
 
 def seed_bootstrap(runs: pd.DataFrame, n_boot: int, seed: int = 0) -> SeedBootstrap:
-    """Draw the replicates for every configuration of an annotated runs frame (column config_id)."""
+    """Draw the paired replicates of every setting of an annotated runs frame (columns setting,
+    config_id, seed); settings in sorted order from one generator seeded with `seed`.
+
+    Raises ValueError naming the configuration, seed and runs where one configuration has two runs with
+    the same seed, or where a run has no seed.
+    """
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     rng = np.random.default_rng(seed)
-    rows, indices = {}, {}
-    for config_id, group in runs.groupby("config_id", sort=True):
-        rows[int(config_id)] = group.index
-        indices[int(config_id)] = rng.integers(0, len(group), size=(n_boot, len(group)))
-    return SeedBootstrap(n_boot, rows, indices)
+    seeds, counts, rows, positions, setting_of = {}, {}, {}, {}, {}
+    for setting, group in runs.groupby("setting", sort=True):
+        if group["seed"].isna().any():
+            missing = group.index[group["seed"].isna()].tolist()
+            raise ValueError(f"setting {setting!r}: runs {missing} have no seed; the paired bootstrap aligns runs by seed")
+        setting_seeds = np.sort(group["seed"].unique())
+        present = np.zeros((group["config_id"].nunique(), len(setting_seeds)), dtype=bool)
+        for j, (config_id, config_runs) in enumerate(group.groupby("config_id", sort=True)):
+            config_runs = config_runs.sort_values("seed", kind="stable")
+            repeated = config_runs["seed"].duplicated(keep=False)
+            if repeated.any():
+                ids = config_runs.loc[repeated, "run_id"].tolist() if "run_id" in config_runs else config_runs.index[repeated].tolist()
+                raise ValueError(f"setting {setting!r}, configuration {config_id}: runs {ids} share seed "
+                                 f"{config_runs.loc[repeated, 'seed'].iloc[0]}; the seed is the unit of the bootstrap, "
+                                 "so each configuration may have one run per seed")
+            rows[int(config_id)] = config_runs.index
+            positions[int(config_id)] = np.searchsorted(setting_seeds, config_runs["seed"].to_numpy())
+            setting_of[int(config_id)] = setting
+            present[j, positions[int(config_id)]] = True
+        seeds[setting] = setting_seeds
+        counts[setting] = draw_counts(present, n_boot, rng)
+    return SeedBootstrap(n_boot, seeds, counts, rows, positions, setting_of)
 
 
 def first_argmax(scores: np.ndarray) -> np.ndarray:
@@ -149,13 +296,11 @@ def chosen_stat(boot: SeedBootstrap, runs: pd.DataFrame, choice: Choice, column:
 
 def chosen_runs(boot: SeedBootstrap, runs: pd.DataFrame, choice: Choice,
                 column: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The chosen configuration's run values: observed (n,), and per replicate (n_boot, n_max) with
-    a mask (n_boot, n_max) of the valid positions (configurations can differ in seed count)."""
-    sizes = boot.n_runs(choice.config_ids)
-    width = int(sizes.max())
-    stacked = np.full((len(choice.config_ids), boot.n_boot, width), np.nan)
-    for j, config_id in enumerate(choice.config_ids):
-        stacked[j, :, :sizes[j]] = boot.resampled(runs, int(config_id), column)
-    picked = stacked[choice.replicates, np.arange(boot.n_boot)]
-    mask = np.arange(width)[None, :] < sizes[choice.replicates][:, None]
-    return boot.values(runs, choice.config_id, column), picked, mask
+    """The chosen configuration's run values: observed (n,) in seed order, and per replicate the
+    configuration chosen in it as seed-aligned values (n_boot, S) with their counts (n_boot, S) (0 where
+    that configuration has no run at a seed, whose value is then 0: padding to weigh out)."""
+    values, present = boot.matrix(runs, choice.config_ids, column)
+    counts = boot.counts[boot.setting(choice.config_ids)]
+    picked = np.where(present, values, 0.0)[choice.replicates]
+    weights = counts * present[choice.replicates]
+    return boot.values(runs, choice.config_id, column), picked, weights.astype(float)

@@ -20,7 +20,17 @@ replicates of a tuned arm, infinite costs) and the t interval's width. Measured 
 outcomes (one seed of five collapses) the t-type part makes the interval wide, even past the values
 seen: five seeds cannot pin down a collapse rate, and the interval says so rather than hide it. The extreme
 quantiles need many replicates (α'/2 ≈ 0.001 at n = 5: use ≥ 4000). n = the smallest seed count of
-the configurations a statistic depends on.
+the configurations a statistic depends on. The replicates come from the paired seed bootstrap
+(`analysis.selection`).
+    probability_interval  for a probability over seeds (a tuner's P(reach τ)): seed_interval clipped to
+                         [0, 1] and widened to at least the Wilson score interval of the estimate at n.
+                         When all five seeds reach τ, so does every replicate, and the bootstrap interval
+                         is [1, 1] whatever the truth: simulated coverage 0.03 where the true probability
+                         was 0.995 (results/coverage/). Wilson's interval is the one a binomial
+                         proportion of n trials would get; a share of seeds is a mean of n values in
+                         [0, 1], whose variance is at most that of n Bernoulli trials with its mean.
+Coverage of the report's statistics themselves (validation-reselected Δ vs tuned, P(reach τ), savings)
+under a model with a seed effect shared across configurations is simulated by `analysis.coverage`.
 
 Across settings (rliable, Agarwal et al., NeurIPS 2021, definitions implemented from the paper):
 - IQM: the interquartile mean, (1/0.5)·∫_{0.25}^{0.75} F⁻¹(u) du of the weighted empirical
@@ -112,26 +122,33 @@ def seed_interval(point, replicates: np.ndarray, n_seeds: int, confidence: float
     return np.minimum(low, np.where(finite, point - half, low)), np.maximum(high, np.where(finite, point + half, high))
 
 
+def wilson_interval(point, n_seeds: int, confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The Wilson score interval of a proportion `point` over n_seeds seeds (Wilson 1927):
+    (p + z²/2n ± z·sqrt(p(1−p)/n + z²/4n²)) / (1 + z²/n), z = Φ⁻¹(1 − α/2). Shapes: point (...) -> (...)."""
+    _check_confidence(confidence)
+    p = np.clip(np.asarray(point, dtype=float), 0.0, 1.0)
+    z = norm.ppf(1 - (1 - confidence) / 2)
+    n = max(int(n_seeds), 1)
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def probability_interval(point, replicates: np.ndarray, n_seeds: int, confidence: float = 0.95,
+                         axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The report's interval for a probability over seeds (P(reach τ)): `seed_interval` clipped to [0, 1],
+    widened to at least the Wilson score interval of the estimate at n = n_seeds (see the module
+    docstring: with five seeds that all reach τ every replicate does too, and the bootstrap interval
+    collapses to [1, 1]). Shapes as `seed_interval`."""
+    low, high = seed_interval(point, replicates, n_seeds, confidence, axis)
+    w_low, w_high = wilson_interval(point, n_seeds, confidence)
+    return np.clip(np.minimum(low, w_low), 0.0, 1.0), np.clip(np.maximum(high, w_high), 0.0, 1.0)
+
+
 def interval(point: float, replicates: np.ndarray, n_seeds: int, confidence: float) -> dict[str, float]:
     """{"estimate", "ci_low", "ci_high"}: a point estimate with its `seed_interval`."""
     low, high = seed_interval(point, replicates, n_seeds, confidence)
     return {"estimate": float(point), "ci_low": float(low), "ci_high": float(high)}
-
-
-def bootstrap_indices(sizes: Sequence[int], n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """For groups of the given sizes, indices resampled with replacement within each group.
-
-    Returns one int array of shape (n_boot, size) per group. Index the group's arrays with it to get
-    paired resamples (a run's validation score, test score and cost stay together).
-    """
-    if n_boot < 1:
-        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
-    out = []
-    for size in sizes:
-        if size < 1:
-            raise ValueError("bootstrap_indices: a group has no members")
-        out.append(rng.integers(0, size, size=(n_boot, size)))
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,34 +202,36 @@ def iqm(scores: np.ndarray, weights: np.ndarray | None = None, axis: int | None 
 # Probability of improvement
 
 
-def _poi_setting(x: np.ndarray, y: np.ndarray, x_mask: np.ndarray | None, y_mask: np.ndarray | None) -> np.ndarray:
-    """P(X > Y) on one setting per replicate: x (B, N_x), y (B, N_y), masks of valid entries -> (B,)."""
+def _poi_setting(x: np.ndarray, y: np.ndarray, x_weights: np.ndarray | None, y_weights: np.ndarray | None) -> np.ndarray:
+    """P(X > Y) on one setting per replicate: x (B, N_x), y (B, N_y), weights of the entries (how often
+    each run is drawn; 0 = padding, whose value is ignored; None = 1 each) -> (B,)."""
+    wx = np.ones(x.shape) if x_weights is None else np.asarray(x_weights, dtype=float)
+    wy = np.ones(y.shape) if y_weights is None else np.asarray(y_weights, dtype=float)
+    x, y = np.where(wx > 0, x, 0.0), np.where(wy > 0, y, 0.0)
     diff = x[:, :, None] - y[:, None, :]
     score = (diff > 0) + 0.5 * (diff == 0)
-    valid = np.ones(diff.shape, dtype=bool)
-    if x_mask is not None:
-        valid &= x_mask[:, :, None]
-    if y_mask is not None:
-        valid &= y_mask[:, None, :]
-    count = valid.sum(axis=(1, 2))
-    if np.any(count == 0):
+    pair = wx[:, :, None] * wy[:, None, :]
+    total = pair.sum(axis=(1, 2))
+    if np.any(total <= 0):
         raise ValueError("probability_of_improvement: a setting has no runs for X or Y")
-    return np.where(valid, score, 0.0).sum(axis=(1, 2)) / count
+    return (pair * score).sum(axis=(1, 2)) / total
 
 
 def probability_of_improvement_batched(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray],
-                                       x_masks: Sequence[np.ndarray | None] | None = None,
-                                       y_masks: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
+                                       x_weights: Sequence[np.ndarray | None] | None = None,
+                                       y_weights: Sequence[np.ndarray | None] | None = None) -> np.ndarray:
     """P(X > Y) averaged over settings, per replicate: xs[m] (B, N_x,m), ys[m] (B, N_y,m) -> (B,).
 
-    Masks (same shapes, bool) mark the valid runs where replicates pad to a common length.
+    Weights (same shapes) count each run as often as a bootstrap replicate drew it: a pair (i, j) counts
+    w_i·w_j times, so the result is P(X > Y) over the drawn runs with repeats; 0 marks padding (bool
+    masks work as weights).
     """
     if len(xs) != len(ys) or not xs:
         raise ValueError("probability_of_improvement needs the same, non-zero number of settings for X and Y")
-    x_masks = x_masks or [None] * len(xs)
-    y_masks = y_masks or [None] * len(ys)
-    return np.mean([_poi_setting(np.asarray(x, float), np.asarray(y, float), xm, ym)
-                    for x, y, xm, ym in zip(xs, ys, x_masks, y_masks)], axis=0)
+    x_weights = x_weights or [None] * len(xs)
+    y_weights = y_weights or [None] * len(ys)
+    return np.mean([_poi_setting(np.asarray(x, float), np.asarray(y, float), xw, yw)
+                    for x, y, xw, yw in zip(xs, ys, x_weights, y_weights)], axis=0)
 
 
 def probability_of_improvement(x_by_setting: Sequence[np.ndarray], y_by_setting: Sequence[np.ndarray]) -> float:

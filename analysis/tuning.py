@@ -1,9 +1,12 @@
 """Tuning tables: expected best of k, tuners' cost to reach τ, and savings (DESIGN §11, §11a).
 
 Turns annotated runs into the tables of the report with the estimators of `analysis.tuners` (whose
-docstring has the exact definitions) over the seed bootstrap of `analysis.selection`. Every number
-is computed on the observed runs and again in every replicate; intervals are
-`stats.seed_interval` with n = the smallest seed count involved. Costs are the charged costs of
+docstring has the exact definitions and the two tuner models: the practitioner's, the default, and the
+idealised one, an option labelled so) over the paired seed bootstrap of `analysis.selection`. Every
+number is computed on the observed runs and again in every replicate (τ, selections and budgets
+included); intervals are `stats.seed_interval` with n = the smallest seed count involved, for a
+probability `stats.probability_interval`, for a saving `tuners.saving_interval` (≤ 1, widened where a
+reach decision is open). Costs are the charged costs of
 `analysis.costs` under the report's convention; FLOPs first, device-hours beside.
 
 Pure functions over DataFrames; no I/O.
@@ -11,16 +14,17 @@ Pure functions over DataFrames; no I/O.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from analysis.costs import COST_FIELDS, charged_costs, procedure_builds, shared_build_costs
 from analysis.selection import SeedBootstrap, has_validation, validation_column
-from analysis.stats import seed_interval
-from analysis.tuners import (GRID, RANDOM, SH_VARIANTS, GridArrays, cost_to_reach, curve_columns, grid_arrays,
-                             grid_search, random_search, rung_arrays, savings, subsets, successive_halving, with_point)
+from analysis.stats import probability_interval, seed_interval
+from analysis.tuners import (PRACTITIONER, RANDOM, SH_VARIANTS, ArmSeeds, GridSeeds, arm_outcome, cost_to_reach,
+                             grid_tuners, oracle_grid, plausible_costs, reaches, saving_interval, savings,
+                             summed_saving_range, tau_rows)
 
 
 def _ci(values: np.ndarray, n: int, confidence: float, upper: float = np.inf) -> tuple[float, float]:
@@ -29,6 +33,22 @@ def _ci(values: np.ndarray, n: int, confidence: float, upper: float = np.inf) ->
     t-type widening of `seed_interval` knows nothing of bounds)."""
     low, high = seed_interval(values[0], values[1:], n, confidence)
     return float(min(low, upper)), float(min(high, upper))
+
+
+def curve_columns(runs: pd.DataFrame, fractions, keys) -> pd.DataFrame:
+    """Per run, the curve point at each fraction as columns "curve@<f>/<key>" (NaN where absent).
+
+    In: runs with the `val_curve` column (lists of points). Out: a frame on runs' index.
+    """
+    out = {}
+    for fraction in fractions:
+        for key in keys:
+            values = []
+            for curve in runs["val_curve"] if "val_curve" in runs.columns else [[]] * len(runs):
+                match = [p.get(key, math.nan) for p in (curve or []) if math.isclose(p["fraction"], fraction, abs_tol=1e-9)]
+                values.append(match[0] if match else math.nan)
+            out[f"curve@{fraction:g}/{key}"] = values
+    return pd.DataFrame(out, index=runs.index)
 
 
 def prepare(runs: pd.DataFrame, metric: str, convention: str) -> pd.DataFrame:
@@ -42,75 +62,95 @@ def prepare(runs: pd.DataFrame, metric: str, convention: str) -> pd.DataFrame:
     return pd.concat([runs, shares, curves], axis=1)
 
 
-def _grid(runs, boot, setting_runs, method, metric, stat, convention, all_builds):
-    """(config ids, GridArrays) of `method`'s grid on one setting; `all_builds`: shared_build_costs(runs)."""
-    arm_runs = setting_runs[(setting_runs["method.name"] == method) & (setting_runs["arm_kind"] == "grid")]
-    if arm_runs.empty:
-        return None
-    ids = sorted(arm_runs["config_id"].unique())
+def _builds(procedure_runs: pd.DataFrame, runs: pd.DataFrame, convention: str, all_builds: pd.DataFrame) -> np.ndarray:
+    charge = procedure_builds(procedure_runs, runs, convention, all_builds)
+    return np.array([charge[f] for f in COST_FIELDS])
+
+
+def _seed_builds(boot: SeedBootstrap, setting: str, procedure_runs: pd.DataFrame, runs: pd.DataFrame, convention: str,
+                 all_builds: pd.DataFrame) -> np.ndarray:
+    """(S, C): per seed of the setting, the builds the procedure's runs at that seed used, once."""
+    return np.stack([_builds(procedure_runs[procedure_runs["seed"] == s], runs, convention, all_builds)
+                     for s in boot.seeds[setting]])
+
+
+def _costs(boot: SeedBootstrap, runs: pd.DataFrame, ids, prefix: str) -> np.ndarray:
+    """(N, S, C) per-run costs "<prefix><field>" for each of COST_FIELDS."""
+    return np.stack([boot.matrix(runs, ids, f"{prefix}{f}")[0] for f in COST_FIELDS], axis=-1)
+
+
+def grid_seeds(runs: pd.DataFrame, boot: SeedBootstrap, grid_runs: pd.DataFrame, metric: str, convention: str,
+               all_builds: pd.DataFrame) -> tuple[list[int], GridSeeds, list[str]]:
+    """A grid arm's runs as `tuners.GridSeeds` (its config ids, the arrays, why any successive-halving
+    variant is unavailable). `runs` as returned by `prepare`; all_builds: shared_build_costs(runs)."""
+    ids = sorted(int(c) for c in grid_runs["config_id"].unique())
     on = "validation" if has_validation(boot, runs, ids, metric) else "test"
-    return ids, grid_arrays(boot, runs, ids, metric, stat, procedure_builds(arm_runs, runs, convention, all_builds), on)
+    val, present = boot.matrix(runs, ids, validation_column(metric) if on == "validation" else metric)
+    test = boot.matrix(runs, ids, metric)[0]
+    setting = boot.setting(ids)
+    rung_val, rung_cost, problems = {}, {}, []
+    key = validation_column(metric)
+    for name, _, rungs in SH_VARIANTS:
+        early = [f for f in rungs if f < 1.0]
+        needed = [f"curve@{f:g}/{k}" for f in early for k in (key, *COST_FIELDS)]
+        if any(c not in runs.columns for c in needed) or runs.loc[grid_runs.index, needed].isna().any().any():
+            problems.append(f"{name}: not every run has a val_curve point with {key}, flops and device_hours at "
+                            f"{', '.join(f'{f:g}' for f in early)}")
+            continue
+        rung_val[rungs] = np.stack([boot.matrix(runs, ids, f"curve@{f:g}/{key}")[0] for f in early], axis=-1)
+        rung_cost[rungs] = np.stack([_costs(boot, runs, ids, f"curve@{f:g}/") + _costs(boot, runs, ids, "share.")
+                                     for f in early], axis=2)
+    grid = GridSeeds(val, test, present, _costs(boot, runs, ids, "charged."),
+                     _seed_builds(boot, setting, grid_runs, runs, convention, all_builds),
+                     _builds(grid_runs, runs, convention, all_builds), rung_val, rung_cost, on)
+    return ids, grid, problems
+
+
+def arm_seeds(runs: pd.DataFrame, boot: SeedBootstrap, arm_runs: pd.DataFrame, metric: str, convention: str,
+              all_builds: pd.DataFrame) -> tuple[list[int], ArmSeeds]:
+    """A fixed arm's runs (one configuration) as `tuners.ArmSeeds`."""
+    ids = sorted(int(c) for c in arm_runs["config_id"].unique())
+    test, present = boot.matrix(runs, ids, metric)
+    setting = boot.setting(ids)
+    return ids, ArmSeeds(test[0], present[0], _costs(boot, runs, ids, "charged.")[0],
+                         _seed_builds(boot, setting, arm_runs, runs, convention, all_builds),
+                         _builds(arm_runs, runs, convention, all_builds))
 
 
 def expected_best_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: str, convention: str,
-                        confidence: float) -> pd.DataFrame:
-    """Random search over every grid arm: per (setting, arm, k), k = 1..N.
+                        confidence: float, model: str = PRACTITIONER) -> pd.DataFrame:
+    """Random search over every grid arm under the tuner `model`: per (setting, arm, k), k = 1..N.
 
-    Out: setting, trap, arm, selected_on, n_configs, k, expected_test (E_k: the test score of the
-    val-argmax of k random configurations) + expected_test_ci_low, _ci_high, oracle (Ê_k: the best test score of k)
-    + oracle_ci_low, oracle_ci_high, expected_flops, expected_device_hours (k · mean run cost + the
-    procedure's builds). `runs` as returned by `prepare`.
+    Out: setting, trap, arm, tuner_model, selected_on, n_configs, k, expected_test (E_k: the test score of
+    the val-argmax of k random configurations) + expected_test_ci_low, _ci_high, oracle (Ê_k: the best
+    test score of k) + oracle_ci_low, oracle_ci_high, expected_flops, expected_device_hours (the runs
+    trained + the procedure's builds). `runs` as returned by `prepare`. A grid whose configurations share
+    no seed is left out (the practitioner's model needs one).
     """
     rows, all_builds = [], shared_build_costs(runs)
     for (setting, method), group in runs[runs["arm_kind"] == "grid"].groupby(["setting", "method.name"], sort=True):
-        ids, g = _grid(runs, boot, group, method, metric, stat, convention, all_builds)
-        test, cost = random_search(g.val, g.test, g.cost, g.builds)
-        oracle = random_search(g.test, g.test, g.cost, g.builds)[0]
-        for k in range(1, len(ids) + 1):
-            row = {"setting": setting, "trap": group["trap"].iloc[0], "arm": method, "selected_on": g.selected_on,
-                   "n_configs": len(ids), "k": k, "expected_test": test[0, k - 1], "oracle": oracle[0, k - 1]}
-            row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(test[:, k - 1], g.n_seeds, confidence)
-            row["oracle_ci_low"], row["oracle_ci_high"] = _ci(oracle[:, k - 1], g.n_seeds, confidence)
-            row.update({f"expected_{f}": cost[0, k - 1, c] for c, f in enumerate(COST_FIELDS)})
-            rows.append(row)
-    columns = ["setting", "trap", "arm", "selected_on", "n_configs", "k", "expected_test", "expected_test_ci_low",
-               "expected_test_ci_high",
-               "oracle", "oracle_ci_low", "oracle_ci_high", *[f"expected_{f}" for f in COST_FIELDS]]
-    return pd.DataFrame(rows).reindex(columns=columns)
-
-
-@dataclass
-class Tuner:
-    """One tuner on one setting: per budget, trials (K,), expected test (R, K), expected cost (R, K, C)."""
-
-    name: str
-    trials: np.ndarray
-    test: np.ndarray
-    cost: np.ndarray
-
-
-def tuners_for(runs: pd.DataFrame, boot: SeedBootstrap, ids, g: GridArrays, metric: str, stat: str,
-               seed: int) -> tuple[list[Tuner], list[str]]:
-    """Grid search, random search and the successive-halving variants on one baseline grid, and
-    why any of them is unavailable (e.g. no val_curve in older records)."""
-    n = len(ids)
-    test, cost = grid_search(g.val, g.test, g.cost, g.builds)
-    tuners = [Tuner(GRID, np.array([n]), test[:, None], cost[:, None, :])]
-    test, cost = random_search(g.val, g.test, g.cost, g.builds)
-    tuners.append(Tuner(RANDOM, np.arange(1, n + 1), test, cost))
-    problems = []
-    rng = np.random.default_rng(seed)
-    for name, eta, rungs in SH_VARIANTS:
-        arrays = rung_arrays(boot, runs, ids, metric, stat, rungs)
-        if isinstance(arrays, str):
-            problems.append(f"{name}: {arrays}")
+        ids, grid, _ = grid_seeds(runs, boot, group, metric, convention, all_builds)
+        grid = replace(grid, rung_val={}, rung_cost={})
+        weights = boot.seed_weights(boot.setting(ids))
+        try:
+            chosen = next(t for t in grid_tuners(grid, weights, stat, model, np.random.default_rng(0)) if t.name == RANDOM)
+            oracle = next(t for t in grid_tuners(oracle_grid(grid), weights, stat, model, np.random.default_rng(0))
+                          if t.name == RANDOM)
+        except ValueError:
             continue
-        rung_val, rung_cost = arrays
-        per_n = [successive_halving(g.val, g.test, g.cost, rung_val, rung_cost, g.builds, subsets(n, size, rng), eta)
-                 for size in range(1, n + 1)]
-        tuners.append(Tuner(name, np.arange(1, n + 1), np.stack([t for t, _ in per_n], axis=1),
-                            np.stack([c for _, c in per_n], axis=1)))
-    return tuners, problems
+        for k in range(1, len(ids) + 1):
+            row = {"setting": setting, "trap": group["trap"].iloc[0], "arm": method, "tuner_model": model,
+                   "selected_on": grid.selected_on, "n_configs": len(ids), "k": k,
+                   "expected_test": chosen.expected_test[0, k - 1], "oracle": oracle.expected_test[0, k - 1]}
+            row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(chosen.expected_test[:, k - 1],
+                                                                            grid.n_seeds, confidence)
+            row["oracle_ci_low"], row["oracle_ci_high"] = _ci(oracle.expected_test[:, k - 1], grid.n_seeds, confidence)
+            row.update({f"expected_{f}": chosen.expected_cost[0, k - 1, c] for c, f in enumerate(COST_FIELDS)})
+            rows.append(row)
+    columns = ["setting", "trap", "arm", "tuner_model", "selected_on", "n_configs", "k", "expected_test",
+               "expected_test_ci_low", "expected_test_ci_high", "oracle", "oracle_ci_low", "oracle_ci_high",
+               *[f"expected_{f}" for f in COST_FIELDS]]
+    return pd.DataFrame(rows).reindex(columns=columns)
 
 
 @dataclass
@@ -123,74 +163,94 @@ class TuningResult:
 
 
 def tuning_comparison(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseline: str, tolerances, stat: str,
-                      convention: str, confidence: float, seed: int = 0) -> TuningResult:
-    """Every tuner of `baseline` and every fixed arm, on every setting where the baseline has a grid.
+                      convention: str, confidence: float, seed: int = 0, model: str = PRACTITIONER) -> TuningResult:
+    """Every tuner of `baseline` under the tuner `model` and every fixed arm, on every setting where the
+    baseline has a grid.
 
-    `runs` as returned by `prepare`. Tables (τ = the tuned baseline's test score − tolerance):
-    curves   setting, trap, tuner, selected_on, budget, trials, expected_test (+ _ci_low, _ci_high),
-             expected_<cost>
-    reach    setting, trap, tolerance, tau, tuner, budget, trials, <cost> (∞: misses τ), p_reach
-    savings  setting, trap, tolerance, arm, tuner, arm_reaches, p_reach, arm_<cost>, tuner_<cost>,
-             savings_<cost> (+ _ci_low, _ci_high), n_seeds
-    summary  scope ("clean" | "trap"), tolerance, arm, tuner, n_settings, n_reached, arm_<cost>,
+    `runs` as returned by `prepare`. Tables (τ = the tuned baseline's test score − tolerance; "tuner" is
+    the tuner's label, which names the idealised model; tuner_model says which):
+    curves   setting, trap, tuner, tuner_model, selected_on, budget, trials, expected_test (+ _ci_low,
+             _ci_high), expected_<cost>
+    reach    setting, trap, tolerance, tau, tuner, tuner_model, budget, trials (∞: misses τ), <cost>
+             (∞: misses τ), expected_test (at the budget), p_reach (+ _ci_low, _ci_high): the probability
+             that ONE tuning procedure at p_reach_budget (the budget, or the largest one where none
+             reaches τ in expectation) ends with a run that reaches τ
+    savings  setting, trap, tolerance, arm, tuner, tuner_model, arm_reaches (its score ≥ τ), p_reach (+
+             _ci_low, _ci_high: the share of seeds whose one run of the arm reaches τ), arm_<cost>,
+             tuner_<cost>, savings_<cost> (+ _ci_low, _ci_high), n_seeds
+    summary  scope ("clean" | "trap"), tolerance, arm, tuner, tuner_model, n_settings, n_reached, arm_<cost>,
              tuner_<cost> (sums over the settings), savings_<cost> (+ _ci_low, _ci_high), n_seeds
     """
     curves, reach, saved, kept = [], [], [], {}
     unavailable: dict[str, list[str]] = {}
     all_builds = shared_build_costs(runs)  # the builds' costs over every loaded run, read once
     for setting, setting_runs in runs.groupby("setting", sort=True):
-        found = _grid(runs, boot, setting_runs, baseline, metric, stat, convention, all_builds)
-        if found is None:
+        grid_runs = setting_runs[(setting_runs["method.name"] == baseline) & (setting_runs["arm_kind"] == "grid")]
+        if grid_runs.empty:
             continue
-        ids, g = found
-        trap = setting_runs["trap"].iloc[0]
-        tuners, problems = tuners_for(runs, boot, ids, g, metric, stat, seed)
+        _, grid, problems = grid_seeds(runs, boot, grid_runs, metric, convention, all_builds)
+        weights = boot.seed_weights(setting)
+        try:
+            tuners = grid_tuners(grid, weights, stat, model, np.random.default_rng(seed))
+        except ValueError as err:
+            problems = [f"every tuner: {err}"]
+            tuners = []
         for problem in problems:
             unavailable.setdefault(problem, []).append(setting)
+        trap = setting_runs["trap"].iloc[0]
+        n = grid.n_seeds
         for t in tuners:
             for b, trials in enumerate(t.trials):
-                row = {"setting": setting, "trap": trap, "tuner": t.name, "selected_on": g.selected_on, "budget": int(trials),
-                       "trials": int(trials), "expected_test": t.test[0, b]}
-                row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(t.test[:, b], g.n_seeds, confidence)
-                row.update({f"expected_{f}": t.cost[0, b, c] for c, f in enumerate(COST_FIELDS)})
+                row = {"setting": setting, "trap": trap, "tuner": t.label, "tuner_model": model,
+                       "selected_on": grid.selected_on, "budget": int(trials), "trials": int(trials),
+                       "expected_test": t.expected_test[0, b]}
+                row["expected_test_ci_low"], row["expected_test_ci_high"] = _ci(t.expected_test[:, b], n, confidence)
+                row.update({f"expected_{f}": t.expected_cost[0, b, c] for c, f in enumerate(COST_FIELDS)})
                 curves.append(row)
-        tuned_test = grid_search(g.val, g.test, g.cost, g.builds)[0]
-        fixed = setting_runs[setting_runs["arm_kind"] == "fixed"]
         arms = {}
-        for arm, arm_runs in fixed.groupby("arm", sort=True):
-            arm_ids = sorted(arm_runs["config_id"].unique())
-            test = with_point(*boot.stat(runs, arm_ids, metric, stat))[:, 0]
-            builds = procedure_builds(arm_runs, runs, convention, all_builds)
-            cost = np.stack([with_point(*boot.stat(runs, arm_ids, f"charged.{f}", "mean"))[:, 0] + builds[f]
-                             for f in COST_FIELDS], axis=-1)
-            arms[arm] = (test, cost, min(g.n_seeds, boot.min_seeds(arm_ids)))
-        for tolerance in tolerances:
-            tau = tuned_test - tolerance
+        for arm, arm_runs in setting_runs[setting_runs["arm_kind"] == "fixed"].groupby("arm", sort=True):
+            arm_ids, seeds = arm_seeds(runs, boot, arm_runs, metric, convention, all_builds)
+            arms[arm] = (arm_outcome(seeds, weights, stat, model), min(n, boot.min_seeds(arm_ids)))
+        for tolerance in tolerances if tuners else ():
+            tau = tau_rows(grid, weights, stat, tolerance)
             for t in tuners:
-                budget, cost = cost_to_reach(t.test, t.cost, tau)
-                row = {"setting": setting, "trap": trap, "tolerance": tolerance, "tau": tau[0], "tuner": t.name,
-                       "budget": int(t.trials[budget[0]]) if budget[0] >= 0 else math.nan,
+                budget, cost = cost_to_reach(t.expected_test, t.expected_cost, tau)
+                at = int(budget[0]) if budget[0] >= 0 else len(t.trials) - 1
+                p_reach = t.p_reach(tau)[:, at]
+                row = {"setting": setting, "trap": trap, "tolerance": tolerance, "tau": tau[0], "tuner": t.label,
+                       "tuner_model": model, "budget": int(t.trials[budget[0]]) if budget[0] >= 0 else math.nan,
                        "trials": int(t.trials[budget[0]]) if budget[0] >= 0 else math.inf,
-                       "p_reach": float(np.mean(budget[1:] >= 0))}
+                       "expected_test": t.expected_test[0, at], "p_reach": p_reach[0],
+                       "p_reach_budget": int(t.trials[at])}
+                row["p_reach_ci_low"], row["p_reach_ci_high"] = map(float, probability_interval(p_reach[0], p_reach[1:], n,
+                                                                                           confidence))
                 row.update({f: cost[0, c] for c, f in enumerate(COST_FIELDS)})
                 reach.append(row)
-                for arm, (test, arm_cost, n) in arms.items():
-                    reaches = test >= tau - 1e-12
-                    paid = np.where(reaches[:, None], arm_cost, np.inf)
-                    kept[(setting, trap, tolerance, arm, t.name)] = (paid, cost, n, bool(reaches[0]))
-                    row = {"setting": setting, "trap": trap, "tolerance": tolerance, "arm": arm, "tuner": t.name,
-                           "arm_reaches": bool(reaches[0]), "p_reach": float(reaches[1:].mean()), "n_seeds": n}
+                for arm, (outcome, n_arm) in arms.items():
+                    hits = reaches(outcome.score, tau)
+                    paid = np.where(hits[:, None], outcome.cost, np.inf)
+                    arm_p = outcome.p_reach(tau)
+                    open_costs = plausible_costs(t, tau, outcome, n, n_arm, confidence)
+                    kept[(setting, trap, tolerance, arm, t.label)] = (paid, cost, n_arm, bool(hits[0]), open_costs)
+                    row = {"setting": setting, "trap": trap, "tolerance": tolerance, "arm": arm, "tuner": t.label,
+                           "tuner_model": model, "arm_reaches": bool(hits[0]), "p_reach": arm_p[0], "n_seeds": n_arm}
+                    row["p_reach_ci_low"], row["p_reach_ci_high"] = map(float, probability_interval(
+                        arm_p[0], arm_p[1:], n_arm, confidence))
                     for c, f in enumerate(COST_FIELDS):
                         value = savings(paid[:, c], cost[:, c])
-                        row.update({f"arm_{f}": arm_cost[0, c], f"tuner_{f}": cost[0, c], f"savings_{f}": value[0]})
-                        row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence, upper=1.0)
+                        row.update({f"arm_{f}": outcome.cost[0, c], f"tuner_{f}": cost[0, c], f"savings_{f}": value[0]})
+                        row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = saving_interval(
+                            value, open_costs, c, n_arm, confidence)
                     saved.append(row)
     notes = [f"{problem} (on {', '.join(settings)})" for problem, settings in unavailable.items()]
-    return TuningResult(pd.DataFrame(curves), pd.DataFrame(reach), pd.DataFrame(saved), _summary(kept, confidence), notes)
+    return TuningResult(pd.DataFrame(curves), pd.DataFrame(reach), pd.DataFrame(saved),
+                        _summary(kept, confidence, model), notes)
 
 
-def _summary(kept: dict, confidence: float) -> pd.DataFrame:
-    """Sum arm and tuner costs over the settings of each scope; savings from the sums, per replicate."""
+def _summary(kept: dict, confidence: float, model: str) -> pd.DataFrame:
+    """Sum arm and tuner costs over the settings of each scope; savings from the sums, per replicate
+    (settings are independent strata of the bootstrap, so their replicates add up row by row); the
+    interval widened as `tuners.saving_interval` widens one setting's (`tuners.summed_saving_range`)."""
     groups: dict[tuple, list] = {}
     for (setting, trap, tolerance, arm, tuner), value in kept.items():
         groups.setdefault(("trap" if trap else "clean", tolerance, arm, tuner), []).append(value)
@@ -199,12 +259,13 @@ def _summary(kept: dict, confidence: float) -> pd.DataFrame:
         arm_total = np.sum([v[0] for v in values], axis=0)    # (R, C); ∞ if the arm misses τ anywhere
         tuner_total = np.sum([v[1] for v in values], axis=0)
         n = min(v[2] for v in values)
-        row = {"scope": scope, "tolerance": tolerance, "arm": arm, "tuner": tuner, "n_settings": len(values),
-               "n_reached": int(sum(v[3] for v in values)),
-               "n_seeds": n}
+        row = {"scope": scope, "tolerance": tolerance, "arm": arm, "tuner": tuner, "tuner_model": model,
+               "n_settings": len(values), "n_reached": int(sum(v[3] for v in values)), "n_seeds": n}
         for c, f in enumerate(COST_FIELDS):
             value = savings(arm_total[:, c], tuner_total[:, c])
             row.update({f"arm_{f}": arm_total[0, c], f"tuner_{f}": tuner_total[0, c], f"savings_{f}": value[0]})
-            row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = _ci(value, n, confidence, upper=1.0)
+            low, high = _ci(value, n, confidence, upper=1.0)
+            lowest, highest = summed_saving_range([v[4] for v in values], c)
+            row[f"savings_{f}_ci_low"], row[f"savings_{f}_ci_high"] = min(low, lowest), min(max(high, highest), 1.0)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -16,9 +16,13 @@ from analysis.selection import seed_bootstrap
 CONFIG = ["method.name", "method.beta", "seed", "dataset.name", "model.name", "hardware.name", "dataset.trap"]
 
 
+OVERLAP = "data.prompt_sets.overlaps."
+
+
 def _runs(spec: dict[str, dict], seeds=range(4), val_shift: float = 0.0, trap: dict | None = None) -> pd.DataFrame:
     """spec[setting][(method, beta)] = test score of every seed. Validation = test + val_shift, except that
-    dpo β=0.1 has a validation score of -9 (so validation always picks β=1). SFT level 0 everywhere."""
+    dpo β=0.1 has a validation score of -9 (so validation always picks β=1). SFT level 0 everywhere. Every
+    run's records measure its prompt sets as sharing no prompt."""
     rows = []
     for setting, arms in spec.items():
         for (method, beta), score in arms.items():
@@ -27,7 +31,8 @@ def _runs(spec: dict[str, dict], seeds=range(4), val_shift: float = 0.0, trap: d
                 rows.append({"method.name": method, "method.beta": beta, "seed": seed, "gold_reward": score,
                              "val/gold_reward": val, "reference_gold_reward": 0.0, "collapsed": float(score < -1),
                              "dataset.name": setting, "model.name": "tiny", "hardware.name": "cpu",
-                             "dataset.trap": (trap or {}).get(setting)})
+                             "dataset.trap": (trap or {}).get(setting), f"{OVERLAP}validation|test": 0,
+                             f"{OVERLAP}train_pairs|test": 0})
     return add_delta(annotate(pd.DataFrame(rows), CONFIG), "gold_reward")
 
 
@@ -144,3 +149,21 @@ def test_citability_labels():
     verdict = citability(no_val, entries, "gold_reward", 4000)
     assert verdict.labels == ["selection on test data: not citable"]
     assert "dpo (tuned) on a" in verdict.details[0]
+
+
+def test_citability_needs_prompt_sets_measured_disjoint():
+    five = _runs({"a": SPEC["a"]}, seeds=range(5))
+    _, entries, _ = _setup(five)
+    shared = five.copy()
+    shared.loc[shared.index[:3], f"{OVERLAP}validation|test"] = [2, 0, 7]
+    verdict = citability(shared, entries, "gold_reward", 4000)
+    assert verdict.labels == ["prompt sets overlap: not citable"]
+    assert verdict.details == ["The records count prompts shared between two prompt sets of a run: a: validation and "
+                               "test share up to 7 prompts (2 of 15 runs)."]
+    older = five.drop(columns=[f"{OVERLAP}validation|test", f"{OVERLAP}train_pairs|test"])
+    verdict = citability(older, entries, "gold_reward", 4000)
+    assert verdict.labels == ["prompt-set overlap not measured: not citable"]
+    assert verdict.details[0].startswith("15 of 15 runs carry no `data.prompt_sets`")
+    partly = five.assign(**{f"{OVERLAP}validation|test": [0] * 10 + [None] * 5,
+                            f"{OVERLAP}train_pairs|test": [0] * 10 + [None] * 5})
+    assert citability(partly, entries, "gold_reward", 4000).labels == ["prompt-set overlap not measured: not citable"]

@@ -77,7 +77,10 @@ def test_report_md_states_its_verdict_protocol_and_definitions(full_report):
     text = (full_report / "report.md").read_text()
     assert text.splitlines()[2].startswith("**Verdict:** **Citable**")
     for phrase in ("Cost convention: **per_procedure**", "VALIDATION score (`val/gold_reward`", "*Oracle* = chosen on the test",
-                   "E_k = Σ_j T_j·C(r_j−1, k−1)/C(N, k)", "successive halving (η, rungs)", "expanded percentile",
+                   "π_k(j) = C(r_j−1, k−1)/C(N, k)", "successive halving (η, rungs)", "expanded percentile",
+                   "Tuners: the practitioner's model", "trains k configurations ONCE each", "paired bootstrap over seeds",
+                   "the seed is the unit", "a prompt set disjoint from the test prompts", "so test scores are held-out",
+                   "Wilson score interval",
                    "Trap settings (marked *(trap)*", "sentiment_noisy — label noise", "SFT starting point: `reference_gold_reward`",
                    "`cost.wait_s`", "never counted as compute", "z = (score − SFT) / (tuned − SFT)", "trimmed away by the IQM",
                    "1 failed, 1 incomplete, 1 unreadable", "NonFiniteLossError", "figures/beta_sensitivity.png",
@@ -144,9 +147,9 @@ def test_a_smoke_budget_makes_the_report_not_citable(tmp_path):
 def test_older_records_fall_back_to_selection_on_test_and_say_so(tmp_path):
     fabricate.write_sweep(tmp_path / "runs", datasets=("arithmetic",), grids=SMALL, schema=1, failures=False)
     report = build_report(load_runs(tmp_path / "runs"), tmp_path / "out", ReportOptions(n_boot=50, figures=False))
-    assert report.verdict == "selection on test data: not citable"
+    assert report.verdict == "selection on test data: not citable; prompt-set overlap not measured: not citable"
     text = report.report_md.read_text()
-    assert "**Verdict:** **selection on test data: not citable**" in text
+    assert "**Verdict:** **selection on test data: not citable; prompt-set overlap not measured: not citable**" in text
     assert "TEST — not citable" in text and "have no `val/gold_reward` (older records" in text
     assert any("successive halving" in n and "val_curve" in n for n in report.notes)
     assert "do not report waiting time" in text
@@ -267,3 +270,43 @@ def test_report_on_records_written_by_the_real_pipeline(make_config, tmp_path):
     assert set(savings["arm"]) == {"rmipo"} and savings["arm_flops"].notna().all()
     for name in ("beta_sensitivity", "expected_best_vs_trials", "reward_kl_frontier", "imi_traces"):
         assert_image(tmp_path / "out" / "figures" / f"{name}.png")
+
+
+def _verdict_and_text(tmp_path, **fabricated):
+    fabricate.write_sweep(tmp_path / "runs", datasets=("arithmetic",), grids=SMALL, failures=False, **fabricated)
+    report = build_report(load_runs(tmp_path / "runs"), tmp_path / "out", ReportOptions(n_boot=50, figures=False))
+    return report, report.report_md.read_text()
+
+
+def test_shared_prompts_keep_the_report_from_saying_held_out_or_citable(tmp_path):
+    report, text = _verdict_and_text(tmp_path, overlaps={"validation|test": 3, "train_pairs|composition_test": 1})
+    assert report.verdict == "prompt sets overlap: not citable" and not report.citable
+    assert "**Verdict:** **prompt sets overlap: not citable**" in text
+    for phrase in ("arithmetic: validation and test share up to 3 prompts (20 of 20 runs)",
+                   "arithmetic: train_pairs and composition_test share up to 1 prompt (20 of 20 runs)"):
+        assert phrase in text, phrase
+    lowered = text.lower()
+    assert "disjoint" not in lowered and "held-out" not in lowered and "held out" not in lowered
+    assert "**citable**" not in lowered
+
+
+def test_records_without_prompt_sets_never_make_a_citable_report(tmp_path):
+    report, text = _verdict_and_text(tmp_path, overlaps=None)
+    assert report.verdict == "prompt-set overlap not measured: not citable"
+    assert "20 of 20 runs carry no `data.prompt_sets`" in text
+    lowered = text.lower()
+    assert "disjoint" not in lowered and "held-out" not in lowered and "held out" not in lowered
+    assert "**citable**" not in lowered
+
+
+def test_measured_disjoint_prompt_sets_and_the_composition_score(tmp_path):
+    report, text = _verdict_and_text(tmp_path, composition=True)
+    assert report.verdict == "citable" and "**Verdict:** **Citable**" in text
+    assert "so test scores are held-out" in text and "composition mean [CI]" in text
+    comparison = pd.read_csv(report.out_dir / "tables" / "comparison.csv").set_index("entry")
+    # the fabricated composition score is the test score − 0.05 on every run, so its mean is too
+    np.testing.assert_allclose(comparison.loc["rmipo", "composition"], comparison.loc["rmipo", "score"] - 0.05)
+    assert comparison.loc["rmipo", "composition_ci_low"] < comparison.loc["rmipo", "composition"]
+    # without composition scores the columns are left out, not filled with NaN
+    _, text = _verdict_and_text(tmp_path / "plain")
+    assert "composition" not in pd.read_csv(tmp_path / "plain" / "out" / "tables" / "comparison.csv").columns

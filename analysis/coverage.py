@@ -1,0 +1,459 @@
+"""Coverage of the report's intervals, by simulation, for the statistics the report prints (DESIGN §11a).
+
+A data-generating model with a seed effect shared across configurations, fitted to committed run
+records, and the report's own estimators run on data sets drawn from it. Per setting, configuration j
+(the baseline's grid, then one fixed arm) and seed s:
+    X_js = μ^X_j + a_s + g^X_s + b_js + e^X_js      X = V (validation) or T (test)
+    a_s    ~ N(0, σ²_seed)        shared by every configuration AND by validation and test (the SFT model,
+                                  the data sample)
+    g^X_s  ~ N(0, σ²_seed_split)  shared by every configuration, drawn apart for validation and test (the
+                                  evaluation sampling streams of seed s on that prompt set)
+    b_js   ~ N(0, σ²_run,j)       the run's own training randomness, shared by its validation and test
+                                  scores; per configuration (a collapsing small β has a large one)
+    e^X_js ~ N(0, σ²_eval)        prompt-sampling noise of one run on one prompt set
+    U_js(f) = μ^U_j(f) + a_s + w_s(f) + ε_js(f), w ~ N(0, σ²_curve_seed(f)), ε ~ N(0, σ²_curve(f)): the
+                                  validation curve at a successive-halving rung f
+Costs (FLOPs) are each configuration's mean run cost, its mean curve cost at each rung, and the mean
+per-seed shared builds, held fixed. The components are moment estimates from the configuration × seed
+tables (double-centred residuals; `fit_components` has the formulas); μ are the configurations' means.
+
+Statistics, each computed by the report's code (`analysis.selection`, `analysis.tuners`) and checked
+against the model's truth:
+    Δ vs tuned        arm − the baseline's validation-selected configuration (re-selected in every replicate);
+                      truth μ^T_arm − μ^T_{j*}, j* = argmax_j μ^V_j
+    P(reach τ)        of each tuner at a fixed budget under the practitioner's model; truth: the model's
+                      probability over seeds (Monte Carlo, TRUTH_SEEDS seeds) with τ* = μ^T_{j*} − tolerance
+    E[test]           the practitioner's expected selected test score at that budget (the tuner curves)
+    saving            of the arm against each tuner at τ (FLOPs); truth from the true E_k, τ* and μ^T_arm
+Interval methods: the plain percentile interval, the expanded percentile interval, and the report's
+(`stats.seed_interval`; for a probability `stats.probability_interval`). Coverage = the share of data
+sets whose interval holds the truth, with its Monte Carlo standard error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from analysis.selection import draw_counts, first_argmax, seed_stat
+from analysis.stats import expanded_percentile_interval, percentile_interval, probability_interval, seed_interval
+from analysis.tuners import (GRID, PRACTITIONER, RANDOM, SH_VARIANTS, ArmSeeds, GridSeeds, PlausibleCosts, arm_outcome,
+                             cost_to_reach, grid_tuners, plausible_costs, saving_interval, savings, tau_rows,
+                             tuner_selections)
+
+# seeds drawn to compute a tuner's true P(reach τ) and E[test] under the model
+TRUTH_SEEDS = 20_000
+INTERVALS = ("percentile", "expanded percentile", "t-widened", "report")
+# the report's default tolerances, and 0.1, at which an arm below the tuned baseline can still reach τ
+TOLERANCES = (0.0, 0.05, 0.1)
+# the fitted settings: (setting label prefix, tuned baseline, fixed arm)
+SCENARIOS = (("arithmetic", "dpo", "rmipo"), ("sentiment", "dpo", "rmipo"), ("constraints", "dpo", "rmipo"))
+
+
+@dataclass
+class Components:
+    """A fitted data-generating model of one setting: the baseline's grid (N configurations) and one arm."""
+
+    setting: str
+    baseline: str
+    arm: str
+    configs: list[str]                     # N grid labels, then the arm
+    val_mean: np.ndarray                   # (N + 1,)
+    test_mean: np.ndarray                  # (N + 1,)
+    seed: float                            # σ²_seed
+    seed_split: float                      # σ²_seed_split
+    run: np.ndarray                        # (N + 1,) σ²_run,j
+    eval: float                            # σ²_eval
+    flops: np.ndarray                      # (N + 1,) mean run FLOPs
+    seed_builds: np.ndarray                # (2,) FLOPs of one seed's shared builds: the grid's, the arm's
+    rungs: tuple[float, ...] = ()          # rung fractions with curves (all before 100%)
+    curve_mean: np.ndarray | None = None   # (N, Q)
+    curve_seed: np.ndarray | None = None   # (Q,)
+    curve_noise: np.ndarray | None = None  # (Q,)
+    curve_flops: np.ndarray | None = None  # (N, Q)
+    n_seeds: int = 0                       # seeds in the records it was fitted on
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_configs(self) -> int:
+        return len(self.configs) - 1
+
+
+def _double_centred(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(seed means of the config-centred table (S,), double-centred residuals (M, S))."""
+    centred = x - x.mean(axis=1, keepdims=True)
+    seed_means = centred.mean(axis=0)
+    return seed_means, centred - seed_means
+
+
+def fit_components(val: np.ndarray, test: np.ndarray) -> dict:
+    """Moment estimates of the model's components from configuration × seed tables val, test (M, S).
+
+    With m^X_s the seed means of the configuration-centred table and Q^X its double-centred residuals,
+    q_j = Σ_s Q^V_js·Q^T_js/(S−1) and q'_j = Σ_s (Q^V_js² + Q^T_js²)/(2(S−1)) (only b is shared by a run's
+    validation and test scores; a and g are removed by the centring):
+        E q_j = σ²_run,j (1 − 2/M) + σ̄²/M, σ̄² = mean_j σ²_run,j   ⇒  σ̄² = mean q / (1 − 1/M),
+                                                                    σ²_run,j = (q_j − σ̄²/M)/(1 − 2/M)
+        E mean q' − E mean q = σ²_eval (1 − 1/M)
+        Σ_s m^V_s m^T_s/(S−1) estimates σ²_seed + σ̄²/M
+        Σ_s (m^V_s² + m^T_s²)/(2(S−1)) estimates σ²_seed + σ²_seed_split + (σ̄² + σ²_eval)/M
+    Negative estimates are set to 0. Returns {"seed", "seed_split", "run" (M,), "eval"}.
+    """
+    val, test = np.asarray(val, dtype=float), np.asarray(test, dtype=float)
+    m, s = val.shape
+    if m < 3 or s < 2:
+        raise ValueError(f"fit_components needs ≥ 3 configurations and ≥ 2 seeds, got {m} × {s}")
+    mv, qv = _double_centred(val)
+    mt, qt = _double_centred(test)
+    q = (qv * qt).sum(axis=1) / (s - 1)
+    q2 = (qv ** 2 + qt ** 2).sum(axis=1) / (2 * (s - 1))
+    run_mean = max(q.mean() / (1 - 1 / m), 0.0)
+    run = np.clip((q - run_mean / m) / (1 - 2 / m), 0.0, None)
+    evaluation = max((q2.mean() - q.mean()) / (1 - 1 / m), 0.0)
+    seed = max((mv * mt).sum() / (s - 1) - run_mean / m, 0.0)
+    both = ((mv ** 2) + (mt ** 2)).sum() / (2 * (s - 1))
+    seed_split = max(both - seed - (run_mean + evaluation) / m, 0.0)
+    return {"seed": seed, "seed_split": seed_split, "run": run, "eval": evaluation}
+
+
+def fit_curve(curve: np.ndarray) -> tuple[float, float]:
+    """(σ²_curve_seed + σ²_seed, σ²_curve) of one rung's configuration × seed table (N, S): the seed
+    means' variance less the residuals' share, and the double-centred residual variance."""
+    n, s = curve.shape
+    seed_means, residual = _double_centred(curve)
+    noise = (residual ** 2).sum() / ((n - 1) * (s - 1))
+    return max((seed_means ** 2).sum() / (s - 1) - noise / n, 0.0), noise
+
+
+def components_from_runs(runs: pd.DataFrame, setting: str, baseline: str, arm: str, metric: str) -> Components:
+    """Fit `Components` on one setting of annotated, `tuning.prepare`d runs (per-procedure costs)."""
+    here = runs[runs["setting"] == setting]
+    grid = here[(here["method.name"] == baseline) & (here["arm_kind"] == "grid")]
+    fixed = here[here["arm"] == arm]
+    if grid.empty or fixed.empty:
+        raise ValueError(f"{setting}: needs a {baseline!r} grid and the arm {arm!r} (found arms "
+                         f"{sorted(here['arm'].unique())})")
+    both = pd.concat([grid, fixed])
+    seeds = sorted(set(grid["seed"]) & set(fixed["seed"]))
+    table = lambda column: both.pivot_table(index="config_id", columns="seed", values=column)[seeds]  # noqa: E731
+    order = sorted(grid["config_id"].unique()) + sorted(fixed["config_id"].unique())
+    val = table(f"val/{metric}").loc[order].to_numpy()
+    test = table(metric).loc[order].to_numpy()
+    if not (np.isfinite(val).all() and np.isfinite(test).all()):
+        raise ValueError(f"{setting}: every run of the grid and the arm needs {metric} and val/{metric} at seeds {seeds}")
+    fitted = fit_components(val, test)
+    labels = both.drop_duplicates("config_id").set_index("config_id").loc[order, "config_label"].tolist()
+    flops = both.groupby("config_id")["charged.flops"].mean().loc[order].to_numpy()
+    builds = []
+    for part in (grid, fixed):
+        per_seed = part.groupby("seed")[[c for c in part.columns if c.startswith("cost.shared.") and c.endswith(".flops")]]
+        builds.append(float(per_seed.max().sum(axis=1).mean()) if per_seed.ngroups else 0.0)
+    out = Components(setting, baseline, arm, labels, val.mean(axis=1), test.mean(axis=1), fitted["seed"],
+                     fitted["seed_split"], fitted["run"], fitted["eval"], flops, np.array(builds), n_seeds=len(seeds))
+    rungs = tuple(sorted({f for _, _, fractions in SH_VARIANTS for f in fractions if f < 1.0}))
+    columns = [f"curve@{f:g}/val/{metric}" for f in rungs]
+    if all(c in grid.columns for c in columns) and grid[columns].notna().all().all():
+        ids = order[:-1]
+        curves = [grid.pivot_table(index="config_id", columns="seed", values=c)[seeds].loc[ids].to_numpy() for c in columns]
+        fits = [fit_curve(c) for c in curves]
+        out.rungs = rungs
+        out.curve_mean = np.stack([c.mean(axis=1) for c in curves], axis=1)
+        out.curve_seed = np.array([max(f[0] - out.seed, 0.0) for f in fits])
+        out.curve_noise = np.array([f[1] for f in fits])
+        out.curve_flops = np.stack([grid.groupby("config_id")[f"curve@{f:g}/flops"].mean().loc[ids].to_numpy()
+                                    for f in rungs], axis=1)
+    else:
+        out.notes.append("no validation curve at every rung: successive halving is not simulated")
+    return out
+
+
+def components_table(fitted: list[Components]) -> pd.DataFrame:
+    """One row per fitted setting: the components as standard deviations (metric units)."""
+    rows = []
+    for c in fitted:
+        row = {"setting": c.setting, "baseline": c.baseline, "arm": c.arm, "n_configs": c.n_configs,
+               "n_seeds": c.n_seeds, "sd_seed": math.sqrt(c.seed), "sd_seed_split": math.sqrt(c.seed_split),
+               "sd_eval": math.sqrt(c.eval),
+               "sd_run_grid": "; ".join(f"{label} {math.sqrt(v):.3f}" for label, v in zip(c.configs, c.run)),
+               "tuned_config": c.configs[int(first_argmax(c.val_mean[:-1]))],
+               "test_means": "; ".join(f"{label} {v:.3f}" for label, v in zip(c.configs, c.test_mean))}
+        if c.curve_noise is not None:
+            row["sd_curve_seed"] = "; ".join(f"{f:g}: {math.sqrt(v):.3f}" for f, v in zip(c.rungs, c.curve_seed))
+            row["sd_curve"] = "; ".join(f"{f:g}: {math.sqrt(v):.3f}" for f, v in zip(c.rungs, c.curve_noise))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing data sets and the truth
+
+
+def draw(c: Components, n_seeds: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """One data set of n_seeds seeds: val, test (N + 1, S) and, where fitted, curve (N, S, Q)."""
+    m = len(c.configs)
+    a = rng.normal(0.0, math.sqrt(c.seed), n_seeds)
+    b = rng.normal(0.0, 1.0, (m, n_seeds)) * np.sqrt(c.run)[:, None]
+    out = {}
+    for split, mean in (("val", c.val_mean), ("test", c.test_mean)):
+        g = rng.normal(0.0, math.sqrt(c.seed_split), n_seeds)
+        out[split] = mean[:, None] + a + g + b + rng.normal(0.0, math.sqrt(c.eval), (m, n_seeds))
+    if c.curve_mean is not None:
+        w = rng.normal(0.0, 1.0, (n_seeds, len(c.rungs))) * np.sqrt(c.curve_seed)
+        noise = rng.normal(0.0, 1.0, (c.n_configs, n_seeds, len(c.rungs))) * np.sqrt(c.curve_noise)
+        out["curve"] = c.curve_mean[:, None, :] + a[None, :, None] + w[None] + noise
+    return out
+
+
+def grid_and_arm(c: Components, data: dict[str, np.ndarray]) -> tuple[GridSeeds, ArmSeeds]:
+    """The report's arrays (`tuners.GridSeeds`, `tuners.ArmSeeds`) for one simulated data set; one cost
+    field (FLOPs)."""
+    n, s = c.n_configs, data["val"].shape[1]
+    cost = np.broadcast_to(c.flops[:n, None, None], (n, s, 1)).copy()
+    rung_val, rung_cost = {}, {}
+    if "curve" in data:
+        for _, _, rungs in SH_VARIANTS:
+            positions = [c.rungs.index(f) for f in rungs if f < 1.0]
+            rung_val[rungs] = data["curve"][:, :, positions]
+            rung_cost[rungs] = np.broadcast_to(c.curve_flops[:, None, positions, None], (n, s, len(positions), 1)).copy()
+    present = np.ones((n, s), dtype=bool)
+    grid = GridSeeds(data["val"][:n], data["test"][:n], present, cost, np.full((s, 1), c.seed_builds[0]),
+                     np.array([s * c.seed_builds[0]]), rung_val, rung_cost)
+    arm = ArmSeeds(data["test"][n], np.ones(s, dtype=bool), np.full((s, 1), c.flops[n]),
+                   np.full((s, 1), c.seed_builds[1]), np.array([s * c.seed_builds[1]]))
+    return grid, arm
+
+
+@dataclass
+class Truth:
+    """The model's values of every simulated statistic (per tolerance where τ enters)."""
+
+    delta_tuned: float
+    tau: dict[float, float]
+    expected_test: dict[str, np.ndarray]            # tuner -> (K,)
+    p_reach: dict[tuple[float, str], np.ndarray]    # (tolerance, tuner) -> (K,)
+    savings: dict[tuple[float, str], float]         # (tolerance, tuner) -> saving (FLOPs)
+
+
+def truth(c: Components, tolerances, rng: np.random.Generator, n_seeds: int = TRUTH_SEEDS) -> Truth:
+    """The statistics' values under the model: selection on the true validation means; tuners' E[test]
+    and P(reach τ*) by Monte Carlo over `n_seeds` seeds (each seed one practitioner's procedure, its
+    selection probabilities exact over subsets); costs are fixed, so a saving follows from the true
+    budgets."""
+    n = c.n_configs
+    best = int(first_argmax(c.val_mean[:n]))
+    tau = {t: float(c.test_mean[best] - t) for t in tolerances}
+    data = draw(c, n_seeds, rng)
+    grid, _ = grid_and_arm(c, data)
+    # one row per seed: the per-seed selection of `tuners.tuner_selections`, as the practitioner's model
+    selections = tuner_selections(grid.val.T, grid.cost.transpose(1, 0, 2), np.full((n_seeds, 1), c.seed_builds[0]),
+                                  {r: v.transpose(1, 0, 2) for r, v in grid.rung_val.items()},
+                                  {r: v.transpose(1, 0, 2, 3) for r, v in grid.rung_cost.items()},
+                                  np.random.default_rng(0), 10**9)
+    test = grid.test.T                                                   # (seeds, N)
+    expected, p_reach, saved = {}, {}, {}
+    arm_cost = c.flops[n] + c.seed_builds[1]
+    for sel in selections:
+        expected[sel.name] = np.einsum("skn,sn->k", sel.selection, test) / n_seeds
+        cost = sel.cost.mean(axis=0)[:, 0]
+        for t, level in tau.items():
+            p_reach[(t, sel.name)] = np.einsum("skn,sn->k", sel.selection, (test >= level).astype(float)) / n_seeds
+            reach = expected[sel.name] >= level
+            tuner_cost = cost[reach].min() if reach.any() else math.inf
+            saved[(t, sel.name)] = float(savings(np.array([arm_cost if c.test_mean[n] >= level else math.inf]),
+                                                 np.array([tuner_cost]))[0])
+    return Truth(float(c.test_mean[n] - c.test_mean[best]), tau, expected, p_reach, saved)
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulation
+
+
+def fixed_budgets(n_configs: int) -> dict[str, int]:
+    """Budget positions at which P(reach τ) and E[test] are checked: the grid; random search and each
+    successive halving at k = ⌈N/2⌉ (a budget the cheapest-to-τ choice often lands on) and at N."""
+    half = math.ceil(n_configs / 2) - 1
+    return {GRID: 0, RANDOM: half, **{name: n_configs - 1 for name, _, _ in SH_VARIANTS}}
+
+
+def _intervals(point: float, replicates: np.ndarray, n: int, confidence: float, kind: str,
+               plausible: PlausibleCosts | None = None) -> dict[str, tuple]:
+    """Every interval method for one statistic: the plain and the expanded percentile intervals, the
+    t-widened one (`stats.seed_interval`, ≤ 1 for a saving, clipped to [0, 1] for a probability), and
+    the report's where it differs from that (a probability: `stats.probability_interval`; a saving:
+    `tuners.saving_interval`)."""
+    out = {"percentile": percentile_interval(replicates, confidence),
+           "expanded percentile": expanded_percentile_interval(replicates, n, confidence)}
+    low, high = seed_interval(point, replicates, n, confidence)
+    if kind == "probability":
+        out["t-widened"] = (max(low, 0.0), min(high, 1.0))
+        out["report"] = probability_interval(point, replicates, n, confidence)
+    elif kind == "saving":
+        out["t-widened"] = (min(low, 1.0), min(high, 1.0))
+        out["report"] = saving_interval(np.concatenate([[point], replicates]), plausible, 0, n, confidence)
+    else:
+        out["report"] = (low, high)
+    return out
+
+
+def simulate(c: Components, n_data: int, n_boot: int, seed: int, tolerances=TOLERANCES, n_seeds: int = 5,
+             confidence: float = 0.95, truth_seeds: int = TRUTH_SEEDS) -> pd.DataFrame:
+    """Coverage of every statistic and interval method on `n_data` simulated data sets of `n_seeds`
+    seeds, each with `n_boot` paired replicates (the report's estimators, practitioner's tuners).
+
+    Out: one row per (statistic, interval): setting, statistic, tuner, tolerance, budget, interval,
+    truth, coverage, mc_se (binomial SE of the coverage), median_width (∞ where an end is infinite), n_data,
+    n_boot, n_seeds.
+    """
+    rng = np.random.default_rng(seed)
+    true = truth(c, tolerances, rng, truth_seeds)
+    budgets = fixed_budgets(c.n_configs)
+    hits: dict[tuple, list] = {}
+    widths: dict[tuple, list] = {}
+    targets: dict[tuple, float] = {}
+
+    def record(key, point, replicates, target, kind="", plausible=None):
+        targets[key[:4]] = target
+        for method, (low, high) in _intervals(point, replicates, n_seeds, confidence, kind, plausible).items():
+            # a saving between fixed costs is computed along two paths (the estimate, the truth): a rounding
+            # difference must not count as a miss
+            slack = 1e-9 * max(1.0, abs(target)) if math.isfinite(target) else 0.0
+            covered = (low - slack <= target <= high + slack) if math.isfinite(target) else (low == target or high == target)
+            hits.setdefault((*key, method), []).append(bool(covered))
+            width = high - low if math.isfinite(low) and math.isfinite(high) else math.inf
+            widths.setdefault((*key, method), []).append(width)
+
+    for _ in range(n_data):
+        data = draw(c, n_seeds, rng)
+        grid, arm = grid_and_arm(c, data)
+        present = np.ones((c.n_configs + 1, n_seeds), dtype=bool)
+        weights = np.concatenate([np.ones((1, n_seeds)), draw_counts(present, n_boot, rng)], axis=0)
+        tuned = tau_rows(grid, weights, "mean", 0.0)
+        arm_score = seed_stat(arm.test[None], arm.present[None], weights, "mean")[:, 0]
+        delta = arm_score - tuned
+        record(("Δ vs tuned", "", 0.0, -1), delta[0], delta[1:], true.delta_tuned)
+        tuners = {t.name: t for t in grid_tuners(grid, weights, "mean", PRACTITIONER, rng)}
+        outcome = arm_outcome(arm, weights, "mean", PRACTITIONER)
+        for name, tuner in tuners.items():
+            k = budgets[name]
+            record(("E[test]", name, 0.0, k + 1 if name != GRID else c.n_configs), tuner.expected_test[0, k],
+                   tuner.expected_test[1:, k], float(true.expected_test[name][k]))
+        for tolerance in tolerances:
+            tau = tau_rows(grid, weights, "mean", tolerance)
+            for name, tuner in tuners.items():
+                k = budgets[name]
+                p = tuner.p_reach(tau)[:, k]
+                record(("P(reach τ)", name, tolerance, k + 1 if name != GRID else c.n_configs), p[0], p[1:],
+                       float(true.p_reach[(tolerance, name)][k]), "probability")
+                _, cost = cost_to_reach(tuner.expected_test, tuner.expected_cost, tau)
+                paid = np.where(arm_score >= tau - 1e-12, outcome.cost[:, 0], np.inf)
+                value = savings(paid, cost[:, 0])
+                record(("saving", name, tolerance, -1), value[0], value[1:], true.savings[(tolerance, name)], "saving",
+                       plausible_costs(tuner, tau, outcome, n_seeds, n_seeds, confidence))
+    rows = []
+    for (statistic, tuner, tolerance, budget, method), covered in hits.items():
+        coverage = float(np.mean(covered))
+        rows.append({"setting": c.setting, "statistic": statistic, "tuner": tuner, "tolerance": tolerance,
+                     "budget": budget if budget > 0 else "", "interval": method,
+                     "truth": targets[(statistic, tuner, tolerance, budget)], "coverage": coverage,
+                     "mc_se": math.sqrt(max(coverage * (1 - coverage), 1e-12) / len(covered)),
+                     "median_width": float(np.median(widths[(statistic, tuner, tolerance, budget, method)])),
+                     "n_data": len(covered), "n_boot": n_boot, "n_seeds": n_seeds})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: `python -m analysis coverage` (wired in analysis/__main__.py)
+
+
+def fit_folder(folder, metric: str = "gold_reward", scenarios=SCENARIOS) -> list[Components]:
+    """Fit `Components` on every setting of a results folder that SCENARIOS names (the baseline's grid
+    and the arm present), per-procedure costs."""
+    from analysis.costs import charged_costs
+    from analysis.grid import annotate
+    from analysis.load import load_runs
+    from analysis.tuning import prepare
+
+    loaded = load_runs(folder)
+    if loaded.runs.empty:
+        raise ValueError(f"{folder}: no completed runs to fit a model on")
+    runs = annotate(loaded.runs, loaded.config_columns)
+    runs = prepare(runs.join(charged_costs(runs, "per_procedure")), metric, "per_procedure")
+    fitted = []
+    for setting in sorted(runs["setting"].unique()):
+        for prefix, baseline, arm in scenarios:
+            if setting == prefix or setting.startswith(f"{prefix} "):
+                fitted.append(components_from_runs(runs, setting, baseline, arm, metric))
+    if not fitted:
+        raise ValueError(f"{folder}: no setting among {sorted(runs['setting'].unique())} matches the scenarios "
+                         f"{[s[0] for s in scenarios]}")
+    return fitted
+
+
+def coverage_markdown(table: pd.DataFrame, components: pd.DataFrame, command: str) -> str:
+    """coverage.md: the fitted components, then per setting statistic × interval method (coverage ± MC SE)."""
+    from analysis.tables import to_markdown
+
+    lines = ["# Coverage of the report's intervals at 5 seeds, by simulation", "",
+             f"Made by `{command}` (DESIGN §11a; model and statistics: `analysis/coverage.py`).", "",
+             "## Fitted variance components (standard deviations, gold-reward units)", "",
+             to_markdown(components.astype(str)), ""]
+    methods = [m for m in ("percentile", "expanded percentile", "t-widened", "report") if m in set(table["interval"])]
+    for setting, rows in table.groupby("setting", sort=False):
+        first = rows.iloc[0]
+        lines += [f"## {setting}", "", f"{int(first['n_data'])} simulated data sets of {int(first['n_seeds'])} seeds, "
+                  f"{int(first['n_boot'])} paired replicates each; nominal 0.95. Coverage ± Monte Carlo SE.", ""]
+        keys = ["statistic", "tuner", "tolerance", "budget"]
+        wide = rows.pivot_table(index=keys, columns="interval", values="coverage", aggfunc="first", sort=False)
+        se = rows.pivot_table(index=keys, columns="interval", values="mc_se", aggfunc="first", sort=False)
+        truth = rows.groupby(keys, sort=False)["truth"].first()
+        shown = pd.DataFrame({"statistic": [k[0] for k in wide.index], "tuner": [k[1] or "–" for k in wide.index],
+                              "tol.": [f"{k[2]:g}" for k in wide.index],
+                              "budget": [str(k[3]) if str(k[3]) not in ("", "nan") else "–" for k in wide.index],
+                              "truth": [f"{truth.loc[k]:.3f}" for k in wide.index]})
+        for method in methods:
+            shown[method] = [("–" if pd.isna(wide.loc[k, method]) else f"{wide.loc[k, method]:.3f} ± {se.loc[k, method]:.3f}")
+                             for k in wide.index]
+        lines += [to_markdown(shown), ""]
+    return "\n".join(lines)
+
+
+def add_arguments(parser) -> None:
+    from pathlib import Path
+
+    parser.add_argument("runs_dir", type=Path, help="results folder whose records the model is fitted on")
+    parser.add_argument("--out", type=Path, required=True, help="folder for coverage.csv, coverage.md, components.csv")
+    parser.add_argument("--metric", default="gold_reward", help="score column (default: gold_reward)")
+    parser.add_argument("--data-sets", type=int, default=1000, help="simulated data sets per setting (default: 1000)")
+    parser.add_argument("--n-boot", type=int, default=4000, help="paired replicates per data set (default: 4000, "
+                                                                  "as the report)")
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per simulated data set (default: 5)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the simulation (default: 0)")
+
+
+def run(args) -> int:
+    """The `coverage` subcommand: fit, simulate, write <out>/coverage.csv, coverage.md, components.csv."""
+    import shlex
+    import sys
+
+    try:
+        fitted = fit_folder(args.runs_dir, args.metric)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    tables = [simulate(c, args.data_sets, args.n_boot, args.seed + i, n_seeds=args.seeds) for i, c in enumerate(fitted)]
+    table = pd.concat(tables, ignore_index=True)
+    components = components_table(fitted)
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = (f"python -m analysis coverage {shlex.quote(str(args.runs_dir))} --out {shlex.quote(str(args.out))} "
+               f"--data-sets {args.data_sets} --n-boot {args.n_boot} --seeds {args.seeds} --seed {args.seed}")
+    table.to_csv(args.out / "coverage.csv", index=False)
+    components.to_csv(args.out / "components.csv", index=False)
+    (args.out / "coverage.md").write_text(coverage_markdown(table, components, command))
+    report = table[table["interval"] == "report"]
+    worst = report.loc[report["coverage"].idxmin()]
+    print(f"coverage of the report's intervals: min {worst['coverage']:.3f} ({worst['setting']}, {worst['statistic']}"
+          f"{', ' + worst['tuner'] if worst['tuner'] else ''}), mean {report['coverage'].mean():.3f}")
+    print(f"written: {args.out / 'coverage.md'}, coverage.csv, components.csv")
+    return 0
