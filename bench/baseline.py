@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from bench.models import quiet_transformers
 from bench.records import RECORD_FILE
-from bench.reproduce import add_cache_root, completed_records, rerun, within
+from bench.reproduce import OtherCodeError, add_cache_root, check_same_code, completed_records, rerun, within
 
 MANIFEST_FILE = "manifest.json"
 BASELINES_DIR = Path("results") / "baselines"
@@ -187,6 +187,11 @@ def reproduce_baseline(folder: Path, subset: str, out: Path, cache_root: str, ch
     chosen = select_records(completed_records(folder), subset_filter(manifest, subset))
     if not chosen:
         raise BaselineError(f"subset '{subset}' selects no completed run under {folder}")
+    for record in chosen:  # before any compute: this checkout must be the code that made them
+        try:
+            check_same_code(record)
+        except OtherCodeError as err:
+            raise BaselineError(f"{folder}: {err}") from None
     echo(f"[reproduce] {folder}: subset '{subset}', {len(chosen)} runs to re-run "
          f"({manifest['subsets'][subset].get('description', '')})")
 

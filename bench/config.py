@@ -87,9 +87,9 @@ def validate_config(cfg: DictConfig) -> None:
         _positive(cfg, key)
     for key in ("train.epochs", "train.weight_decay", "train.warmup_ratio", "sft.steps"):
         _positive(cfg, key, allow_zero=True)
-    if cfg.train.get("layout", "padded") not in LAYOUT_NAMES:
+    if cfg.train.layout not in LAYOUT_NAMES:
         raise ConfigError(f"train.layout must be one of {', '.join(LAYOUT_NAMES)}, got {cfg.train.layout!r}")
-    if not isinstance(cfg.train.get("fused_adamw", False), bool):
+    if not isinstance(cfg.train.fused_adamw, bool):
         raise ConfigError(f"train.fused_adamw must be true or false, got {cfg.train.fused_adamw!r}")
     if cfg.train.max_steps is not None:
         _positive(cfg, "train.max_steps")

@@ -21,21 +21,28 @@ from pathlib import Path
 import yaml
 from omegaconf import OmegaConf
 
+from bench.fingerprint import run_fingerprint
 from bench.models import quiet_transformers
 from bench.pipeline import run
 from bench.records import RECORD_FILE
 
 DEFAULT_METRICS = ("gold_reward", "win_rate", "kl", "no_eos_rate", "pref_acc", "length")
-# Method config keys renamed since committed records were written, per method: the imi_* methods' IMI
-# bounds `lo`/`hi` became `g_min`/`g_max` (one name for them, as rmipo always had). Same values, same runs.
-RENAMED_METHOD_KEYS = {name: {"lo": "g_min", "hi": "g_max"} for name in ("imi_dpo", "imi_ipo", "imi_simpo")}
 
 
-def current_config(config: dict) -> dict:
-    """A record's resolved config under today's key names (RENAMED_METHOD_KEYS)."""
-    method = dict(config["method"])
-    renamed = RENAMED_METHOD_KEYS.get(method.get("name"), {})
-    return {**config, "method": {renamed.get(key, key): value for key, value in method.items()}}
+class OtherCodeError(ValueError):
+    """A record was made by other code than this checkout's: its numbers are not this code's to reproduce."""
+
+
+def check_same_code(record: dict) -> None:
+    """Refuse a record whose code fingerprint (provenance.code_fingerprint) is not this checkout's, naming
+    the commit that made it: reproducing it means checking that commit out (records made before
+    fingerprints existed carry none, and are refused the same way)."""
+    made_by = (record.get("provenance") or {}).get("code_fingerprint")
+    if made_by != run_fingerprint():
+        commit = (record.get("provenance") or {}).get("git_commit") or "unknown"
+        raise OtherCodeError(f"{record.get('run_id', 'record')}: made by other code (fingerprint {made_by or 'not recorded'}, "
+                             f"commit {commit[:12]}; this checkout's is {run_fingerprint()}): check out commit "
+                             f"{commit[:12]} to reproduce it")
 
 
 def completed_records(root: Path) -> list[dict]:
@@ -70,9 +77,11 @@ def compare(expected: dict, actual: dict, metrics: list[str], atol: float) -> li
 
 
 def rerun(record: dict, runs_root: Path, cache_root: str, changes: list[str] = ()) -> dict:
-    """Run a record's config again (under today's key names) into runs_root, with `changes` ("key=value",
-    e.g. hardware.torch_threads=2: another setup than the recorded one) applied; returns the new record."""
-    config = OmegaConf.create(current_config(record["config"]))
+    """Run a record's config again into runs_root, with `changes` ("key=value", e.g.
+    hardware.torch_threads=2: another setup than the recorded one) applied; returns the new record.
+    Refuses a record made by other code (`check_same_code`)."""
+    check_same_code(record)
+    config = OmegaConf.create(record["config"])
     config.paths = {"runs_root": str(runs_root), "cache_root": str(Path(cache_root).resolve())}
     config.progress = False
     for change in changes:
@@ -107,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no completed records under {args.results}", file=sys.stderr)
         return 2
     chosen = records if args.runs == 0 else random.Random(args.seed).sample(records, min(args.runs, len(records)))
+    try:
+        for record in chosen:
+            check_same_code(record)
+    except OtherCodeError as err:
+        print(f"[reproduce] {err}", file=sys.stderr)
+        return 2
     failures = 0
     with tempfile.TemporaryDirectory(prefix="imi-bench-reproduce-") as scratch:
         for record in chosen:

@@ -38,7 +38,7 @@ def build_optimizer(model, train_cfg: Mapping) -> torch.optim.AdamW:
     instead of a dozen per tensor; TRL's default). It rounds differently from the per-tensor loop
     (~1e-7), so a record written before the key existed (no key) keeps the loop it trained with."""
     return torch.optim.AdamW(model.parameters(), lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
-                             fused=bool(train_cfg.get("fused_adamw", False)) or None)
+                             fused=bool(train_cfg["fused_adamw"]) or None)
 
 
 class StepCallback(Protocol):
@@ -82,9 +82,7 @@ class PreferenceTrainer:
         warmup = max(1, int(train_cfg["warmup_ratio"] * self.total_steps))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))
         self.model, self.optimizer, self.loader, self.scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-        # A record written before `train.layout` existed has no such key: it trained padded, and
-        # reproducing it (bench.reproduce) must compute what it computed.
-        self.layout = resolve_layout(train_cfg.get("layout", "padded"), accelerator.unwrap_model(self.model))
+        self.layout = resolve_layout(train_cfg["layout"], accelerator.unwrap_model(self.model))
         probe = data.batch(torch.arange(min(4, len(data))))  # 8 sequences: one small no-grad forward per layout
         check_packed_layout(self.model, probe, self.layout, accelerator.device)
 

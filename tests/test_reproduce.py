@@ -20,16 +20,16 @@ def test_reproduce_from_record_and_detect_a_changed_number(make_config, shared_c
     assert "FAIL" in out and "gold_reward: recorded" in out
 
 
-def test_every_committed_record_names_a_method_config_that_builds_today():
-    """Keys renamed since a committed result was recorded (RENAMED_METHOD_KEYS) are mapped, so
-    `python -m bench.reproduce results/<name>` can re-run every committed run."""
-    from pathlib import Path
-
-    from bench.methods import build_method
-    from bench.reproduce import completed_records, current_config
-
-    results = Path(__file__).resolve().parents[1] / "results"
-    found = [r for folder in sorted(results.iterdir()) if folder.is_dir() for r in completed_records(folder)]
-    assert {r["config"]["method"]["name"] for r in found} >= {"dpo", "rmipo", "imi_dpo"}
-    for record in found:
-        build_method(current_config(record["config"])["method"])
+def test_a_record_made_by_other_code_is_refused_naming_its_commit(make_config, shared_cache, tmp_path, capsys):
+    """Reproducing is for the code that made a record: another fingerprint (or none, as records made
+    before fingerprints existed) is refused before any compute, naming the commit to check out."""
+    result = run(make_config("method=dpo"))
+    record_path = result.directory / "record.json"
+    record = json.loads(record_path.read_text())
+    record["provenance"]["code_fingerprint"] = "0" * 16
+    record["provenance"]["git_commit"] = "abcdef1234567890"
+    record_path.write_text(json.dumps(record))
+    assert main([str(tmp_path / "runs"), "--runs", "0", "--cache-root", str(shared_cache)]) == 2
+    err = capsys.readouterr().err
+    assert "made by other code (fingerprint 0000000000000000, commit abcdef123456" in err
+    assert "check out commit abcdef123456" in err
