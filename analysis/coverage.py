@@ -144,7 +144,7 @@ def components_from_runs(runs: pd.DataFrame, setting: str, baseline: str, arm: s
     if not (np.isfinite(val).all() and np.isfinite(test).all()):
         raise ValueError(f"{setting}: every run of the grid and the arm needs {metric} and val/{metric} at seeds {seeds}")
     fitted = fit_components(val, test)
-    labels = both.drop_duplicates("config_id").set_index("config_id").loc[order, "config_label"].tolist()
+    labels = grid.drop_duplicates("config_id").set_index("config_id").loc[order[:-1], "config_label"].tolist() + [arm]
     flops = both.groupby("config_id")["charged.flops"].mean().loc[order].to_numpy()
     builds = []
     for part in (grid, fixed):
@@ -176,7 +176,7 @@ def components_table(fitted: list[Components]) -> pd.DataFrame:
         row = {"setting": c.setting, "baseline": c.baseline, "arm": c.arm, "n_configs": c.n_configs,
                "n_seeds": c.n_seeds, "sd_seed": math.sqrt(c.seed), "sd_seed_split": math.sqrt(c.seed_split),
                "sd_eval": math.sqrt(c.eval),
-               "sd_run_grid": "; ".join(f"{label} {math.sqrt(v):.3f}" for label, v in zip(c.configs, c.run)),
+               "sd_run": "; ".join(f"{label} {math.sqrt(v):.3f}" for label, v in zip(c.configs, c.run)),
                "tuned_config": c.configs[int(first_argmax(c.val_mean[:-1]))],
                "test_means": "; ".join(f"{label} {v:.3f}" for label, v in zip(c.configs, c.test_mean))}
         if c.curve_noise is not None:
@@ -398,7 +398,8 @@ def coverage_markdown(table: pd.DataFrame, components: pd.DataFrame, command: st
     lines = ["# Coverage of the report's intervals at 5 seeds, by simulation", "",
              f"Made by `{command}` (DESIGN §11a; model and statistics: `analysis/coverage.py`).", "",
              "## Fitted variance components (standard deviations, gold-reward units)", "",
-             to_markdown(components.astype(str)), ""]
+             to_markdown(components.map(lambda v: ("–" if math.isnan(v) else f"{v:.4f}") if isinstance(v, float)
+                                        else str(v))), ""]
     methods = [m for m in ("percentile", "expanded percentile", "t-widened", "report") if m in set(table["interval"])]
     for setting, rows in table.groupby("setting", sort=False):
         first = rows.iloc[0]

@@ -12,6 +12,7 @@ from analysis.grid import annotate
 from analysis.protocol import citability
 from analysis.reference import add_delta, sft_levels
 from analysis.selection import seed_bootstrap
+from analysis.stats import seed_interval
 
 CONFIG = ["method.name", "method.beta", "seed", "dataset.name", "model.name", "hardware.name", "dataset.trap"]
 
@@ -126,8 +127,18 @@ def test_a_noisy_configuration_loses_stability_and_widens_the_tuned_interval():
     runs = add_delta(annotate(pd.DataFrame(rows), CONFIG), "gold_reward")
     boot, entries, comparison = _setup(runs, n_boot=400)
     tuned = comparison.set_index("entry").loc["dpo (tuned)"]
+    # recomputed from the replicates' seed counts: both configurations see the same draws
+    frame = pd.DataFrame(rows)
+    val = frame.pivot(index="method.beta", columns="seed", values="val/gold_reward").to_numpy()
+    test = frame.pivot(index="method.beta", columns="seed", values="gold_reward").to_numpy()
+    counts = boot.counts["a"]
+    picked = np.argmax(counts @ val.T, axis=1)                         # no ties: continuous scores
+    observed = int(np.argmax(val.mean(axis=1)))
+    assert tuned["stability"] == pytest.approx(np.mean(picked == observed))
     assert 0.3 < tuned["stability"] < 1.0                               # the choice flips between replicates
-    assert tuned["score_ci_low"] < tuned["score"] < tuned["score_ci_high"]
+    replicates = (counts @ test.T / 5)[np.arange(400), picked]
+    assert (tuned["score_ci_low"], tuned["score_ci_high"]) == pytest.approx(
+        seed_interval(test[observed].mean(), replicates, 5))
 
 
 def test_citability_labels():

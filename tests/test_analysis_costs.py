@@ -201,3 +201,40 @@ def test_a_saving_interval_never_goes_above_one():
     assert seed_interval(values[0], values[1:], 5)[1] > 1.0  # the unbounded interval does go past 1
     low, high = _ci(values, 5, 0.95, upper=1.0)
     assert high == 1.0 and low < 0.3
+
+
+def _two_seed_sweep() -> pd.DataFrame:
+    """_tiny_sweep at seeds 0 and 1 (the same scores), each seed with its own SFT build (10 FLOPs, every
+    run) and reference build (5 FLOPs, dpo's runs), as bench keys them by seed."""
+    frames = []
+    for seed in (0, 1):
+        frame = _tiny_sweep().assign(seed=seed)
+        frame["cost.shared.sft.key"], frame["cost.shared.sft.hit"] = f"s{seed}", True
+        frame["cost.shared.sft.flops"], frame["cost.shared.sft.wall_s"] = 10.0, 0.0
+        frame["cost.shared.reference.key"] = [f"r{seed}"] * 3 + [None]
+        frame["cost.shared.reference.hit"], frame["cost.shared.reference.flops"] = True, 5.0
+        frame["cost.shared.reference.wall_s"] = 0.0
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_the_practitioner_pays_one_seeds_builds_and_the_idealised_tuner_every_seeds():
+    runs = annotate(_two_seed_sweep(), ["method.name", "method.beta", "seed", "dataset.name", "model.name",
+                                        "hardware.name", "dataset.trap"])
+    runs = prepare(runs.join(charged_costs(runs, "per_procedure")), "gold_reward", "per_procedure")
+    boot = seed_bootstrap(runs, 20, seed=0)
+    practitioner = tuning_comparison(runs, boot, "gold_reward", "dpo", (0.0,), "mean", "per_procedure", 0.95)
+    grid = practitioner.savings.set_index("tuner").loc["grid search"]
+    # one seed's procedure: three runs (1 FLOP each) + that seed's SFT (10) and reference (5) builds
+    assert grid["tuner_flops"] == pytest.approx(18.0) and grid["arm_flops"] == pytest.approx(1.2 + 10.0)
+    assert grid["tuner_model"] == "practitioner"
+    idealised = tuning_comparison(runs, boot, "gold_reward", "dpo", (0.0,), "mean", "per_procedure", 0.95,
+                                  model="idealised")
+    grid = idealised.savings.set_index("tuner").loc["grid search (idealised)"]
+    # three mean runs + every build its runs used (both seeds'), as the report charged before
+    assert grid["tuner_flops"] == pytest.approx(3.0 + 30.0) and grid["arm_flops"] == pytest.approx(1.2 + 20.0)
+    reach = practitioner.reach.set_index("tuner")
+    # both seeds pick β=0.3 (test 0.5 = τ): every procedure reaches τ; the interval is Wilson's at n = 2
+    assert reach.loc["grid search", "p_reach"] == 1.0 and reach.loc["grid search", "p_reach_budget"] == 3
+    assert reach.loc["grid search", "p_reach_ci_low"] == pytest.approx(1 / (1 + 1.959964 ** 2 / 2), abs=1e-6)
+    assert reach.loc["random search", "expected_test"] == pytest.approx(1.7 / 3)   # k = 2, the cheapest to reach τ

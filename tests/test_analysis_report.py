@@ -21,9 +21,25 @@ _spec = importlib.util.spec_from_file_location("analysis_fabricate", Path(__file
 fabricate = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(fabricate)
 
-TABLES = ("comparison", "testbed", "tuner_reach", "tuner_curves", "savings", "savings_summary", "expected_best", "grid",
-          "aggregate_iqm_clean", "aggregate_iqm_trap", "aggregate_per_setting", "probability_of_improvement_clean",
-          "configurations", "shared_costs", "skipped_runs")
+# every table of the full sweep (3 settings: 2 clean + 1 trap; grids dpo 6 β, ipo 3, simpo 3; fixed arms rmipo and
+# imi_dpo; 2 tolerances; 4 tuners) with its row count:
+TABLES = {
+    "comparison": 3 * (1 + 3 * 3 + 2),          # SFT + (tuned, oracle, default) per grid + 2 fixed arms, per setting
+    "testbed": 2,                               # the clean settings
+    "tuner_reach": 3 * 2 * 4,                   # settings × tolerances × tuners
+    "tuner_curves": 3 * (1 + 6 + 6 + 6),        # grid search 1 budget, random search and each SH 6
+    "savings": 3 * 2 * 4 * 2,                   # × the 2 fixed arms
+    "savings_summary": 2 * 2 * 2 * 4,           # scopes (clean, trap) × tolerances × arms × tuners
+    "expected_best": 3 * (6 + 3 + 3),           # every k of every grid
+    "grid": 3 * 3,
+    "aggregate_iqm_clean": 3 + 3 + 2,           # tuned and default of each grid, the 2 fixed arms (no oracle)
+    "aggregate_iqm_trap": 3 + 3 + 2,
+    "aggregate_per_setting": 3 * 8,
+    "probability_of_improvement_clean": 7,      # every aggregated entry but dpo (tuned) itself
+    "configurations": 3 * (1 + 6 + 3 + 3 + 1 + 1),   # the SFT row and every configuration
+    "shared_costs": 3 * 3,                      # SFT, dataset, reference build per setting
+    "skipped_runs": 3,                          # failed, killed, unreadable
+}
 FIGURES = ("beta_sensitivity", "expected_best_vs_trials", "tuners_vs_flops", "reward_kl_frontier", "imi_traces")
 SMALL = {"dpo": (0.1, 1.0, 3.0), "rmipo": (2.0,)}
 
@@ -61,10 +77,10 @@ def assert_image(path: Path) -> None:
 
 def test_report_writes_every_table_and_figure(full_report):
     assert (full_report / "report.md").stat().st_size > 2000
-    for name in TABLES:
+    for name, rows in TABLES.items():
         for suffix in ("csv", "tex"):
             assert (full_report / "tables" / f"{name}.{suffix}").stat().st_size > 0, name
-        assert len(pd.read_csv(full_report / "tables" / f"{name}.csv")) > 0, name
+        assert len(pd.read_csv(full_report / "tables" / f"{name}.csv")) == rows, name
     runs = pd.read_csv(full_report / "tables" / "runs.csv")
     assert len(runs) == 3 * 14 * 5 and runs["val_curve"].str.startswith("[{").all()
     for name in FIGURES:
@@ -97,7 +113,11 @@ def test_report_tables_hold_the_protocols_rows(full_report):
             "imi_dpo"} <= set(arithmetic.index)
     assert arithmetic.loc["dpo (tuned)", "selected_on"] == "validation"
     assert arithmetic.loc["SFT (reference)", "score"] == pytest.approx(0.3, abs=0.05)   # the fabricated SFT level
-    assert float(arithmetic.loc["dpo (tuned)", "delta_sft"]) > 0.2
+    runs = pd.read_csv(full_report / "tables" / "runs.csv")
+    tuned = runs[(runs["dataset.name"] == "arithmetic") & (runs["method.name"] == "dpo")
+                 & (runs["method.beta"] == float(arithmetic.loc["dpo (tuned)", "config"].removeprefix("β=")))]
+    assert len(tuned) == 5 and float(arithmetic.loc["dpo (tuned)", "delta_sft"]) == pytest.approx(
+        (tuned["gold_reward"] - tuned["reference_gold_reward"]).mean())
     assert set(comparison.loc[comparison["setting"] == "sentiment_noisy", "trap"]) == {
         fabricate.DATASETS["sentiment_noisy"][3]}
     testbed = pd.read_csv(tables / "testbed.csv")
@@ -174,7 +194,13 @@ def test_cost_conventions_are_named_and_charge_differently(small_sweep, tmp_path
         assert f"Cost convention: **{convention}**" in report.report_md.read_text()
         configurations = pd.read_csv(report.out_dir / "tables" / "configurations.csv")
         tables[convention] = configurations.loc[configurations["arm"] != "SFT (reference)", "charged.flops"]
-    assert (tables["per_run"] > tables["amortize"]).all() and (tables["amortize"] > tables["per_procedure"]).all()
+    # per run: every run pays the SFT build (6·N·2e7 FLOPs), dpo's runs also the reference build (2·N·4e5);
+    # amortised: each over the 8 runs (SFT) and 6 dpo runs (reference) that used it; per procedure: none
+    n = fabricate.N_PARAMS
+    sft, reference = 6 * n * 2e7, 2 * n * 4e5
+    is_dpo = (configurations.loc[configurations["arm"] != "SFT (reference)", "arm"] == "dpo").to_numpy()
+    np.testing.assert_allclose(tables["per_run"] - tables["per_procedure"], sft + is_dpo * reference)
+    np.testing.assert_allclose(tables["amortize"] - tables["per_procedure"], sft / 8 + is_dpo * reference / 6)
 
 
 def test_only_dpo_runs_degrade_to_notes(tmp_path):
