@@ -35,6 +35,8 @@ MODEL_DEFINITIONS = {
         "seeds' information, so savings against it are flattering to the tuner's selection and differ from a "
         "practitioner's. P(reach τ) = Σ_j π(j) × the share of j's seeds whose run scores ≥ τ."),
 }
+MODEL_LABEL = {"practitioner": "practitioner's model: one run per configuration",
+               "idealised": "idealised: selection on every seed's mean"}
 REACH_TEXT = (
     "Cost to reach τ: the cheapest budget (k or n, by FLOPs) whose expected selected TEST score ≥ τ; ∞ (\"misses "
     "τ\") when none does. A fixed arm is one run at its defaults: it reaches τ when its score over seeds ≥ τ, and "
@@ -177,15 +179,16 @@ def tuning_figures(w, c: Context, curves: pd.DataFrame, result: TuningResult | N
         tau = first.drop_duplicates("setting")[["setting", "tau"]]
     if not curves.empty:
         w.figure("expected_best_vs_trials", plots_tuning.expected_best(curves, fixed, c.sft, tau),
-                 f"Expected test {c.metric} of the validation-best of k random grid trials ({c.conf} interval) with the "
-                 "oracle Ê_k dashed; fixed arms as stars; SFT level and τ")
+                 f"Expected test {c.metric} of the validation-best of k random grid trials ({MODEL_LABEL[c.options.tuner_model]}; "
+                 f"{c.conf} interval) with the oracle Ê_k dashed; fixed arms as stars; SFT level and τ")
     if result is not None and not result.curves.empty:
         costs = result.savings.drop_duplicates(["setting", "arm"])[["setting", "arm", "arm_flops"]] \
             if not result.savings.empty else pd.DataFrame(columns=["setting", "arm", "arm_flops"])
         points = fixed.merge(costs.rename(columns={"arm_flops": "flops"}), on=["setting", "arm"])
         w.figure("tuners_vs_flops", plots_tuning.tuners_vs_cost(result.curves, points, c.sft, tau, "flops"),
-                 f"Tuners of `{c.options.baseline}`: expected selected test score vs expected FLOPs per budget "
-                 f"({c.options.convention} shared costs); fixed arms as stars at their cost; SFT level and τ")
+                 f"Tuners of `{c.options.baseline}` ({MODEL_LABEL[c.options.tuner_model]}): expected selected test score "
+                 f"vs expected FLOPs per budget ({c.options.convention} shared costs); fixed arms as stars at their cost; "
+                 "SFT level and τ")
 
 
 def shared_costs_section(w, c: Context) -> None:
