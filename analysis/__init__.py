@@ -18,12 +18,15 @@ Modules, in the order data flows through them:
                 under the practitioner's model (one run per configuration, the default) or the idealised one
     tuning      expected best of k, tuners' cost to reach τ, savings with intervals, summed over settings
     aggregate   IQM / mean / probability of improvement across settings on SFT-to-tuned normalised scores
-    stats       intervals over seeds (expanded percentile bootstrap, t-widened), IQM, probability of improvement
+    stats       intervals over seeds (expanded percentile bootstrap, t-widened; Wilson floor for a
+                probability), IQM, probability of improvement
     protocol    is a report citable: seeds, budget, validation data, measured prompt-set overlaps
     plots       β-sensitivity, expected best vs trials / FLOPs, reward–KL, ΔPMI traces
     tables      CSV / LaTeX / Markdown writers
     report      composes all of the above into <out>/report.md, tables/ and figures/ (sections in report_sections)
-Command line: `python -m analysis report <runs dir> --out <dir>` and `python -m analysis runs <runs dir>`.
+    coverage    the intervals' coverage by simulation, under a model fitted to committed records
+Command line: `python -m analysis report <runs dir> --out <dir>`, `python -m analysis runs <runs dir>`,
+`python -m analysis coverage <runs dir> --out <dir>` (and `headline`, see `analysis.headline`).
 
 The pure functions are importable from here; plotting and the report are not imported by default so
 that `import analysis` stays free of matplotlib.
