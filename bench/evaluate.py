@@ -72,7 +72,7 @@ def _sample_sequences(tokenizer, samples, max_length: int) -> SequenceTensors:
 
 # Offsets of the sampling streams of one run: each evaluation draws its samples from its own seed, so
 # test, validation and curve samples are independent of each other and of other training seeds' streams.
-SAMPLING_STREAMS = {"test": (1, 2), "val": (3, 4), "curve": (5, 6)}
+SAMPLING_STREAMS = {"test": (1, 2), "val": (3, 4), "curve": (5, 6), "composition": (7, 8)}
 
 
 def sampling_seeds(seed: int, stream: str) -> tuple[int, int]:

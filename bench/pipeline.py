@@ -22,11 +22,13 @@ from bench.checkpoint import Checkpointer, RunCheckpoint
 from bench.config import validate_config
 from bench.cost import CostMeter
 from bench.data.encoding import PairTensors, encode_pairs
+from bench.data.splits import prompt_set_stats, restricted_to
 from bench.distributed import accelerator_kwargs, prepare_distributed_env
 from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
+from bench.fingerprint import run_fingerprint
 from bench.loggers import build_logger
-from bench.redaction import redact_secrets
 from bench.methods import build_method, method_info
+from bench.redaction import redact_secrets
 from bench.models import build_word_tokenizer, flop_parameters, load_hf_model, non_embedding_parameters, pretrained_path
 from bench.provenance import now, provenance
 from bench.reference import ReferenceTerms, cached_reference_terms
@@ -52,6 +54,7 @@ class Setup:
     held_out: PairTensors
     val_prompts: list[str]   # what a tuner selects on (metrics "val/…", the validation curve)
     test_prompts: list[str]  # what a selected configuration is scored on (the bare metric names)
+    composition_prompts: list[str]  # held-out combinations of prompt parts (metrics "composition/…"); may be []
     train_terms: ReferenceTerms  # the reference's terms of the train pairs (bench.reference)
     eval_terms: ReferenceTerms   # ... and of the held-out pairs
     data_stats: dict = field(default_factory=dict)
@@ -81,7 +84,7 @@ class LoadedData:
     reference: object  # the frozen reference (the SFT model, or the pretrained model as it is)
     tokenizer: object
     task: object | None  # the built-in task (gold reward), None for a real dataset
-    splits: dict  # {"train", "eval": preference records; "val_prompts", "test_prompts": prompts}
+    splits: dict  # {"train", "eval": preference records; "val_prompts", "test_prompts", "composition_prompts"}
     stats: dict  # the data source's statistics (rows kept, dropped and why)
     model_key: str  # cache key of the reference model: what the reference terms depend on
     data_key: str  # cache key of the data
@@ -101,7 +104,7 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
     if dataset_cfg["source"] == "builtin":
         from bench.data.builtin import build_builtin_dataset
         from bench.data.tasks import build_task
-        from bench.sft import sft_model_for_task
+        from bench.sft import corpus_prompts, sft_model_for_task
 
         task = build_task(dataset_cfg["task"], **dataset_cfg.get("task_kwargs", {}))
         if model_cfg["kind"] == "hf":
@@ -111,16 +114,20 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
             policy, reference, tokenizer, model_key = _hf_models(model_cfg, cache, meter)
             task.bind_tokenizer(tokenizer)
             reference.to(device)  # the pair sampling runs where the reference lives
-            splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, model_key, cache)
+            splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, model_key, cache,
+                                                              cfg.seed)
             meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
             return LoadedData(policy, reference, tokenizer, task, splits, stats, model_key, data_entry.key)
         tokenizer = build_word_tokenizer(task.vocabulary)
         sft_params = {k: v for k, v in task.params.items() if k not in task.label_only_params}
         task_payload = {"name": dataset_cfg["task"], "params": sft_params}
         reference, sft_entry = sft_model_for_task(task, task_payload, tokenizer, model_cfg, sft_cfg,
-                                                  dataset_cfg["seed"], cache, show_progress)
+                                                  sft_cfg["seed"], cache, show_progress)
         meter.add_shared("sft", sft_entry.key, sft_entry.hit, sft_entry.build_cost, sft_entry.wait_s)
-        splits, stats, data_entry = build_builtin_dataset(task, dataset_cfg, reference, tokenizer, sft_entry.key, cache)
+        # the run seed draws the prompt sets and pairs (DESIGN §5); the SFT model is shared by every seed
+        splits, stats, data_entry = build_builtin_dataset(
+            task, dataset_cfg, reference, tokenizer, sft_entry.key, cache, cfg.seed,
+            sft_corpus_prompts=corpus_prompts(task, sft_cfg["corpus_size"], sft_cfg["seed"]))
         meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
         policy = type(reference).from_pretrained(sft_entry.path, dtype=torch.float32)
         return LoadedData(policy, reference, tokenizer, task, splits, stats, sft_entry.key, data_entry.key)
@@ -130,7 +137,9 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
     splits, stats = {}, {}
     for split, name in (("train", "train_split"), ("eval", "eval_split")):
         splits[split], stats[split] = load_preference_records(dataset_cfg, dataset_cfg[name], tokenizer)
-    splits["val_prompts"] = splits["test_prompts"] = []
+    splits["val_prompts"] = splits["test_prompts"] = splits["composition_prompts"] = []
+    stats["prompt_sets"] = prompt_set_stats({"train_pairs": [r["prompt"] for r in splits["train"]],
+                                             "eval_pairs": [r["prompt"] for r in splits["eval"]]})
     return LoadedData(policy, reference, tokenizer, None, splits, stats, model_key, cache_key(dataset_cfg))
 
 
@@ -141,7 +150,9 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
     on_bad_row = cfg.dataset.get("on_bad_row", "error")
     train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, _rows_source(cfg, data, "train"), on_bad_row)
     held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, _rows_source(cfg, data, "eval"), on_bad_row)
-    stats = {"source": data.stats, "encoding": {"train": train_stats, "eval": eval_stats}}
+    source = {k: v for k, v in data.stats.items() if k != "prompt_sets"}
+    stats = {"source": source, "encoding": {"train": train_stats, "eval": eval_stats},
+             "prompt_sets": data.stats["prompt_sets"]}
     # Reference-side PMI terms are cached with the reference log-probs (free at train time).
     context = method.needs.marginal_context if method.needs.marginal == "reference" else None
     payload = {"model": data.model_key, "data": data.data_key, "max_length": max_length, "marginal_context": context}
@@ -151,7 +162,7 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
                                           marginal_of, non_embedding_parameters(reference), device)
     meter.add_shared("reference", entry.key, entry.hit, entry.build_cost, entry.wait_s)
     return Setup(data.policy, reference, tokenizer, data.task, train, held_out, splits["val_prompts"], splits["test_prompts"],
-                 terms["train"], terms["eval"], stats)
+                 splits["composition_prompts"], terms["train"], terms["eval"], stats)
 
 
 def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostMeter) -> dict:
@@ -161,9 +172,11 @@ def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostM
     metrics = preference_metrics(model, setup.eval_terms, method, setup.held_out, marginal, device)
     meter.add_nograd_tokens("eval", int(setup.held_out.both().attention_mask.sum()))
     if setup.task is not None and setup.test_prompts:
-        # Two disjoint prompt sets with independent sampling seeds (DESIGN §11a): a tuner selects on
-        # "val/…", a report scores the selection on the bare names.
-        for prefix, prompts, stream in (("", setup.test_prompts, "test"), ("val/", setup.val_prompts, "val")):
+        # Disjoint prompt sets with independent sampling seeds (DESIGN §11a): a tuner selects on "val/…", a
+        # report scores the selection on the bare names, and on held-out compositions ("composition/…").
+        sets = (("", setup.test_prompts, "test"), ("val/", setup.val_prompts, "val"),
+                ("composition/", setup.composition_prompts, "composition"))
+        for prefix, prompts, stream in (s for s in sets if s[1]):
             scores = gold_metrics(model, setup.reference_model, setup.tokenizer, setup.task, prompts, cfg.eval,
                                   cfg.model.max_length, sampling_seeds(cfg.seed, stream), device, meter)
             metrics.update({prefix + k: v for k, v in scores.items()})
@@ -179,8 +192,8 @@ def _lm_eval(cfg: DictConfig, setup: Setup, model) -> dict:
     names, lm_cfg = list(cfg.eval.lm_eval.tasks), cfg.eval.lm_eval
     with tempfile.TemporaryDirectory(prefix="imi-bench-lm-eval-") as include:
         # per-run task files: tiny to write, and no two jobs ever share (or race on) them
-        if setup.task is not None:
-            names += write_local_tasks(setup.task, Path(include), lm_cfg.n_items, cfg.dataset.seed)
+        if setup.task is not None:  # items on test-region prompts only, drawn by the run seed
+            names += write_local_tasks(restricted_to(setup.task, "test"), Path(include), lm_cfg.n_items, cfg.seed)
         if not names:
             return {}
         return run_lm_eval(model, setup.tokenizer, names, Path(include) if setup.task is not None else None,
@@ -194,7 +207,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     run_id, digest = records.run_identity(config)
     directory = records.run_dir(Path(cfg.paths.runs_root), cfg.sweep_id, run_id)
     checkpoint = RunCheckpoint(directory)
-    done = records.completed_record(directory, digest)
+    done = records.completed_record(directory, digest, run_fingerprint())
     if done is not None:
         checkpoint.remove()  # left behind when a run was killed between its record and this cleanup
         return RunResult(done, directory, skipped=True)

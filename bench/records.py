@@ -23,14 +23,22 @@ record.json (schema_version 2; the analysis reads only these files, so this is i
         length                        mean sampled response length in tokens (EOS excluded)
         no_eos_rate, collapsed        share of samples that hit the cap; 1.0 if it is ≥ eval.collapse_no_eos_rate
         val/<name>                    every gold-reward metric above, on the disjoint VALIDATION prompts
+        composition/<name>            the same on the held-out COMPOSITION prompts (combinations of prompt parts
+                                      training never saw together; tasks with a composition key only)
         lm_eval/<task>/<metric>       lm-eval results on the trained model
     val_curve: list[dict]     validation gold reward during training, one dict per eval.curve.fractions:
                               {fraction, step, n_prompts, val/gold_reward, flops, device_hours, train_s}
                               with cumulative costs (see bench.evaluate.ValidationCurve)
     cost: dict                see bench.cost.CostMeter.summary (seconds, device-hours, tokens, FLOPs, bytes;
                               wait_s = time blocked on locks, never in total_s or device_hours)
-    data: dict                dataset and encoding statistics (pairs kept, dropped and why)
-    provenance: dict          git_commit, git_dirty, packages, hardware, seed, command, started_at, finished_at,
+    data: dict                {"source": dataset statistics (pairs kept, dropped and why), "encoding": ...,
+                               "prompt_sets": {"sets": {name: {"size", "distinct"}}, "overlaps": {"<a>|<b>": int}}}
+                              prompt_sets measures the sets the run used (bench.data.splits.prompt_set_stats):
+                              train_pairs, eval_pairs, validation, test, composition_test, sft_corpus (built-in
+                              tasks); train_pairs, eval_pairs (real datasets); every pair of sets but the two
+                              training ones, counted in distinct prompts shared
+    provenance: dict          git_commit, git_dirty, code_fingerprint (bench.fingerprint), packages, hardware, seed,
+                              command, started_at, finished_at,
                               resumes (times the run went on from a checkpoint: bench.checkpoint) and
                               resumed_at_steps (the optimizer steps it went on from); started_at is the first start
     error: str | None         "Type: message" + traceback tail when failed

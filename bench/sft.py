@@ -16,15 +16,21 @@ from transformers import AutoModelForCausalLM
 
 from bench.cache import CacheEntry, DiskCache
 from bench.data.encoding import SequenceTensors, _pad, conditional_sequence, encode_text
+from bench.data.splits import draw_prompts
 from bench.logps import sequence_logps
 from bench.models import build_tiny_model, non_embedding_parameters
+
+
+def corpus_prompts(task, n: int, seed: int) -> list[str]:
+    """The SFT corpus's prompts: from the training region only (bench.data.splits), so the SFT model, which
+    plays the pretrained model, has never seen a validation, test or held-out-composition prompt."""
+    return draw_prompts(task, "train_pairs", n, random.Random(f"sft/{seed}"), "sft.corpus_size")
 
 
 def demonstration_corpus(task, n: int, seed: int, tokenizer, max_length: int) -> SequenceTensors:
     rng = random.Random(seed)
     rows, masks = [], []
-    for _ in range(n):
-        prompt = task.sample_prompt(rng)
+    for prompt in corpus_prompts(task, n, seed):
         response = task.demonstration(prompt, rng)
         seq, mask = conditional_sequence(tokenizer, encode_text(tokenizer, prompt), encode_text(tokenizer, response), max_length)
         rows.append(seq)

@@ -12,8 +12,6 @@ import pytest
 from bench import records
 from bench.cache import DiskCache
 from bench.cost import CostMeter
-from bench.data.builtin import _prompts
-from bench.data.tasks import build_task
 from bench.evaluate import SAMPLING_STREAMS, sampling_seeds
 from bench.pipeline import run
 
@@ -37,17 +35,6 @@ def test_record_has_val_and_test_metrics_and_a_cumulative_validation_curve(make_
     # the curve's cost is part of the run's: its last point is within what the run reports overall
     assert curve[-1]["flops"] <= record["cost"]["flops"]
     assert record["cost"]["nograd_tokens/curve"] > 0
-
-
-def test_validation_and_test_prompts_are_disjoint_when_the_task_allows():
-    task, rng = build_task("arithmetic"), __import__("random").Random(0)
-    test = _prompts(task, 512, rng)
-    val = _prompts(task, 256, rng, exclude=frozenset(test))
-    assert len(val) == 256 and not set(val) & set(test)
-    # sentiment has 15 distinct prompts: the sets cannot be disjoint, and drawing must still terminate
-    sentiment = build_task("sentiment")
-    small_test = _prompts(sentiment, 64, rng)
-    assert len(_prompts(sentiment, 32, rng, exclude=frozenset(small_test))) == 32
 
 
 def test_sampling_streams_never_share_a_seed_across_runs_or_streams():
