@@ -40,8 +40,7 @@ import pandas as pd
 from analysis.selection import draw_counts, first_argmax, seed_stat
 from analysis.stats import expanded_percentile_interval, percentile_interval, probability_interval, seed_interval
 from analysis.tuners import (GRID, PRACTITIONER, RANDOM, SH_VARIANTS, ArmSeeds, GridSeeds, PlausibleCosts, arm_outcome,
-                             cost_to_reach, grid_tuners, plausible_costs, saving_interval, savings, tau_rows,
-                             tuner_selections)
+                             cost_to_reach, grid_tuners, plausible_costs, saving_interval, savings, tau_rows)
 
 # seeds drawn to compute a tuner's true P(reach τ) and E[test] under the model
 TRUTH_SEEDS = 20_000
@@ -238,31 +237,23 @@ class Truth:
 
 def truth(c: Components, tolerances, rng: np.random.Generator, n_seeds: int = TRUTH_SEEDS) -> Truth:
     """The statistics' values under the model: selection on the true validation means; tuners' E[test]
-    and P(reach τ*) by Monte Carlo over `n_seeds` seeds (each seed one practitioner's procedure, its
-    selection probabilities exact over subsets); costs are fixed, so a saving follows from the true
+    and P(reach τ*) by Monte Carlo over `n_seeds` seeds (each seed one practitioner's procedure, run by
+    `tuners.grid_tuners` itself, exact over subsets); costs are fixed, so a saving follows from the true
     budgets."""
     n = c.n_configs
     best = int(first_argmax(c.val_mean[:n]))
     tau = {t: float(c.test_mean[best] - t) for t in tolerances}
-    data = draw(c, n_seeds, rng)
-    grid, _ = grid_and_arm(c, data)
-    # one row per seed: the per-seed selection of `tuners.tuner_selections`, as the practitioner's model
-    selections = tuner_selections(grid.val.T, grid.cost.transpose(1, 0, 2), np.full((n_seeds, 1), c.seed_builds[0]),
-                                  {r: v.transpose(1, 0, 2) for r, v in grid.rung_val.items()},
-                                  {r: v.transpose(1, 0, 2, 3) for r, v in grid.rung_cost.items()},
-                                  np.random.default_rng(0), 10**9)
-    test = grid.test.T                                                   # (seeds, N)
-    expected, p_reach, saved = {}, {}, {}
+    grid, _ = grid_and_arm(c, draw(c, n_seeds, rng))
+    tuners = grid_tuners(grid, np.ones((1, n_seeds)), "mean", PRACTITIONER, rng)
     arm_cost = c.flops[n] + c.seed_builds[1]
-    for sel in selections:
-        expected[sel.name] = np.einsum("skn,sn->k", sel.selection, test) / n_seeds
-        cost = sel.cost.mean(axis=0)[:, 0]
+    expected, p_reach, saved = {}, {}, {}
+    for tuner in tuners:
+        expected[tuner.name] = tuner.expected_test[0]
         for t, level in tau.items():
-            p_reach[(t, sel.name)] = np.einsum("skn,sn->k", sel.selection, (test >= level).astype(float)) / n_seeds
-            reach = expected[sel.name] >= level
-            tuner_cost = cost[reach].min() if reach.any() else math.inf
-            saved[(t, sel.name)] = float(savings(np.array([arm_cost if c.test_mean[n] >= level else math.inf]),
-                                                 np.array([tuner_cost]))[0])
+            p_reach[(t, tuner.name)] = tuner.p_reach(np.array([level]))[0]
+            _, cost = cost_to_reach(tuner.expected_test, tuner.expected_cost, np.array([level]))
+            paid = np.array([arm_cost if c.test_mean[n] >= level else math.inf])
+            saved[(t, tuner.name)] = float(savings(paid, cost[:, 0])[0])
     return Truth(float(c.test_mean[n] - c.test_mean[best]), tau, expected, p_reach, saved)
 
 
@@ -271,8 +262,8 @@ def truth(c: Components, tolerances, rng: np.random.Generator, n_seeds: int = TR
 
 
 def fixed_budgets(n_configs: int) -> dict[str, int]:
-    """Budget positions at which P(reach τ) and E[test] are checked: the grid; random search and each
-    successive halving at k = ⌈N/2⌉ (a budget the cheapest-to-τ choice often lands on) and at N."""
+    """Budget positions at which P(reach τ) and E[test] are checked: the grid; random search at
+    k = ⌈N/2⌉ (a budget the cheapest-to-τ choice often lands on); each successive halving from all N."""
     half = math.ceil(n_configs / 2) - 1
     return {GRID: 0, RANDOM: half, **{name: n_configs - 1 for name, _, _ in SH_VARIANTS}}
 
