@@ -82,7 +82,6 @@ def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: in
 # Prompt sets: what the records measure about their overlap (DESIGN §11a)
 
 OVERLAP_PREFIX = "data.prompt_sets.overlaps."
-PROMPT_SETS = ("train_pairs", "eval_pairs", "validation", "test", "composition_test")
 
 
 def overlap_columns(runs: pd.DataFrame) -> list[str]:

@@ -305,11 +305,11 @@ def _verdict_and_text(tmp_path, **fabricated):
 
 
 def test_shared_prompts_keep_the_report_from_saying_held_out_or_citable(tmp_path):
-    report, text = _verdict_and_text(tmp_path, overlaps={"validation|test": 3, "train_pairs|composition_test": 1})
+    report, text = _verdict_and_text(tmp_path, overlaps={"test|validation": 3, "composition_test|train_pairs": 1})
     assert report.verdict == "prompt sets overlap: not citable" and not report.citable
     assert "**Verdict:** **prompt sets overlap: not citable**" in text
-    for phrase in ("arithmetic: validation and test share up to 3 prompts (20 of 20 runs)",
-                   "arithmetic: train_pairs and composition_test share up to 1 prompt (20 of 20 runs)"):
+    for phrase in ("arithmetic: test and validation share up to 3 prompts (20 of 20 runs)",
+                   "arithmetic: composition_test and train_pairs share up to 1 prompt (20 of 20 runs)"):
         assert phrase in text, phrase
     lowered = text.lower()
     assert "disjoint" not in lowered and "held-out" not in lowered and "held out" not in lowered
