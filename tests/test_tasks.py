@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 
 import pytest
 
@@ -97,7 +98,7 @@ def test_vocabulary_covers_every_prompt_demonstration_and_choice(name):
     task = build_task(name)
     vocabulary = task.vocabulary
     assert len(vocabulary) == len(set(vocabulary)), "duplicate words in the vocabulary"
-    assert len(vocabulary) <= 64, "keep vocabularies small"
+    assert len(vocabulary) <= 96, "keep vocabularies small (a word per token: the tiny model's embedding)"
     allowed = set(vocabulary)
     rng = random.Random(0)
     seen: set[str] = set()
@@ -489,3 +490,70 @@ def test_constraints_has_no_vocabulary_or_demonstrations():
         task.vocabulary
     with pytest.raises(ValueError, match="sft.steps=0"):
         task.demonstration(CATS_PROMPT, random.Random(0))
+
+
+# ----------------------------------------------------------------------------- prompt spaces (DESIGN §5)
+def _default_task(name: str):
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.to_container(OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "dataset" / f"{name}.yaml"))
+    return build_task(cfg["task"], **cfg.get("task_kwargs", {}))
+
+
+@pytest.mark.parametrize("name, size", [("arithmetic", 5100), ("sentiment", 5760), ("verbosity", 111_000)])
+def test_default_prompt_spaces_hold_at_least_5000_prompts(name, size):
+    assert _default_task(name).prompt_space_size() == size >= 5000
+
+
+@pytest.mark.parametrize("task", [
+    ArithmeticTask(max_operands=2, max_operand=12, operators=["+", "*"]),  # 13·13 + 10·10 = 269
+    ArithmeticTask(min_operands=2, max_operands=3, max_operand=9, operators=["-"]),  # 10² + 10³ = 1100
+    VerbosityTrapTask(min_numbers=3, max_numbers=3),  # 10³
+], ids=["arith-mixed", "arith-3", "verbosity-3"])
+def test_prompt_space_size_equals_what_sampling_finds(task):
+    """Brute force: enough draws to find every prompt of a small space (a missed one has probability < 1e-9)."""
+    rng = random.Random(0)
+    found = {task.sample_prompt(rng) for _ in range(60_000)}
+    assert len(found) == task.prompt_space_size()
+
+
+def test_sentiment_prompt_space_by_enumeration():
+    from bench.data.tasks.sentiment import AUDIENCES, OCCASIONS, TOPICS, VERBS
+
+    task = SentimentTask()
+    every = {f"{v} {t} {a} for {u} {o}" for v in VERBS for t, aspects in TOPICS.items() for a in aspects
+             for u in AUDIENCES for o in OCCASIONS}
+    assert len(every) == task.prompt_space_size() == 5760
+    assert all(task.parse_prompt(p) for p in list(every)[:50])
+
+
+def test_two_digit_arithmetic_prompts_by_hand():
+    task = ArithmeticTask(max_operands=2, max_operand=49)
+    assert task.parse_prompt("4 7 + 8 =") == ([47, 8], ["+"])
+    assert task.answer("4 7 + 8 =") == 55 and task.answer("1 9 - 3 0 =") == -11 and task.answer("7 * 7 =") == 49
+    assert task.gold_reward("4 7 + 8 =", "5 5") == 1.0
+    assert task.gold_reward("4 7 + 8 =", "5 4") == -0.5 + 0.5  # one of two digits right
+    assert task.gold_reward("4 7 + 8 =", "5 5 5") == -1.0  # more digits than any answer (98) has: malformed
+    assert task.max_answer_digits == 2
+    for bad in ("0 7 + 8 =", "4 7 8 + 1 =", "4 7 + =", "+ 4 ="):
+        with pytest.raises(ValueError, match="not of the form"):
+            task.parse_prompt(bad)
+    with pytest.raises(ValueError, match="dataset.task_kwargs.max_operand"):
+        ArithmeticTask(max_operand=100)
+
+
+@pytest.mark.parametrize("name", ["arithmetic", "sentiment", "verbosity"])
+def test_composition_keys_hold_out_combinations_whose_parts_training_sees(name):
+    """Held-out keys (bench.data.splits) each have every part seen, in another key, among the training keys."""
+    from bench.data.splits import COMPOSITION_REGION, region_of
+
+    task, rng = _default_task(name), random.Random(0)
+    prompts = {task.sample_prompt(rng) for _ in range(20_000)}
+    keys = {task.composition_key(p): region_of(task, p) == COMPOSITION_REGION for p in prompts}
+    held = [k for k, out in keys.items() if out]
+    kept = [k for k, out in keys.items() if not out]
+    assert held and 0.03 < len(held) / len(keys) < 0.2
+    for key in held:
+        for position, part in enumerate(key.split("|")):
+            assert any(k.split("|")[position] == part for k in kept), (key, position)
+    assert task.composition_key(next(iter(prompts))) == task.composition_key(next(iter(prompts)))

@@ -1,12 +1,15 @@
-"""Arithmetic: evaluate a short single-digit expression; the gold reward is correctness.
+"""Arithmetic: evaluate a short expression; the gold reward is correctness.
 
-Owns the arithmetic task's prompts ("3 + 4 * 2 ="), its imperfect demonstrations (wrong with
+Owns the arithmetic task's prompts ("4 7 + 8 =", "3 * 6 ="), its imperfect demonstrations (wrong with
 probability `error_rate`, by one of several realistic mistakes) and its gold reward. Numbers are
-written one digit per word ("- 1 2" is −12) so each digit is one token. Knows nothing of models.
+written one digit per word ("- 1 2" is −12, "4 7" is 47) so each digit is one token. Operands of `+` and
+`-` go up to `max_operand`; factors of `*` stay single digits. Knows nothing of models.
 See arithmetic.md for the reward's definition and why the task exists.
 """
 from __future__ import annotations
 
+import itertools
+import math
 import random
 
 from bench.data.tasks.base import Task
@@ -102,6 +105,7 @@ class ArithmeticTask(Task):
         max_operands: int = 3,
         operators: tuple[str, ...] | list[str] = OPERATORS,
         error_rate: float = 0.3,
+        max_operand: int = 9,
     ) -> None:
         require_int(min_operands, "min_operands", 2)
         require_int(max_operands, "max_operands", min_operands, 4, "from min_operands; prompts must stay short")
@@ -112,39 +116,84 @@ class ArithmeticTask(Task):
             f"must be a non-empty subset of {list(OPERATORS)}, got {list(operators)}",
         )
         require_probability(error_rate, "error_rate")
+        require_int(max_operand, "max_operand", 9, 99, "operands are written with at most two digits")
+        self.max_operand = max_operand
         self.min_operands = min_operands
         self.max_operands = max_operands
         self.operators = operators
         self.error_rate = float(error_rate)
-        # The longest correct answer is 9**max_operands; anything longer is degenerate.
-        self.max_answer_digits = len(str(9**max_operands))
+        # The longest correct answer bounds a well-formed one; anything longer is degenerate.
+        self.max_answer_digits = len(str(self._largest_value()))
         self.params = {
             "min_operands": min_operands,
             "max_operands": max_operands,
             "operators": list(operators),
             "error_rate": self.error_rate,
+            "max_operand": max_operand,
         }
 
     @property
     def vocabulary(self) -> list[str]:
         return [*DIGITS, *OPERATORS, EQUALS]
 
+    def _ranges(self, operators: list[str]) -> list[int]:
+        """How many values each operand may take: a factor of `*` is a digit, any other up to max_operand."""
+        n = len(operators) + 1
+        multiplied = [(i > 0 and operators[i - 1] == "*") or (i < n - 1 and operators[i] == "*") for i in range(n)]
+        return [10 if m else self.max_operand + 1 for m in multiplied]
+
+    def _operator_sequences(self):
+        for n in range(self.min_operands, self.max_operands + 1):
+            yield from (list(ops) for ops in itertools.product(self.operators, repeat=n - 1))
+
+    def _largest_value(self) -> int:
+        """An upper bound on |answer|: every operand at its largest, subtraction counted as addition."""
+        return max(evaluate([r - 1 for r in self._ranges(ops)], ["+" if op == "-" else op for op in ops])
+                   for ops in self._operator_sequences())
+
+    def prompt_space_size(self) -> int:
+        return sum(math.prod(self._ranges(ops)) for ops in self._operator_sequences())
+
     def sample_prompt(self, rng: random.Random) -> str:
         n = rng.randint(self.min_operands, self.max_operands)
-        operands = [rng.randrange(10) for _ in range(n)]
         operators = [rng.choice(self.operators) for _ in range(n - 1)]
-        words = [str(operands[0])]
+        operands = [rng.randrange(r) for r in self._ranges(operators)]
+        words = [number_to_words(operands[0])]
         for op, x in zip(operators, operands[1:]):
-            words += [op, str(x)]
+            words += [op, number_to_words(x)]
         return " ".join([*words, EQUALS])
+
+    def composition_key(self, prompt: str) -> str:
+        """The operators and a coarse class of each operand, as parts: the tens digit of an operand of + or -,
+        and for a factor of * its value (the first) or its half, 0-4 or 5-9 (the others). E.g. "+|4|0" holds
+        out adding a one-digit number to a number in the forties and "*|6|1" multiplying 6 by 5-9, while each
+        part is seen in training with other partners."""
+        operands, operators = self.parse_prompt(prompt)
+        ranges = self._ranges(operators)
+        classes = [str(x // 10) if r > 10 else str(x) if i == 0 else str(x // 5)
+                   for i, (x, r) in enumerate(zip(operands, ranges))]
+        return "|".join([" ".join(operators), *classes])
 
     def parse_prompt(self, prompt: str) -> tuple[list[int], list[str]]:
         words = words_of(prompt)
-        ok = len(words) >= 4 and len(words) % 2 == 0 and words[-1] == EQUALS
-        ok = ok and all(w in DIGITS for w in words[0:-1:2]) and all(w in OPERATORS for w in words[1:-1:2])
+        groups, operators, current = [], [], []
+        ok = len(words) >= 4 and words[-1] == EQUALS
+        for w in words[:-1] if ok else []:
+            if w in DIGITS:
+                current.append(w)
+            elif w in OPERATORS and current:
+                groups.append(current)
+                operators.append(w)
+                current = []
+            else:
+                ok = False
+                break
+        ok = ok and bool(current) and bool(operators)
+        groups.append(current)
+        ok = ok and all(len(g) <= 2 and (len(g) == 1 or g[0] != "0") for g in groups)
         if not ok:
-            raise ValueError(f"arithmetic prompt {prompt!r} is not of the form 'd op d ... ='")
-        return [int(w) for w in words[0:-1:2]], list(words[1:-1:2])
+            raise ValueError(f"arithmetic prompt {prompt!r} is not of the form 'n op n ... =' (numbers digit by digit)")
+        return [int("".join(g)) for g in groups], operators
 
     def answer(self, prompt: str) -> int:
         return evaluate(*self.parse_prompt(prompt))

@@ -1,7 +1,8 @@
 """Sentiment: write a short review of a topic; the gold reward likes positive, on-topic, concise text.
 
 Owns the review language (topics, aspect nouns, positive/negative adjectives, a few function
-words), its prompts ("review food taste"), demonstrations that are mixed in sentiment (positive with
+words), its prompts ("rate food taste for friend today": a verb, a topic, one of its aspects, an audience
+and an occasion; 5,760 distinct prompts), demonstrations that are mixed in sentiment (positive with
 probability `positive_rate`), sometimes off topic, rambling or degenerate, and the gold reward.
 See sentiment.md for the reward's definition and why the task exists. Knows nothing of models.
 """
@@ -15,16 +16,28 @@ from bench.data.tasks.common import exact, multiple_choice_items, require_int, r
 
 # topic -> its aspect nouns. Every word belongs to exactly one category.
 TOPICS: dict[str, tuple[str, ...]] = {
-    "food": ("taste", "chef", "dish"),
-    "film": ("plot", "actor", "music"),
-    "hotel": ("room", "staff", "view"),
-    "phone": ("screen", "battery", "camera"),
-    "game": ("level", "story", "sound"),
+    "food": ("taste", "chef", "dish", "price"),
+    "film": ("plot", "actor", "music", "ending"),
+    "hotel": ("room", "staff", "view", "bed"),
+    "phone": ("screen", "battery", "camera", "case"),
+    "game": ("level", "story", "sound", "controls"),
+    "car": ("engine", "seat", "brakes", "paint"),
+    "book": ("author", "cover", "chapter", "prose"),
+    "park": ("grass", "bench", "path", "pond"),
+    "cafe": ("coffee", "cake", "service", "tea"),
+    "concert": ("band", "crowd", "stage", "tickets"),
 }
 POSITIVE = ("good", "great", "lovely", "superb", "fun")
 NEGATIVE = ("bad", "awful", "dull", "poor", "rude")
 FUNCTION_WORDS = ("the", "was", "and", "very", "it")
 PROMPT_WORD = "review"
+# The prompt's phrasing: how it asks, for whom and when. They change nothing the reward asks for (a
+# review is judged the same whoever reads it), so a prompt differs from a training prompt in substance
+# only through its topic and aspect; an answer that echoes them is off topic like any stray word.
+VERBS = (PROMPT_WORD, "rate", "describe", "judge")
+AUDIENCE_WORD = "for"
+AUDIENCES = ("friend", "family", "boss", "team", "kids", "class")
+OCCASIONS = ("today", "tonight", "weekend", "lately", "again", "now")
 ALL_NOUNS = frozenset(w for topic, aspects in TOPICS.items() for w in (topic, *aspects))
 RESPONSE_WORDS = ALL_NOUNS | set(POSITIVE) | set(NEGATIVE) | set(FUNCTION_WORDS)
 
@@ -88,17 +101,32 @@ class SentimentTask(Task):
     @property
     def vocabulary(self) -> list[str]:
         nouns = [w for topic, aspects in TOPICS.items() for w in (topic, *aspects)]
-        return [PROMPT_WORD, *nouns, *POSITIVE, *NEGATIVE, *FUNCTION_WORDS]
+        return [*VERBS, *nouns, AUDIENCE_WORD, *AUDIENCES, *OCCASIONS, *POSITIVE, *NEGATIVE, *FUNCTION_WORDS]
+
+    def prompt_space_size(self) -> int:
+        return len(VERBS) * sum(len(a) for a in TOPICS.values()) * len(AUDIENCES) * len(OCCASIONS)
 
     def sample_prompt(self, rng: random.Random) -> str:
         topic = rng.choice(list(TOPICS))
-        return f"{PROMPT_WORD} {topic} {rng.choice(TOPICS[topic])}"
+        return (f"{rng.choice(VERBS)} {topic} {rng.choice(TOPICS[topic])} "
+                f"{AUDIENCE_WORD} {rng.choice(AUDIENCES)} {rng.choice(OCCASIONS)}")
+
+    def composition_key(self, prompt: str) -> str:
+        """The aspect with the audience: both are seen in training with other partners (the aspect for other
+        readers, the reader about other aspects), never together where the key is held out."""
+        words = words_of(prompt)
+        topic, aspect = self.parse_prompt(prompt)
+        return f"{aspect}|{words[4] if len(words) == 6 else ''}"
 
     def parse_prompt(self, prompt: str) -> tuple[str, str]:
+        """(topic, aspect) of "<verb> <topic> <aspect> for <audience> <occasion>" (or of the bare first three
+        words, as hand-written examples use)."""
         words = words_of(prompt)
-        ok = len(words) == 3 and words[0] == PROMPT_WORD and words[1] in TOPICS and words[2] in TOPICS[words[1]]
+        ok = len(words) in (3, 6) and words[0] in VERBS and words[1] in TOPICS and words[2] in TOPICS[words[1]]
+        ok = ok and (len(words) == 3 or (words[3] == AUDIENCE_WORD and words[4] in AUDIENCES and words[5] in OCCASIONS))
         if not ok:
-            raise ValueError(f"sentiment prompt {prompt!r} is not of the form 'review <topic> <aspect of topic>'")
+            raise ValueError(f"sentiment prompt {prompt!r} is not of the form '<verb> <topic> <aspect of topic> "
+                             f"for <audience> <occasion>' (verbs: {', '.join(VERBS)})")
         return words[1], words[2]
 
     def _clause(self, topic: str, aspect: str, first: bool, adjective: str, rng: random.Random) -> list[str]:

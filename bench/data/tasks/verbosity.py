@@ -95,6 +95,16 @@ class VerbosityTrapTask(Task):
         n = rng.randint(self.min_numbers, self.max_numbers)
         return " ".join([*PROMPT_WORDS, *(rng.choice(DIGITS) for _ in range(n))])
 
+    def prompt_space_size(self) -> int:
+        return sum(len(DIGITS) ** n for n in range(self.min_numbers, self.max_numbers + 1))
+
+    def composition_key(self, prompt: str) -> str:
+        """How many numbers, which digit is the largest, and where it stands first: each part is seen in
+        training with other partners (e.g. a largest 7 in 4-number prompts at other positions)."""
+        numbers = self.parse_prompt(prompt)
+        largest = max(numbers, key=int)
+        return f"{len(numbers)}|{largest}|{numbers.index(largest)}"
+
     def parse_prompt(self, prompt: str) -> list[str]:
         words = words_of(prompt)
         if tuple(words[:2]) != PROMPT_WORDS or len(words) < 4 or any(w not in DIGITS for w in words[2:]):
