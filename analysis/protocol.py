@@ -11,6 +11,9 @@ A report is citable only when all of these hold; each failure is one loud label:
                                            sets (`data.prompt_sets.overlaps.<a>|<b>` > 0; sets train_pairs,
                                            eval_pairs, validation, test, composition_test)
     "prompt-set overlap not measured: not citable"  some run carries no `data.prompt_sets` (older records)
+    "records of <n> code versions: not citable"   the runs of one setting were made by different code
+                                           (`provenance.code_fingerprint`, or none recorded beside one):
+                                           their numbers are not one experiment's; the details name them
 The last two also decide the wording: a report calls its prompt sets disjoint (and a score held-out)
 only where every overlap count of every run is measured and 0 (`prompt_sets_text`).
 Caveats that do not decide citability (e.g. fewer bootstrap replicates than the expanded interval's
@@ -72,6 +75,13 @@ def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: in
     if missing:
         out.labels.append("prompt-set overlap not measured: not citable")
         out.details.append(unmeasured_text(runs))
+    versions = code_versions(runs)
+    mixed = versions[versions["n_versions"] > 1]
+    if len(mixed):
+        out.labels.append(f"records of {int(mixed['n_versions'].max())} code versions: not citable")
+        out.details.append("Runs of one setting were made by different code (provenance.code_fingerprint): "
+                           + "; ".join(f"{row.setting}: {row.versions}" for row in mixed.itertuples())
+                           + ". Re-run them with one checkout (a sweep re-runs records made by other code).")
     if n_boot < RECOMMENDED_REPLICATES:
         out.details.append(f"{n_boot} bootstrap replicates: fewer than the {RECOMMENDED_REPLICATES} that resolve the "
                            "expanded interval's tail quantiles, so interval ends are coarse.")
@@ -151,3 +161,22 @@ def prompt_sets_text(runs: pd.DataFrame) -> str:
         return ("a separate prompt set, but the records count prompts shared between prompt sets (see the verdict), "
                 "so selection and test may score the same prompts")
     return "a separate prompt set; whether it shares prompts with the test set is not measured (see the verdict)"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Code versions: which code made each setting's records (DESIGN §9)
+
+FINGERPRINT_COLUMN = "provenance.code_fingerprint"
+
+
+def code_versions(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per setting: n_versions (distinct code fingerprints, "not recorded" counting as one) and versions
+    ("<fingerprint> (<n> runs), ..."). Shape: one row per setting."""
+    fingerprints = (runs[FINGERPRINT_COLUMN] if FINGERPRINT_COLUMN in runs.columns
+                    else pd.Series(None, index=runs.index, dtype=object)).fillna("not recorded").astype(str)
+    rows = []
+    for setting, group in fingerprints.groupby(runs["setting"]):
+        counts = group.value_counts().sort_index()
+        rows.append({"setting": setting, "n_versions": len(counts),
+                     "versions": ", ".join(f"{fp} ({n} runs)" for fp, n in counts.items())})
+    return pd.DataFrame(rows, columns=["setting", "n_versions", "versions"])

@@ -178,3 +178,18 @@ def test_citability_needs_prompt_sets_measured_disjoint():
     partly = five.assign(**{f"{OVERLAP}validation|test": [0] * 10 + [None] * 5,
                             f"{OVERLAP}train_pairs|test": [0] * 10 + [None] * 5})
     assert citability(partly, entries, "gold_reward", 4000).labels == ["prompt-set overlap not measured: not citable"]
+
+
+def test_citability_refuses_records_of_mixed_code():
+    five = _runs({"a": SPEC["a"]}, seeds=range(5))
+    _, entries, _ = _setup(five)
+    one = five.assign(**{"provenance.code_fingerprint": "f" * 16})
+    assert citability(one, entries, "gold_reward", 4000).citable
+    mixed = one.copy()
+    mixed.loc[mixed.index[:2], "provenance.code_fingerprint"] = "e" * 16
+    mixed.loc[mixed.index[2], "provenance.code_fingerprint"] = None
+    verdict = citability(mixed, entries, "gold_reward", 4000)
+    assert verdict.labels == ["records of 3 code versions: not citable"]
+    assert verdict.details == [f"Runs of one setting were made by different code (provenance.code_fingerprint): a: "
+                               f"{'e' * 16} (2 runs), {'f' * 16} (12 runs), not recorded (1 runs). Re-run them with one "
+                               "checkout (a sweep re-runs records made by other code)."]
