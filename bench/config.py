@@ -45,17 +45,10 @@ def _integer(cfg: DictConfig, key: str, minimum: int = 1) -> None:
         raise ConfigError(f"{key} must be an integer >= {minimum}, got {value!r}")
 
 
-def _resolved(cfg: DictConfig) -> dict:
-    """The config as plain containers, resolved where it can be (outside a Hydra app `paths.*` cannot)."""
-    try:
-        return OmegaConf.to_container(cfg, resolve=True)
-    except Exception:  # e.g. ${hydra:runtime.cwd} with no Hydra app running
-        return OmegaConf.to_container(cfg, resolve=False)
-
-
 def validate_config(cfg: DictConfig) -> None:
-    """Every check that needs no compute; then the pre-flight checks of files, hub names and secrets
-    (bench.preflight). Raises ConfigError naming the key."""
+    """Every check of the config's own values, before any compute. Raises ConfigError naming the key.
+    What the config points at outside itself (files, hub names, secrets) is bench.preflight's
+    `check_run_config`, which runs this first."""
     # The checkers of the method, model and built-in data groups live in modules that import torch (~1.5 s):
     # imported here, so that importing this module (ConfigError, for a sweep's driver process, which checks
     # only the command line and the launcher: bench.preflight) costs no torch.
@@ -109,8 +102,3 @@ def validate_config(cfg: DictConfig) -> None:
         _integer(cfg, "eval.lm_eval.batch_size")
     if cfg.objective is None:
         raise ConfigError("objective must name a metric (e.g. gold_reward or pref_acc)")
-    from bench import preflight  # imports this module: imported here, not at the top
-
-    resolved = _resolved(cfg)
-    preflight.check_secrets(resolved)
-    preflight.check_inputs(resolved)

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, OmegaConf
 from bench import records
 from bench.cache import DiskCache, cache_key
 from bench.checkpoint import Checkpointer, RunCheckpoint
-from bench.config import validate_config
 from bench.cost import CostMeter
 from bench.data.encoding import PairTensors, encode_pairs
 from bench.data.splits import prompt_set_stats, restricted_to
@@ -28,9 +27,10 @@ from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sa
 from bench.fingerprint import run_fingerprint
 from bench.loggers import build_logger
 from bench.methods import build_method, method_info
-from bench.redaction import redact_secrets
 from bench.models import build_word_tokenizer, flop_parameters, load_hf_model, non_embedding_parameters, pretrained_path
+from bench.preflight import check_run_config
 from bench.provenance import now, provenance
+from bench.redaction import redact_secrets
 from bench.reference import ReferenceTerms, cached_reference_terms
 from bench.trainer import PreferenceTrainer
 
@@ -202,7 +202,7 @@ def _lm_eval(cfg: DictConfig, setup: Setup, model) -> dict:
 
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     """Run one configuration; returns its record (an already-completed identical run is skipped)."""
-    validate_config(cfg)  # before any compute: errors name the key
+    check_run_config(cfg)  # before any compute: errors name the key
     config = redact_secrets(OmegaConf.to_container(cfg, resolve=True))
     run_id, digest = records.run_identity(config)
     directory = records.run_dir(Path(cfg.paths.runs_root), cfg.sweep_id, run_id)

@@ -211,6 +211,23 @@ def check_dataset(dataset: Mapping) -> None:
             f"or dataset.data_files={{{dataset.get('train_split')}: /path/train.parquet, ...}}")
 
 
+def _resolved(cfg: DictConfig) -> dict:
+    """The config as plain containers, resolved where it can be (outside a Hydra app `paths.*` cannot)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True)
+    except Exception:  # e.g. ${hydra:runtime.cwd} with no Hydra app running
+        return OmegaConf.to_container(cfg, resolve=False)
+
+
+def check_run_config(cfg: DictConfig) -> None:
+    """Everything a run must pass before any compute: the config's own values (bench.config), then no
+    secret anywhere in it and every file, model and dataset it names present (this module)."""
+    validate_config(cfg)
+    resolved = _resolved(cfg)
+    check_secrets(resolved)
+    check_inputs(resolved)
+
+
 def check_inputs(config: Mapping) -> None:
     """Files and hub names of a resolved config (plain containers): see the module docstring."""
     check_dataset(config.get("dataset") or {})
@@ -300,7 +317,7 @@ class PreflightCallback(Callback):
             check_secrets({}, overrides)
             check_choices(config.hydra.runtime.choices)
             task = OmegaConf.masked_copy(config, [k for k in config if k != "hydra"])
-            validate_config(task)
+            check_run_config(task)
         except ConfigError as err:
             refuse(err)
 

@@ -2,7 +2,7 @@
 
 Every preset composes, and so does every job of its sweep: `hydra.sweeper.params` expanded exactly as
 `python -m bench.train -m` does (bench.sweeps.planning), each job composed and checked with
-bench.config.validate_config, the swept values found in the job's config, and no two jobs the same
+bench.preflight.check_run_config, the swept values found in the job's config, and no two jobs the same
 run. Headers say what they claim (job counts), the grid presets keep the full budget, presets that mean
 "every method" find every method, and multirun.sh lists, plans and refuses what it should. Running the
 presets is tests/test_sweeps.py.
@@ -17,7 +17,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from bench import records
-from bench.config import ConfigError, validate_config
+from bench.config import ConfigError
+from bench.preflight import check_run_config
 from bench.methods import available_methods, method_info
 from bench.sweeps.presets import builtin_datasets, suites, sweep_steps
 from helpers import CONF_DIR, MULTIRUN, PRESETS, REAL_MODEL, preset_jobs, run_command, task_config, task_configs
@@ -84,7 +85,7 @@ def test_every_swept_combination_of_every_preset_composes_and_validates(preset):
     assert len(jobs) == len(combinations) * max(1, len(seeds)), "seeds are crossed with everything else"
     hashes = {}
     for job, cfg in zip(combinations, task_configs(combinations)):
-        validate_config(cfg)
+        check_run_config(cfg)
         for override in job:
             _swept_value_in(cfg, override)
         digest = records.config_hash(OmegaConf.to_container(cfg, resolve=True))
@@ -143,7 +144,7 @@ def test_imi_presets_leave_the_imi_defaults_alone():
 
 def test_a_bad_swept_value_fails_validation_naming_the_key():
     with pytest.raises(ConfigError, match=r"method\.beta"):
-        validate_config(task_config("experiment=dpo_beta_grid", "method.beta=-0.1"))
+        check_run_config(task_config("experiment=dpo_beta_grid", "method.beta=-0.1"))
 
 
 def test_help_lists_every_preset_and_suite_with_one_line_each(tmp_path):

@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, Llam
 
 from bench import records
 from bench.cache import DiskCache
-from bench.config import validate_config
+from bench.preflight import check_run_config
 from bench.models import build_word_tokenizer, convert_gguf, gguf_file_path, load_hf_model
 from bench.pipeline import run
 
@@ -133,7 +133,7 @@ def test_smollm2_presets_compose_and_validate():
 
     configs = {preset: task_configs(preset_jobs(preset)) for preset in ("smollm2_budget", "smollm2_dpo", "smollm2_imi")}
     for cfg in (cfg for jobs in configs.values() for cfg in jobs):
-        validate_config(cfg)
+        check_run_config(cfg)
         assert cfg.model.name == "smollm2" and cfg.dataset.name == "constraints" and cfg.sft.steps == 0
     # 5 seeds: DPO at 4 β values, 2 IMI methods at their defaults
     assert {preset: len(jobs) for preset, jobs in configs.items()} == {"smollm2_budget": 1, "smollm2_dpo": 20,

@@ -15,8 +15,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf, open_dict
 
 from bench import conf_dir, records
-from bench.config import validate_config
-from bench.preflight import check_choices, check_launcher, check_secrets
+from bench.preflight import check_choices, check_launcher, check_run_config, check_secrets
 from bench.redaction import redact_overrides, redact_secrets
 from bench.sweeps.progress import Plan, PlannedRun
 
@@ -86,7 +85,7 @@ def plan(steps: list[str], echo=print) -> Plan:
             for job in jobs:
                 try:
                     cfg = job_config(job, hydra_args)
-                    validate_config(cfg)
+                    check_run_config(cfg)
                 except Exception as err:
                     raise PlanError(f"[multirun] bad config in sweep {index}, job "
                                     f"{' '.join(redact_overrides(job))}:\n  {err}") from err
