@@ -41,8 +41,6 @@ def sample_responses(
     device = next(model.parameters()).device if device is None else device
     was_training = model.training
     model.eval()
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)  # sampling is reproducible given (model, prompts, seed)
     config = GenerationConfig(
         do_sample=not greedy,
         temperature=1.0,
@@ -52,6 +50,17 @@ def sample_responses(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    # Sampling is reproducible given (model, prompts, seed) and leaves every device's RNG as it found it:
+    # torch.manual_seed reseeds the CUDA generators too, so all of them are forked, not only the CPU's
+    # (training and β-DPO draw from them between evaluations).
+    with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+        torch.manual_seed(seed)
+        samples = _generate(model, tokenizer, prompts, config, batch_size, device)
+    model.train(was_training)
+    return samples
+
+
+def _generate(model, tokenizer, prompts: list[str], config, batch_size: int, device) -> list[Sample]:
     samples: list[Sample] = []
     for first in range(0, len(prompts), batch_size):
         chunk = prompts[first : first + batch_size]
@@ -73,6 +82,4 @@ def sample_responses(
                 ids, truncated = row, True
             text = tokenizer.decode(ids, skip_special_tokens=True)
             samples.append(Sample(prompt, text, ids, truncated))
-    torch.random.set_rng_state(generator_state)
-    model.train(was_training)
     return samples

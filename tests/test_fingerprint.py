@@ -58,6 +58,11 @@ def test_the_trainer_is_in_no_shared_build_but_in_every_run():
         files = {f for m in modules for f in _source_files(m)}
         assert trainer not in files, kind
     assert trainer in set(_source_files("bench"))
+    # tooling (checking, logging, reporting, planning) never invalidates a run; the library's code does
+    from bench.fingerprint import RUN_CODE, TOOLING
+
+    assert run_fingerprint() == code_fingerprint(*RUN_CODE, leave_out=TOOLING) != code_fingerprint(*RUN_CODE)
+    assert all(_source_files(module) for module in TOOLING), "a TOOLING entry names no module"
     tasks = Path(bench.__file__).parent / "data" / "tasks" / "sentiment.py"
     assert tasks in {f for m in BUILD_CODE["sft"] for f in _source_files(m)}
     assert build_fingerprint("sft") != build_fingerprint("reference")
