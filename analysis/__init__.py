@@ -1,4 +1,4 @@
-"""imi-bench analysis: run records -> tuning-cost estimates -> tables, figures and a report (DESIGN §11, §11a).
+"""imi-bench analysis: run records -> tuning-cost estimates -> tables, figures and a report (docs/design.md §11, §11a).
 
 Reads the records `bench` writes (`<runs root>/<sweep id>/<run id>/record.json` + `history.jsonl`) or
 W&B runs, and never imports `bench` or any training code: it works from committed records alone.

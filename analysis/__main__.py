@@ -38,7 +38,7 @@ def _add_source(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m analysis",
-                                     description="Tuning-cost analysis of imi-bench run records (DESIGN §11).")
+                                     description="Tuning-cost analysis of imi-bench run records (docs/design.md §11).")
     commands = parser.add_subparsers(dest="command", required=True)
 
     report = commands.add_parser("report", help="write report.md, CSV/LaTeX tables and PNG/PDF figures",

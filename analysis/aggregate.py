@@ -1,4 +1,4 @@
-"""Across settings: IQM and probability of improvement with bootstrap intervals (DESIGN §11; the
+"""Across settings: IQM and probability of improvement with bootstrap intervals (docs/design.md §11; the
 definitions are in `analysis.stats`, the entries in `analysis.entries`).
 
 Normalised score, so settings with different scales can be pooled: per setting s and run,

@@ -1,4 +1,4 @@
-"""What runs and tuning procedures cost (DESIGN §8, §11, §11a).
+"""What runs and tuning procedures cost (docs/design.md §8, §11, §11a).
 
 Own cost of a run: its `cost.flops`, `cost.device_hours`, `cost.total_s`. bench times the setup phase
 in which a run builds a missing shared cache (SFT checkpoint, dataset, reference terms), so a run that

@@ -1,4 +1,4 @@
-"""Coverage of the report's intervals, by simulation, for the statistics the report prints (DESIGN §11a).
+"""Coverage of the report's intervals, by simulation, for the statistics the report prints (docs/design.md §11a).
 
 A data-generating model with a seed effect shared across configurations, fitted to committed run
 records, and the report's own estimators run on data sets drawn from it. Per setting, configuration j
@@ -387,7 +387,7 @@ def coverage_markdown(table: pd.DataFrame, components: pd.DataFrame, command: st
     from analysis.tables import to_markdown
 
     lines = ["# Coverage of the report's intervals at 5 seeds, by simulation", "",
-             f"Made by `{command}` (DESIGN §11a; model and statistics: `analysis/coverage.py`).", "",
+             f"Made by `{command}` (docs/design.md §11a; model and statistics: `analysis/coverage.py`).", "",
              "## Fitted variance components (standard deviations, gold-reward units)", "",
              to_markdown(components.map(lambda v: ("–" if math.isnan(v) else f"{v:.4f}") if isinstance(v, float)
                                         else str(v))), ""]

@@ -1,5 +1,5 @@
 """What the report compares on each setting ("entries"), and the per-setting comparison tables
-(DESIGN §11, §11a).
+(docs/design.md §11, §11a).
 
 Entries, from the arms of `analysis.grid`:
     "<method> (tuned)"    kind "tuned": a grid arm's configuration chosen by VALIDATION score, reporting
@@ -192,7 +192,7 @@ def grid_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, me
 
 
 def moves_the_model(comparison: pd.DataFrame, baseline: str) -> pd.DataFrame:
-    """DESIGN §11a: on every clean (non-trap) setting, does tuned `baseline` beat SFT with an interval
+    """docs/design.md §11a: on every clean (non-trap) setting, does tuned `baseline` beat SFT with an interval
     that excludes 0? Out: setting, entry, delta_sft, delta_sft_ci_low, delta_sft_ci_high, verdict."""
     rows = comparison[(comparison["method"] == baseline) & (comparison["kind"] == "tuned")
                       & (comparison["trap"].fillna("") == "")]

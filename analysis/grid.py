@@ -1,4 +1,4 @@
-"""How runs group for the tuning-cost analysis: settings, configurations, grids and arms (DESIGN §11).
+"""How runs group for the tuning-cost analysis: settings, configurations, grids and arms (docs/design.md §11).
 
 Vocabulary used everywhere in `analysis`:
     setting        one (dataset, model, setup) combination (`load.SETTING_KEYS`); a grid is tuned on a
@@ -8,7 +8,7 @@ Vocabulary used everywhere in `analysis`:
     configuration  a method with all its hyperparameters on a setting; its runs differ only by seed.
     arm            what gets compared on a setting:
                    - kind "grid": a baseline (non-IMI) method with ≥ 2 configurations loaded on the
-                     setting; it can be *tuned* (DESIGN §11a). Named after the method.
+                     setting; it can be *tuned* (docs/design.md §11a). Named after the method.
                    - kind "fixed": one configuration run as is. An IMI method at its defaults (named
                      after the method; several IMI configurations on a setting are ablation variants,
                      each its own arm named with its configuration), or a baseline with a single
@@ -34,7 +34,7 @@ from analysis.load import SETTING_KEYS
 # --- records without method_info ------------------------------------------------------------------------
 # Records written before run records carried `method_info` (every committed result up to and including
 # results/beta_sensitivity and results/quick, and W&B runs logged before then) name their method only.
-# These are the facts those records' methods had (DESIGN §3: IMI methods run at fixed defaults, the
+# These are the facts those records' methods had (docs/design.md §3: IMI methods run at fixed defaults, the
 # others are tuned baselines). Frozen: a method added since writes its facts into its own records and
 # never needs a line here.
 LEGACY_METHOD_INFO: dict[str, dict[str, Any]] = {

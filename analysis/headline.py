@@ -1,4 +1,4 @@
-"""The headline table of a results folder, generated from its run records (DESIGN §11, §11a).
+"""The headline table of a results folder, generated from its run records (docs/design.md §11, §11a).
 
 Per setting: the SFT level, the validation-tuned baseline (its selected configuration) and its Δ vs
 SFT, then each compared arm's Δ vs the tuned baseline with its interval. These are cells of the
@@ -36,7 +36,7 @@ from analysis.selection import seed_bootstrap
 from analysis.stats import RECOMMENDED_REPLICATES
 from analysis.tables import fmt_score, to_markdown, with_interval
 
-# The adaptive-β baseline (DESIGN §3): the other way to avoid tuning β, so it stands beside the IMI arms.
+# The adaptive-β baseline (docs/design.md §3): the other way to avoid tuning β, so it stands beside the IMI arms.
 COMPETITORS = ("beta_dpo",)
 COMMAND = "python -m analysis headline"
 BLOCK = re.compile(r"(?P<open><!-- headline: (?P<command>[^\n]*?) -->\n)(?P<body>.*?)(?P<close><!-- /headline -->)",

@@ -1,4 +1,4 @@
-"""Load run records into one tidy DataFrame (DESIGN §9, §11): one row per completed run.
+"""Load run records into one tidy DataFrame (docs/design.md §9, §11): one row per completed run.
 
 Owns: finding run directories under a runs folder, reading `record.json` / `history.jsonl`, flattening
 records into columns, and saying which runs were skipped and why (the W&B adapter, `wandb_runs`,

@@ -1,4 +1,4 @@
-"""Per-configuration estimators (DESIGN §11): seed summaries with intervals, and Ê_k.
+"""Per-configuration estimators (docs/design.md §11): seed summaries with intervals, and Ê_k.
 
 Score: v = the chosen metric of one run (higher is better). The score of a configuration is a
 statistic over its seeds, `stat` = "mean" (the expected score of one run, the default) or "median".
@@ -46,7 +46,7 @@ def expected_max_weights(n: int, k: int) -> np.ndarray:
 def expected_max(scores: np.ndarray, k: int) -> np.ndarray | float:
     """Ê_k: the expected maximum of k grid points drawn without replacement from the N given.
 
-    Unbiased estimator Ê_k = Σ_j v_(j) · C(j−1, k−1) / C(N, k), scores ascending (DESIGN §11; Dodge et
+    Unbiased estimator Ê_k = Σ_j v_(j) · C(j−1, k−1) / C(N, k), scores ascending (docs/design.md §11; Dodge et
     al. 2019, "Show your work", use the with-replacement analogue). Ties are exact: tied values are
     interchangeable in the sorted order. Shapes: scores (..., N) -> (...); Ê_1 = mean, Ê_N = max.
     """

@@ -1,4 +1,4 @@
-"""Figures of the tuning-cost analysis (DESIGN §11), written as PNG and PDF: the shared look, the
+"""Figures of the tuning-cost analysis (docs/design.md §11), written as PNG and PDF: the shared look, the
 β-sensitivity curves, the reward–KL frontier and the ΔPMI traces (the tuning figures are in
 `plots_tuning`).
 

@@ -1,4 +1,4 @@
-"""Tuning figures (DESIGN §11): expected best of k trials, and every tuner's expected selected score
+"""Tuning figures (docs/design.md §11): expected best of k trials, and every tuner's expected selected score
 against its cost, each with the SFT starting point, the target τ and the fixed arms (IMI methods at
 their defaults) drawn in. Same look as `analysis.plots`; no statistics computed here.
 """

@@ -1,4 +1,4 @@
-"""Is a report citable (DESIGN §11a)? The checks behind the verdict in its header.
+"""Is a report citable (docs/design.md §11a)? The checks behind the verdict in its header.
 
 A report is citable only when all of these hold; each failure is one loud label:
     "not citable: <n> seeds"               some configuration has fewer than CITABLE_SEEDS seeds (the
@@ -40,7 +40,7 @@ class Citability:
         return not self.labels
 
     def headline(self) -> str:
-        return "**Citable** (DESIGN §11a)" if self.citable else "**" + "; ".join(self.labels) + "**"
+        return "**Citable** (docs/design.md §11a)" if self.citable else "**" + "; ".join(self.labels) + "**"
 
 
 def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: int) -> Citability:
@@ -89,7 +89,7 @@ def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: in
 
 
 # ---------------------------------------------------------------------------------------------
-# Prompt sets: what the records measure about their overlap (DESIGN §11a)
+# Prompt sets: what the records measure about their overlap (docs/design.md §11a)
 
 OVERLAP_PREFIX = "data.prompt_sets.overlaps."
 
@@ -151,7 +151,7 @@ def prompt_sets_disjoint(runs: pd.DataFrame) -> bool:
 def prompt_sets_text(runs: pd.DataFrame) -> str:
     """How a report may describe its validation and test prompt sets: "disjoint" (and scores on them
     held-out) only where `prompt_sets_disjoint`; otherwise what the records show, in words that claim
-    neither (the report's wording guard, DESIGN §11a)."""
+    neither (the report's wording guard, docs/design.md §11a)."""
     if prompt_sets_disjoint(runs):
         pairs = sorted(set(prompt_overlaps(runs)["pair"]))
         return ("a prompt set disjoint from the test prompts (the records count 0 shared prompts for every pair of "
@@ -164,7 +164,7 @@ def prompt_sets_text(runs: pd.DataFrame) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Code versions: which code made each setting's records (DESIGN §9)
+# Code versions: which code made each setting's records (docs/design.md §9)
 
 FINGERPRINT_COLUMN = "provenance.code_fingerprint"
 

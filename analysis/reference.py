@@ -1,4 +1,4 @@
-"""The starting point: the SFT (reference) model's level on each setting, and Δ vs SFT (DESIGN §11).
+"""The starting point: the SFT (reference) model's level on each setting, and Δ vs SFT (docs/design.md §11).
 
 A metric M has an SFT counterpart when the records carry "reference_M" (the SFT model's samples
 scored on the same test prompts, per run; today gold_reward). For win_rate the SFT level is 0.5 by

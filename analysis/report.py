@@ -1,4 +1,4 @@
-"""The analysis report: runs -> tables (CSV, LaTeX), figures (PNG, PDF) and report.md (DESIGN §11, §11a).
+"""The analysis report: runs -> tables (CSV, LaTeX), figures (PNG, PDF) and report.md (docs/design.md §11, §11a).
 
 Composes the pure functions of the other modules; owns only the choice of what to show, the wording
 of report.md (the citability verdict in its header, the definition of every number, the cost

@@ -1,5 +1,5 @@
 """Report sections on cost: tuners' cost to reach τ, savings per setting and summed over settings,
-expected best of k, the tuning figures, and the shared one-off builds (DESIGN §11, §11a). Each
+expected best of k, the tuning figures, and the shared one-off builds (docs/design.md §11, §11a). Each
 function writes one section through `report.Writer`; the numbers come from `analysis.tuning`.
 """
 from __future__ import annotations

@@ -102,7 +102,7 @@ def comparison_section(w, c: Context) -> None:
 def testbed_section(w, c: Context) -> None:
     o = c.options
     w.text("## 2. Does the testbed move the model?\n\n"
-           f"DESIGN §11a: on every clean-label setting, tuned `{o.baseline}` must beat the SFT model with an interval "
+           f"docs/design.md §11a: on every clean-label setting, tuned `{o.baseline}` must beat the SFT model with an interval "
            "that excludes 0, or the setting cannot tell methods apart. Trap settings are not required to.")
     table = moves_the_model(c.comparison, o.baseline)
     if table.empty:

@@ -1,4 +1,4 @@
-"""The selection-honest protocol (DESIGN §11, §11a): the paired seed bootstrap, and the choice of
+"""The selection-honest protocol (docs/design.md §11, §11a): the paired seed bootstrap, and the choice of
 configuration in it.
 
 The seed is the experimental unit. The runs of one setting that share a seed share its SFT model, its

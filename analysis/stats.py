@@ -1,4 +1,4 @@
-"""Interval estimates, bootstrap resampling, IQM and probability of improvement (DESIGN §11, §11a).
+"""Interval estimates, bootstrap resampling, IQM and probability of improvement (docs/design.md §11, §11a).
 
 Intervals over seeds (`seed_interval`, used for every interval a report gives): the *expanded
 percentile bootstrap* interval (Hesterberg 2015, "What teachers should know about the bootstrap",
@@ -50,7 +50,7 @@ from typing import Sequence
 import numpy as np
 from scipy.stats import norm, t as student_t
 
-# Fewer seeds than this and a report says it is not citable (DESIGN §11a).
+# Fewer seeds than this and a report says it is not citable (docs/design.md §11a).
 CITABLE_SEEDS = 5
 # Replicates that resolve the expanded interval's tail quantile at n = 5 (≈ 4 replicates beyond it).
 RECOMMENDED_REPLICATES = 4000

@@ -1,4 +1,4 @@
-"""Tuners replayed over a baseline's grid on a setting, and what reaching τ costs (DESIGN §11).
+"""Tuners replayed over a baseline's grid on a setting, and what reaching τ costs (docs/design.md §11).
 
 Per configuration j of the baseline's grid on a setting (N configurations, config_id order) and seed s
 (the setting's seeds, S of them; the paired bootstrap of `analysis.selection` weighs them):
@@ -35,7 +35,7 @@ Tuners (π and the runs trained, per budget):
     random search (k)  k of the N drawn uniformly without replacement, full runs, the val-argmax among
                        them. With the configurations ranked r_j = 1..N by V ascending (ties: the later
                        configuration ranks lower, since the first one wins) π_k(j) = C(r_j − 1, k − 1)/C(N, k)
-                       (Ê_k of DESIGN §11 when V = T); expected cost k·mean_j c_j.
+                       (Ê_k of docs/design.md §11 when V = T); expected cost k·mean_j c_j.
     successive halving (n, η, rungs f_1 < … < f_L = 1)  n configurations drawn uniformly (all C(N, n)
                        subsets up to the model's limit, else that many fixed random ones) start; at each
                        rung f_i < 1 the m survivors are ranked by U_j(f_i) and the top max(1, ⌊m/η⌋)
@@ -350,7 +350,7 @@ def _stat_rows(values: np.ndarray, present: np.ndarray, weights: np.ndarray, sta
 
 
 def oracle_grid(grid: GridSeeds) -> GridSeeds:
-    """The same grid selecting on the test scores themselves (the oracle Ê_k of DESIGN §11)."""
+    """The same grid selecting on the test scores themselves (the oracle Ê_k of docs/design.md §11)."""
     return replace(grid, val=grid.test, selected_on="test")
 
 

@@ -1,4 +1,4 @@
-"""Tuning tables: expected best of k, tuners' cost to reach τ, and savings (DESIGN §11, §11a).
+"""Tuning tables: expected best of k, tuners' cost to reach τ, and savings (docs/design.md §11, §11a).
 
 Turns annotated runs into the tables of the report with the estimators of `analysis.tuners` (whose
 docstring has the exact definitions and the two tuner models: the practitioner's, the default, and the

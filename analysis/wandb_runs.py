@@ -1,4 +1,4 @@
-"""W&B API runs as run records (a thin adapter: the local records are the source of truth, DESIGN §10).
+"""W&B API runs as run records (a thin adapter: the local records are the source of truth, docs/design.md §10).
 
 Turns the fields of a W&B API run into the record shape `analysis.load` reads, so both sources give
 the same columns. W&B runs carry no `val_curve` and no history here: the analysis says which tables
@@ -67,7 +67,7 @@ def wandb_run_to_record(run_id: str, group: str | None, state: str, config: Mapp
     as a record dict with the same keys as record.json, so both sources give the same columns.
 
     Config keys logged flat with "/" or "." separators are nested back. The sweep id is the run's
-    group (DESIGN §10: group = sweep id). W&B states finished/failed/crashed/killed map to
+    group (docs/design.md §10: group = sweep id). W&B states finished/failed/crashed/killed map to
     completed/failed; anything else (running) is incomplete.
     """
     config_flat = {k.replace("/", "."): v for k, v in flatten(config).items() if not k.startswith("_")}

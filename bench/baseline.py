@@ -1,4 +1,4 @@
-"""Committed baselines (results/baselines/<version>/, DESIGN §9, §11a): run records, the reports over them
+"""Committed baselines (results/baselines/<version>/, docs/design.md §9, §11a): run records, the reports over them
 (one per tuned baseline), and manifest.json, which says how they were made (commands, commit, versions,
 hardware, seeds, wall time) and what a reproduction must meet. `reproduce` re-runs a named subset of the
 runs and checks every number within the manifest's tolerances — each re-run's metrics, then every cell of

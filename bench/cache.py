@@ -1,4 +1,4 @@
-"""A content-addressed disk cache shared by all jobs of a sweep (DESIGN §6).
+"""A content-addressed disk cache shared by all jobs of a sweep (docs/design.md §6).
 
 Entries live at `<root>/<kind>/<key>/` where key = sha256 of everything the entry depends on.
 An entry is built into a private temp directory and renamed into place, so a reader sees either

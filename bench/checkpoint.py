@@ -1,4 +1,4 @@
-"""Checkpoints of a run in progress: a preempted, timed-out or killed run resumes where it stopped (DESIGN §12).
+"""Checkpoints of a run in progress: a preempted, timed-out or killed run resumes where it stopped (docs/design.md §12).
 
 One file per run, `<run dir>/checkpoint/state.pt`, written atomically (temp file, fsync, rename), holding
 everything the rest of the run depends on:

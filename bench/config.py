@@ -1,4 +1,4 @@
-"""Whole-config validation, before the first tensor (DESIGN §12).
+"""Whole-config validation, before the first tensor (docs/design.md §12).
 
 Each config group is checked by the module that owns it (its allowed values live there, once): method ->
 bench.methods.build_method, dataset -> bench.data.builtin / bench.data.adapters, model -> bench.models,

@@ -1,4 +1,4 @@
-"""Cost accounting for one run (DESIGN §8). Depends on nothing else in the suite.
+"""Cost accounting for one run (docs/design.md §8). Depends on nothing else in the suite.
 
 FLOPs estimate (Kaplan et al. 2020, §2.1): a forward+backward pass costs ≈ 6·N FLOPs per token and a
 no-grad forward ≈ 2·N, with N the non-embedding parameter count (`bench.models.non_embedding_parameters`).
@@ -13,7 +13,7 @@ methods (what the analysis needs).
 
 Waiting is not compute: time a run spends blocked on a shared cache's lock (another job building the
 SFT model it needs) or in a queue is recorded as `wait_s` and taken out of the phase it happened in, so
-`total_s` and `device_hours` count only work this run did (DESIGN §8).
+`total_s` and `device_hours` count only work this run did (docs/design.md §8).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def peak_memory() -> tuple[int, str]:
 
 def model_flops(train_tokens: int, nograd_tokens: int, n_params: int, n_backprop: int | None = None,
                 n_trainable: int | None = None) -> float:
-    """Estimated FLOPs (DESIGN §8): per trained token 2·N forward + 2·N_backprop backward through the blocks
+    """Estimated FLOPs (docs/design.md §8): per trained token 2·N forward + 2·N_backprop backward through the blocks
     from the lowest trainable one up + 2·N_trainable for the weight gradients (6·N when everything trains,
     None meaning N), and 2·N per no-grad token; N = non-embedding parameters (bench.models.flop_parameters)."""
     backprop = n_params if n_backprop is None else n_backprop

@@ -1,4 +1,4 @@
-"""Process setup for multi-process training (DESIGN §10): the one place that reads launcher state.
+"""Process setup for multi-process training (docs/design.md §10): the one place that reads launcher state.
 
 Owns: deciding how this process was launched (torchrun / `accelerate launch`, a SLURM job step, or
 nothing), making the torch.distributed rendezvous variables right for that launcher, and the

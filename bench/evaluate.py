@@ -1,4 +1,4 @@
-"""Evaluation: one flat `metrics` dict per run (DESIGN §7).
+"""Evaluation: one flat `metrics` dict per run (docs/design.md §7).
 
 - `pref_acc`: share of held-out pairs whose implicit reward gap Δ (policy-vs-reference log-ratio)
   is > 0; plus the method's own reward accuracy and gap on the same pairs (`eval/rewards/...`).
@@ -11,7 +11,7 @@
   ("val/…"), each with its own sampling seeds (`sampling_seeds`).
 - The validation curve (`ValidationCurve`, a trainer step callback): mean gold reward of temperature-1
   policy samples on a fixed sample of validation prompts at a few fractions of training, with the cost
-  spent so far, so that early-stopping tuners can be replayed from records (DESIGN §11).
+  spent so far, so that early-stopping tuners can be replayed from records (docs/design.md §11).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Code fingerprints: which code made a cache entry or a run record (DESIGN §6, §9).
+"""Code fingerprints: which code made a cache entry or a run record (docs/design.md §6, §9).
 
 A fingerprint hashes the source of the modules that compute an artefact, parsed with `ast` so that
 comments, docstrings and formatting do not count: editing prose rebuilds nothing, while any change to

@@ -1,4 +1,4 @@
-"""The suite's bridge to lm-evaluation-harness (DESIGN §7: `lm_eval/<task>/<metric>`).
+"""The suite's bridge to lm-evaluation-harness (docs/design.md §7: `lm_eval/<task>/<metric>`).
 
 Owns two things: writing a built-in task's local multiple-choice lm-eval task (a YAML config plus
 its JSONL data, so evaluation runs offline), and running `lm_eval.simple_evaluate` on an in-memory

@@ -1,4 +1,4 @@
-"""Experiment loggers (DESIGN §10, W&B): one small interface the trainer calls.
+"""Experiment loggers (docs/design.md §10, W&B): one small interface the trainer calls.
 
 Owns:
 - `RunLogger`: start / log_step / finish, with `NoneLogger` (logger=none) and `WandbLogger`
@@ -50,7 +50,7 @@ class RunLogger:
         """Per-step metrics (history). Several calls with the same step merge into one row."""
 
     def finish(self, *, status: str, metrics: dict, cost: dict) -> None:
-        """Close the run with its final metrics (DESIGN §7) and cost (DESIGN §8)."""
+        """Close the run with its final metrics (docs/design.md §7) and cost (docs/design.md §8)."""
 
 
 class NoneLogger(RunLogger):

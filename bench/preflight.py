@@ -1,4 +1,4 @@
-"""Pre-flight: what must hold before a run or a sweep spends any compute or writes any file (DESIGN §12).
+"""Pre-flight: what must hold before a run or a sweep spends any compute or writes any file (docs/design.md §12).
 
 Owns the checks on the world outside the config's own values, each failing in seconds with the key named:
 - inputs: local data files (`dataset.data_files`, a local `dataset.path`), the model (`model.pretrained`

@@ -1,4 +1,4 @@
-"""Where a number came from: code version, packages, hardware and command (DESIGN §9)."""
+"""Where a number came from: code version, packages, hardware and command (docs/design.md §9)."""
 from __future__ import annotations
 
 import os

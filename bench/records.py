@@ -1,4 +1,4 @@
-"""Run records (DESIGN §9): one directory per run, written atomically.
+"""Run records (docs/design.md §9): one directory per run, written atomically.
 
 Layout: `<runs_root>/<sweep_id>/<run_id>/record.json` + `history.jsonl`.
 

@@ -1,4 +1,4 @@
-"""Secrets never reach a record, a log line or W&B (DESIGN §10): recognise and drop them.
+"""Secrets never reach a record, a log line or W&B (docs/design.md §10): recognise and drop them.
 
 Pure functions, used by the loggers (config sent to W&B) and the run records (config, command line).
 """

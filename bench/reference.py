@@ -1,11 +1,11 @@
-"""Reference terms (DESIGN §3, §4, §6): the one home of what the frozen reference contributes to a batch.
+"""Reference terms (docs/design.md §3, §4, §6): the one home of what the frozen reference contributes to a batch.
 
 Owns:
 - `ReferenceTerms`: per-pair tensors computed once before training, each [P, 2] = (chosen, rejected):
   the reference's summed log-probs s_ref(y), and, for pmi_source=reference, its response-only
   ("marginal") log-probs s(y | ∅), rescaled by `marginal_per_conditional_token`;
 - `score_reference_terms` (in memory) and `cached_reference_terms` (the same, built once per model and
-  data into the disk cache and shared by every job of a sweep, DESIGN §6);
+  data into the disk cache and shared by every job of a sweep, docs/design.md §6);
 - `pair_logps`: a batch's `PairLogps` from the policy's log-probs, filled with exactly what a method's
   `Needs` ask for: reference terms looked up by pair index, or the live policy's marginals from a
   pass the caller runs (only the caller knows its model, layout and cost meter).
@@ -123,7 +123,7 @@ def pair_logps(logps: torch.Tensor, token_counts: torch.Tensor, needs: Needs, te
     marginals come from `terms`, rows `index` (None: all pairs, in order), moved to `logps`' device.
     For needs.marginal == "policy", `policy_marginal()` runs the live policy's response-only pass and
     returns its ([2n] sums, [2n] scored-token counts); it is called only then. `step`: the optimizer
-    step, or None after training (every schedule at its end: fully regulated, DESIGN §4).
+    step, or None after training (every schedule at its end: fully regulated, docs/design.md §4).
     """
     n = len(logps) // 2
     batch = PairLogps(logps[:n], logps[n:], token_counts[:n], token_counts[n:], step=step)

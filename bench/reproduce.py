@@ -1,4 +1,4 @@
-"""Re-run committed runs from their own records and check the metrics agree (DESIGN §9, results/).
+"""Re-run committed runs from their own records and check the metrics agree (docs/design.md §9, results/).
 
     python -m bench.reproduce results/<name> [--runs 2] [--atol 1e-6] [--metrics gold_reward kl ...]
 

@@ -1,5 +1,5 @@
 """The SLURM launcher (`hydra/launcher=slurm`): hydra-submitit-launcher's, with a driver that notices a
-cancelled, failed or killed job in seconds and reports every such job (DESIGN §10, §12).
+cancelled, failed or killed job in seconds and reports every such job (docs/design.md §10, §12).
 
 The plugin's own driver waits on its jobs one after another through submitit, which asks `sacct` at most
 every min(600 s, half the time since the jobs were submitted): a job cancelled ten minutes into a sweep is

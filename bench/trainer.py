@@ -1,4 +1,4 @@
-"""The shared preference trainer: one loop for every method (DESIGN §3).
+"""The shared preference trainer: one loop for every method (docs/design.md §3).
 
 Device placement, DDP, mixed precision and gradient accumulation are accelerate's. Per step the
 trainer runs the policy forward on chosen and rejected responses, concatenated into one [2B, L] batch,

@@ -1,4 +1,4 @@
-"""Real-dataset adapters and bad-row checks (DESIGN §5) on hand-written fixtures, never downloads.
+"""Real-dataset adapters and bad-row checks (docs/design.md §5) on hand-written fixtures, never downloads.
 
 Fixtures (tests/fixtures/data/): ultrafeedback.jsonl and hh_rlhf.jsonl in the hub datasets' schemas,
 local_pairs.csv (custom column names), local_bad.jsonl (two good rows among one bad row of each kind a JSONL can hold).

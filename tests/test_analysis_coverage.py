@@ -1,4 +1,4 @@
-"""Coverage of the statistics the report prints, by simulation (analysis.coverage, DESIGN §11a): the
+"""Coverage of the statistics the report prints, by simulation (analysis.coverage, docs/design.md §11a): the
 variance-component estimator against known components, the model's truth on a noiseless setting, the
 fitted components of the committed baseline as committed in results/coverage/, and a small version of
 the committed simulation asserting ≥ 0.9 at nominal 0.95 at five seeds for each printed statistic."""
@@ -17,7 +17,7 @@ from analysis.tuners import GRID, RANDOM
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results" / "baselines" / "v1"
 COMMITTED = ROOT / "results" / "coverage"
-# the statistics the report prints with an interval, each of which must cover (DESIGN §11a)
+# the statistics the report prints with an interval, each of which must cover (docs/design.md §11a)
 PRINTED = ("Δ vs tuned", "P(reach τ)", "saving")
 
 

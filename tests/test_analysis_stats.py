@@ -82,7 +82,7 @@ def _coverage(draw, truth: float, n: int, interval, datasets: int, rng: np.rando
 
 
 def test_seed_interval_covers_the_mean_at_five_seeds():
-    """The interval the report builds on, for one mean over seeds (DESIGN §11a: ≥ 0.9 at nominal 0.95).
+    """The interval the report builds on, for one mean over seeds (docs/design.md §11a: ≥ 0.9 at nominal 0.95).
 
     2000 synthetic data sets per case, 4000 replicates each (the binomial SE of a coverage near 0.93 is
     0.006). Measured here: normal, n = 5: seed_interval 0.96 (expanded percentile alone 0.93, plain

@@ -1,4 +1,4 @@
-"""Bad configurations fail before any compute, naming the key (DESIGN §12), table-driven.
+"""Bad configurations fail before any compute, naming the key (docs/design.md §12), table-driven.
 
 BAD_CONFIGS holds one row per mistake, across every config group (method, dataset, model, hardware,
 logger, budget, experiment, launcher, and the sweep id), each with the text its message must contain

@@ -1,4 +1,4 @@
-"""Checkpoint and resume (bench/checkpoint.py, DESIGN §12), in process on CPU.
+"""Checkpoint and resume (bench/checkpoint.py, docs/design.md §12), in process on CPU.
 
 A run interrupted by a signal mid-training saves its state at the next step boundary and exits; run
 again, it resumes from there and ends with the same metrics, history and validation curve as an

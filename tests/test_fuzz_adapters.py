@@ -1,4 +1,4 @@
-"""Fuzzed input for every real-dataset adapter (DESIGN §5, §12), property-based (hypothesis).
+"""Fuzzed input for every real-dataset adapter (docs/design.md §5, §12), property-based (hypothesis).
 
 Generated files in each adapter's schema (ultrafeedback: message lists; hh_rlhf: transcripts; local:
 JSONL, CSV, Parquet with a column mapping) are broken on purpose, row by row (missing keys, wrong types,
@@ -152,7 +152,7 @@ def hh_row(draw):
 
 # Well-formed rows, so that files also mix good rows with bad ones (and drops are counted among kept rows).
 # Two responses that share a long start differ only past a short max_length: the pair is then identical
-# after truncation, an over-long row to refuse or drop (DESIGN §5).
+# after truncation, an over-long row to refuse or drop (docs/design.md §5).
 SHARED_START = st.tuples(GOOD_TEXT, GOOD_TEXT, GOOD_TEXT, GOOD_TEXT).map(
     lambda t: (t[0], f"{t[1]} {t[1]} {t[1]} {t[2]}", f"{t[1]} {t[1]} {t[1]} {t[3]}"))
 GOOD_PAIR = st.one_of(st.tuples(GOOD_TEXT, GOOD_TEXT, GOOD_TEXT), SHARED_START).filter(lambda t: t[1] != t[2])

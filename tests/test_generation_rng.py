@@ -1,4 +1,4 @@
-"""Sampling leaves the global random state of every device as it found it (DESIGN §14): evaluation between
+"""Sampling leaves the global random state of every device as it found it (docs/design.md §14): evaluation between
 training steps must not move the stream that training and β-DPO draw from."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""kill -9 of a real training process (DESIGN §9, §12), and the re-launch of its sweep.
+"""kill -9 of a real training process (docs/design.md §9, §12), and the re-launch of its sweep.
 
 The process is the real entry point running a 2-run sweep in one process (`-m hydra/launcher=basic`),
 started through tests/fault_harness.py, which announces each phase so a test knows where a kill landed.

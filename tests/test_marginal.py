@@ -1,4 +1,4 @@
-"""log p(y | ∅) on truncated pairs (DESIGN §4): the response-only pass scores exactly the response tokens
+"""log p(y | ∅) on truncated pairs (docs/design.md §4): the response-only pass scores exactly the response tokens
 that survived truncation in the prompted sequence, as RMiPO's code gathers them.
 
 `authors_marginal_average` below is a re-implementation, written for this test, of what their

@@ -1,4 +1,4 @@
-"""Every preference-optimization method against values worked out by hand (DESIGN §3–§4).
+"""Every preference-optimization method against values worked out by hand (docs/design.md §3–§4).
 
 The expected numbers are written as plain arithmetic with math.log/exp on three pairs, never by
 calling the code under test. Also: config validation, Needs declarations, the YAML files, and that
@@ -316,7 +316,7 @@ def test_rmipo_custom_range_and_authors_context():
 
 
 def test_rmipo_and_imi_simpo_with_policy_source_both_give_the_design_loss():
-    """DESIGN §4 on two fresh pairs, each number by hand: ā = s/|y|, PMI = (s − s(y | ∅))/|y|,
+    """docs/design.md §4 on two fresh pairs, each number by hand: ā = s/|y|, PMI = (s − s(y | ∅))/|y|,
     g = 0.3 + 1.3·exp(−max(0, ΔPMI)), loss = −log σ(2(ā_w − ā_l − g)). Both methods must give it, not
     merely agree with each other (they share one class)."""
     # pair 1: ā_w = −6/3 = −2, ā_l = −12/4 = −3; PMI_w = (−6 + 9)/3 = 1, PMI_l = (−12 + 12)/4 = 0

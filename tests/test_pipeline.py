@@ -23,7 +23,7 @@ from helpers import CONF_DIR
 TRL_NAMES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies")
 # Step 0 is logged before the first update, when the policy is still the SFT model, which is also the
 # reference: every Δ = 0, so the reward β(s − s_ref) of the dpo and ipo families is 0 and these losses
-# are their value at Δ = 0 (DESIGN §3; the default β = 0.1). float32 log-probs: 1e-5.
+# are their value at Δ = 0 (docs/design.md §3; the default β = 0.1). float32 log-probs: 1e-5.
 STEP0_LOSS = {"dpo": math.log(2), "cdpo": math.log(2), "robust": math.log(2), "beta_dpo": math.log(2),
               "hinge": 1.0, "ipo": (1 / (2 * 0.1)) ** 2}
 GOLD_METRICS = ("gold_reward", "win_rate", "kl", "length", "no_eos_rate", "collapsed", "pref_acc")

@@ -98,7 +98,7 @@ def test_citable_presets_keep_the_full_budget(preset):
     base, cfg = task_config(), task_config(f"experiment={preset}")
     for key in BUDGET_KEYS:
         assert cfg[key] == base[key], f"experiment={preset} changes {key}: presets are run at the full budget"
-    for key in ("n_train_prompts", "n_eval_pair_prompts", "n_val_prompts", "n_test_prompts", "seed"):
+    for key in ("n_train_prompts", "n_eval_pair_prompts", "n_val_prompts", "n_test_prompts", "n_composition_prompts"):
         assert cfg.dataset[key] == base.dataset[key], f"experiment={preset} changes dataset.{key}"
     # seeds: 3 at least, since collapse is bimodal across seeds (median and collapse rate need them)
     assert len({o for job in preset_jobs(preset) for o in job if o.startswith("seed=")}) >= 3

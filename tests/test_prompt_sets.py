@@ -1,4 +1,4 @@
-"""Prompt sets disjoint by construction (bench.data.splits, DESIGN §5): regions by hash, sets drawn by the run
+"""Prompt sets disjoint by construction (bench.data.splits, docs/design.md §5): regions by hash, sets drawn by the run
 seed, the composition test set, the measured statistics every record carries, and clear errors."""
 from __future__ import annotations
 

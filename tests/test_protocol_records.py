@@ -1,4 +1,4 @@
-"""The training side of the selection-honest protocol (DESIGN §11a): what every record carries so the
+"""The training side of the selection-honest protocol (docs/design.md §11a): what every record carries so the
 analysis can select on validation and score on test, replay early-stopping tuners, and keep waiting
 out of compute."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The real-model lane (DESIGN §13): HF models load with dropout off, train in their top layers or with
+"""The real-model lane (docs/design.md §13): HF models load with dropout off, train in their top layers or with
 LoRA adapters there, a GGUF-packaged model converts once into the disk cache, configs that cannot work
 fail naming the fix, and (slow, run by CI) SmolLM2-135M-Instruct goes through the whole pipeline on the
 constraints task in fast mode, lm-eval included, with nothing downloaded.

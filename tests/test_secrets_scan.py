@@ -1,4 +1,4 @@
-"""Secrets never reach a file (DESIGN §10): everything a run or a sweep writes is scanned byte for byte.
+"""Secrets never reach a file (docs/design.md §10): everything a run or a sweep writes is scanned byte for byte.
 
 With WANDB_API_KEY and HF_TOKEN set in the environment, a run (here, with W&B offline and a cache of its
 own), a multirun.sh sweep (joblib: the quick suite, scanned by the end-to-end test in tests/test_sweeps.py

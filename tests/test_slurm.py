@@ -1,4 +1,4 @@
-"""Scale-out on SLURM (DESIGN §10), on the real one-node cluster of tests/cluster/local_slurm.sh.
+"""Scale-out on SLURM (docs/design.md §10), on the real one-node cluster of tests/cluster/local_slurm.sh.
 
 Marked `slurm` (excluded by default): Hydra multiruns through `hydra/launcher=slurm` bring their
 results back, a tasks_per_node=2 job forms one gloo group of 2 ranks, and the real entry point

@@ -1,4 +1,4 @@
-"""Sweeps for real (DESIGN §10, §12): presets run in fast mode, Hydra multiruns in subprocesses.
+"""Sweeps for real (docs/design.md §10, §12): presets run in fast mode, Hydra multiruns in subprocesses.
 
 - the first and last job of a representative few presets run in-process (budget=fast); every job of every
   preset under `slow`. Every job of every preset is composed and validated in tests/test_presets.py: the

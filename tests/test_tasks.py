@@ -492,7 +492,7 @@ def test_constraints_has_no_vocabulary_or_demonstrations():
         task.demonstration(CATS_PROMPT, random.Random(0))
 
 
-# ----------------------------------------------------------------------------- prompt spaces (DESIGN §5)
+# ----------------------------------------------------------------------------- prompt spaces (docs/design.md §5)
 def _default_task(name: str):
     from omegaconf import OmegaConf
 

@@ -1,4 +1,4 @@
-"""Parity with TRL 1.16, the peer for the losses we share with it (DESIGN §3).
+"""Parity with TRL 1.16, the peer for the losses we share with it (docs/design.md §3).
 
 Each test runs TRL's own loss code — `DPOTrainer._compute_loss` on a real tiny Llama and a real
 reference model, or `CPOTrainer.cpo_loss` for SimPO — and feeds our method the log-probs TRL itself

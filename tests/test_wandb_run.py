@@ -1,4 +1,4 @@
-"""logger=wandb through the real pipeline (DESIGN §10): an offline W&B run, read back with W&B's own reader
+"""logger=wandb through the real pipeline (docs/design.md §10): an offline W&B run, read back with W&B's own reader
 (`wandb leet inspect`, tests/wandb_runs.py), says what the run record says.
 
 The run record (record.json + history.jsonl) is the source of truth; the W&B run must carry the same

@@ -33,7 +33,7 @@ DEFAULT_OUT = Path("results/throughput")
 DEFAULT_CACHE_ROOT = os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench")  # conf/config.yaml paths.cache_root
 FLOPS_CONVENTION = ("2·N + 2·N_backprop + 2·N_trainable per trained token (6·N when every block trains) + 2·N per "
                     "no-grad token, N = non-embedding parameters, N_backprop = those from the lowest trainable one "
-                    "up (bench.cost, DESIGN §8; attention, embedding and LM head left out)")
+                    "up (bench.cost, docs/design.md §8; attention, embedding and LM head left out)")
 # Per workload, what the command line defaults to: timed steps, warm-up steps, repeats, pairs per step
 # (None: conf/config.yaml train.batch_size) and the task. smollm2: 4 pairs are 8 sequences of ~83
 # tokens, a step of a few seconds on one core; 1 warm-up step takes the one-off work (AdamW state,

@@ -2,7 +2,7 @@
 
 Owns: measuring fp32 matmul GFLOP/s on this machine for one representative shape (the model's MLP
 up-projection at a step's token count, its largest matmul), and the model FLOP/s of a run under the
-suite's own FLOPs convention (bench.cost, DESIGN §8: 2·N + 2·N_backprop + 2·N_trainable per trained
+suite's own FLOPs convention (bench.cost, docs/design.md §8: 2·N + 2·N_backprop + 2·N_trainable per trained
 token, which is 6·N when every block trains, and 2·N per no-grad token; N = non-embedding parameters).
 Attention, the embedding and the LM head are left out of the model FLOPs, as there, so the fraction
 is an underestimate of the work done: slight for the tiny model, larger for SmolLM2, whose 49k-token

@@ -1,4 +1,4 @@
-"""Real preference datasets -> normalised records (DESIGN §5).
+"""Real preference datasets -> normalised records (docs/design.md §5).
 
 Owns reading a `dataset` config entry (conf/dataset/*.yaml) whose `source` is one of
 - "ultrafeedback": HuggingFaceH4/ultrafeedback_binarized schema: `prompt` str, `chosen`/`rejected`
@@ -55,7 +55,7 @@ _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 def check_dataset_config(cfg: Mapping) -> dict:
     """Validate a real-dataset config before any data is read; return it as a plain dict.
 
-    Errors name the key (`dataset.<key>`), so a sweep fails before the first tensor (DESIGN §12).
+    Errors name the key (`dataset.<key>`), so a sweep fails before the first tensor (docs/design.md §12).
     """
     cfg = plain_mapping(cfg, "dataset")
     source = cfg.get("source")

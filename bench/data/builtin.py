@@ -1,10 +1,10 @@
-"""Preference data for a built-in task, made from the task's own SFT model (DESIGN §5).
+"""Preference data for a built-in task, made from the task's own SFT model (docs/design.md §5).
 
 Pairs = two temperature-1 samples per prompt from the SFT model (which plays the pretrained model),
 labelled by Bradley–Terry on the task's label reward (`bench.data.labelling`), identical pairs dropped and
 counted. Prompt sets, each from its own region of the task's prompt space (`bench.data.splits`, so they
 never overlap): train pairs, eval pairs (for pref_acc), validation (what a tuner selects on), test (what a
-report scores the selection on; DESIGN §11a) and, where the task defines one, the composition test set.
+report scores the selection on; docs/design.md §11a) and, where the task defines one, the composition test set.
 The run seed draws all of them and the pairs, so every configuration at seed s shares seed s's data.
 Cached on disk keyed by the SFT model and the seed.
 """
@@ -73,7 +73,7 @@ def build_builtin_dataset(task, dataset_cfg: Mapping, sft_model, tokenizer, sft_
                           seed: int, sft_corpus_prompts: list[str] | None = None):
     """Returns ({"train", "eval": records; "val_prompts", "test_prompts", "composition_prompts": [str]}, stats,
     CacheEntry) for the run seed `seed`. stats["prompt_sets"] measures the sets as used (kept pairs' prompts),
-    with the SFT corpus's prompts when given (DESIGN §9)."""
+    with the SFT corpus's prompts when given (docs/design.md §9)."""
     payload = {"sft": sft_key, "seed": seed, "dataset": {k: v for k, v in dataset_cfg.items() if k != "on_bad_row"}}
 
     def build(directory: Path) -> dict:

@@ -4,11 +4,11 @@ Conventions (shared by SFT, training, reference log-probs and evaluation):
 - conditional sequence = [BOS] + prompt + response + [EOS]; response tokens (with EOS) are scored;
 - response-only sequence for log p(y | ∅): the response tokens that *survived truncation* in the
   conditional sequence (with the EOS only if it survived), cut out of it as RMiPO's code gathers them
-  (scripts/rmipo_trainer.py, `concatenated_forward`), so both passes score the same tokens (DESIGN §4).
+  (scripts/rmipo_trainer.py, `concatenated_forward`), so both passes score the same tokens (docs/design.md §4).
   "bos" context = [BOS] + those tokens, every one scored; "authors" context = those tokens alone, the
   first unscored (it has no context), as their code does.
 - an over-long pair keeps its whole prompt and loses the end of its responses (so the EOS); a pair
-  whose prompt leaves no room for a response token is a bad row (DESIGN §5).
+  whose prompt leaves no room for a response token is a bad row (docs/design.md §5).
 
 Everything is padded once to the dataset's longest sequence; `PairTensors.batch` trims a batch to its
 own longest sequence, so collation is a pair of index operations.
@@ -88,7 +88,7 @@ def conditional_sequence(tokenizer, prompt_ids: list[int], response_ids: list[in
 
 
 def marginal_sequence(tokenizer, scored_ids: list[int], context: str):
-    """The response scored without its prompt (DESIGN §4), in the given context convention.
+    """The response scored without its prompt (docs/design.md §4), in the given context convention.
 
     `scored_ids` are the response tokens of the conditional sequence (its response-mask positions:
     the tokens that survived truncation, with the EOS only if it survived). The result is never
@@ -149,7 +149,7 @@ class PairTensors:
 def encode_pairs(records: list[dict], tokenizer, max_length: int, source: str, on_bad_row: str = "error"):
     """Encode normalised records; returns (PairTensors, kept records, stats).
 
-    Over-long rows (DESIGN §5), an error naming the row (on_bad_row=error) or dropped and counted
+    Over-long rows (docs/design.md §5), an error naming the row (on_bad_row=error) or dropped and counted
     under dropped.over_long (on_bad_row=drop): a prompt that leaves no room for one response token, and a
     pair whose chosen and rejected sequences are identical after truncation (they differ only beyond
     max_length: the pair carries no preference). Truncated responses are counted. Rows are named by

@@ -1,4 +1,4 @@
-"""Reading the rows of a real preference dataset (DESIGN §5): a hub dataset or local dataset directory
+"""Reading the rows of a real preference dataset (docs/design.md §5): a hub dataset or local dataset directory
 (`dataset.path`), or local files (`dataset.data_files`), all through `datasets.load_dataset`.
 
 Local files are read one by one, so every message names the file (and the row, where one is at fault).

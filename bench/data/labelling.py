@@ -1,6 +1,6 @@
 """Simulated annotators: label response pairs by Bradley–Terry on a task's `label_reward`.
 
-Owns the labelling rule and the normalised preference record (DESIGN §5). Pure functions over
+Owns the labelling rule and the normalised preference record (docs/design.md §5). Pure functions over
 strings and a `random.Random`; no models, tensors or files. The caller samples the two responses
 (from the SFT model) and decides what to do with the records.
 

@@ -1,4 +1,4 @@
-"""Prompt sets of a built-in task, disjoint by construction (DESIGN §5).
+"""Prompt sets of a built-in task, disjoint by construction (docs/design.md §5).
 
 Every prompt of a task belongs to exactly one region, decided by a hash of the task's name and the
 prompt's text, so two sets drawn from different regions cannot share a prompt, whatever the seed or the
@@ -87,7 +87,7 @@ TRAINING_SETS = frozenset({"sft_corpus", "train_pairs"})
 def prompt_set_stats(sets: Mapping[str, Sequence[str]]) -> dict:
     """{"sets": {name: {"size", "distinct"}}, "overlaps": {"a|b": distinct prompts in both}} for every pair of
     sets (a < b) but the two training sets: what the run record stores under data.prompt_sets, measured on
-    the sets as used. Every overlap count must be 0 for a number to be called held-out (DESIGN §11a)."""
+    the sets as used. Every overlap count must be 0 for a number to be called held-out (docs/design.md §11a)."""
     distinct = {name: set(prompts) for name, prompts in sets.items()}
     return {
         "sets": {name: {"size": len(prompts), "distinct": len(distinct[name])} for name, prompts in sets.items()},

@@ -1,4 +1,4 @@
-"""Checks on normalised preference records, and the bad-row policy (DESIGN §5).
+"""Checks on normalised preference records, and the bad-row policy (docs/design.md §5).
 
 A normalised record is
     {"prompt": str, "chosen": str, "rejected": str,

@@ -8,7 +8,7 @@ test; nothing here changes, and the presets that mean "every method" pick it up 
 `build_method(cfg)` takes the `method` group as a mapping with `name` plus exactly the method's
 hyperparameters (`Method.defaults()`, which conf/method/<name>.yaml repeats). An unknown method, an
 unknown key or a missing key fails here with a ValueError naming `method.<key>`; bad values fail in the
-constructor (DESIGN §12), before any compute. `method_info(name)` is what a run record stores about
+constructor (docs/design.md §12), before any compute. `method_info(name)` is what a run record stores about
 the method (family, IMI or not, published defaults, swept axes), so the analysis needs no tables.
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ A method is a pure tensor function of per-sequence log-probabilities: it imports
 model or logging code. The trainer reads `method.needs` to decide which forward passes to run and
 fills a `PairLogps`; the method returns per-pair losses plus the scalars it wants logged.
 
-Notation (DESIGN §3): s(y) = summed response log-prob under the policy, ā(y) = s(y)/|y|;
+Notation (docs/design.md §3): s(y) = summed response log-prob under the policy, ā(y) = s(y)/|y|;
 s_ref under the frozen reference; Δ = (s(y_w) − s_ref(y_w)) − (s(y_l) − s_ref(y_l)).
 """
 from __future__ import annotations
@@ -81,7 +81,7 @@ class Method:
     registry (bench.methods) finds it in its module, so adding a method is its module, its
     conf/method/<name>.yaml and its test. Subclasses validate their hyperparameters in __init__ and raise
     ValueError naming the config key (e.g. "method.beta must be > 0, got -1"), so a bad config fails
-    before any compute (DESIGN §12). The constructor's keyword defaults are the published defaults.
+    before any compute (docs/design.md §12). The constructor's keyword defaults are the published defaults.
 
     The method facts go into every run record as `method_info` (bench.methods.method_info), so the
     analysis reads from the records what a method is instead of keeping tables of its own.
@@ -91,7 +91,7 @@ class Method:
     needs: Needs = Needs()
     # The base loss the method belongs to (one of FAMILIES): what its β means, and which grid it rivals.
     family: str = ""
-    # IMI-regulated: run once at fixed defaults, never tuned — the claim under test (DESIGN §4).
+    # IMI-regulated: run once at fixed defaults, never tuned — the claim under test (docs/design.md §4).
     imi: bool = False
     # The hyperparameters a tuning grid sweeps for this method (none for an IMI method).
     swept: tuple[str, ...] = ()

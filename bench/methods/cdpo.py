@@ -1,7 +1,7 @@
 """Conservative DPO (cDPO; Mitchell 2023, "A note on DPO with noisy preferences and relationship to IPO").
 
 loss = −(1−ε) log σ(βΔ) − ε log σ(−βΔ): DPO's cross-entropy against labels smoothed by ε, the assumed
-probability that a preference label is flipped (DESIGN §3). Older TRL applied this through
+probability that a preference label is flipped (docs/design.md §3). Older TRL applied this through
 `loss_type="sigmoid"` + `label_smoothing`; TRL 1.16's "sigmoid" ignores `label_smoothing` and keeps the
 formula only in its "aot" losses (tests/test_trl_parity.py checks against that code). Also `LabelNoiseDPO`,
 the hyperparameters, needs and rewards cdpo shares with robust (bench.methods.robust). Pure tensor code.

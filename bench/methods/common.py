@@ -1,6 +1,6 @@
-"""Pieces every method shares: hyperparameter checks, the quantities of DESIGN §3, and logged rewards.
+"""Pieces every method shares: hyperparameter checks, the quantities of docs/design.md §3, and logged rewards.
 
-Owns: validating a hyperparameter and naming its config key (`method.<key>`, DESIGN §12); reading a
+Owns: validating a hyperparameter and naming its config key (`method.<key>`, docs/design.md §12); reading a
 tensor a method needs from a `PairLogps` with a clear error when the trainer left it out; the
 policy-vs-reference gap Δ, length averaging ā = s/|y|, the logistic loss shared by DPO, SimPO and
 their IMI variants; the TRL-named reward metrics. Pure tensor code: imports nothing from the trainer,
@@ -90,7 +90,7 @@ def chosen_rejected_logratios(batch: PairLogps, method: str) -> tuple[torch.Tens
 
 
 def dpo_delta(batch: PairLogps, method: str) -> torch.Tensor:
-    """Δ = (s(y_w) − s_ref(y_w)) − (s(y_l) − s_ref(y_l)) (DESIGN §3; DPO paper Eq. 7's logit / β)."""
+    """Δ = (s(y_w) − s_ref(y_w)) − (s(y_l) − s_ref(y_l)) (docs/design.md §3; DPO paper Eq. 7's logit / β)."""
     chosen, rejected = chosen_rejected_logratios(batch, method)
     return chosen - rejected
 

@@ -1,4 +1,4 @@
-"""DPO (Rafailov et al. 2023, arXiv 2305.18290): loss = −log σ(β Δ) per pair (DESIGN §3).
+"""DPO (Rafailov et al. 2023, arXiv 2305.18290): loss = −log σ(β Δ) per pair (docs/design.md §3).
 
 Owns the DPO loss and its hyperparameter check. Also one of the three base losses the IMI regulators
 act on (see `bench.methods.imi_regulated`): it exposes its preference gap x = Δ, its neutral margin

@@ -1,6 +1,6 @@
 """Hinge loss on the DPO logit (SLiC-HF calibration loss; Zhao et al. 2023, arXiv 2305.10425).
 
-loss = max(0, 1 − βΔ) (DESIGN §3; TRL's `loss_type="hinge"`, where 1/β plays the role of the margin).
+loss = max(0, 1 − βΔ) (docs/design.md §3; TRL's `loss_type="hinge"`, where 1/β plays the role of the margin).
 Pure tensor code.
 """
 from __future__ import annotations

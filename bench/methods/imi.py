@@ -1,4 +1,4 @@
-"""The intrinsic-mutual-information (IMI) signal and the regulator map of DESIGN §4.
+"""The intrinsic-mutual-information (IMI) signal and the regulator map of docs/design.md §4.
 
 Owns, as pure functions of tensors:
 - `pmi`: PMI(y; x) = ā(y | x) − ā(y | ∅), per token, detached;
@@ -18,7 +18,7 @@ from bench.methods.common import average, required
 
 
 def pmi(conditional_logps: torch.Tensor, marginal_logps: torch.Tensor, token_counts: torch.Tensor) -> torch.Tensor:
-    """PMI(y; x) = ā(y | x) − ā(y | ∅) per pair [B], detached (DESIGN §4).
+    """PMI(y; x) = ā(y | x) − ā(y | ∅) per pair [B], detached (docs/design.md §4).
 
     `conditional_logps` = s(y | x) and `marginal_logps` = s(y | ∅) are summed log-probs, both averaged
     over `token_counts`, the number of response tokens scored in the conditional pass. When the marginal
@@ -37,7 +37,7 @@ def delta_pmi(
     chosen_token_counts: torch.Tensor,
     rejected_token_counts: torch.Tensor,
 ) -> torch.Tensor:
-    """ΔPMI = PMI(y_w; x) − PMI(y_l; x) per pair [B], always detached (DESIGN §4; RMiPO computes it
+    """ΔPMI = PMI(y_w; x) − PMI(y_l; x) per pair [B], always detached (docs/design.md §4; RMiPO computes it
     under torch.no_grad())."""
     chosen = pmi(chosen_conditional_logps, chosen_marginal_logps, chosen_token_counts)
     rejected = pmi(rejected_conditional_logps, rejected_marginal_logps, rejected_token_counts)
@@ -72,7 +72,7 @@ def batch_delta_pmi(batch: PairLogps, pmi_source: PmiSource, method: str) -> tor
 
 
 def regulator_g(delta_pmi: torch.Tensor, g_min: float, g_max: float, tau: float) -> torch.Tensor:
-    """g = g_min + (g_max − g_min)·exp(−max(0, ΔPMI)/τ) per pair (DESIGN §4; the design's lo and hi).
+    """g = g_min + (g_max − g_min)·exp(−max(0, ΔPMI)/τ) per pair (docs/design.md §4; the design's lo and hi).
 
     ΔPMI ≤ 0 (the chosen response is no more prompt-specific than the rejected one) gives g = g_max;
     g decays towards g_min as ΔPMI grows. RMiPO's code: g_min = 0.3, g_max = 1.6, τ = 1 (hard-coded there).

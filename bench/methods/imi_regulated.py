@@ -1,4 +1,4 @@
-"""IMI-regulated base losses (DESIGN §4): imi_dpo, imi_ipo, imi_simpo (and the machinery RMiPO uses).
+"""IMI-regulated base losses (docs/design.md §4): imi_dpo, imi_ipo, imi_simpo (and the machinery RMiPO uses).
 
 A regulator turns the per-pair g = regulator_g(ΔPMI) ∈ [g_min, g_max] (bench.methods.imi) into one of:
 - `margin`: a margin m subtracted inside the base loss, in the units of the base's preference gap x

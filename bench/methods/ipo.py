@@ -1,4 +1,4 @@
-"""IPO (Azar et al. 2023, arXiv 2310.12036, Eq. 17): loss = (Δ̄ − 1/(2β))² per pair (DESIGN §3).
+"""IPO (Azar et al. 2023, arXiv 2310.12036, Eq. 17): loss = (Δ̄ − 1/(2β))² per pair (docs/design.md §3).
 
 Δ̄ is built from length-averaged log-ratios, ā-style:
 Δ̄ = (s(y_w) − s_ref(y_w))/|y_w| − (s(y_l) − s_ref(y_l))/|y_l|, as TRL 1.16 does (its comment: the IPO

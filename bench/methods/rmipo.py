@@ -1,5 +1,5 @@
 """RMiPO (arXiv 2604.24804; code github.com/liavonpenn/rmipo, scripts/rmipo_trainer.py): SimPO with a
-per-pair IMI margin (DESIGN §4).
+per-pair IMI margin (docs/design.md §4).
 
 As the authors' `simpo_loss` (loss_type "rmipo") and `concatenated_forward` do it:
 - ā(y | ∅) comes from an extra no-grad forward of the *current policy* on the response alone, and

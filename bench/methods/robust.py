@@ -1,7 +1,7 @@
 """Robust DPO (rDPO; Chowdhury et al. 2024, "Provably Robust DPO", arXiv 2403.00409).
 
 loss = [−(1−ε) log σ(βΔ) + ε log σ(−βΔ)] / (1 − 2ε): an unbiased estimate of the clean-label DPO loss
-when each label is flipped with probability ε (DESIGN §3; TRL's `loss_type="robust"` with
+when each label is flipped with probability ε (docs/design.md §3; TRL's `loss_type="robust"` with
 `label_smoothing=ε`). Pure tensor code.
 """
 from __future__ import annotations

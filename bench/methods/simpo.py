@@ -1,6 +1,6 @@
 """SimPO (Meng et al. 2024, arXiv 2405.14734, Eq. 6): loss = −log σ(β(ā(y_w) − ā(y_l)) − γ), γ = β·(γ/β).
 
-Reference-free: the implicit reward is β·ā(y), the policy's length-averaged log-prob (DESIGN §3). The
+Reference-free: the implicit reward is β·ā(y), the policy's length-averaged log-prob (docs/design.md §3). The
 margin is configured as `gamma_beta_ratio` = γ/β, as in the SimPO repo's configs, so the loss is
 −log σ(β(x − γ/β)) with x = ā(y_w) − ā(y_l). Also a base loss for the IMI regulators (RMiPO is SimPO
 with a per-pair margin). Pure tensor code.

@@ -1,4 +1,4 @@
-"""Sweep planning (DESIGN §10): named presets -> Hydra sweeps -> jobs -> a validated plan -> progress.
+"""Sweep planning (docs/design.md §10): named presets -> Hydra sweeps -> jobs -> a validated plan -> progress.
 
     presets    the suites (several Hydra sweeps sharing one sweep id) and every preset's description
     planning   each sweep's jobs, expanded exactly as `python -m bench.train -m` expands them, composed and

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A real single-node SLURM cluster on localhost, for the submitit launcher tests (DESIGN §10).
+# A real single-node SLURM cluster on localhost, for the submitit launcher tests (docs/design.md §10).
 #
 #   tests/cluster/local_slurm.sh start    install if needed, start the daemons, wait until usable
 #   tests/cluster/local_slurm.sh stop     stop only the daemons this script started (pid files)

@@ -4,7 +4,7 @@ Two kinds:
 - synthetic tasks (`Task`): texts are space-separated words from `vocabulary`, so the suite's
   word-level tokenizer (built from the vocabulary, no downloads) maps each word to one token; the
   pipeline trains the tiny model's SFT warm start on `demonstration`s;
-- tasks for a pretrained model (`PretrainedModelTask`, DESIGN §13): free text in the model's own
+- tasks for a pretrained model (`PretrainedModelTask`, docs/design.md §13): free text in the model's own
   tokenizer (bound with `bind_tokenizer`), no vocabulary and no SFT corpus — the pretrained (instruct)
   model is the reference as it is.
 Either way a task knows nothing of models or methods: the pipeline in `bench.data.builtin` samples
@@ -49,7 +49,7 @@ class Task(ABC):
         """r*(x, y). Must accept any word sequence, including truncated or degenerate ones."""
 
     def composition_key(self, prompt: str) -> str | None:
-        """The combination of prompt parts that the composition test set holds out (DESIGN §5).
+        """The combination of prompt parts that the composition test set holds out (docs/design.md §5).
 
         A share of these keys, chosen by a hash, never reaches training, evaluation pairs, validation
         or test: the composition test scores combinations of parts that training never saw together,
@@ -59,7 +59,7 @@ class Task(ABC):
 
     def prompt_space_size(self) -> int | None:
         """How many distinct prompts `sample_prompt` can return (None where unknown): the built-in tasks
-        keep it >= 5,000 so that disjoint prompt sets of the configured sizes exist (DESIGN §5)."""
+        keep it >= 5,000 so that disjoint prompt sets of the configured sizes exist (docs/design.md §5)."""
         return None
 
     def bind_tokenizer(self, tokenizer) -> None:

@@ -1,4 +1,4 @@
-"""Constraints: IFEval-style verifiable instructions for a real pretrained chat model (DESIGN §13).
+"""Constraints: IFEval-style verifiable instructions for a real pretrained chat model (docs/design.md §13).
 
 Owns the prompt language (a task template × a topic, plus an always-on word-count range and
 `n_constraints` further instructions such as "Do not use any commas."), the graded gold reward that
