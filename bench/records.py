@@ -125,11 +125,13 @@ def completed_record(directory: Path, expected_hash: str, code_fingerprint: str 
     by the same code (provenance.code_fingerprint): a re-launch skips it. A record made by other code is
     run again and replaced."""
     record = read_record(directory)
-    if not record or record.get("status") != "completed" or record.get("config_hash") != expected_hash:
-        return None
-    if code_fingerprint is not None and (record.get("provenance") or {}).get("code_fingerprint") != code_fingerprint:
-        return None
-    return record
+    return record if record and is_completed(record, expected_hash, code_fingerprint) else None
+
+
+def is_completed(record: dict, expected_hash: str, code_fingerprint: str | None = None) -> bool:
+    """Whether `record` completed with this config hash (and by this code, when a fingerprint is given)."""
+    same_code = code_fingerprint is None or (record.get("provenance") or {}).get("code_fingerprint") == code_fingerprint
+    return record.get("status") == "completed" and record.get("config_hash") == expected_hash and same_code
 
 
 def write_record(directory: Path, record: dict) -> Path:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import records
+from bench.fingerprint import run_fingerprint
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,12 @@ class Plan:
 def run_status(plan: Plan, since: float) -> tuple[dict[Path, str], dict[Path, dict]]:
     """({run dir: "completed" | "failed" | "pending"}, {run dir: its record}) of the planned runs.
 
-    A run is completed when its record is completed with the planned config hash (also from an earlier
-    launch: that launch skipped it), failed when its record is failed and was written after `since`
+    A run is completed when its record is completed with the planned config hash by this code (also from an
+    earlier launch: that launch skipped it), failed when its record is failed and was written after `since`
     (epoch seconds, this launch's start); anything else is pending: not written yet (records are
     written atomically, never torn), or an earlier launch's outcome that this launch redoes.
     """
-    status, found = {}, {}
+    status, found, code = {}, {}, run_fingerprint()
     for run_dir, digest in plan.distinct().items():
         path = run_dir / records.RECORD_FILE
         try:
@@ -55,7 +56,7 @@ def run_status(plan: Plan, since: float) -> tuple[dict[Path, str], dict[Path, di
         except (OSError, ValueError):
             status[run_dir] = "pending"
             continue
-        if record.get("status") == "completed" and record.get("config_hash") == digest:
+        if records.is_completed(record, digest, code):  # a record made by other code is redone: pending
             status[run_dir] = "completed"
         elif record.get("status") == "failed" and path.stat().st_mtime >= since:
             status[run_dir] = "failed"
