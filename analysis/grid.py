@@ -29,7 +29,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import SETTING_KEYS
+from analysis.load import SCHEMA, SETTING_KEYS
 
 # --- records without method_info ------------------------------------------------------------------------
 # Records written before run records carried `method_info` (every committed result up to and including
@@ -51,9 +51,9 @@ LEGACY_METHOD_INFO: dict[str, dict[str, Any]] = {
     "imi_simpo": {"imi": True, "defaults": {}},
 }
 
-# Config subtrees that never change a result (where a run logs, how it is launched, where it writes);
-# the same list as the run records' config hash uses, plus Hydra's own keys.
-NON_RESULT_PREFIXES = ("logger", "paths", "sweep_id", "launcher", "progress", "hydra", "run_id", "run_name")
+# Config subtrees that never change a result: the record schema's list (the one the records' config hash
+# leaves out), plus Hydra's own keys and W&B's run names.
+NON_RESULT_PREFIXES = (*SCHEMA["non_result_config_keys"], "hydra", "run_id", "run_name")
 
 ANNOTATION_COLUMNS = ("setting", "trap", "config_id", "config_label", "is_imi", "is_default", "n_configs", "arm",
                       "arm_kind")

@@ -40,17 +40,20 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import pandas as pd
+import yaml
 
-RECORD_FILE = "record.json"
-HISTORY_FILE = "history.jsonl"
-SUPPORTED_SCHEMA_VERSIONS = (1, 2)
+# The record's schema: one file shared with the library that writes records (record_schema.yaml).
+SCHEMA = yaml.safe_load((Path(__file__).with_name("record_schema.yaml")).read_text())
+RECORD_FILE = SCHEMA["files"]["record"]
+HISTORY_FILE = SCHEMA["files"]["history"]
+SUPPORTED_SCHEMA_VERSIONS = tuple(SCHEMA["supported_schema_versions"])
 CURVE_COLUMN = "val_curve"
 
 # One (dataset, model, setup) combination is a "setting": the unit a tuned grid is tuned on, and the
 # stratum of the stratified bootstrap across settings. The setup is the hardware config's name.
 SETTING_KEYS = ("dataset.name", "model.name", "hardware.name")
 # Columns every analysed run must have; the others in SETTING_KEYS default to UNSPECIFIED.
-REQUIRED_CONFIG_KEYS = ("method.name", "dataset.name")
+REQUIRED_CONFIG_KEYS = tuple(SCHEMA["required_config_keys"])
 UNSPECIFIED = "unspecified"
 
 # Columns shown by `python -m analysis runs` and kept for skipped runs when the record has them.

@@ -1,68 +1,36 @@
 """Run records (docs/design.md §9): one directory per run, written atomically.
 
-Layout: `<runs_root>/<sweep_id>/<run_id>/record.json` + `history.jsonl`.
-
-record.json (schema_version 2; the analysis reads only these files, so this is its contract):
-    schema_version: int
-    run_id, sweep_id: str
-    config_hash: str          hash of the result-determining config (see `config_hash`)
-    status: "completed" | "failed"
-    config: dict              the resolved Hydra config; `config.budget` is "full" or "fast" (smoke runs),
-                              `config.dataset.trap` is null for a clean-label task, else why it is a trap
-    method_info: dict         what the method is (bench.methods.method_info): {"family": "dpo"|"ipo"|"simpo",
-                              "imi": bool, "defaults": {key: published default}, "swept": [keys a grid tunes]};
-                              absent from records written before it existed
-    metrics: dict[str, float] final metrics, all on held-out data:
-        pref_acc                      share of held-out pairs with policy-vs-reference gap Δ > 0
-        eval/loss, eval/rewards/...   the method's own loss and TRL-named reward stats on held-out pairs
-        gold_reward                   mean gold reward r* of temperature-1 samples on the TEST prompts
-                                      (the task's reward units; gold_reward_median, gold_reward_greedy too)
-        reference_gold_reward         the same for the SFT/reference model's samples (the starting point)
-        win_rate                      share of test prompts where the policy sample beats the reference's (ties ½)
-        kl                            Monte-Carlo KL(π‖π_ref) in nats per sequence (sum over response tokens)
-        length                        mean sampled response length in tokens (EOS excluded)
-        no_eos_rate, collapsed        share of samples that hit the cap; 1.0 if it is ≥ eval.collapse_no_eos_rate
-        val/<name>                    every gold-reward metric above, on the disjoint VALIDATION prompts
-        composition/<name>            the same on the held-out COMPOSITION prompts (combinations of prompt parts
-                                      training never saw together; tasks with a composition key only)
-        lm_eval/<task>/<metric>       lm-eval results on the trained model
-    val_curve: list[dict]     validation gold reward during training, one dict per eval.curve.fractions:
-                              {fraction, step, n_prompts, val/gold_reward, flops, device_hours, train_s}
-                              with cumulative costs (see bench.evaluate.ValidationCurve)
-    cost: dict                see bench.cost.CostMeter.summary (seconds, device-hours, tokens, FLOPs, bytes;
-                              wait_s = time blocked on locks, never in total_s or device_hours)
-    data: dict                {"source": dataset statistics (pairs kept, dropped and why), "encoding": ...,
-                               "prompt_sets": {"sets": {name: {"size", "distinct"}}, "overlaps": {"<a>|<b>": int}}}
-                              prompt_sets measures the sets the run used (bench.data.splits.prompt_set_stats):
-                              train_pairs, eval_pairs, validation, test, composition_test, sft_corpus (built-in
-                              tasks); train_pairs, eval_pairs (real datasets); every pair of sets but the two
-                              training ones, counted in distinct prompts shared
-    provenance: dict          git_commit, git_dirty, code_fingerprint (bench.fingerprint), packages, hardware, seed,
-                              command, started_at, finished_at,
-                              resumes (times the run went on from a checkpoint: bench.checkpoint) and
-                              resumed_at_steps (the optimizer steps it went on from); started_at is the first start
-    error: str | None         "Type: message" + traceback tail when failed
-
-history.jsonl: one JSON object per logged optimizer step ({"step": int, "loss": float, ...}).
-
-Only this module writes records; it depends on nothing else in the suite.
+Layout: `<runs_root>/<sweep_id>/<run_id>/record.json` + `history.jsonl`. The fields of a record, the
+schema version and the config keys that never change a result are in analysis/record_schema.yaml, which
+the analysis reads too (the record is its contract). Only this module writes records.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA_VERSION = 2
-RECORD_FILE = "record.json"
-HISTORY_FILE = "history.jsonl"
+import yaml
 
-# Config keys that do not change a run's result: where it is logged, how it is launched, where it is
-# written. Two runs that differ only in these are the same run (and a re-launched sweep skips it).
-NON_RESULT_KEYS = ("logger", "paths", "sweep_id", "launcher", "progress", "checkpoint")
+
+def _schema() -> dict:
+    """analysis/record_schema.yaml, found without importing the analysis package (it needs no bench)."""
+    spec = importlib.util.find_spec("analysis")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the analysis package (which holds record_schema.yaml) is not installed beside bench")
+    return yaml.safe_load((Path(spec.submodule_search_locations[0]) / "record_schema.yaml").read_text())
+
+
+SCHEMA = _schema()
+SCHEMA_VERSION = SCHEMA["schema_version"]
+RECORD_FILE = SCHEMA["files"]["record"]
+HISTORY_FILE = SCHEMA["files"]["history"]
+# Config keys that do not change a run's result: two runs that differ only in these are the same run.
+NON_RESULT_KEYS = tuple(SCHEMA["non_result_config_keys"])
 
 
 def atomic_write_text(path: Path, text: str) -> None:
