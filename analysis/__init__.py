@@ -10,7 +10,7 @@ Modules, in the order data flows through them:
     selection   the paired seed bootstrap shared by every interval (seeds drawn jointly for every
                 configuration of a setting); choosing a configuration by validation score (re-chosen in
                 every replicate), or on test (the oracle)
-    reference   the SFT starting point: its level per setting, Δ vs SFT per run
+    sft_level   the SFT starting point: its level per setting, Δ vs SFT per run
     metrics     per-configuration summaries over seeds with intervals; Ê_k weights
     entries     what is compared per setting (tuned / oracle / default / IMI / SFT) and the comparison tables
     costs       own and charged cost per run; shared builds per procedure, amortised or per run

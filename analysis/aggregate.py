@@ -3,7 +3,7 @@ definitions are in `analysis.stats`, the entries in `analysis.entries`).
 
 Normalised score, so settings with different scales can be pooled: per setting s and run,
     z = (v − SFT_s) / (T_s − SFT_s)
-with SFT_s the SFT level (`analysis.reference`) and T_s the test score of the baseline's
+with SFT_s the SFT level (`analysis.sft_level`) and T_s the test score of the baseline's
 validation-selected configuration ("<baseline> (tuned)"): 0 = the starting point, 1 = the tuned
 baseline. Both are fixed at their observed values (as rliable fixes its reference scores), so an
 interval shows the variability of the compared arm. A setting where T_s ≤ SFT_s (the tuned baseline

@@ -12,7 +12,7 @@ Entries, from the arms of `analysis.grid`:
                           its grid, or its only configuration).
     "<IMI arm>"           kind "fixed": an IMI method at its defaults (or a baseline's single
                           non-default configuration).
-    "SFT (reference)"     kind "sft": the starting point (`analysis.reference`), one row per setting.
+    "SFT (reference)"     kind "sft": the starting point (`analysis.sft_level`), one row per setting.
 Every interval: the paired seed bootstrap of `analysis.selection` (an entry and the tuned baseline it is
 compared with share every replicate's seed draws) and `stats.seed_interval`, with n = the smallest seed
 count among the configurations the entry can choose from.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.reference import delta_column
+from analysis.sft_level import delta_column
 from analysis.selection import Choice, SeedBootstrap, choose, chosen_stat, has_validation
 from analysis.stats import seed_interval
 

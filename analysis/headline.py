@@ -29,7 +29,7 @@ from analysis.entries import build_entries, comparison_table
 from analysis.grid import annotate
 from analysis.load import LoadedRuns, load_runs
 from analysis.metrics import check_metric
-from analysis.reference import add_delta, sft_levels
+from analysis.sft_level import add_delta, sft_levels
 from analysis.report import ReportOptions, resolve_metric
 from analysis.report_sections import setting_name
 from analysis.selection import seed_bootstrap

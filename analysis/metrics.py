@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import SETTING_KEYS
-from analysis.reference import delta_column
+from analysis.sft_level import delta_column
 from analysis.selection import STATS, SeedBootstrap, validation_column
 from analysis.stats import seed_interval
 

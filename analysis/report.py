@@ -25,7 +25,7 @@ from analysis.grid import annotate
 from analysis.load import LoadedRuns
 from analysis.metrics import check_metric, seed_summary
 from analysis.protocol import citability, prompt_sets_text
-from analysis.reference import add_delta, reference_column, sft_levels, sft_source
+from analysis.sft_level import add_delta, reference_column, sft_levels, sft_source
 from analysis.selection import STATS, seed_bootstrap, validation_column
 from analysis.stats import RECOMMENDED_REPLICATES, expanded_tail
 from analysis.tables import to_markdown, write_table

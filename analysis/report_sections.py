@@ -15,7 +15,7 @@ from analysis import plots
 from analysis.aggregate import improvement_table, iqm_table, normalizers, per_setting_table
 from analysis.entries import Entry, grid_table, moves_the_model
 from analysis.load import CURVE_COLUMN, LoadedRuns, read_history
-from analysis.reference import sft_levels
+from analysis.sft_level import sft_levels
 from analysis.selection import SeedBootstrap
 from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, with_interval
 

@@ -47,10 +47,6 @@ def fmt_count(value) -> str:
     return "∞" if math.isinf(value) else (f"{value:.0f}" if value == round(value) else f"{value:.2f}")
 
 
-def fmt_beta(value) -> str:
-    return "–" if _is_missing(value) else f"{float(value):g}"
-
-
 def fmt_text(value) -> str:
     return "" if _is_missing(value) else str(value)
 

@@ -10,7 +10,7 @@ from analysis.aggregate import improvement_table, iqm_table, normalizers, per_se
 from analysis.entries import build_entries, comparison_table, grid_table, moves_the_model
 from analysis.grid import annotate
 from analysis.protocol import citability
-from analysis.reference import add_delta, sft_levels
+from analysis.sft_level import add_delta, sft_levels
 from analysis.selection import seed_bootstrap
 from analysis.stats import seed_interval
 

@@ -14,7 +14,7 @@ import pytest
 
 from analysis.grid import annotate, configuration_columns
 from analysis.metrics import expected_max, expected_max_curve, expected_max_weights, seed_summary
-from analysis.reference import add_delta
+from analysis.sft_level import add_delta
 from analysis.stats import seed_interval
 from analysis.selection import (SeedBootstrap, choose, chosen_runs, chosen_stat, draw_counts, first_argmax,
                                 seed_bootstrap, seed_stat, weighted_reduce)

@@ -15,9 +15,12 @@ from bench.data.splits import (COMPOSITION_REGION, REGION_SHARES, REGIONS, draw_
 from bench.data.tasks import build_task
 from bench.data.tasks.sentiment import SentimentTask
 from bench.pipeline import run
-from helpers import CONF_DIR
+from bench.sft import corpus_prompts
+from helpers import CONF_DIR, tiny_llama, word_tokenizer
 
-BUILTIN = ("arithmetic", "sentiment", "verbosity")
+# Built-in dataset configs: the tiny model's tasks (SFT corpus, composition keys) and one for a pretrained model.
+BUILTIN_TINY = ("arithmetic", "arithmetic_noisy", "sentiment", "sentiment_noisy", "verbosity")
+DATASETS = (*BUILTIN_TINY, "constraints")
 
 
 def _dataset_cfg(name: str) -> dict:
@@ -44,19 +47,44 @@ def test_unit_hash_is_fixed_and_uniform():
     assert abs(sum(u < 0.55 for u in draws) / len(draws) - 0.55) < 0.015  # 3 binomial SEs
 
 
-@pytest.mark.parametrize("name", BUILTIN)
-def test_default_sets_never_share_a_prompt(name):
-    """Measured at the default sizes of conf/dataset/<name>.yaml, for two seeds: every overlap is 0 and every
-    prompt lies in its set's region."""
+def _default_sets(name: str, seed: int) -> tuple[object, dict[str, list[str]]]:
+    """The prompt sets of conf/dataset/<name>.yaml at its default sizes, with the SFT corpus at the default
+    sft.corpus_size where the task has an SFT model (bench.sft.corpus_prompts)."""
     cfg = _dataset_cfg(name)
     task = build_task(cfg["task"], **cfg.get("task_kwargs", {}))
+    sets = draw_prompt_sets(task, cfg, seed)
+    if not task.requires_pretrained_model:
+        sft = OmegaConf.load(CONF_DIR / "config.yaml").sft
+        sets["sft_corpus"] = corpus_prompts(task, sft.corpus_size, sft.seed)
+    return task, sets
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_default_sets_never_share_a_prompt(name):
+    """Measured at the default sizes of conf/dataset/<name>.yaml and the SFT corpus, for two seeds: every
+    overlap is 0, every set has its configured size and every prompt lies in its set's region."""
+    cfg = _dataset_cfg(name)
     for seed in (0, 1):
-        sets = draw_prompt_sets(task, cfg, seed)
+        task, sets = _default_sets(name, seed)
         stats = prompt_set_stats(sets)
         assert stats["overlaps"] and set(stats["overlaps"].values()) == {0}, stats["overlaps"]
+        expected = {"train_pairs", "eval_pairs", "validation", "test"} | (
+            {"sft_corpus", COMPOSITION_REGION} if name in BUILTIN_TINY else set())
+        assert set(sets) == expected
         for region, prompts in sets.items():
-            assert len(prompts) == cfg[PROMPT_SETS[region]]
-            assert {region_of(task, p) for p in prompts} == {region}
+            size = OmegaConf.load(CONF_DIR / "config.yaml").sft.corpus_size if region == "sft_corpus" else cfg[PROMPT_SETS[region]]
+            assert len(prompts) == size
+            assert {region_of(task, p) for p in prompts} == {"train_pairs" if region == "sft_corpus" else region}
+
+
+@pytest.mark.parametrize("name", ("arithmetic", "sentiment", "verbosity"))
+def test_a_held_out_composition_is_in_no_other_set(name):
+    """The tasks' own composition keys at the default sizes: no key of the composition test set is the key of
+    any prompt of another set, the SFT corpus included (training never sees those combinations)."""
+    task, sets = _default_sets(name, 0)
+    held = {task.composition_key(p) for p in sets[COMPOSITION_REGION]}
+    seen = {task.composition_key(p) for region, prompts in sets.items() if region != COMPOSITION_REGION for p in prompts}
+    assert held and seen and not held & seen
 
 
 def test_a_seed_draws_its_own_sets_from_the_same_regions():
@@ -78,7 +106,7 @@ def test_asking_for_more_of_one_set_changes_no_other_set():
     assert all(bigger[name] == base[name] for name in base if name != "test")
 
 
-def test_held_out_compositions_are_in_no_other_set():
+def test_the_composition_region_holds_exactly_the_held_out_keys():
     task = TopicHeldOut()
     keys = {task.composition_key(p): region_of(task, p) for p in
             (f"review {t} {a}" for t, aspects in __import__("bench.data.tasks.sentiment", fromlist=["TOPICS"]).TOPICS.items()
@@ -144,12 +172,61 @@ def test_a_real_dataset_prompt_in_both_splits_is_counted(tmp_path):
     assert stats["overlaps"] == {"eval_pairs|train_pairs": 1}
 
 
+def test_a_real_dataset_run_records_its_measured_overlap(make_config, tmp_path):
+    """The whole pipeline on a local_file dataset whose test split repeats one training prompt: the record says
+    so (1), on the prompts as loaded; real datasets have no validation, test or composition sets."""
+    tokenizer = word_tokenizer(["a", "b", "c", "d", "e"])
+    model_dir = tmp_path / "model"
+    tiny_llama(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    train = [{"prompt": "a b", "chosen": "c", "rejected": "d"}, {"prompt": "b a", "chosen": "d", "rejected": "e"},
+             {"prompt": "a a", "chosen": "e", "rejected": "c"}, {"prompt": "a b", "chosen": "e", "rejected": "d"}]
+    held_out = [{"prompt": "a b", "chosen": "c", "rejected": "e"}, {"prompt": "b b", "chosen": "d", "rejected": "c"}]
+    for name, rows in (("train", train), ("test", held_out)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    record = run(make_config("dataset=local_file", "model=hf", f"model.pretrained={model_dir}", "sft.steps=0",
+                             f"dataset.data_files.train={tmp_path / 'train.jsonl'}",
+                             f"dataset.data_files.test={tmp_path / 'test.jsonl'}")).record
+    assert record["status"] == "completed", record["error"]
+    assert record["data"]["prompt_sets"] == {
+        "sets": {"train_pairs": {"size": 4, "distinct": 3}, "eval_pairs": {"size": 2, "distinct": 2}},
+        "overlaps": {"eval_pairs|train_pairs": 1}}
+
+
 def test_a_run_records_its_prompt_sets_and_composition_scores(make_config):
     record = run(make_config("dataset=verbosity", "seed=2")).record
     assert record["status"] == "completed", record["error"]
     prompt_sets = record["data"]["prompt_sets"]
-    assert set(prompt_sets["sets"]) == {"train_pairs", "eval_pairs", "validation", "test", "sft_corpus"} | (
-        {COMPOSITION_REGION} if build_task("verbosity").composition_key("largest of 1 2 3") is not None else set())
-    assert prompt_sets["sets"]["test"]["size"] == 32 and prompt_sets["sets"]["validation"]["size"] == 32
-    assert set(prompt_sets["overlaps"].values()) == {0}
-    assert set(REGIONS) >= set(prompt_sets["sets"]) - {"sft_corpus"}
+    assert set(prompt_sets["sets"]) == {"train_pairs", "eval_pairs", "validation", "test", COMPOSITION_REGION, "sft_corpus"}
+    sizes = {name: s["size"] for name, s in prompt_sets["sets"].items()}
+    config = record["config"]
+    assert sizes["test"] == config["dataset"]["n_test_prompts"] and sizes["validation"] == config["dataset"]["n_val_prompts"]
+    assert sizes[COMPOSITION_REGION] == config["dataset"]["n_composition_prompts"] == 16
+    assert sizes["sft_corpus"] == config["sft"]["corpus_size"]
+    # train/eval pairs count the kept pairs' prompts: at most one pair per prompt drawn
+    assert 0 < sizes["train_pairs"] <= config["dataset"]["n_train_prompts"]
+    assert all(0 < s["distinct"] <= s["size"] for s in prompt_sets["sets"].values())
+    # every pair of sets but the two training ones (sft_corpus|train_pairs share their region by design)
+    assert len(prompt_sets["overlaps"]) == 6 * 5 // 2 - 1 and set(prompt_sets["overlaps"].values()) == {0}
+    metrics = record["metrics"]
+    for name in ("gold_reward", "win_rate", "kl", "length", "no_eos_rate", "collapsed"):
+        assert {name, f"val/{name}", f"composition/{name}"} <= set(metrics), name
+    # its own prompts and sampling stream: not a copy of the test score
+    assert metrics["composition/gold_reward"] != metrics["gold_reward"]
+
+
+def test_each_seed_draws_its_own_data_from_one_shared_sft_model(make_config):
+    """The run seed draws the prompt sets and the pairs (dataset and reference caches per seed); the SFT model,
+    which plays the pretrained model, is one for all seeds."""
+    runs = [run(make_config("dataset=verbosity", "method=dpo", f"seed={seed}")).record for seed in (3, 4)]
+    shared = [r["cost"]["shared"] for r in runs]
+    assert shared[0]["sft"]["key"] == shared[1]["sft"]["key"]
+    assert shared[0]["dataset"]["key"] != shared[1]["dataset"]["key"]
+    assert shared[0]["reference"]["key"] != shared[1]["reference"]["key"]
+    sets = [r["data"]["prompt_sets"]["sets"] for r in runs]
+    assert sets[0]["sft_corpus"] == sets[1]["sft_corpus"]  # the same corpus: the same SFT model
+    assert runs[0]["metrics"]["gold_reward"] != runs[1]["metrics"]["gold_reward"]
+    # the same seed again reuses its own data (every configuration at seed s shares seed s's data)
+    again = run(make_config("dataset=verbosity", "method=ipo", "seed=3")).record
+    reused = again["cost"]["shared"]["dataset"]
+    assert reused["key"] == shared[0]["dataset"]["key"] and reused["hit"]
