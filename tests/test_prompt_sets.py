@@ -179,9 +179,10 @@ def test_a_real_dataset_run_records_its_measured_overlap(make_config, tmp_path):
     model_dir = tmp_path / "model"
     tiny_llama(tokenizer).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    train = [{"prompt": "a b", "chosen": "c", "rejected": "d"}, {"prompt": "b a", "chosen": "d", "rejected": "e"},
-             {"prompt": "a a", "chosen": "e", "rejected": "c"}, {"prompt": "a b", "chosen": "e", "rejected": "d"}]
-    held_out = [{"prompt": "a b", "chosen": "c", "rejected": "e"}, {"prompt": "b b", "chosen": "d", "rejected": "c"}]
+    # ten pairs (a fast-budget batch is 8) on nine distinct prompts, "a b" twice
+    prompts = ["a b", "b a", "a a", "b b", "a b", "a c", "c a", "b c", "c b", "c c"]
+    train = [{"prompt": p, "chosen": "d", "rejected": "e"} for p in prompts]
+    held_out = [{"prompt": "a b", "chosen": "e", "rejected": "d"}, {"prompt": "d d", "chosen": "d", "rejected": "e"}]
     for name, rows in (("train", train), ("test", held_out)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     record = run(make_config("dataset=local_file", "model=hf", f"model.pretrained={model_dir}", "sft.steps=0",
@@ -189,7 +190,7 @@ def test_a_real_dataset_run_records_its_measured_overlap(make_config, tmp_path):
                              f"dataset.data_files.test={tmp_path / 'test.jsonl'}")).record
     assert record["status"] == "completed", record["error"]
     assert record["data"]["prompt_sets"] == {
-        "sets": {"train_pairs": {"size": 4, "distinct": 3}, "eval_pairs": {"size": 2, "distinct": 2}},
+        "sets": {"train_pairs": {"size": 10, "distinct": 9}, "eval_pairs": {"size": 2, "distinct": 2}},
         "overlaps": {"eval_pairs|train_pairs": 1}}
 
 
