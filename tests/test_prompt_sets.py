@@ -139,8 +139,11 @@ def test_a_region_too_small_for_the_request_names_the_key():
         draw_prompts(task, "tset", 1, random.Random(0))
 
 
-def test_restricted_view_draws_only_its_region_and_leaves_the_task_alone():
-    task = build_task("verbosity")
+@pytest.mark.parametrize("name", ("arithmetic", "sentiment", "verbosity"))
+def test_restricted_view_draws_only_its_region_and_leaves_the_task_alone(name):
+    """What the lm-eval items are built from (bench.pipeline: the test region, the run seed)."""
+    cfg = _dataset_cfg(name)
+    task = build_task(cfg["task"], **cfg["task_kwargs"])
     view = restricted_to(task, "test")
     rng = random.Random(0)
     assert {region_of(task, view.sample_prompt(rng)) for _ in range(100)} == {"test"}
