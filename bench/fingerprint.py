@@ -28,7 +28,7 @@ BUILD_CODE = {
 # not on its tooling: checking configs, logging, writing records, planning sweeps, reproducing, reporting,
 # benchmarking. Editing those never invalidates a completed run.
 RUN_CODE = ("bench",)
-TOOLING = ("bench.baseline", "bench.benchmark", "bench.config", "bench.fingerprint", "bench.gpu_check",
+TOOLING = ("bench.__main__", "bench.baseline", "bench.benchmark", "bench.config", "bench.fingerprint", "bench.gpu_check",
            "bench.loggers", "bench.preflight", "bench.provenance", "bench.records", "bench.redaction",
            "bench.reproduce", "bench.run_summary", "bench.slurm", "bench.sweeps", "bench.train")
 
