@@ -3,6 +3,7 @@ verbosity trap's bias, the real-model constraints task's graded reward and guard
 errors."""
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from pathlib import Path
@@ -557,3 +558,76 @@ def test_composition_keys_hold_out_combinations_whose_parts_training_sees(name):
         for position, part in enumerate(key.split("|")):
             assert any(k.split("|")[position] == part for k in kept), (key, position)
     assert task.composition_key(next(iter(prompts))) == task.composition_key(next(iter(prompts)))
+
+
+@pytest.mark.parametrize("name, prompt, key", [
+    ("arithmetic", "4 7 + 8 =", "+|4|0"),  # the tens digit of each operand of + or -
+    ("arithmetic", "1 9 - 3 0 =", "-|1|3"),
+    ("arithmetic", "6 * 7 =", "*|6|1"),  # a first factor by value, the second by half (5-9)
+    ("arithmetic", "0 * 4 =", "*|0|0"),
+    ("sentiment", "rate food taste for friend today", "taste|friend"),  # aspect x audience
+    ("sentiment", "judge film plot for kids again", "plot|kids"),
+    ("verbosity", "largest of 3 7 2 7", "4|7|1"),  # count x largest digit x its first position
+    ("verbosity", "largest of 9 0 1", "3|9|0"),
+])
+def test_composition_keys_by_hand(name, prompt, key):
+    assert _default_task(name).composition_key(prompt) == key
+
+
+def test_constraints_has_no_composition_split():
+    assert ConstraintsTask().composition_key(ConstraintsTask().sample_prompt(random.Random(0))) is None
+
+
+# A 6-word prompt: the verb, audience and occasion change nothing the reward asks for.
+FOOD_TASTE_FOR = "rate food taste for friend today"
+
+
+@pytest.mark.parametrize("response, expected", [
+    ("the taste was great and it was lovely", 1.0),
+    ("the chef was great", 0.35),
+    ("the taste was great friend", 0.35 + 0.3 - 0.3),  # echoing the audience: a word outside the language
+    ("the taste was great today", 0.35 + 0.3 - 0.3),  # and the occasion
+    ("rate the taste", 0.3 - 0.3),  # and the verb
+    ("the taste was great for", 0.35 + 0.3 - 0.3),
+])
+def test_sentiment_phrased_prompt_gold_reward_by_hand(response, expected):
+    task = SentimentTask()
+    assert task.gold_reward(FOOD_TASTE_FOR, response) == pytest.approx(expected, abs=1e-6)
+    for phrased in ("review food taste", "describe food taste for boss weekend", "judge food taste for class now"):
+        assert task.gold_reward(phrased, response) == task.gold_reward(FOOD_TASTE_FOR, response)
+
+
+def _constraint_instructions(n_constraints: int, templates, topics, lengths) -> set[str]:
+    """Every instruction with `n_constraints` compatible extra constraints, enumerated independently of the
+    task's sampler (every parameter value listed here, keyword pairs in both orders)."""
+    from bench.data.tasks.constraints import BULLET_COUNTS, END_MARKS, KEYWORDS, SENTENCE_COUNTS, START_WORDS
+
+    values = {"keywords": list(itertools.permutations(KEYWORDS, 2)), "end_mark": list(END_MARKS),
+              "start_word": list(START_WORDS), "sentences": list(SENTENCE_COUNTS), "bullets": list(BULLET_COUNTS)}
+    out = set()
+    for kinds in itertools.combinations(CONSTRAINTS, n_constraints):
+        if any(frozenset(pair) in CONFLICTS for pair in itertools.combinations(kinds, 2)):
+            continue
+        for params in itertools.product(*(values.get(k, [None]) for k in kinds)):
+            for template, topic, length in itertools.product(templates, topics, lengths):
+                out.add(Spec(template, topic, length, dict(zip(kinds, params))).instruction())
+    return out
+
+
+def test_constraints_prompt_space_by_enumeration():
+    from bench.data.tasks.constraints import LENGTH_RANGES, TEMPLATES, TOPICS
+
+    one = ConstraintsTask(n_constraints=1)
+    every = _constraint_instructions(1, TEMPLATES, list(TOPICS), LENGTH_RANGES)
+    assert len(every) == one.prompt_space_size() == 63_072
+    rng = random.Random(0)
+    assert all(one.sample_prompt(rng) in every for _ in range(3000))
+    # Two constraints (the default): enumerate one template, topic and word range, the rest multiply.
+    two = ConstraintsTask(n_constraints=2)
+    base = (TEMPLATES[0], next(iter(TOPICS)), LENGTH_RANGES[0])
+    some = _constraint_instructions(2, *([b] for b in base))
+    assert len(some) * len(TEMPLATES) * len(TOPICS) * len(LENGTH_RANGES) == two.prompt_space_size() == 818_208
+    drawn = [p for p in (two.sample_prompt(rng) for _ in range(20_000)) if p.startswith(Spec(*base).instruction())]
+    assert drawn and all(p in some for p in drawn)
+    assert _default_task("constraints").prompt_space_size() >= 5000
+    assert ConstraintsTask(n_constraints=0).prompt_space_size() == 432  # templates x topics x word ranges

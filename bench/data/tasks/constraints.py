@@ -12,6 +12,8 @@ Knows nothing of models beyond the tokenizer it is handed (chat template and tok
 """
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -64,6 +66,15 @@ END_MARKS = {"?": "a question mark", "!": "an exclamation mark"}
 SENTENCE_COUNTS = (2, 3)
 BULLET_COUNTS = (2, 3)
 
+# How many values each parameterised constraint draws from (`_parameter`); the others have one. Keyword
+# pairs are ordered: the instruction names them in their drawn order, so two orders are two prompts.
+PARAMETER_COUNTS = {
+    "keywords": len(KEYWORDS) * (len(KEYWORDS) - 1),
+    "end_mark": len(END_MARKS),
+    "start_word": len(START_WORDS),
+    "sentences": len(SENTENCE_COUNTS),
+    "bullets": len(BULLET_COUNTS),
+}
 CONSTRAINTS = ("no_commas", "lowercase", "keywords", "end_mark", "quotes", "start_word", "sentences", "bullets")
 # Pairs that cannot both be satisfied, or only awkwardly (a capitalised start word in an all-lowercase
 # answer; a closing quote where the end mark must be; a bulleted list counted in sentences).
@@ -279,6 +290,7 @@ class ConstraintsTask(PretrainedModelTask):
 
     @staticmethod
     def _parameter(kind: str, rng: random.Random):
+        # Keep in step with PARAMETER_COUNTS (prompt_space_size).
         if kind == "keywords":
             return tuple(rng.sample(KEYWORDS, 2))
         if kind == "end_mark":
@@ -293,6 +305,17 @@ class ConstraintsTask(PretrainedModelTask):
 
     def sample_prompt(self, rng: random.Random) -> str:
         return self._render(self.sample_spec(rng).instruction())
+
+    def prompt_space_size(self) -> int:
+        """Templates × topics × word ranges × the parameterised sets of `n_constraints` compatible kinds.
+        Every compatible set can be drawn: any set the greedy draw in `sample_spec` stops at early would be
+        a maximal compatible set, and the smallest has 4 kinds (e.g. no_commas, keywords, lowercase,
+        bullets), above the largest `n_constraints` (3). Instructions render in a fixed order, so each
+        (spec) is one prompt."""
+        sets = sum(math.prod(PARAMETER_COUNTS.get(k, 1) for k in kinds)
+                   for kinds in itertools.combinations(CONSTRAINTS, self.n_constraints)
+                   if not any(frozenset(pair) in CONFLICTS for pair in itertools.combinations(kinds, 2)))
+        return len(TEMPLATES) * len(TOPICS) * len(LENGTH_RANGES) * sets
 
     # ----------------------------------------------------------------------- reward
 

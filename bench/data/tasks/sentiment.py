@@ -66,7 +66,7 @@ def repetitions(words: list[str]) -> int:
 
 
 class SentimentTask(Task):
-    """Prompts "review <topic> <aspect>"; responses are short clauses like "the taste was great"."""
+    """Prompts "rate food taste for friend today"; responses are short clauses like "the taste was great"."""
 
     name = "sentiment"
     max_response_tokens = 24
