@@ -296,7 +296,10 @@ def test_trl_rows_are_compared_after_the_collators_cut_at_max_length():
     records = bm.sample_records("sentiment", 6, seed=0)
     untruncated, _, _ = encode_pairs(records, tokenizer, 64, "test")
     rows = _trl_rows(untruncated)  # what TRL's dataset holds: nothing cut
-    cut = max(len(row["prompt_ids"]) for row in rows) + 2  # every pair keeps its prompt and 2 response tokens
+    # every pair keeps its prompt and enough response tokens to tell its chosen from its rejected (>= 2)
+    differ_at = [next((i for i, (a, b) in enumerate(zip(r["chosen_ids"], r["rejected_ids"])) if a != b),
+                      min(len(r["chosen_ids"]), len(r["rejected_ids"]))) for r in rows]
+    cut = max(len(row["prompt_ids"]) for row in rows) + max(2, max(differ_at) + 1)
     truncated, _, _ = encode_pairs(records, tokenizer, cut, "test")
     assert truncated.chosen.input_ids.shape[1] < untruncated.chosen.input_ids.shape[1]  # the cut did matter
     workload = SimpleNamespace(pairs=truncated, model_cfg={"max_length": cut})
