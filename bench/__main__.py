@@ -7,7 +7,7 @@ The commands stay their own modules (each has its own --help); this is where a n
 """
 from __future__ import annotations
 
-import runpy
+import subprocess
 import sys
 
 # command -> (module, what it does), in the order a newcomer meets them
@@ -37,10 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"python -m bench: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = COMMANDS[argv[0]][0]
-    sys.argv = [f"python -m {module}", *argv[1:]]
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
-    return 0
+    # a child process of its own: the command sees exactly its own argv and exit status, and this entry
+    # changes no interpreter state (sys.argv, sys.modules) that the command could trip on
+    return subprocess.call([sys.executable, "-m", COMMANDS[argv[0]][0], *argv[1:]])
 
 
 if __name__ == "__main__":
