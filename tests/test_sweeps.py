@@ -181,3 +181,52 @@ def test_multirun_quick_end_to_end_in_fast_mode(tmp_path, sweep_env):
                                [".hydra/config.yaml", ".hydra/overrides.yaml", "multirun/quick-fast",
                                 "report/report.md", "history.jsonl", "record.json"])
     assert n_files > 50
+
+
+@pytest.mark.slow
+@pytest.mark.ci
+def test_a_trainer_change_retrains_a_completed_sweep_but_reuses_its_sft_model(tmp_path, sweep_env):
+    """docs/design.md §6, §9: a copy of the suite runs a two-run sweep, then one line of its trainer changes
+    and the same command runs again. The runs train again (their records carry the new code fingerprint),
+    while the SFT model, the dataset and the reference log-probs come from the cache: the trainer is in none
+    of their builds. A third launch with no change skips both runs."""
+    import shutil
+
+    from helpers import ROOT
+
+    suite = tmp_path / "suite"
+    for part in ("bench", "conf", "analysis"):
+        shutil.copytree(ROOT / part, suite / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy2(MULTIRUN, suite / "multirun.sh")
+    # the copy's packages, not the installed ones; a fresh cache, so the first launch builds everything
+    env = {**sweep_env, "PYTHONPATH": str(suite), "IMI_BENCH_CACHE": str(tmp_path / "cache")}
+    sweep = [str(suite / "multirun.sh"), "--no-report", "dpo_beta_grid", "--sweep-id", "retrain", *FAST,
+             "eval.lm_eval.enabled=false", "method.beta=0.1", "seed=0,1", "train.max_steps=5",
+             "hydra/launcher=basic"]
+    sweep_dir = tmp_path / "runs" / "retrain-fast"
+
+    first = run_command(sweep, cwd=tmp_path, env=env, timeout=400)
+    assert first.returncode == 0, first.stdout[-4000:]
+    before = sweep_records(sweep_dir)
+    assert len(before) == 2 and all(r["status"] == "completed" for r in before.values())
+    assert all(r["provenance"]["code_fingerprint"] is not None for r in before.values())
+
+    trainer = suite / "bench" / "trainer.py"
+    trainer.write_text(trainer.read_text() + "\nCHANGED_BY_TEST = True\n")  # one line of code, not a comment
+    second = run_command(sweep, cwd=tmp_path, env=env, timeout=400)
+    assert second.returncode == 0, second.stdout[-4000:]
+    assert "[imi-bench] skipped" not in second.stdout and "0/2 runs already done" in second.stdout
+    after = sweep_records(sweep_dir)
+    assert sorted(after) == sorted(before)  # the same runs, in the same folders
+    for run_id, record in after.items():
+        old = before[run_id]
+        assert record["provenance"]["code_fingerprint"] != old["provenance"]["code_fingerprint"]
+        assert record["provenance"]["started_at"] >= old["provenance"]["finished_at"]  # trained again
+        for build in ("sft", "dataset", "reference"):
+            shared = record["cost"]["shared"][build]
+            assert shared["hit"] and shared["key"] == old["cost"]["shared"][build]["key"], (run_id, build)
+
+    third = run_command(sweep, cwd=tmp_path, env=env, timeout=400)
+    assert third.returncode == 0, third.stdout[-4000:]
+    assert "2/2 runs already done: 2 completed, 0 failed" in third.stdout
+    assert all(f"[imi-bench] skipped {run_id}" in third.stdout for run_id in after)
