@@ -38,7 +38,7 @@ from analysis.metrics import expected_max, expected_max_curve, seed_summary
 from analysis.selection import SeedBootstrap, choose, chosen_runs, chosen_stat, seed_bootstrap, seed_stat
 from analysis.stats import (expanded_percentile_interval, expanded_tail, iqm, percentile_interval,
                             probability_of_improvement, seed_interval)
-from analysis.tuners import (grid_selection, grid_tuners, halving_selection, random_search_selection,
+from analysis.tuning import (grid_selection, grid_tuners, halving_selection, random_search_selection,
                              val_selected_expectation)
 from analysis.wandb_runs import load_wandb_runs
 

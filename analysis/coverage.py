@@ -17,7 +17,7 @@ Costs (FLOPs) are each configuration's mean run cost, its mean curve cost at eac
 per-seed shared builds, held fixed. The components are moment estimates from the configuration × seed
 tables (double-centred residuals; `fit_components` has the formulas); μ are the configurations' means.
 
-Statistics, each computed by the report's code (`analysis.selection`, `analysis.tuners`) and checked
+Statistics, each computed by the report's code (`analysis.selection`, `analysis.tuning`) and checked
 against the model's truth:
     Δ vs tuned        arm − the baseline's validation-selected configuration (re-selected in every replicate);
                       truth μ^T_arm − μ^T_{j*}, j* = argmax_j μ^V_j
@@ -39,8 +39,8 @@ import pandas as pd
 
 from analysis.selection import draw_counts, first_argmax, seed_stat
 from analysis.stats import expanded_percentile_interval, percentile_interval, probability_interval, seed_interval
-from analysis.tuners import (GRID, PRACTITIONER, RANDOM, SH_VARIANTS, ArmSeeds, GridSeeds, PlausibleCosts, arm_outcome,
-                             cost_to_reach, grid_tuners, plausible_costs, saving_interval, savings, tau_rows)
+from analysis.tuning import (GRID, PRACTITIONER, RANDOM, SH_VARIANTS, ArmSeeds, GridSeeds, PlausibleCosts, arm_outcome,
+                             cost_to_reach, grid_tuners, plausible_costs, prepare, saving_interval, savings, tau_rows)
 
 # seeds drawn to compute a tuner's true P(reach τ) and E[test] under the model
 TRUTH_SEEDS = 20_000
@@ -206,7 +206,7 @@ def draw(c: Components, n_seeds: int, rng: np.random.Generator) -> dict[str, np.
 
 
 def grid_and_arm(c: Components, data: dict[str, np.ndarray]) -> tuple[GridSeeds, ArmSeeds]:
-    """The report's arrays (`tuners.GridSeeds`, `tuners.ArmSeeds`) for one simulated data set; one cost
+    """The report's arrays (`tuning.GridSeeds`, `tuning.ArmSeeds`) for one simulated data set; one cost
     field (FLOPs)."""
     n, s = c.n_configs, data["val"].shape[1]
     cost = np.broadcast_to(c.flops[:n, None, None], (n, s, 1)).copy()
@@ -238,7 +238,7 @@ class Truth:
 def truth(c: Components, tolerances, rng: np.random.Generator, n_seeds: int = TRUTH_SEEDS) -> Truth:
     """The statistics' values under the model: selection on the true validation means; tuners' E[test]
     and P(reach τ*) by Monte Carlo over `n_seeds` seeds (each seed one practitioner's procedure, run by
-    `tuners.grid_tuners` itself, exact over subsets); costs are fixed, so a saving follows from the true
+    `tuning.grid_tuners` itself, exact over subsets); costs are fixed, so a saving follows from the true
     budgets."""
     n = c.n_configs
     best = int(first_argmax(c.val_mean[:n]))
@@ -273,7 +273,7 @@ def _intervals(point: float, replicates: np.ndarray, n: int, confidence: float, 
     """Every interval method for one statistic: the plain and the expanded percentile intervals, the
     t-widened one (`stats.seed_interval`, ≤ 1 for a saving, clipped to [0, 1] for a probability), and
     the report's where it differs from that (a probability: `stats.probability_interval`; a saving:
-    `tuners.saving_interval`)."""
+    `tuning.saving_interval`)."""
     out = {"percentile": percentile_interval(replicates, confidence),
            "expanded percentile": expanded_percentile_interval(replicates, n, confidence)}
     low, high = seed_interval(point, replicates, n, confidence)
@@ -364,7 +364,6 @@ def fit_folder(folder, metric: str = "gold_reward", scenarios=SCENARIOS) -> list
     from analysis.costs import charged_costs
     from analysis.grid import annotate
     from analysis.load import load_runs
-    from analysis.tuning import prepare
 
     loaded = load_runs(folder)
     if loaded.runs.empty:

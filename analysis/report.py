@@ -6,9 +6,8 @@ convention in force) and the file layout:
     <out>/report.md
     <out>/tables/<name>.csv and <name>.tex
     <out>/figures/<name>.png and <name>.pdf
-The sections themselves are written by `report_sections` (comparisons, aggregates, configurations)
-and `report_costs` (tuners, savings, expected best, shared builds). A sweep that lacks some methods
-gets every table it can support; each one it cannot is skipped with a note, never an exception.
+The sections themselves are written by `report_sections`. A sweep that lacks some methods gets every
+table it can support; each one it cannot is skipped with a note, never an exception.
 """
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, report_costs, report_sections
+from analysis import plots, report_sections
 from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
 from analysis.entries import build_entries, comparison_table
 from analysis.grid import annotate
@@ -29,7 +28,7 @@ from analysis.sft_level import add_delta, reference_column, sft_levels, sft_sour
 from analysis.selection import STATS, seed_bootstrap, validation_column
 from analysis.stats import RECOMMENDED_REPLICATES, expanded_tail
 from analysis.tables import to_markdown, write_table
-from analysis.tuners import PRACTITIONER, TUNER_MODELS
+from analysis.tuning import PRACTITIONER, TUNER_MODELS
 
 DEFAULT_METRIC = "gold_reward"
 DEFAULT_TOLERANCES = (0.0, 0.05)
@@ -231,17 +230,17 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
     context = report_sections.Context(runs, boot, summary, sft, entries, comparison, metric, o, traps)
     report_sections.comparison_section(w, context)
     report_sections.testbed_section(w, context)
-    tuning = report_costs.tuning_section(w, context)
-    curves = report_costs.expected_best_section(w, context)
+    tuning = report_sections.tuning_section(w, context)
+    curves = report_sections.expected_best_section(w, context)
     report_sections.grid_section(w, context)
     report_sections.aggregate_section(w, context)
     report_sections.configurations_section(w, context)
     if o.figures:
         report_sections.figures_section(w, context)
-        report_costs.tuning_figures(w, context, curves, tuning)
+        report_sections.tuning_figures(w, context, curves, tuning)
     else:
         w.text("## 9. Figures\n\nNot drawn (--no-figures).")
-    report_costs.shared_costs_section(w, context)
+    report_sections.shared_costs_section(w, context)
     report_sections.skipped_section(w, loaded)
     return _finish(w, "citable" if verdict.citable else "; ".join(verdict.labels))
 

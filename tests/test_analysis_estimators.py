@@ -1,7 +1,7 @@
 """Estimators on tiny hand-computed examples and against brute-force enumeration: Ê_k and the
 validation-selected E_k, the tuners' selection probabilities (grid search, random search, successive
 halving), the practitioner's and the idealised tuner models, cost to reach τ (analysis.metrics,
-analysis.tuners), the paired seed bootstrap and the selection protocol (analysis.selection), and the
+analysis.tuning), the paired seed bootstrap and the selection protocol (analysis.selection), and the
 arms (analysis.grid)."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from analysis.sft_level import add_delta
 from analysis.stats import seed_interval
 from analysis.selection import (SeedBootstrap, choose, chosen_runs, chosen_stat, draw_counts, first_argmax,
                                 seed_bootstrap, seed_stat, weighted_reduce)
-from analysis.tuners import (GRID, IDEALISED, PRACTITIONER, RANDOM, ArmSeeds, GridSeeds, arm_outcome, cost_to_reach,
+from analysis.tuning import (GRID, IDEALISED, PRACTITIONER, RANDOM, ArmSeeds, GridSeeds, arm_outcome, cost_to_reach,
                              grid_selection, grid_tuners, halving_selection, random_search_selection, savings, subsets,
                              tau_rows, tuner_selections, val_selected_expectation)
 
