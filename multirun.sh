@@ -193,7 +193,7 @@ REPORT_DIR="$SWEEP_DIR/report"
 REPORTED=0
 if (( ! REPORT )); then
   echo "[multirun] --no-report: the runs table instead:"
-# is the analysis package importable here (found without importing it: that alone takes ~1.5 s)
+# is the analysis package importable here (found without importing it, which is slow: docs/design.md §12)
 elif "$PYTHON" -c "import importlib.util as u; raise SystemExit(u.find_spec('analysis') is None)" 2> /dev/null; then
   echo "[multirun] python -m analysis report $SWEEP_DIR --out $REPORT_DIR"
   if "$PYTHON" -m analysis report "$SWEEP_DIR" --out "$REPORT_DIR"; then

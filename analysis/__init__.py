@@ -1,35 +1,8 @@
 """imi-bench analysis: run records -> tuning-cost estimates -> tables, figures and a report (docs/design.md §11, §11a).
 
-Reads the records `bench` writes (`<runs root>/<sweep id>/<run id>/record.json` + `history.jsonl`) or
-W&B runs, and never imports `bench` or any training code: it works from committed records alone.
-
-Modules, in the order data flows through them:
-    load        records -> one tidy DataFrame, one row per completed run (val_curve kept whole); skipped runs + why
-    wandb_runs  the same from the W&B API
-    grid        settings (and traps), configurations, arms (grid / fixed); method knowledge from method_info
-    selection   the paired seed bootstrap shared by every interval (seeds drawn jointly for every
-                configuration of a setting); choosing a configuration by validation score (re-chosen in
-                every replicate), or on test (the oracle)
-    sft_level   the SFT starting point: its level per setting, Δ vs SFT per run
-    metrics     per-configuration summaries over seeds with intervals; Ê_k weights
-    entries     what is compared per setting (tuned / oracle / default / IMI / SFT) and the comparison tables
-    costs       own and charged cost per run; shared builds per procedure, amortised or per run
-    tuners      grid search, random search, successive halving as selection probabilities over arrays,
-                under the practitioner's model (one run per configuration, the default) or the idealised one
-    tuning      expected best of k, tuners' cost to reach τ, savings with intervals, summed over settings
-    aggregate   IQM / mean / probability of improvement across settings on SFT-to-tuned normalised scores
-    stats       intervals over seeds (expanded percentile bootstrap, t-widened; Wilson floor for a
-                probability), IQM, probability of improvement
-    protocol    is a report citable: seeds, budget, validation data, measured prompt-set overlaps
-    plots       β-sensitivity, expected best vs trials / FLOPs, reward–KL, ΔPMI traces
-    tables      CSV / LaTeX / Markdown writers
-    report      composes all of the above into <out>/report.md, tables/ and figures/ (sections in report_sections)
-    coverage    the intervals' coverage by simulation, under a model fitted to committed records
-Command line: `python -m analysis report <runs dir> --out <dir>`, `python -m analysis runs <runs dir>`,
-`python -m analysis coverage <runs dir> --out <dir>` (and `headline`, see `analysis.headline`).
-
-The pure functions are importable from here; plotting and the report are not imported by default so
-that `import analysis` stays free of matplotlib.
+It reads the records `bench` writes (or W&B runs) and never imports `bench`, so it works from committed records
+alone; docs/architecture.md lists its modules in data-flow order and its commands. The pure functions are
+importable from here; plotting and the report are not imported by default, so `import analysis` needs no matplotlib.
 """
 from analysis.costs import CONVENTIONS, charged_costs, procedure_builds, shared_build_costs
 from analysis.grid import LEGACY_METHOD_INFO, annotate, configuration_columns

@@ -1,16 +1,8 @@
 """Command line: `python -m analysis report|runs|headline|coverage ...` (also installed as `imi-bench-report`).
 
-    python -m analysis report <runs dir> --out <dir> [--metric gold_reward] [--baseline dpo]
-                              [--tolerance 0 0.05] [--per-procedure | --amortize | --per-run]
-                              [--stat mean|median] [--n-boot 4000] [--idealised-tuners]
-    python -m analysis runs <runs dir> [--metric gold_reward] [--csv]
-    python -m analysis headline <runs dir> [--baseline dpo] [--metric gold_reward] [--check FILE | --write FILE]
-    python -m analysis coverage <runs dir> --out <dir> [--data-sets 1000] [--n-boot 4000]
-
-`report` and `runs` read W&B instead with `--wandb ENTITY/PROJECT` (needs the network and a key).
-Bad input (a missing folder, an unknown metric) exits with status 2 and a one-line message; this
-module only parses arguments and prints, the work is in `analysis.report`, `analysis.load`,
-`analysis.headline` and `analysis.coverage`.
+Only parses arguments and prints (`--help` lists each command's options); the work is in `analysis.report`,
+`analysis.load`, `analysis.headline` and `analysis.coverage`. Bad input (a missing folder, an unknown metric)
+exits with status 2 and a one-line message.
 """
 from __future__ import annotations
 

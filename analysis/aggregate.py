@@ -1,30 +1,8 @@
-"""Across settings: IQM and probability of improvement with bootstrap intervals (docs/design.md §11; the
-definitions are in `analysis.stats`, the entries in `analysis.entries`).
+"""Across settings: IQM and probability of improvement with bootstrap intervals (docs/design.md §11).
 
-Normalised score, so settings with different scales can be pooled: per setting s and run,
-    z = (v − SFT_s) / (T_s − SFT_s)
-with SFT_s the SFT level (`analysis.sft_level`) and T_s the test score of the baseline's
-validation-selected configuration ("<baseline> (tuned)"): 0 = the starting point, 1 = the tuned
-baseline. Both are fixed at their observed values (as rliable fixes its reference scores), so an
-interval shows the variability of the compared arm. A setting where T_s ≤ SFT_s (the tuned baseline
-does not move the model) or either is unknown cannot be normalised and is listed as left out.
-
-Why each setting counts equally, and how: the IQM is taken over the pooled runs of all settings,
-each run weighted 1 / (S · n_s) (S settings, n_s runs of the entry on setting s), i.e. the IQM of
-the equal-weight mixture of the per-setting run distributions. With equal run counts (and S·n
-divisible by 4) this is exactly rliable's IQM over settings × runs; with unequal counts a setting
-with more seeds does not get more say. Pooling runs rather than per-setting means keeps the IQM's
-robustness to single outlier runs; its price is that a setting whose runs all fall in the outer
-quartiles (a collapsed setting) is trimmed away entirely. So the table also lists the settings the
-IQM trimmed away and gives the (untrimmed) mean over settings beside it, and the report shows every
-setting's own mean (`per_setting_table`).
-
-Probability of improvement P(X > Y) is on raw scores (it only compares runs within a setting).
-Intervals: stratified over settings by construction — every replicate of the paired seed bootstrap
-draws each setting's seeds once for all its configurations (so the compared arm and the tuned
-baseline share the draws), independently across settings; the tuned entry is re-chosen inside
-(`analysis.selection`); each run counts as often as its seed was drawn. `stats.seed_interval` with
-n = the smallest seed count involved. Oracle entries are never aggregated.
+Pools the entries of `analysis.entries` over settings on SFT-to-tuned normalised scores, each setting weighted
+equally whatever its run count, with intervals from the stratified paired seed bootstrap; why each setting
+counts equally, and how, is in docs/design.md §11 "Across settings". The numerics are in `analysis.stats`.
 """
 from __future__ import annotations
 

@@ -1,33 +1,8 @@
 """Coverage of the report's intervals, by simulation, for the statistics the report prints (docs/design.md §11a).
 
-A data-generating model with a seed effect shared across configurations, fitted to committed run
-records, and the report's own estimators run on data sets drawn from it. Per setting, configuration j
-(the baseline's grid, then one fixed arm) and seed s:
-    X_js = μ^X_j + a_s + g^X_s + b_js + e^X_js      X = V (validation) or T (test)
-    a_s    ~ N(0, σ²_seed)        shared by every configuration AND by validation and test (the SFT model,
-                                  the data sample)
-    g^X_s  ~ N(0, σ²_seed_split)  shared by every configuration, drawn apart for validation and test (the
-                                  evaluation sampling streams of seed s on that prompt set)
-    b_js   ~ N(0, σ²_run,j)       the run's own training randomness, shared by its validation and test
-                                  scores; per configuration (a collapsing small β has a large one)
-    e^X_js ~ N(0, σ²_eval)        prompt-sampling noise of one run on one prompt set
-    U_js(f) = μ^U_j(f) + a_s + w_s(f) + ε_js(f), w ~ N(0, σ²_curve_seed(f)), ε ~ N(0, σ²_curve(f)): the
-                                  validation curve at a successive-halving rung f
-Costs (FLOPs) are each configuration's mean run cost, its mean curve cost at each rung, and the mean
-per-seed shared builds, held fixed. The components are moment estimates from the configuration × seed
-tables (double-centred residuals; `fit_components` has the formulas); μ are the configurations' means.
-
-Statistics, each computed by the report's code (`analysis.selection`, `analysis.tuning`) and checked
-against the model's truth:
-    Δ vs tuned        arm − the baseline's validation-selected configuration (re-selected in every replicate);
-                      truth μ^T_arm − μ^T_{j*}, j* = argmax_j μ^V_j
-    P(reach τ)        of each tuner at a fixed budget under the practitioner's model; truth: the model's
-                      probability over seeds (Monte Carlo, TRUTH_SEEDS seeds) with τ* = μ^T_{j*} − tolerance
-    E[test]           the practitioner's expected selected test score at that budget (the tuner curves)
-    saving            of the arm against each tuner at τ (FLOPs); truth from the true E_k, τ* and μ^T_arm
-Interval methods: the plain percentile interval, the expanded percentile interval, and the report's
-(`stats.seed_interval`; for a probability `stats.probability_interval`). Coverage = the share of data
-sets whose interval holds the truth, with its Monte Carlo standard error.
+Fits a data-generating model with a seed effect shared across configurations to committed run records
+(`Components`), runs the report's own estimators on data sets drawn from it (`simulate`) and scores each
+interval method against the model's truth; it exists so that "citable" rests on measured coverage.
 """
 from __future__ import annotations
 
@@ -53,7 +28,23 @@ SCENARIOS = (("arithmetic", "dpo", "rmipo"), ("sentiment", "dpo", "rmipo"), ("co
 
 @dataclass
 class Components:
-    """A fitted data-generating model of one setting: the baseline's grid (N configurations) and one arm."""
+    """A fitted data-generating model of one setting: the baseline's grid (N configurations) and one arm.
+
+    Per configuration j (the grid, then the arm) and seed s:
+        X_js = μ^X_j + a_s + g^X_s + b_js + e^X_js      X = V (validation) or T (test)
+        a_s    ~ N(0, σ²_seed)        shared by every configuration AND by validation and test (the SFT model,
+                                      the data sample)
+        g^X_s  ~ N(0, σ²_seed_split)  shared by every configuration, drawn apart for validation and test (the
+                                      evaluation sampling streams of seed s on that prompt set)
+        b_js   ~ N(0, σ²_run,j)       the run's own training randomness, shared by its validation and test
+                                      scores; per configuration (a collapsing small β has a large one)
+        e^X_js ~ N(0, σ²_eval)        prompt-sampling noise of one run on one prompt set
+        U_js(f) = μ^U_j(f) + a_s + w_s(f) + ε_js(f), w ~ N(0, σ²_curve_seed(f)), ε ~ N(0, σ²_curve(f)): the
+                                      validation curve at a successive-halving rung f
+    Costs (FLOPs) are each configuration's mean run cost, its mean curve cost at each rung and the mean
+    per-seed shared builds, held fixed. The components are moment estimates from the configuration × seed
+    tables (`fit_components` has the formulas); μ are the configurations' means.
+    """
 
     setting: str
     baseline: str
@@ -292,6 +283,17 @@ def simulate(c: Components, n_data: int, n_boot: int, seed: int, tolerances=TOLE
              confidence: float = 0.95, truth_seeds: int = TRUTH_SEEDS) -> pd.DataFrame:
     """Coverage of every statistic and interval method on `n_data` simulated data sets of `n_seeds`
     seeds, each with `n_boot` paired replicates (the report's estimators, practitioner's tuners).
+
+    Statistics, each computed by the report's code (`analysis.selection`, `analysis.tuning`) and its truth:
+        Δ vs tuned   arm − the baseline's validation-selected configuration (re-selected in every replicate);
+                     truth μ^T_arm − μ^T_{j*}, j* = argmax_j μ^V_j
+        P(reach τ)   of each tuner at a fixed budget; truth: the model's probability over seeds (Monte Carlo,
+                     TRUTH_SEEDS seeds) with τ* = μ^T_{j*} − tolerance
+        E[test]      the practitioner's expected selected test score at that budget
+        saving       of the arm against each tuner at τ (FLOPs); truth from the true E_k, τ* and μ^T_arm
+    Interval methods: the plain and the expanded percentile intervals, the t-widened one and the report's
+    (`stats.seed_interval`; for a probability `stats.probability_interval`). Coverage = the share of data
+    sets whose interval holds the truth, with its Monte Carlo standard error.
 
     Out: one row per (statistic, interval): setting, statistic, tuner, tolerance, budget, interval,
     truth, coverage, mc_se (binomial SE of the coverage), median_width (∞ where an end is infinite), n_data,

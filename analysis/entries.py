@@ -1,23 +1,8 @@
 """What the report compares on each setting ("entries"), and the per-setting comparison tables
 (docs/design.md §11, §11a).
 
-Entries, from the arms of `analysis.grid`:
-    "<method> (tuned)"    kind "tuned": a grid arm's configuration chosen by VALIDATION score, reporting
-                          its TEST score, re-chosen in every bootstrap replicate. Where runs lack
-                          validation scores it is chosen on test instead: selected_on = "test", which
-                          the report flags as not citable.
-    "<method> (oracle)"   kind "oracle": the same grid chosen on the test scores themselves (optimistic
-                          by construction; shown beside, never aggregated).
-    "<method> (default)"  kind "default": the baseline at its published defaults (one configuration of
-                          its grid, or its only configuration).
-    "<IMI arm>"           kind "fixed": an IMI method at its defaults (or a baseline's single
-                          non-default configuration).
-    "SFT (reference)"     kind "sft": the starting point (`analysis.sft_level`), one row per setting.
-Every interval: the paired seed bootstrap of `analysis.selection` (an entry and the tuned baseline it is
-compared with share every replicate's seed draws) and `stats.seed_interval`, with n = the smallest seed
-count among the configurations the entry can choose from.
-
-Pure functions over DataFrames; no I/O.
+One place decides what "tuned", "oracle", "default", a fixed arm and the SFT row mean (docs/design.md §11
+"Entries"), so every table and the headline compare the same things. Pure functions over DataFrames; no I/O.
 """
 from __future__ import annotations
 
@@ -49,7 +34,7 @@ class Entry:
 
 
 def build_entries(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, stat: str) -> list[Entry]:
-    """The entries of every setting (see the module docstring), in setting and arm order.
+    """The entries of every setting (docs/design.md §11, "Entries"), in setting and arm order.
 
     In: annotated runs with `metric` (no NaN) and the bootstrap built on them.
     """

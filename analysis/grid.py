@@ -1,25 +1,8 @@
 """How runs group for the tuning-cost analysis: settings, configurations, grids and arms (docs/design.md §11).
 
-Vocabulary used everywhere in `analysis`:
-    setting        one (dataset, model, setup) combination (`load.SETTING_KEYS`); a grid is tuned on a
-                   setting, and settings are the strata of every bootstrap across settings. A setting
-                   is a *trap* when its dataset config says so (`dataset.trap`: label noise, annotator
-                   bias; the text says why and what the ceiling is).
-    configuration  a method with all its hyperparameters on a setting; its runs differ only by seed.
-    arm            what gets compared on a setting:
-                   - kind "grid": a baseline (non-IMI) method with ≥ 2 configurations loaded on the
-                     setting; it can be *tuned* (docs/design.md §11a). Named after the method.
-                   - kind "fixed": one configuration run as is. An IMI method at its defaults (named
-                     after the method; several IMI configurations on a setting are ablation variants,
-                     each its own arm named with its configuration), or a baseline with a single
-                     configuration loaded, which is never called tuned: "<method> (default)" at the
-                     method's defaults, else "<method> (<configuration>)".
-
-Method knowledge (is a method IMI-regulated, what are its defaults) comes from the records'
-`method_info` ({"family", "imi", "defaults", "swept"}, flattened to `method_info.imi`,
-`method_info.defaults.<key>`): the analysis keeps no table of methods. Only records written before runs
-recorded it fall back to LEGACY_METHOD_INFO, the methods that existed then.
-Owns `annotate`, which adds the columns above to a runs frame. Pure functions; no I/O, no plotting.
+Owns `annotate`, which adds the setting, configuration and arm columns to a runs frame, so every later step
+shares one vocabulary (defined in docs/design.md §11). Method knowledge comes from the records' `method_info`;
+only older records fall back to LEGACY_METHOD_INFO. Pure functions; no I/O, no plotting.
 """
 from __future__ import annotations
 
@@ -179,7 +162,7 @@ def annotate(frame: pd.DataFrame, config_columns: Sequence[str]) -> pd.DataFrame
          is_default    bool  the configuration is at its method's defaults (IMI arms: always, they are
                              run at their defaults by design)
          n_configs     int   configurations of this method on this setting
-         arm, arm_kind str   see the module docstring ("grid" or "fixed")
+         arm, arm_kind str   docs/design.md §11 ("grid" or "fixed")
     """
     out = frame.copy()
     if out.empty:

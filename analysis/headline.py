@@ -1,17 +1,8 @@
 """The headline table of a results folder, generated from its run records (docs/design.md §11, §11a).
 
-Per setting: the SFT level, the validation-tuned baseline (its selected configuration) and its Δ vs
-SFT, then each compared arm's Δ vs the tuned baseline with its interval. These are cells of the
-report's comparison table: the same calls (`selection.seed_bootstrap`, `reference.sft_levels`,
-`entries.build_entries`, `entries.comparison_table`) on the same runs with the same defaults, so a
-headline equals its report. Documents embed the table between markers that hold its command,
-
-    <!-- headline: python -m analysis headline results/baselines/v1 --clean -->
-    ...the command's output...
-    <!-- /headline -->
-
-and `refresh` (`--check FILE`, `--write FILE`) compares or rewrites every such block from the records.
-Owns the table's shape and the markers; no statistics of its own.
+Its cells are cells of the report's comparison table, made by the same calls with the same defaults, so a
+headline equals its report; documents embed it between markers that hold its command, which `refresh`
+(`--check FILE`, `--write FILE`) compares or rewrites. Owns the table's shape and the markers, no statistics.
 """
 from __future__ import annotations
 

@@ -1,35 +1,8 @@
 """Load run records into one tidy DataFrame (docs/design.md §9, §11): one row per completed run.
 
-Owns: finding run directories under a runs folder, reading `record.json` / `history.jsonl`, flattening
-records into columns, and saying which runs were skipped and why (the W&B adapter, `wandb_runs`,
-builds the same records from the W&B API). It must not import `bench` or any training code: the
-analysis works from committed records alone, so the few lines of JSON reading it needs are here.
-
-Columns of `LoadedRuns.runs` (one row per completed run):
-    run_id, sweep_id, config_hash, status, run_dir (str, or None for W&B runs), source ("records"|"wandb")
-    schema_version (1: test metrics only; 2: also validation metrics and a validation curve)
-    flattened config, dotted: "method.name", "method.beta", "dataset.name", "dataset.trap" (null for a
-        clean-label task, else why it is a trap and its ceiling), "model.name", "hardware.name" (the
-        setup), "seed", "budget" ("full"|"fast"), "train.lr", ... (lists become JSON strings)
-    metrics, as named in the record: test-set "gold_reward", "reference_gold_reward" (the SFT model's
-        samples on the same prompts), "win_rate", "kl", "length", "no_eos_rate", "collapsed",
-        "pref_acc", "lm_eval/<task>/<metric>", ...; validation-set "val/gold_reward",
-        "val/reference_gold_reward", "val/win_rate", ... (floats; missing -> NaN)
-    cost, prefixed "cost.": "cost.total_s", "cost.device_hours", "cost.flops", "cost.wait_s", ...,
-        "cost.shared.<kind>.key|hit|wall_s|device_hours|flops" for kind in sft, dataset, reference
-    method knowledge, prefixed "method_info.": "method_info.family", "method_info.imi",
-        "method_info.defaults.<key>", "method_info.swept" (absent in older records)
-    what the run's data were, prefixed "data.": e.g. "data.prompt_sets.overlaps.<a>|<b>" (ints: prompts
-        shared between two of its prompt sets; absent in older records)
-    provenance, prefixed "provenance.": "provenance.git_commit", "provenance.packages.torch", ...
-    val_curve: the record's validation curve kept whole, a list of dicts per run ([] when absent),
-        each {"fraction", "step", "n_prompts", "val/<metric>", "flops", "device_hours", "train_s"}
-        with cumulative costs, sorted by fraction; `curve_frame` gives it as a long frame.
-
-Columns of `LoadedRuns.skipped` (one row per run that is not analysed):
-    run_dir, run_id, sweep_id, status, skip ("incomplete"|"failed"|"unreadable"|"malformed"|
-    "unsupported"|"duplicate"), reason (human-readable, names the file and field),
-    and, where the record says so, method.name, dataset.name, hardware.name, method.beta, seed.
+Finds run folders, reads `record.json` / `history.jsonl`, flattens records into columns (listed on
+`LoadedRuns`) and says which runs were skipped and why. It must not import `bench`: the analysis works from
+committed records alone, so the little JSON reading it needs lives here.
 """
 from __future__ import annotations
 
@@ -64,7 +37,34 @@ SKIPPED_COLUMNS = ("run_dir", "run_id", "sweep_id", "status", "skip", "reason", 
 
 @dataclass
 class LoadedRuns:
-    """The completed runs (`runs`), the runs left out (`skipped`) and which columns are which."""
+    """The completed runs (`runs`), the runs left out (`skipped`) and which columns are which.
+
+    Columns of `runs` (one row per completed run):
+        run_id, sweep_id, config_hash, status, run_dir (str, or None for W&B runs), source ("records"|"wandb")
+        schema_version (1: test metrics only; 2: also validation metrics and a validation curve)
+        flattened config, dotted: "method.name", "method.beta", "dataset.name", "dataset.trap" (null for a
+            clean-label task, else why it is a trap and its ceiling), "model.name", "hardware.name" (the
+            setup), "seed", "budget" ("full"|"fast"), "train.lr", ... (lists become JSON strings)
+        metrics, as named in the record: test-set "gold_reward", "reference_gold_reward" (the SFT model's
+            samples on the same prompts), "win_rate", "kl", "length", "no_eos_rate", "collapsed",
+            "pref_acc", "lm_eval/<task>/<metric>", ...; validation-set "val/gold_reward",
+            "val/reference_gold_reward", "val/win_rate", ... (floats; missing -> NaN)
+        cost, prefixed "cost.": "cost.total_s", "cost.device_hours", "cost.flops", "cost.wait_s", ...,
+            "cost.shared.<kind>.key|hit|wall_s|device_hours|flops" for kind in sft, dataset, reference
+        method knowledge, prefixed "method_info.": "method_info.family", "method_info.imi",
+            "method_info.defaults.<key>", "method_info.swept" (absent in older records)
+        what the run's data were, prefixed "data.": e.g. "data.prompt_sets.overlaps.<a>|<b>" (ints: prompts
+            shared between two of its prompt sets; absent in older records)
+        provenance, prefixed "provenance.": "provenance.git_commit", "provenance.packages.torch", ...
+        val_curve: the record's validation curve kept whole, a list of dicts per run ([] when absent),
+            each {"fraction", "step", "n_prompts", "val/<metric>", "flops", "device_hours", "train_s"}
+            with cumulative costs, sorted by fraction; `curve_frame` gives it as a long frame.
+
+    Columns of `skipped` (one row per run that is not analysed):
+        run_dir, run_id, sweep_id, status, skip ("incomplete"|"failed"|"unreadable"|"malformed"|
+        "unsupported"|"duplicate"), reason (human-readable, names the file and field),
+        and, where the record says so, method.name, dataset.name, hardware.name, method.beta, seed.
+    """
 
     runs: pd.DataFrame
     skipped: pd.DataFrame

@@ -1,23 +1,8 @@
 """Is a report citable (docs/design.md §11a)? The checks behind the verdict in its header.
 
-A report is citable only when all of these hold; each failure is one loud label:
-    "not citable: <n> seeds"               some configuration has fewer than CITABLE_SEEDS seeds (the
-                                           intervals' coverage is checked by simulation at 5 seeds)
-    "smoke test, not citable"              some run's config says `budget: fast`
-    "selection on test data: not citable"  some tuned arm had to select its configuration on the test
-                                           scores, because its runs lack "val/<metric>" (older records, or
-                                           a metric evaluated on test only)
-    "prompt sets overlap: not citable"     some run's records count prompts shared between two of its prompt
-                                           sets (`data.prompt_sets.overlaps.<a>|<b>` > 0; sets train_pairs,
-                                           eval_pairs, validation, test, composition_test)
-    "prompt-set overlap not measured: not citable"  some run carries no `data.prompt_sets` (older records)
-    "records of <n> code versions: not citable"   the runs of one setting were made by different code
-                                           (`provenance.code_fingerprint`, or none recorded beside one):
-                                           their numbers are not one experiment's; the details name them
-The last two also decide the wording: a report calls its prompt sets disjoint (and a score held-out)
-only where every overlap count of every run is measured and 0 (`prompt_sets_text`).
-Caveats that do not decide citability (e.g. fewer bootstrap replicates than the expanded interval's
-tail needs) are listed as details. Pure functions; no I/O.
+Each failed check is one loud label (`citability` lists them), so that a number is never cited by accident;
+caveats that do not decide citability are listed as details. Also decides whether a report may call its
+prompt sets disjoint and a score held-out (`prompt_sets_text`). Pure functions; no I/O.
 """
 from __future__ import annotations
 
@@ -44,7 +29,22 @@ class Citability:
 
 
 def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: int) -> Citability:
-    """The verdict over the analysed runs (annotated, with `metric`) and their entries."""
+    """The verdict over the analysed runs (annotated, with `metric`) and their entries.
+
+    A report is citable only when no label applies:
+        "not citable: <n> seeds"               some configuration has fewer than CITABLE_SEEDS seeds (the
+                                               intervals' coverage is checked by simulation at 5 seeds)
+        "smoke test, not citable"              some run's config says `budget: fast`
+        "selection on test data: not citable"  some tuned arm had to select on the test scores, its runs
+                                               lacking "val/<metric>" (older records, or a test-only metric)
+        "prompt sets overlap: not citable"     some run counts prompts shared between two of its prompt sets
+                                               (`data.prompt_sets.overlaps.<a>|<b>` > 0)
+        "prompt-set overlap not measured: not citable"   some run carries no `data.prompt_sets` (older records)
+        "records of <n> code versions: not citable"      the runs of one setting were made by different code
+                                               (`provenance.code_fingerprint`, or none recorded beside one)
+    Caveats that do not decide citability (e.g. fewer replicates than the expanded interval's tail needs)
+    go into `details` only.
+    """
     out = Citability()
     seeds = runs.groupby("config_id")["seed"].size()
     fewest = int(seeds.min()) if len(seeds) else 0

@@ -1,35 +1,9 @@
 """The selection-honest protocol (docs/design.md §11, §11a): the paired seed bootstrap, and the choice of
 configuration in it.
 
-The seed is the experimental unit. The runs of one setting that share a seed share its SFT model, its
-data sample and its evaluation sampling streams, so their scores move together (a seed effect shared by
-every configuration). Every interval over seeds in a report comes from one `SeedBootstrap`: B replicates,
-each drawing the setting's seed values with replacement, JOINTLY for every configuration and method of
-the setting (paired), and independently across settings (stratified). A replicate is a count per seed
-(how often it was drawn); a configuration's statistic in it is the count-weighted mean or median over its
-runs (`seed_stat`), which equals the plain statistic of the drawn runs with repeats. A run's columns
-(validation score, test score, reference score, costs) move together, so paired quantities stay paired,
-and every table of a report sees the same replicates.
-
-Runs are aligned by their seed value. A configuration that lacks some of the setting's seeds takes the
-drawn seeds it has (its statistic is over those, with their counts). A replicate in which some
-configuration draws none of its seeds, or (when the setting has seeds that every configuration ran)
-none of those complete seeds, is drawn again, so every statistic exists in every replicate; with
-complete seeds, as in every committed result, no replicate is ever redrawn. Two runs of one
-configuration with the same seed are refused: one seed cannot be two units.
-
-A *choice* says which configuration an entry reports, on the observed runs and in each replicate:
-    fixed       one configuration (an IMI arm, a baseline at its defaults).
-    validation  the configuration with the highest validation statistic `stat` over its seeds
-                (column "val/<metric>"); the entry reports that configuration's TEST statistic. In
-                every replicate the choice is made again from the resampled validation scores, so
-                the interval includes the luck of the selection.
-    test        the same, selecting on the test scores themselves: the *oracle*, optimistic by
-                construction. Used beside the validation choice (labelled "oracle"), and instead of
-                it only when runs lack validation scores (older records), which a report must say.
-Ties go to the first configuration in config_id order (the smallest β of a β grid).
-
-Pure functions over DataFrames/arrays; no I/O.
+The seed is the experimental unit, so every interval of a report comes from one `SeedBootstrap` whose
+replicates draw a setting's seeds jointly for all its configurations; a tuned entry's choice is made again in
+every replicate. The rules are in docs/design.md §11 "The seed is the unit". Pure functions; no I/O.
 """
 from __future__ import annotations
 
@@ -109,9 +83,9 @@ def draw_counts(present: np.ndarray, n_boot: int, rng: np.random.Generator) -> n
     """How often each seed is drawn in each replicate: S draws with replacement, (n_boot, S) ints.
 
     present (N, S): which configuration has a run at which seed. Replicates that leave a configuration
-    without a drawn seed, or draw none of the complete seeds (where there are any), are drawn again (see
-    the module docstring); with every seed present nothing is redrawn and the draws are those of
-    `rng.multinomial(S, uniform, n_boot)`.
+    without a drawn seed, or draw none of the complete seeds (where there are any), are drawn again
+    (docs/design.md §11, "The seed is the unit"); with every seed present nothing is redrawn and the
+    draws are those of `rng.multinomial(S, uniform, n_boot)`.
     """
     present = np.asarray(present, dtype=bool)
     n_seeds = present.shape[1]

@@ -1,16 +1,8 @@
 """The starting point: the SFT (reference) model's level on each setting, and Δ vs SFT (docs/design.md §11).
 
-A metric M has an SFT counterpart when the records carry "reference_M" (the SFT model's samples
-scored on the same test prompts, per run; today gold_reward). For win_rate the SFT level is 0.5 by
-definition: the win rate is measured against the SFT model's own samples, ties counting ½.
-    SFT level of a setting   the mean over seeds of (the mean of reference_M over that seed's runs on
-                             the setting). Runs that share a seed share the SFT model and its samples,
-                             so the seed is the unit of the interval: the paired seed bootstrap of
-                             `analysis.selection` (`stats.seed_interval`), n = the number of seeds.
-    Δ vs SFT of a run        M − reference_M of the same run (paired; M − 0.5 for win_rate), column
-                             "delta_sft/<M>"; an entry's Δ is the mean over its runs, with the seed
-                             bootstrap of `analysis.selection` (selection included).
-Pure functions over DataFrames; no I/O.
+A metric M has an SFT counterpart when records carry "reference_M" (for win_rate the level is 0.5 by
+definition); every table shows it so that a gain is read against where training started. Pure functions over
+DataFrames; no I/O.
 """
 from __future__ import annotations
 

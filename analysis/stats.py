@@ -1,46 +1,8 @@
 """Interval estimates, bootstrap resampling, IQM and probability of improvement (docs/design.md §11, §11a).
 
-Intervals over seeds (`seed_interval`, used for every interval a report gives): the *expanded
-percentile bootstrap* interval (Hesterberg 2015, "What teachers should know about the bootstrap",
-The American Statistician 69(4)), widened where needed to a t-type interval on the bootstrap
-standard error. For n seeds and level 1 − α:
-    expanded percentile  the replicates' quantiles α'/2 and 1 − α'/2, with
-                         α'/2 = Φ(−sqrt(n / (n − 1)) · t_{1−α/2, n−1})
-    t-type               θ̂ ± sqrt(n / (n − 1)) · t_{1−α/2, n−1} · SD(replicates)
-    seed_interval        [min of the two lows, max of the two highs]; the expanded percentile alone
-                         where a replicate is ±∞ (a cost when a target is missed has no SD).
-Why: the plain percentile interval of a mean over n seeds is too narrow (plug-in variance, normal
-instead of t tails): a nominal 95% interval covers the true mean ~75% of the time at n = 3 and ~85% at
-n = 5. Expanding the quantiles makes it behave like a t interval for larger n, but at n = 5 the
-bootstrap of 5 values cannot reach beyond their range, so its tails stay clipped (0.92 on normal data,
-0.90 on a gamma with skewness 1). The t-type interval has the right width for symmetric statistics but
-ignores skew; their union keeps the percentile interval's asymmetry (skewed data, the re-selection
-replicates of a tuned arm, infinite costs) and the t interval's width. Measured at n = 5, nominal
-0.95 (tests/test_analysis_stats.py): ~0.95 on normal data, ~0.93 on gamma(4) data. With bimodal
-outcomes (one seed of five collapses) the t-type part makes the interval wide, even past the values
-seen: five seeds cannot pin down a collapse rate, and the interval says so rather than hide it. The extreme
-quantiles need many replicates (α'/2 ≈ 0.001 at n = 5: use ≥ 4000). n = the smallest seed count of
-the configurations a statistic depends on. The replicates come from the paired seed bootstrap
-(`analysis.selection`).
-    probability_interval  for a probability over seeds (a tuner's P(reach τ)): seed_interval clipped to
-                         [0, 1] and widened to at least the Wilson score interval of the estimate at n.
-                         When all five seeds reach τ, so does every replicate, and the bootstrap interval
-                         is [1, 1] whatever the truth: simulated coverage 0.03 where the true probability
-                         was 0.995 (results/coverage/). Wilson's interval is the one a binomial
-                         proportion of n trials would get; a share of seeds is a mean of n values in
-                         [0, 1], whose variance is at most that of n Bernoulli trials with its mean.
-Coverage of the report's statistics themselves (validation-reselected Δ vs tuned, P(reach τ), savings)
-under a model with a seed effect shared across configurations is simulated by `analysis.coverage`.
-
-Across settings (rliable, Agarwal et al., NeurIPS 2021, definitions implemented from the paper):
-- IQM: the interquartile mean, (1/0.5)·∫_{0.25}^{0.75} F⁻¹(u) du of the weighted empirical
-  distribution F of the scores. With equal weights and a count divisible by 4 it is exactly the 25%
-  trimmed mean that rliable / scipy.stats.trim_mean compute; weights let every setting count equally
-  when settings hold different numbers of runs (see `analysis.aggregate`).
-- Probability of improvement P(X > Y): the mean over settings m of (1/(N_x·N_y)) Σ_i Σ_j S(x_mi, y_mj),
-  S(x, y) = 1 if x > y, ½ if x = y, 0 otherwise.
-
-Owns only numerics over numpy arrays; knows nothing of runs, methods or files.
+The numerics behind every interval and aggregate a report gives; the formulas, why the interval over seeds is
+a union of two, and its measured coverage are in docs/design.md §11 "Intervals over seeds" and "Across
+settings". Owns only numerics over numpy arrays; knows nothing of runs, methods or files.
 """
 from __future__ import annotations
 
@@ -66,7 +28,7 @@ def _check_confidence(confidence: float) -> None:
 
 
 def expanded_tail(n_seeds: int, confidence: float = 0.95) -> float:
-    """α'/2 = Φ(−sqrt(n/(n−1))·t_{1−α/2, n−1}) for n seeds (see the module docstring).
+    """α'/2 = Φ(−sqrt(n/(n−1))·t_{1−α/2, n−1}) for n seeds (docs/design.md §11, "Intervals over seeds").
 
     n = 1 gives 0 (the interval is the range of the replicates, which one seed makes a point).
     E.g. n = 5, 95%: 0.00095; n = 10: 0.0086; n → ∞: α/2.
@@ -106,7 +68,7 @@ def expanded_percentile_interval(samples: np.ndarray, n_seeds: int, confidence: 
 
 def seed_interval(point, replicates: np.ndarray, n_seeds: int, confidence: float = 0.95,
                   axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The report's interval over seeds (see the module docstring): the expanded percentile interval,
+    """The report's interval over seeds (docs/design.md §11): the expanded percentile interval,
     widened to at least point ± sqrt(n/(n−1))·t_{1−α/2,n−1}·SD(replicates) where the replicates are finite.
 
     Shapes: point (...), replicates with the B replicates along `axis` -> (low, high), each (...).
@@ -137,8 +99,8 @@ def wilson_interval(point, n_seeds: int, confidence: float = 0.95) -> tuple[np.n
 def probability_interval(point, replicates: np.ndarray, n_seeds: int, confidence: float = 0.95,
                          axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The report's interval for a probability over seeds (P(reach τ)): `seed_interval` clipped to [0, 1],
-    widened to at least the Wilson score interval of the estimate at n = n_seeds (see the module
-    docstring: with five seeds that all reach τ every replicate does too, and the bootstrap interval
+    widened to at least the Wilson score interval of the estimate at n = n_seeds (docs/design.md §11:
+    with five seeds that all reach τ every replicate does too, and the bootstrap interval
     collapses to [1, 1]). Shapes as `seed_interval`."""
     low, high = seed_interval(point, replicates, n_seeds, confidence, axis)
     w_low, w_high = wilson_interval(point, n_seeds, confidence)
@@ -181,7 +143,7 @@ def iqm_shares(scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndar
 
 
 def iqm(scores: np.ndarray, weights: np.ndarray | None = None, axis: int | None = -1) -> np.ndarray | float:
-    """Interquartile mean of `scores` (weighted; see the module docstring).
+    """Interquartile mean of `scores` (weighted: docs/design.md §11, "Across settings").
 
     Shapes: (..., M) with axis=-1 -> (...); axis=None pools everything -> float. Equal weights:
     n = 4 -> mean of the 2nd and 3rd values; n = 8 -> mean of the middle 4 (= scipy's trim_mean).

@@ -1,18 +1,9 @@
 """A content-addressed disk cache shared by all jobs of a sweep (docs/design.md §6).
 
-Entries live at `<root>/<kind>/<key>/` where key = sha256 of everything the entry depends on.
-An entry is built into a private temp directory and renamed into place, so a reader sees either
-nothing or a complete entry; a file lock makes concurrent jobs build it once. A job killed while
-building leaves only its temp directory (ignored, and removed by the next builder of that entry) and
-its lock is released by the OS.
-
-The kinds of shared build (sft, dataset, reference, model) are keyed by the fingerprint of the code that
-builds them too (bench.fingerprint), so an entry made by other code is never reused: a change to the
-trainer rebuilds nothing here, a change to a task or to the data pipeline rebuilds what depends on it.
-
-Each entry carries `meta.json` with the one-off cost of building it, so a run that *hits* the cache
-can still report what the entry cost (the analysis amortises it over the sweep or charges it per run).
-The time a caller spent blocked on the lock is returned as `wait_s` (not compute: see bench.cost).
+Entries live at `<root>/<kind>/<key>/`, key = sha256 of everything the entry depends on (the fingerprint of the
+code that builds its kind included); each is built once under a file lock and renamed into place, so concurrent
+or killed jobs never see half an entry. `meta.json` keeps an entry's one-off cost, and time blocked on the lock
+comes back as `wait_s` (waiting is not compute: docs/design.md §8).
 """
 from __future__ import annotations
 

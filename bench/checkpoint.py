@@ -1,30 +1,9 @@
 """Checkpoints of a run in progress: a preempted, timed-out or killed run resumes where it stopped (docs/design.md §12).
 
-One file per run, `<run dir>/checkpoint/state.pt`, written atomically (temp file, fsync, rename), holding
-everything the rest of the run depends on:
-- the trainable parameters (frozen ones come back unchanged from the caches), the optimizer, the LR
-  scheduler, accelerate's micro-step counter (and its grad scaler, when there is one);
-- the RNG states (Python, NumPy, torch CPU and CUDA) and the data position (optimizer steps done and
-  loader batches drawn: a resumed trainer draws, unused, the batches it already trained on, which
-  leaves the loader's own generator exactly where it was);
-- method state (β-DPO's running statistics), the history so far, the validation curve's points and the
-  cost meter's counters;
-- the config hash (a checkpoint of another config is never loaded), the start time and the resumes so far.
-
-When (`Checkpointer`, a trainer step callback): every `checkpoint.every_steps` optimizer steps, after the
-last one (an evaluation cut short then redoes only the evaluation), and, while training (`with
-checkpointer:`), at the first step boundary after SIGTERM, SIGUSR1 or submitit's requeue signal
-(SUBMITIT_PREEMPT_SIGNAL, USR2 by default). After saving on a signal the signal's previous handler runs
-(submitit's requeues the job and exits; its SIGTERM handler only logs), and the process exits with
-status 128 + the signal's number. Outside training the previous handlers stay in place: there is
-nothing new to save (setup builds only atomic cache entries; evaluation resumes from the last step).
-
-The run's record counts the resumes (`provenance.resumes`, `provenance.resumed_at_steps`); the pipeline
-removes the checkpoint once the record is written. Work done after the last checkpoint is redone, and
-its cost is not in the record (the counters come back from the checkpoint); the re-done setup is.
-On CPU a resumed run's metrics equal an uninterrupted run's bit for bit (tests/test_checkpoint.py).
-
-Depends on nothing of the suite but the interfaces it saves (trainer, method, curve, meter).
+One file per run, `<run dir>/checkpoint/state.pt`, written atomically, holds everything the rest of the run
+depends on; `Checkpointer`, a trainer step callback, saves it every `checkpoint.every_steps` steps, after the last
+one and at the first step boundary after a preemption signal. What is saved, and why a resume is exact:
+docs/design.md §12. Depends on nothing of the suite but the interfaces it saves (trainer, method, curve, meter).
 """
 from __future__ import annotations
 
@@ -104,7 +83,7 @@ def _set_rng_states(states: dict) -> None:
 
 
 class Checkpointer:
-    """Trainer step callback that saves the run's state (see the module docstring) and restores it.
+    """Trainer step callback that saves the run's state (docs/design.md §12) and restores it.
 
     `every`: optimizer steps between checkpoints (None: only after the last step and on signals).
     `track(...)`: the other stateful parts of the run, each with state_dict()/load_state_dict()

@@ -49,9 +49,9 @@ def validate_config(cfg: DictConfig) -> None:
     """Every check of the config's own values, before any compute. Raises ConfigError naming the key.
     What the config points at outside itself (files, hub names, secrets) is bench.preflight's
     `check_run_config`, which runs this first."""
-    # The checkers of the method, model and built-in data groups live in modules that import torch (~1.5 s):
-    # imported here, so that importing this module (ConfigError, for a sweep's driver process, which checks
-    # only the command line and the launcher: bench.preflight) costs no torch.
+    # The checkers of the method, model and built-in data groups live in modules that import torch, which is
+    # slow (docs/design.md §12): imported here, so that importing this module (ConfigError, for a sweep's driver
+    # process, which checks only the command line and the launcher: bench.preflight) costs no torch.
     from bench.data.builtin import check_builtin_config
     from bench.logps import LAYOUT_NAMES
     from bench.methods import build_method

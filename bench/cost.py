@@ -1,19 +1,9 @@
 """Cost accounting for one run (docs/design.md §8). Depends on nothing else in the suite.
 
-FLOPs estimate (Kaplan et al. 2020, §2.1): a forward+backward pass costs ≈ 6·N FLOPs per token and a
-no-grad forward ≈ 2·N, with N the non-embedding parameter count (`bench.models.non_embedding_parameters`).
-The 6·N splits as 2·N forward + 2·N for the gradients of the activations + 2·N for the gradients of the
-weights. When only part of the model trains (top layers, LoRA) the backward pass stops at the lowest
-trainable layer and computes weight gradients only for trainable parameters, so a trained token costs
-2·N + 2·N_backprop + 2·N_trainable (`bench.models.flop_parameters`): N_backprop = the non-embedding
-parameters from the lowest trainable one up, N_trainable = the trainable ones; both = N when all train.
-Attention's context-dependent term and the embedding/unembedding matmuls are left out: for the short
-sequences here they are a small correction, and leaving them out keeps the estimate comparable across
-methods (what the analysis needs).
-
-Waiting is not compute: time a run spends blocked on a shared cache's lock (another job building the
-SFT model it needs) or in a queue is recorded as `wait_s` and taken out of the phase it happened in, so
-`total_s` and `device_hours` count only work this run did (docs/design.md §8).
+`CostMeter` times the phases (setup, train, eval), counts trained and no-grad tokens and turns them into FLOPs
+by the estimate of Kaplan et al. 2020 (§2.1), extended to partly trainable models (`bench.models.flop_parameters`).
+Time blocked on a shared cache's lock or in a queue is recorded as `wait_s` and taken out of its phase, so
+`total_s` and `device_hours` count only work this run did.
 """
 from __future__ import annotations
 

@@ -1,32 +1,9 @@
 """Process setup for multi-process training (docs/design.md §10): the one place that reads launcher state.
 
-Owns: deciding how this process was launched (torchrun / `accelerate launch`, a SLURM job step, or
-nothing), making the torch.distributed rendezvous variables right for that launcher, and the
-keyword arguments of accelerate's `Accelerator`. It must not build the Accelerator, touch a model,
-call `torch.distributed.init_process_group`, or set torch's thread count (the trainer owns those).
-
-Call order, in every process of a run:
-
-    prepare_distributed_env(hardware.num_processes, hardware.accelerator)
-    accelerator = Accelerator(**accelerator_kwargs(hardware), ...)
-
-Launchers and what happens:
-- torchrun / `accelerate launch --multi_gpu` (TORCHELASTIC_RUN_ID is set): torchrun already exported
-  MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK; nothing is changed.
-- a SLURM job (SLURM_JOB_ID is set): in a job step (srun, as the submitit launcher runs every task)
-  there are SLURM_NTASKS processes; in the batch script or an salloc shell, one. The rendezvous
-  variables are rebuilt from SLURM's (SLURM_PROCID, SLURM_NTASKS, ...) with submitit's
-  TorchDistributedEnvironment.
-  sbatch copies the submitting shell's environment into the job, so a MASTER_PORT exported there
-  would otherwise be reused by every job of a sweep: concurrent jobs then share one port and a rank
-  can join another job's group. Values set by this job itself are kept only when the job says so by
-  exporting IMI_BENCH_DIST_JOB_ID=$SLURM_JOB_ID beside them (an inherited copy names another job).
-  OMP_NUM_THREADS is set to SLURM_CPUS_PER_TASK, so accelerate does not size torch's threads by
-  the node's cores instead of the allocation.
-- no launcher: a single process; nothing is changed.
-
-Only rank 0 writes run records, history and logger output: under SLURM every rank runs Hydra's whole
-job (config dump, task function), and under torchrun every rank runs the entry point.
+Decides how this process was launched (torchrun / `accelerate launch`, a SLURM job step, or nothing) and makes
+the torch.distributed rendezvous variables right for it (the rules per launcher: docs/design.md §10); call
+`prepare_distributed_env` first, then build `Accelerator(**accelerator_kwargs(hardware), ...)`. Must not build the
+Accelerator, touch a model, init the process group or set torch's thread count: the trainer owns those.
 """
 from __future__ import annotations
 
@@ -174,7 +151,7 @@ def accelerator_kwargs(hardware_cfg: Mapping[str, Any]) -> dict[str, Any]:
 
 def _prepare_slurm_job() -> None:
     job_id = os.environ["SLURM_JOB_ID"]
-    # MASTER_ADDR/MASTER_PORT are per job: kept only if this job chose them (see the module docstring).
+    # MASTER_ADDR/MASTER_PORT are per job: kept only if this job chose them (docs/design.md §10).
     chosen_here = os.environ.get(DIST_JOB_ID_VAR) == job_id
     kept = {key: os.environ[key] for key in ("MASTER_ADDR", "MASTER_PORT") if chosen_here and key in os.environ}
     # RANK/WORLD_SIZE/LOCAL_* are per task and always follow SLURM's own numbering.

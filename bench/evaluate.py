@@ -1,17 +1,9 @@
 """Evaluation: one flat `metrics` dict per run (docs/design.md §7).
 
-- `pref_acc`: share of held-out pairs whose implicit reward gap Δ (policy-vs-reference log-ratio)
-  is > 0; plus the method's own reward accuracy and gap on the same pairs (`eval/rewards/...`).
-- With a gold reward (built-in tasks), on held-out prompts: `gold_reward` (mean r* of temperature-1
-  samples), `gold_reward_greedy`, `reference_gold_reward` (the SFT model's samples), `win_rate` vs the
-  SFT model's samples on the same prompts (ties count ½), `kl` (Monte-Carlo KL(π‖π_ref) at sequence level:
-  mean of log π(y|x) − log π_ref(y|x) over y ~ π), `length`, `no_eos_rate` (samples that hit the cap;
-  they are scored, never dropped) and `collapsed` (see COLLAPSE_RULE).
-  The pipeline computes these twice, on the test prompts (bare names) and on the validation prompts
-  ("val/…"), each with its own sampling seeds (`sampling_seeds`).
-- The validation curve (`ValidationCurve`, a trainer step callback): mean gold reward of temperature-1
-  policy samples on a fixed sample of validation prompts at a few fractions of training, with the cost
-  spent so far, so that early-stopping tuners can be replayed from records (docs/design.md §11).
+`pref_acc` and the method's own loss and rewards on held-out pairs; with a gold reward, gold metrics of sampled
+answers on the test prompts (bare names) and the validation prompts ("val/…"), each from its own sampling seeds;
+and `ValidationCurve`, a trainer step callback that scores validation prompts with the cost spent so far at a few
+fractions of training, so that early-stopping tuners can be replayed from records (docs/design.md §11).
 """
 from __future__ import annotations
 
@@ -87,7 +79,7 @@ def mean_gold(task, samples) -> float:
 
 def gold_metrics(model, reference_model, tokenizer, task, prompts: list[str], eval_cfg: Mapping,
                  max_length: int, seeds: tuple[int, int], device, meter) -> dict[str, float]:
-    """Gold-reward metrics on `prompts` (see the module docstring); seeds = (policy, reference) sampling seeds."""
+    """Gold-reward metrics on `prompts` (docs/design.md §7); seeds = (policy, reference) sampling seeds."""
     cap = task.max_response_tokens
     policy = sample_responses(model, tokenizer, prompts, cap, seed=seeds[0], device=device)
     greedy = sample_responses(model, tokenizer, prompts, cap, greedy=True, device=device)

@@ -1,21 +1,9 @@
 """The suite's bridge to lm-evaluation-harness (docs/design.md §7: `lm_eval/<task>/<metric>`).
 
-Owns two things: writing a built-in task's local multiple-choice lm-eval task (a YAML config plus
-its JSONL data, so evaluation runs offline), and running `lm_eval.simple_evaluate` on an in-memory
-model, flattening the results to "lm_eval/<task>/<metric>" floats. Standard lm-eval task names pass
-through unchanged (their data must then be available to `datasets`). Must not train, sample or
+Writes a built-in task's local multiple-choice lm-eval task (a YAML config and its JSONL data, so evaluation runs
+offline) and runs `lm_eval.simple_evaluate` on an in-memory model, encoding each (query, choice) as the trainer
+encodes a (prompt, response) (docs/design.md §7); standard task names pass through. Must not train, sample or
 label anything, nor download anything itself.
-
-Tokenization. By default (`boundary_token=True`) each (query, choice) pair is encoded as the suite's
-trainer encodes a (prompt, response) pair: one boundary token (BOS, else EOS) unless the prompt
-already starts with it (a chat template renders its own), the prompt's tokens, then the response's
-tokens encoded on their own, with no other special tokens; the spaces that join query and choice
-belong to neither. So a model trained on "<bos> prompt response <eos>" is scored in the context it
-was trained in, whatever the tokenizer's post-processor does, and a chat prompt keeps the newline its
-template ends with. A choice's score has no EOS term, as usual in lm-eval multiple choice.
-Synthetic tasks are space-separated words joined by one space (`target_delimiter: " "`); a task for a
-pretrained chat model joins with nothing (`Task.choice_delimiter`), as its answers follow the
-rendered prompt directly.
 """
 from __future__ import annotations
 
@@ -92,9 +80,9 @@ def _check_item(task: Task, index: int, item: dict) -> None:
 def _lm_class(boundary_token: bool):
     """lm-eval's HFLM, its scoring progress bars shown only when the instance's `show_progress` is set
     (through the LM interface's own `disable_tqdm`). With `boundary_token`, its (context, continuation)
-    encoding is the trainer's (see the module docstring): [boundary unless the context starts with it] +
+    encoding is the trainer's (docs/design.md §7): [boundary unless the context starts with it] +
     context tokens, continuation tokens encoded on their own; lm-eval's `prefix_token_id` is the boundary
-    (BOS, else EOS), the same rule as the trainer's. Built lazily: importing lm-eval costs seconds."""
+    (BOS, else EOS), the same rule as the trainer's. Built lazily: importing lm-eval is slow (docs/design.md §7)."""
     from lm_eval.models.huggingface import HFLM
 
     class SuiteHFLM(HFLM):
@@ -157,10 +145,10 @@ def run_lm_eval(
     """Evaluate an in-memory causal LM on lm-eval tasks; return {"lm_eval/<task>/<metric>": value}.
 
     Local tasks are looked up in `include_path` (as written by `write_local_tasks`); lm-eval's own
-    task index is loaded (~8 s) only if some name is not found there. Metrics keep lm-eval's names
+    task index is loaded (slow: docs/design.md §7) only if some name is not found there. Metrics keep lm-eval's names
     (acc, acc_norm, acc_stderr, ...); a metric under a filter other than "none" becomes
     "<metric>_<filter>". `boundary_token`: score log-likelihoods after one BOS (else EOS) as the
-    trainer encodes sequences (see the module docstring); False = lm-eval's own tokenization. Non-numeric values (e.g. a stderr of "N/A") are left out. The model's
+    trainer encodes sequences (docs/design.md §7); False = lm-eval's own tokenization. Non-numeric values (e.g. a stderr of "N/A") are left out. The model's
     train/eval mode is restored afterwards, and lm-eval is told not to reseed global RNGs (the
     caller's training must not depend on whether it evaluated). Returns {} on non-main processes.
     lm-eval runs quietly (`_quietly`): its progress bars only with `show_progress`.

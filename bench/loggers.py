@@ -1,18 +1,9 @@
 """Experiment loggers (docs/design.md §10, W&B): one small interface the trainer calls.
 
-Owns:
-- `RunLogger`: start / log_step / finish, with `NoneLogger` (logger=none) and `WandbLogger`
-  (logger=wandb, mode online | offline | disabled).
-- `check_logger_config`: the `logger` config group's checker, errors naming `logger.<key>` (also run
-  by bench.config before any compute, so `multirun.sh --dry-run` catches logger mistakes);
-  `build_logger`: the checked group -> a RunLogger.
-Reading an offline run back is W&B's own: `wandb leet inspect --summary --json <run_dir>/wandb`.
-
-Must not: write run records (the local records are the source of truth, bench/records.py writes them),
-read or store a W&B key (wandb takes it from WANDB_API_KEY or its own `wandb login`), or decide which
-process logs. Only the main process may log: the trainer passes `is_main_process`
-(accelerate's `Accelerator.is_main_process`, rank 0) to `build_logger`, and every other rank gets a
-NoneLogger, so a multi-rank job makes one W&B run, not one per rank.
+`RunLogger` (start / log_step / finish) with `NoneLogger` and `WandbLogger`; `check_logger_config`, the `logger`
+group's checker (also run by bench.config before any compute); `build_logger`. Must not write run records (the
+local records are the source of truth), read or store a W&B key, or decide which process logs: the trainer passes
+`is_main_process`, and every other rank gets a NoneLogger.
 """
 from __future__ import annotations
 
@@ -144,7 +135,7 @@ def _wait_until_written() -> None:
     it, the .wandb file sometimes lacks the run's exit record). `wandb.teardown()`, W&B's public "waits
     for W&B to finish", stops wandb-core, which writes everything first. So "finish returned" means "the
     run is on disk": a reader right after it sees the whole run, and a job killed right after loses
-    nothing. The next run in the process starts wandb-core again (~0.2 s here).
+    nothing. The next run in the process starts wandb-core again (its cost: docs/design.md §10).
     """
     import wandb
 
@@ -158,8 +149,8 @@ def _wait_until_written() -> None:
 def _quiet_settings(settings_cls: Any) -> dict[str, Any]:
     """wandb.Settings that keep a run cheap and private; names this wandb lacks are left out.
 
-    Measured here (2 CPU cores, wandb 0.31, offline): an init costs ~0.2-0.3 s with these settings; it
-    starts wandb-core, which finish stops (`_wait_until_written`).
+    An init starts wandb-core, which finish stops (`_wait_until_written`); what an init costs with these
+    settings is measured in docs/design.md §10.
     """
     wanted = {
         "console": "off",               # no stdout/stderr capture: the trainer's log is not W&B's to copy

@@ -1,18 +1,9 @@
 """Per-sequence log-probabilities: s(y) = Σ_t log π(y_t | context, y_<t) over scored tokens.
 
-Used for the policy (with gradient), and without gradient for the reference, the marginal
-log p(y | ∅) and evaluation. Knows nothing of methods.
-
-Two batch layouts give the same numbers (tests/test_logps_layouts.py holds them to it):
-- `padded`: the [N, L] right-padded matrix as it is, with an attention mask; logits at every position.
-  The reference implementation, and what every run before `train.layout` existed used.
-- `packed`: the sequences laid end to end in rows, each with position ids restarting at 0, and no
-  attention mask. transformers 5 (masking_utils.find_packed_sequence_indices) reads a restart of
-  position_ids as a sequence boundary and builds a block-diagonal causal mask for sdpa/eager, or
-  calls the varlen kernel for flash-attention (one row only). Nothing is computed for padding beyond
-  the few slots that end a row, and logits are computed only where a scored token is predicted
-  (`logits_to_keep` as a boolean mask), so the LM head and log-softmax skip prompts and padding:
-  that matters for a 49k vocabulary (docs/design.md §13) more than for the built-in tasks' ~40 tokens.
+For the policy (with gradient) and, without gradient, the reference, the marginal log p(y | ∅) and evaluation;
+knows nothing of methods. Two batch layouts, `padded` (the reference implementation) and `packed` (no compute on
+padding, logits only where a scored token is predicted), give the same numbers (tests/test_logps_layouts.py); how
+packing works and when `auto` picks it: docs/design.md §14.
 """
 from __future__ import annotations
 
@@ -28,10 +19,8 @@ from bench.data.encoding import SequenceTensors
 LAYOUT_NAMES = ("auto", "packed", "padded")
 # Tokens per packed row on sdpa/eager attention. Each row's mask is a dense [W, W] block, so
 # attention work grows with W, while a narrow row leaves more of its tail unfilled. On the throughput
-# workload (sequences of 5-25 tokens, 64 per batch) first-fit rows of 32 fill 95% of their slots, as
-# rows of 48 or 64 do, and rows of the longest sequence only 88%; fwd+bwd per batch ranked 32 ≤ the
-# longest ≈ 64 < padded (1.65-1.76x faster than padded, measured on a loaded 2-core machine). A
-# sequence longer than W gets a row of its own length.
+# workload 32 fills rows as well as wider widths do and ran fastest (the measurements:
+# docs/design.md §14). A sequence longer than W gets a row of its own length.
 PACKED_ROW_WIDTH = 32
 # Most logits one no-grad scoring batch may hold (score_all): 2^26 floats = 256 MiB, times ~2 with the
 # loss's float copy. The built-in tasks never reach it (256 × 64 positions × ~40 tokens).
@@ -40,7 +29,7 @@ LOGIT_BUDGET = 2**26
 
 @dataclass(frozen=True)
 class Layout:
-    """How `sequence_logps` lays a batch out for the model (see the module docstring)."""
+    """How `sequence_logps` lays a batch out for the model (docs/design.md §14)."""
 
     kind: Literal["packed", "padded"]
     # packed only: tokens per row; None = every sequence in one row (what flash-attention's varlen

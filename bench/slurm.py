@@ -1,16 +1,9 @@
 """The SLURM launcher (`hydra/launcher=slurm`): hydra-submitit-launcher's, with a driver that notices a
 cancelled, failed or killed job in seconds and reports every such job (docs/design.md §10, §12).
 
-The plugin's own driver waits on its jobs one after another through submitit, which asks `sacct` at most
-every min(600 s, half the time since the jobs were submitted): a job cancelled ten minutes into a sweep is
-noticed up to five minutes later, and the first job without a result ends the driver with a traceback
-naming only that job. This launcher submits the same array job (the plugin's parameters, its job function
-and its checkpoint/requeue), then watches every job together: result files every second, `sacct` every
-POLL_S seconds. Once every job has ended it returns their results, or, when some ended without one
-(cancelled, timed out for good, killed), lists each with its state and overrides and fails the sweep, so a
-re-launch of the same command finishes exactly those (completed runs are skipped by their records).
-
-Owns nothing of the run itself; the job side is the plugin's `__call__` (Hydra's run_job), unchanged.
+It submits the plugin's array job unchanged and watches all jobs together (result files every second, `sacct`
+every POLL_S seconds); why the plugin's own driver is not enough is in docs/design.md §10. Owns nothing of the
+run itself: the job side is the plugin's `__call__` (Hydra's run_job), unchanged.
 """
 from __future__ import annotations
 

@@ -1,18 +1,10 @@
 """The shared preference trainer: one loop for every method (docs/design.md §3).
 
-Device placement, DDP, mixed precision and gradient accumulation are accelerate's. Per step the
-trainer runs the policy forward on chosen and rejected responses, concatenated into one [2B, L] batch,
-and bench.reference.pair_logps fills in what `method.needs` asks for: cached reference terms looked up
-by pair index (no forward), or a no-grad response-only policy forward that the trainer runs only for
-methods with `needs.marginal == "policy"`. The method turns the log-probs into per-pair losses; the
-trainer averages, steps and logs.
-
-Step callbacks (`callbacks=`) are how outside code sees step boundaries (intermediate evaluation in
-bench.pipeline, the throughput benchmark's clock, checkpoints) without subclassing the meter, logger or
-data: each may define `on_step_end(trainer, step, row)`, called after every optimizer step.
-
-Where training stands is `step` (optimizer steps done), `micro_batches` (loader batches drawn) and
-`history`; bench.checkpoint saves them and puts them back, and `train()` goes on from there.
+Per step: one policy forward on chosen and rejected as a [2B, L] batch, bench.reference.pair_logps for what
+`method.needs` asks (a no-grad response-only pass only when `needs.marginal == "policy"`), the method's per-pair
+losses, then average, step and log; devices, DDP, mixed precision and accumulation are accelerate's. Step
+callbacks (`on_step_end(trainer, step, row)`) show outside code each step boundary; bench.checkpoint saves and
+restores `step`, `micro_batches` and `history`.
 """
 from __future__ import annotations
 

@@ -36,10 +36,10 @@ FLOPS_CONVENTION = ("2·N + 2·N_backprop + 2·N_trainable per trained token (6�
                     "up (bench.cost, docs/design.md §8; attention, embedding and LM head left out)")
 # Per workload, what the command line defaults to: timed steps, warm-up steps, repeats, pairs per step
 # (None: conf/config.yaml train.batch_size) and the task. smollm2: 4 pairs are 8 sequences of ~83
-# tokens, a step of a few seconds on one core; 1 warm-up step takes the one-off work (AdamW state,
+# tokens, and a step is costly on a CPU; 1 warm-up step takes the one-off work (AdamW state,
 # first-call allocations) at the price of a whole step (the JSON's per-step times show whether the
-# first timed step is still slower); 6 timed steps × 3 repeats keep the benchmark near 10 minutes at 1
-# and 2 threads (an estimate: results/throughput/README.md).
+# first timed step is still slower); 6 timed steps × 3 repeats keep the benchmark short at 1 and 2
+# threads (its measured wall time: results/throughput/README.md).
 WORKLOAD_DEFAULTS = {
     "builtin": {"steps": 60, "warmup": 5, "repeats": 5, "batch_size": None, "task": "sentiment"},
     "smollm2": {"steps": 6, "warmup": 1, "repeats": 3, "batch_size": 4, "task": "constraints"},

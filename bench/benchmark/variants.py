@@ -106,8 +106,9 @@ WORKLOAD_CLAIMS: dict[str, dict[str, tuple[str, float]]] = {
     "builtin": {},
     "smollm2": {"dpo_vs_trl_precomputed": (">=", 1.2)},
 }
-# What --variants defaults to per workload. On SmolLM2 a run costs ~100x the tiny model's, so the default
-# is the headline comparison and its A/A control (an estimated ~10 minutes at 1 and 2 threads on 2 quiet cores).
+# What --variants defaults to per workload. A SmolLM2 run costs far more than a tiny-model one
+# (docs/design.md §14), so its default is the headline comparison and its A/A control (wall time:
+# results/throughput/README.md).
 DEFAULT_VARIANTS: dict[str, list[str]] = {
     "builtin": list(VARIANTS),
     "smollm2": ["trl_dpo_precomputed", "dpo", "dpo_aa"],

@@ -1,38 +1,9 @@
 """Real preference datasets -> normalised records (docs/design.md §5).
 
-Owns reading a `dataset` config entry (conf/dataset/*.yaml) whose `source` is one of
-- "ultrafeedback": HuggingFaceH4/ultrafeedback_binarized schema: `prompt` str, `chosen`/`rejected`
-  message lists [{"role", "content"}, ...] whose last message is the assistant answer,
-  `score_chosen`/`score_rejected`; splits train_prefs/test_prefs;
-- "hh_rlhf": Anthropic/hh-rlhf schema: `chosen`/`rejected` full transcripts
-  "\\n\\nHuman: ...\\n\\nAssistant: ..."; the prompt is their shared prefix up to and including the
-  last "\\n\\nAssistant:", the responses are the rest;
-- "local": JSONL/CSV/Parquet files with a column mapping `columns: {prompt, chosen, rejected,
-  score_chosen?, score_rejected?}`;
-and turning their rows into records {prompt, chosen, rejected, score_chosen?, score_rejected?, meta}
-checked by `bench.data.validate`. Every source is read through `datasets.load_dataset`: a hub name or
-local dataset directory (`path`), or local files (`data_files`), so the same code serves users with
-network and the offline tests (the reading itself, file by file: bench.data.files). It does not
-tokenise (the trainer does), and knows nothing of models, methods or the built-in synthetic tasks
-(`source: builtin`, see bench.data.builtin).
-
-How prompts are rendered (the trainer concatenates prompt + response and tokenises):
-- Conversations (UltraFeedback message lists, HH transcripts, message-list columns in local files):
-  * the tokenizer has a chat template (`tokenizer.chat_template` truthy): prompt =
-    tokenizer.apply_chat_template(context, add_generation_prompt=True, tokenize=False); responses =
-    the assistant content as is. The template may already hold BOS: tokenise such prompts with
-    add_special_tokens=False. For HH the transcript is first split into user/assistant turns.
-  * no tokenizer or no template: plain text. Message lists become "User: ...\\nAssistant: ...\\n
-    User: ...\\nAssistant:" (role names capitalised); HH keeps its own transcript text. The space
-    after "Assistant:" belongs to the response (" answer"), as in HH-RLHF, so the prompt is the same
-    for both responses and byte-level BPE sees the usual " word" tokens.
-- Plain strings in local files are used verbatim: the file already holds the text the user wants.
-`stats["prompt_format"]` says which rendering a split got ("chat_template", "plain" or "verbatim").
-
-Known trap (datasets 5.2, measured): when a JSONL column holds both strings and other JSON values,
-`datasets` decodes every string in it that is itself valid JSON ("4" -> 4, "true" -> True,
-"[1, 2]" -> [1, 2], "null" -> None), so such rows are refused as not_string or missing_field. Keep
-each column one type.
+Reads a `dataset` config whose `source` is ultrafeedback, hh_rlhf or local through `datasets.load_dataset` (a hub
+name, a local dataset directory or local files: one code path for users with network and the offline tests) and
+turns each row into a record that `bench.data.validate` checks, rendering conversations by the rules of
+docs/design.md §5. Does not tokenise; knows nothing of models, methods or the built-in tasks (bench.data.builtin).
 """
 from __future__ import annotations
 
@@ -116,7 +87,7 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
     cfg: a conf/dataset entry (keys in conf/dataset/local_file.yaml).
     split: the role, "train" or "eval" (read from cfg["train_split"] / cfg["eval_split"]), or the
         split's own name as configured there ("train_prefs", "test", ...).
-    tokenizer: only its chat template is used (see the module docstring).
+    tokenizer: only its chat template is used (docs/design.md §5).
     Returns (records, stats): stats as in bench.data.validate.new_stats plus "dataset", "split",
     "prompt_format" and "max_rows"; the caller logs it and stores it in the run record.
     Raises ValueError if every row examined was dropped.
@@ -170,7 +141,7 @@ def _nonzero(counts: Mapping[str, int]) -> dict:
 
 # ----------------------------------------------------------------------------- rendering
 class _Renderer:
-    """Prompt/response text for conversations, under the rules in the module docstring."""
+    """Prompt/response text for conversations, under the rules of docs/design.md §5."""
 
     def __init__(self, tokenizer: Any):
         has_template = tokenizer is not None and bool(getattr(tokenizer, "chat_template", None))

@@ -1,17 +1,9 @@
-"""Token-level encoding of normalised preference records, once per dataset.
+"""Token-level encoding of normalised preference records, once per dataset (docs/design.md §4, §5).
 
-Conventions (shared by SFT, training, reference log-probs and evaluation):
-- conditional sequence = [BOS] + prompt + response + [EOS]; response tokens (with EOS) are scored;
-- response-only sequence for log p(y | ∅): the response tokens that *survived truncation* in the
-  conditional sequence (with the EOS only if it survived), cut out of it as RMiPO's code gathers them
-  (scripts/rmipo_trainer.py, `concatenated_forward`), so both passes score the same tokens (docs/design.md §4).
-  "bos" context = [BOS] + those tokens, every one scored; "authors" context = those tokens alone, the
-  first unscored (it has no context), as their code does.
-- an over-long pair keeps its whole prompt and loses the end of its responses (so the EOS); a pair
-  whose prompt leaves no room for a response token is a bad row (docs/design.md §5).
-
-Everything is padded once to the dataset's longest sequence; `PairTensors.batch` trims a batch to its
-own longest sequence, so collation is a pair of index operations.
+One set of conventions for SFT, training, reference log-probs and evaluation: conditional sequences with the
+response scored, and response-only sequences cut out of them as RMiPO's code gathers them (scripts/rmipo_trainer.py,
+`concatenated_forward`), so both passes score the same tokens. Everything is padded once to the dataset's longest
+sequence; `PairTensors.batch` trims a batch to its own.
 """
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
-"""Simulated annotators: label response pairs by Bradley–Terry on a task's `label_reward`.
+"""Simulated annotators: label response pairs by Bradley–Terry on a task's `label_reward` (docs/design.md §5).
 
-Owns the labelling rule and the normalised preference record (docs/design.md §5). Pure functions over
-strings and a `random.Random`; no models, tensors or files. The caller samples the two responses
-(from the SFT model) and decides what to do with the records.
-
-The rule (Bradley & Terry 1952; the preference model of the DPO paper, Rafailov et al. 2023, eq. 1):
-    P(y1 ≻ y2 | x) = σ((r(x, y1) − r(x, y2)) / T),   r = task.label_reward, T = temperature,
-then, independently, the label is flipped with probability `label_noise` (symmetric label noise).
-With `drop_ties`, a pair whose two responses get the same label reward is dropped and counted instead:
-BT would label it by a coin flip, i.e. pure label noise (on arithmetic 28% of sampled pairs are such
-ties — two equally wrong answers), and an annotator shown two equally good answers states no preference.
+P(y1 ≻ y2 | x) = σ((r(x, y1) − r(x, y2)) / T) (Bradley & Terry 1952; the DPO paper's Eq. 1), then symmetric label
+noise; with `drop_ties`, pairs the annotator scores equal are dropped and counted rather than labelled by a coin
+flip. Pure functions over strings and a `random.Random`: the caller samples the responses and keeps the records.
 """
 from __future__ import annotations
 

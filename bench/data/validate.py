@@ -1,23 +1,9 @@
 """Checks on normalised preference records, and the bad-row policy (docs/design.md §5).
 
-A normalised record is
-    {"prompt": str, "chosen": str, "rejected": str,
-     "score_chosen": float, "score_rejected": float,   # optional, both or neither
-     "meta": dict}
-
-This module owns two things:
-- `validate_records`: the text-level checks every source goes through (missing field, non-string or
-  empty text, identical chosen/rejected, over-long in characters, bad scores), applied under one
-  `on_bad_row` policy: "error" raises a ValueError naming source, row and field; "drop" skips the
-  row and counts it by reason in a stats dict that the caller logs and stores in the run record.
-- `check_length` / `filter_by_length`: the token-level rule the trainer's tokenisation step uses to
-  decide whether a pair still fits `max_length` after truncation (defined in `check_length`).
-
-It reads no files, imports no tokenizer, model or method code: adapters (`bench.data.adapters`)
-turn a source's rows into records and hand them here; the trainer hands token ids here.
-
-Row indices in messages are 0-based positions in the source as `datasets` reads it (`ds[i]`); for
-JSONL with no blank lines that is line number - 1, for CSV the data row after the header.
+`validate_records` applies the text-level checks every source goes through under one `on_bad_row` policy
+("error" raises naming source, row and field; "drop" skips and counts by reason); `check_length` /
+`filter_by_length` decide whether a pair still fits `max_length` after truncation. Reads no files and imports no
+tokenizer, model or method code: adapters hand it records, the trainer token ids.
 """
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
-"""The method registry: config group `method` (conf/method/<name>.yaml) → a `Method` instance.
+"""The method registry: config group `method` (conf/method/<name>.yaml) → a `Method` instance (docs/design.md §3).
 
-Owns the name → class table and the config check. The table is found, not written: every module of
-this package is imported and every `Method` subclass defined in it that sets `name` in its own body is
-a method (bench.methods.base). So adding a method is one module, one conf/method/<name>.yaml and one
-test; nothing here changes, and the presets that mean "every method" pick it up by glob.
-
-`build_method(cfg)` takes the `method` group as a mapping with `name` plus exactly the method's
-hyperparameters (`Method.defaults()`, which conf/method/<name>.yaml repeats). An unknown method, an
-unknown key or a missing key fails here with a ValueError naming `method.<key>`; bad values fail in the
-constructor (docs/design.md §12), before any compute. `method_info(name)` is what a run record stores about
-the method (family, IMI or not, published defaults, swept axes), so the analysis needs no tables.
+The name → class table is found, not written: every `Method` subclass of this package that sets `name` in its own
+body is a method, so adding one changes nothing here. `build_method(cfg)` checks the group's keys, each error
+naming `method.<key>` (docs/design.md §12); `method_info(name)` is what a run record stores about the method.
 """
 from __future__ import annotations
 

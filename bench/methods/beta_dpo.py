@@ -2,24 +2,8 @@
 
 DPO with a batch-level β and Gaussian-weighted pair filtering, following the authors' code
 (github.com/junkangwu/beta-DPO, trainers.py: `update_and_sync_tensor_mean` and `preference_loss` with
-mode_loss="beta_DPO"). Per training batch, with the per-pair reward discrepancy M_i = Δ_i (the raw
-log-ratio gap, no β, as their code computes `A_gap`):
-1. running statistics first: M₀ ← m·M₀ + (1−m)·mean(M), σ₀ ← m·σ₀ + (1−m)·std(M), m = 0.9, both
-   starting at 0 (their `gap_mean`/`gap_std`);
-2. filtering: weight_i = exp(−½((M_i − M₀)/σ₀)²); keep ⌊B(1−ρ)⌋ pairs drawn without replacement with
-   probability ∝ weight (`torch.multinomial`: pairs far from M₀ are the likeliest to be dropped);
-3. β = max(β₀[1 + a(M̄_batch − M₀)], 1e-3) with M̄_batch the mean M over the kept pairs (the
-   paper's batch-level β; the clamp is their code's), detached;
-4. loss = DPO loss with that β, averaged over the kept pairs only.
-
-Deviations, all guards for cases their code crashes or returns NaN on: at least one pair is kept; a
-one-pair batch has std 0; with σ₀ = 0 all pairs weigh the same; weights are floored at 1e-12 so
-`multinomial` can always draw. The running statistics move only under grad mode: evaluation runs in
-torch.no_grad() and must not change training (their code also updates on eval batches). Their
-multi-GPU all_gather of M is not reproduced: each process keeps its own statistics.
-
-Stateful: the running statistics live on the instance (`state_dict`/`load_state_dict` for resumes).
-The draw uses torch's global RNG, which the trainer seeds. Pure tensor code.
+mode_loss="beta_DPO"); the algorithm, and where the suite departs from that code, are in docs/design.md §3.
+Stateful: its running statistics are saved for resumes (`state_dict` / `load_state_dict`). Pure tensor code.
 """
 from __future__ import annotations
 

@@ -1,13 +1,9 @@
 """The intrinsic-mutual-information (IMI) signal and the regulator map of docs/design.md §4.
 
-Owns, as pure functions of tensors:
-- `pmi`: PMI(y; x) = ā(y | x) − ā(y | ∅), per token, detached;
-- `delta_pmi`: ΔPMI = PMI(y_w) − PMI(y_l), always detached — it modulates the loss, it is never trained;
-- `batch_delta_pmi`: ΔPMI read from a `PairLogps` for a given `pmi_source`;
-- `regulator_g`: g(ΔPMI) = g_min + (g_max − g_min)·exp(−max(0, ΔPMI)/τ) (RMiPO's map, τ = 1 there);
-- `warmup_fraction` / `blend`: the linear schedule from the neutral (unregulated) value to full regulation.
-How g enters each base loss (margin / β / weight) lives in `bench.methods.imi_regulated`.
-Imports no trainer, data, model or logging code.
+Pure functions of tensors: `pmi` and `delta_pmi` (always detached: the signal modulates the loss and is never
+trained), `batch_delta_pmi` for a `pmi_source`, `regulator_g` (RMiPO's map) and the warm-up schedule
+(`warmup_fraction`, `blend`). How g enters each base loss is bench.methods.imi_regulated's. Imports no trainer,
+data, model or logging code.
 """
 from __future__ import annotations
 

@@ -1,23 +1,9 @@
 """IMI-regulated base losses (docs/design.md §4): imi_dpo, imi_ipo, imi_simpo (and the machinery RMiPO uses).
 
-A regulator turns the per-pair g = regulator_g(ΔPMI) ∈ [g_min, g_max] (bench.methods.imi) into one of:
-- `margin`: a margin m subtracted inside the base loss, in the units of the base's preference gap x
-  (x = Δ for dpo, Δ̄ for ipo, ā(y_w) − ā(y_l) for simpo). margin_units="ratio": m = g, so a sigmoid
-  loss becomes −log σ(β(x − g)) and the effective γ is β·g (RMiPO's code). margin_units="absolute":
-  m = g/β, i.e. −log σ(βx − g) (g as an absolute γ, SimPO's grid units). For ipo the margin raises the
-  regression target: (Δ̄ − m − 1/(2β))², with the same m (our choice: the margin is measured in the
-  units of the quantity the loss pushes, Δ̄, exactly as for the sigmoid losses).
-- `beta`: a per-pair β_i = β·g_i. For simpo γ/β stays fixed, so the loss is −log σ(β_i(x − γ/β)).
-- `weight`: the per-pair loss times w_i = g_i / mean(g), so the weights have mean 1 in the batch.
-`margin_units` matters only to the margin regulator. The neutral value (the unregulated base loss) is
-the base's own margin (0 for dpo/ipo, γ/β for simpo), a β scale of 1, or a weight of 1;
-`warmup_steps` blends linearly from it to full regulation.
-
-Vocabulary: the *gap* x is what the loss pushes up; a *margin* is what is subtracted from it.
-
-Owns the wiring of g into a base loss, the IMI metrics, and `RegulatedBase`: a base loss plus the
-regulator's hyperparameters (IMI_DEFAULTS), so imi_dpo / imi_ipo / imi_simpo are three declarations.
-The signal itself is in `imi.py`, the base losses in their own modules. Pure tensor code.
+Owns the wiring of g = regulator_g(ΔPMI) into a base loss (a margin on the base's gap, a per-pair β or a pair
+weight, blended in over `warmup_steps`; the formulas per regulator and base are in docs/design.md §4), the IMI
+metrics, and `RegulatedBase`: a base loss plus the regulator's hyperparameters (IMI_DEFAULTS), so the three
+methods are three declarations. The signal is in `imi.py`, the base losses in their own modules. Pure tensor code.
 """
 from __future__ import annotations
 

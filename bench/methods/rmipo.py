@@ -1,20 +1,9 @@
 """RMiPO (arXiv 2604.24804; code github.com/liavonpenn/rmipo, scripts/rmipo_trainer.py): SimPO with a
 per-pair IMI margin (docs/design.md §4).
 
-As the authors' `simpo_loss` (loss_type "rmipo") and `concatenated_forward` do it:
-- ā(y | ∅) comes from an extra no-grad forward of the *current policy* on the response alone, and
-  ā(y | x) is the policy's own averaged log-prob, detached: Needs(marginal="policy");
-- ΔPMI = PMI(y_w) − PMI(y_l), detached; g = g_min + (g_max − g_min)·exp(−max(0, ΔPMI)) with
-  g_min = 0.3, g_max = 1.6 hard-coded there (τ = 1);
-- loss = −log σ(β(ā(y_w) − ā(y_l) − g)), β = 2.0 in all released configs; the YAML's gamma_beta_ratio
-  is ignored by that loss, so it is no key here. margin_units="absolute" reads g as an absolute γ
-  instead: −log σ(β(ā(y_w) − ā(y_l)) − g).
-- marginal_context="authors" asks the trainer for their response-only pass (no BOS, first response
-  token unscored, averaged over the |y| − 1 scored tokens); "bos" (default) scores every response
-  token after a BOS. Either way the trainer hands over marginal sums scaled to |y| tokens, so the
-  loss code is the same.
-Their label_smoothing defaults to 0 and is not exposed. This module only fixes that configuration;
-the signal, the map and the margin wiring are the shared IMI code (imi.py, imi_regulated.py).
+Fixes the configuration of the authors' `simpo_loss` (loss_type "rmipo") and `concatenated_forward`: PMI from an
+extra no-grad forward of the live policy on the response alone, g ∈ [0.3, 1.6] with τ = 1, the margin in ratio
+units, β = 2. The signal, the map and the margin wiring are the shared IMI code (imi.py, imi_regulated.py).
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
-"""The interface of a built-in task with a known gold reward r*(x, y).
+"""The interface of a built-in task with a known gold reward r*(x, y) (docs/design.md §5).
 
-Two kinds:
-- synthetic tasks (`Task`): texts are space-separated words from `vocabulary`, so the suite's
-  word-level tokenizer (built from the vocabulary, no downloads) maps each word to one token; the
-  pipeline trains the tiny model's SFT warm start on `demonstration`s;
-- tasks for a pretrained model (`PretrainedModelTask`, docs/design.md §13): free text in the model's own
-  tokenizer (bound with `bind_tokenizer`), no vocabulary and no SFT corpus — the pretrained (instruct)
-  model is the reference as it is.
-Either way a task knows nothing of models or methods: the pipeline in `bench.data.builtin` samples
-prompts, samples response pairs from the reference and labels them by Bradley–Terry on `label_reward`.
+Two kinds: synthetic tasks (`Task`), whose texts are words of `vocabulary` (one token each under the suite's
+word-level tokenizer) and whose demonstrations train the tiny model's SFT warm start; and tasks for a pretrained
+model (`PretrainedModelTask`, docs/design.md §13), free text in that model's tokenizer, with no SFT corpus. A task
+knows nothing of models or methods: bench.data.builtin samples its prompts and pairs and labels them.
 """
 from __future__ import annotations
 

@@ -1,14 +1,9 @@
 """Constraints: IFEval-style verifiable instructions for a real pretrained chat model (docs/design.md §13).
 
-Owns the prompt language (a task template × a topic, plus an always-on word-count range and
-`n_constraints` further instructions such as "Do not use any commas."), the graded gold reward that
-checks those instructions in code, its guards against degenerate outputs (empty, repeated n-grams,
-echoing the instruction, truncated at the cap), and multiple-choice items for lm-eval. Prompts are
-rendered with the model's chat template once the pipeline binds its tokenizer (`bind_tokenizer`);
-the reward parses the instruction back out of the prompt text, so it needs no side table.
-
-See constraints.md for the reward's definition, why it is graded, and why hacking it does not pay.
-Knows nothing of models beyond the tokenizer it is handed (chat template and token counts).
+Owns the prompt language (a task template × a topic, a word-count range and `n_constraints` further
+instructions), the graded gold reward that checks them in code, with guards against degenerate answers, and the
+multiple-choice items for lm-eval. The reward parses the instructions back out of the prompt text, so it needs no
+side table; constraints.md defines it and says why it is graded and why hacking it does not pay.
 """
 from __future__ import annotations
 
