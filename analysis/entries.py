@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.sft_level import delta_column
-from analysis.selection import Choice, SeedBootstrap, choose, chosen_stat, has_validation
+from analysis.selection import Choice, SeedBootstrap, choose, chosen_stat, first_argmax, has_validation
 from analysis.stats import seed_interval
 
 SFT_ENTRY = "SFT (reference)"
@@ -192,3 +192,38 @@ def moves_the_model(comparison: pd.DataFrame, baseline: str) -> pd.DataFrame:
 
     out["verdict"] = [verdict(r) for r in out.itertuples()]
     return out.reset_index(drop=True)
+
+
+def practitioners_testbed(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseline: str,
+                          confidence: float) -> pd.DataFrame:
+    """docs/design.md §11a under the practitioner's model: on every clean setting, one grid search of `baseline`
+    at one seed (every configuration trained once at seed s, the validation-best run kept) against the SFT
+    model of that seed. d_s = Δ vs SFT of the run chosen at seed s; the estimate is the mean of d_s over the
+    seeds at which every configuration ran, and replicate b weighs each seed by how often it was drawn (the
+    paired seed bootstrap). Out: setting, practitioner_delta_sft (+ _ci_low, _ci_high), n_seeds,
+    practitioner_verdict; no rows where the records carry no validation score or no SFT level."""
+    rows = []
+    val_column, delta = f"val/{metric}", delta_column(metric)
+    for tuned in (e for e in entries if e.kind == "tuned" and e.method == baseline and not e.trap):
+        ids = tuned.choice.config_ids
+        if delta not in runs.columns or not has_validation(boot, runs, ids, metric):
+            continue
+        val, val_present = boot.matrix(runs, ids, val_column)
+        gain, gain_present = boot.matrix(runs, ids, delta)
+        usable = (val_present & gain_present & np.isfinite(val) & np.isfinite(gain)).all(axis=0)
+        if not usable.any():
+            continue
+        chosen = first_argmax(val[:, usable].T)                       # (S',): the configuration kept at each seed
+        d = gain[:, usable][chosen, np.arange(usable.sum())]           # (S',)
+        counts = boot.counts[boot.setting(ids)][:, usable].astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            replicates = counts @ d / counts.sum(axis=1)
+        point = float(d.mean())
+        low, high = _ci(point, replicates, int(usable.sum()), confidence)
+        verdict = ("yes: the interval excludes 0" if low > 0 else
+                   "no: below SFT" if high < 0 else "no: the interval includes 0")
+        rows.append({"setting": tuned.setting, "practitioner_delta_sft": point, "practitioner_delta_sft_ci_low": low,
+                     "practitioner_delta_sft_ci_high": high, "n_seeds": int(usable.sum()),
+                     "practitioner_verdict": verdict})
+    return pd.DataFrame(rows, columns=["setting", "practitioner_delta_sft", "practitioner_delta_sft_ci_low",
+                                       "practitioner_delta_sft_ci_high", "n_seeds", "practitioner_verdict"])

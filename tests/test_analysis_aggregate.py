@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.aggregate import improvement_table, iqm_table, normalizers, per_setting_table
-from analysis.entries import build_entries, comparison_table, grid_table, moves_the_model
+from analysis.entries import build_entries, comparison_table, grid_table, moves_the_model, practitioners_testbed
 from analysis.grid import annotate
 from analysis.protocol import citability
 from analysis.sft_level import add_delta, sft_levels
@@ -116,6 +116,29 @@ def test_normalizers_and_the_testbed_check_name_what_fails():
     assert "does not score above SFT" in norms.loc["flat", "reason"]
     check = moves_the_model(comparison, "dpo").set_index("setting")["verdict"]
     assert check.to_dict() == {"moves": "yes: the interval excludes 0", "flat": "no: the interval includes 0"}
+
+
+def test_one_grid_search_at_one_seed_against_that_seeds_sft_by_hand():
+    """The practitioner's testbed check: at each seed the validation-best run of that seed, minus that seed's
+    SFT score; not the configuration with the best 3-seed mean validation (β = 0.1 here, whose mean Δ vs SFT
+    is 0.267, against the practitioner's 0.333)."""
+    # seed: (val, test) of β = 0.1, (val, test) of β = 1, SFT score
+    table = {0: ((1.0, 0.5), (0.0, 0.9), 0.0), 1: ((0.0, 0.2), (2.0, 0.4), 0.1), 2: ((3.0, 0.1), (1.0, 0.8), -0.1)}
+    rows = [{"method.name": "dpo", "method.beta": beta, "seed": seed, "gold_reward": cell[1], "val/gold_reward": cell[0],
+             "reference_gold_reward": sft, "dataset.name": "a", "model.name": "tiny", "hardware.name": "cpu",
+             "dataset.trap": None}
+            for seed, (low, high, sft) in table.items() for beta, cell in ((0.1, low), (1.0, high))]
+    runs = add_delta(annotate(pd.DataFrame(rows), CONFIG), "gold_reward")
+    boot, entries, comparison = _setup(runs, n_boot=200)
+    d = np.array([0.5 - 0.0, 0.4 - 0.1, 0.1 + 0.1])  # seed 0 keeps β = 0.1, seed 1 β = 1, seed 2 β = 0.1
+    out = practitioners_testbed(entries, runs, boot, "gold_reward", "dpo", 0.95).set_index("setting").loc["a"]
+    assert out["practitioner_delta_sft"] == pytest.approx(d.mean()) and out["n_seeds"] == 3
+    counts = boot.counts["a"]
+    brute = np.array([np.repeat(d, c).mean() for c in counts])  # each replicate's drawn seeds, one by one
+    low, high = seed_interval(d.mean(), brute, 3, 0.95)
+    assert (out["practitioner_delta_sft_ci_low"], out["practitioner_delta_sft_ci_high"]) == pytest.approx((low, high))
+    assert comparison.set_index("entry").loc["dpo (tuned)", "delta_sft"] == pytest.approx((0.5 + 0.2 + 0.1) / 3)
+    assert out["practitioner_verdict"] == ("yes: the interval excludes 0" if low > 0 else "no: the interval includes 0")
 
 
 def test_a_noisy_configuration_loses_stability_and_widens_the_tuned_interval():
