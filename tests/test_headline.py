@@ -1,6 +1,6 @@
 """The headline table (analysis.headline, `python -m analysis headline`): its cells equal the report's
 comparison table, its numbers are checked by hand on records whose seeds agree (so every interval is
-its point), and every table embedded in README.md and results/baselines/v1/README.md is what the
+its point), and every table embedded in README.md and the results READMEs is what the
 command prints on the committed records — one test per embedded block."""
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from analysis.report import ReportOptions, build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # document -> how many headline blocks it embeds (a marker deleted by mistake fails here, not silently)
-EMBEDDED = {"README.md": 1, "results/baselines/v1/README.md": 3}
+EMBEDDED = {"README.md": 2, "results/baselines/v1/README.md": 3, "results/beta_sensitivity/README.md": 1}
 
 _spec = importlib.util.spec_from_file_location("analysis_fabricate",
                                                Path(__file__).parent / "fixtures/analysis/fabricate.py")
