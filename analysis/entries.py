@@ -182,16 +182,17 @@ def moves_the_model(comparison: pd.DataFrame, baseline: str) -> pd.DataFrame:
     rows = comparison[(comparison["method"] == baseline) & (comparison["kind"] == "tuned")
                       & (comparison["trap"].fillna("") == "")]
     out = rows[["setting", "entry", "selected_on", "delta_sft", "delta_sft_ci_low", "delta_sft_ci_high"]].copy()
-
-    def verdict(r) -> str:
-        if pd.isna(r.delta_sft_ci_low):
-            return "unknown (no SFT value)"
-        if r.delta_sft_ci_low > 0:
-            return "yes: the interval excludes 0"
-        return "no: below SFT" if r.delta_sft_ci_high < 0 else "no: the interval includes 0"
-
-    out["verdict"] = [verdict(r) for r in out.itertuples()]
+    out["verdict"] = [moves_verdict(low, high) for low, high in zip(out["delta_sft_ci_low"], out["delta_sft_ci_high"])]
     return out.reset_index(drop=True)
+
+
+def moves_verdict(low: float, high: float) -> str:
+    """Does an interval of Δ vs SFT say the model moved up?"""
+    if pd.isna(low):
+        return "unknown (no SFT value)"
+    if low > 0:
+        return "yes: the interval excludes 0"
+    return "no: below SFT" if high < 0 else "no: the interval includes 0"
 
 
 def practitioners_testbed(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseline: str,
@@ -220,10 +221,8 @@ def practitioners_testbed(entries: list[Entry], runs: pd.DataFrame, boot: SeedBo
             replicates = counts @ d / counts.sum(axis=1)
         point = float(d.mean())
         low, high = _ci(point, replicates, int(usable.sum()), confidence)
-        verdict = ("yes: the interval excludes 0" if low > 0 else
-                   "no: below SFT" if high < 0 else "no: the interval includes 0")
         rows.append({"setting": tuned.setting, "practitioner_delta_sft": point, "practitioner_delta_sft_ci_low": low,
                      "practitioner_delta_sft_ci_high": high, "n_seeds": int(usable.sum()),
-                     "practitioner_verdict": verdict})
+                     "practitioner_verdict": moves_verdict(low, high)})
     return pd.DataFrame(rows, columns=["setting", "practitioner_delta_sft", "practitioner_delta_sft_ci_low",
                                        "practitioner_delta_sft_ci_high", "n_seeds", "practitioner_verdict"])

@@ -20,3 +20,18 @@ def test_without_cuda_it_runs_nothing(tmp_path, capsys):
     assert main(["--out", str(tmp_path / "gpu")]) == 2
     assert "no CUDA device here: nothing run" in capsys.readouterr().err
     assert not (tmp_path / "gpu").exists()
+
+
+def test_a_step_that_overruns_is_stopped_and_keeps_its_output(tmp_path):
+    import sys
+
+    from bench.gpu_check import run_step
+
+    slow = [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"]
+    result = run_step("slow", 2, slow, tmp_path)
+    assert result["rc"] == 124 and result["wall_s"] < 30
+    log = (tmp_path / "slow.log").read_text()
+    assert log.startswith("started\n") and log.endswith("[gpu_check] stopped after 2 s")  # text, not b'...'
+    assert result["tail"] == log
+    quick = run_step("quick", 30, [sys.executable, "-c", "print('done')"], tmp_path)
+    assert quick["rc"] == 0 and (tmp_path / "quick.log").read_text() == "done\n"
