@@ -187,11 +187,10 @@ def reproduce_baseline(folder: Path, subset: str, out: Path, cache_root: str, ch
     chosen = select_records(completed_records(folder), subset_filter(manifest, subset))
     if not chosen:
         raise BaselineError(f"subset '{subset}' selects no completed run under {folder}")
-    for record in chosen:  # before any compute: this checkout must be the code that made them
-        try:
-            check_same_code(record)
-        except OtherCodeError as err:
-            raise BaselineError(f"{folder}: {err}") from None
+    try:  # before any compute: this checkout must be the code that made them
+        check_same_code(*chosen)
+    except OtherCodeError as err:
+        raise BaselineError(f"{folder}: {err}") from None
     echo(f"[reproduce] {folder}: subset '{subset}', {len(chosen)} runs to re-run "
          f"({manifest['subsets'][subset].get('description', '')})")
 

@@ -33,16 +33,20 @@ class OtherCodeError(ValueError):
     """A record was made by other code than this checkout's: its numbers are not this code's to reproduce."""
 
 
-def check_same_code(record: dict) -> None:
-    """Refuse a record whose code fingerprint (provenance.code_fingerprint) is not this checkout's, naming
-    the commit that made it: reproducing it means checking that commit out (records made before
-    fingerprints existed carry none, and are refused the same way)."""
-    made_by = (record.get("provenance") or {}).get("code_fingerprint")
-    if made_by != run_fingerprint():
-        commit = (record.get("provenance") or {}).get("git_commit") or "unknown"
-        raise OtherCodeError(f"{record.get('run_id', 'record')}: made by other code (fingerprint {made_by or 'not recorded'}, "
-                             f"commit {commit[:12]}; this checkout's is {run_fingerprint()}): check out commit "
-                             f"{commit[:12]} to reproduce it")
+def check_same_code(*records: dict) -> None:
+    """Refuse the first of `records` whose code fingerprint (provenance.code_fingerprint) is not this
+    checkout's, naming the commit that made it: reproducing it means checking that commit out (records made
+    before fingerprints existed carry none, and are refused the same way). Callers pass every record they
+    will re-run at once, before any compute."""
+    ours = run_fingerprint()
+    for record in records:
+        provenance = record.get("provenance") or {}
+        made_by = provenance.get("code_fingerprint")
+        if made_by != ours:
+            commit = provenance.get("git_commit") or "unknown"
+            raise OtherCodeError(f"{record.get('run_id', 'record')}: made by other code (fingerprint "
+                                 f"{made_by or 'not recorded'}, commit {commit[:12]}; this checkout's is {ours}): "
+                                 f"check out commit {commit[:12]} to reproduce it")
 
 
 def completed_records(root: Path) -> list[dict]:
@@ -117,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     chosen = records if args.runs == 0 else random.Random(args.seed).sample(records, min(args.runs, len(records)))
     try:
-        for record in chosen:
-            check_same_code(record)
+        check_same_code(*chosen)  # before any compute
     except OtherCodeError as err:
         print(f"[reproduce] {err}", file=sys.stderr)
         return 2

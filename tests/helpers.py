@@ -33,6 +33,19 @@ SECRETS = {"WANDB_API_KEY": f"imibench-wandb-{TOKEN}", "HF_TOKEN": f"hf_imibench
 REAL_MODEL = {"smollm2_budget", "smollm2_dpo", "smollm2_imi"}
 
 
+def dataset_config(name: str) -> dict:
+    """conf/dataset/<name>.yaml as plain containers."""
+    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml"))
+
+
+def default_task(name: str):
+    """The built-in task of conf/dataset/<name>.yaml, built with that config's task_kwargs."""
+    from bench.data.tasks import build_task
+
+    cfg = dataset_config(name)
+    return build_task(cfg["task"], **cfg.get("task_kwargs", {}))
+
+
 def run_command(args: list[str], *, cwd: Path, env: dict | None = None, timeout: float) -> subprocess.CompletedProcess:
     """Run `args` in its own process group (joblib workers too), killed whole after `timeout` s, so a hung
     command fails its test instead of hanging it. stdout and stderr together in `.stdout`."""

@@ -109,6 +109,15 @@ def test_reproduce_a_baseline_passes_then_catches_a_changed_run_and_a_changed_ce
     run_line = next(line for line in out.splitlines() if line.lstrip().startswith(runs[-1].record["run_id"]) and " kl " in line)
     assert run_line.rstrip().endswith("PASS")
 
+    # a run made by other code is refused before any compute, naming the baseline folder and the commit
+    record = json.loads(record_path.read_text())
+    record["provenance"].update(code_fingerprint="0" * 16, git_commit="abcdef1234567890")
+    record_path.write_text(json.dumps(record))
+    assert main(["reproduce", str(folder), *cache]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}: {runs[-1].record['run_id']}: made by other code (fingerprint 0000000000000000" in err
+    assert "check out commit abcdef123456" in err
+
 
 BASELINES = sorted((Path(__file__).resolve().parents[1] / "results" / "baselines").glob("*/manifest.json"))
 

@@ -10,21 +10,16 @@ from omegaconf import OmegaConf
 
 from bench.data.adapters import load_preference_records
 from bench.data.builtin import PROMPT_SETS, draw_prompt_sets
-from bench.data.splits import (COMPOSITION_REGION, REGION_SHARES, REGIONS, draw_prompts, prompt_set_stats, region_of,
+from bench.data.splits import (COMPOSITION_REGION, REGION_SHARES, draw_prompts, prompt_set_stats, region_of,
                                restricted_to, unit_hash)
-from bench.data.tasks import build_task
-from bench.data.tasks.sentiment import SentimentTask
+from bench.data.tasks.sentiment import TOPICS, SentimentTask
 from bench.pipeline import run
 from bench.sft import corpus_prompts
-from helpers import CONF_DIR, tiny_llama, word_tokenizer
+from helpers import CONF_DIR, dataset_config, default_task, tiny_llama, word_tokenizer
 
 # Built-in dataset configs: the tiny model's tasks (SFT corpus, composition keys) and one for a pretrained model.
 BUILTIN_TINY = ("arithmetic", "arithmetic_noisy", "sentiment", "sentiment_noisy", "verbosity")
 DATASETS = (*BUILTIN_TINY, "constraints")
-
-
-def _dataset_cfg(name: str) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(CONF_DIR / "dataset" / f"{name}.yaml"))
 
 
 class TopicHeldOut(SentimentTask):
@@ -38,10 +33,15 @@ class TopicHeldOut(SentimentTask):
 
 
 def test_unit_hash_is_fixed_and_uniform():
+    """The hash places every prompt of the committed study (results/) in its set: its values are pinned, as
+    measured, so a change to it, which would move prompts between sets, fails here."""
     assert unit_hash("a", "b") == unit_hash("a", "b") != unit_hash("a", "c")
-    assert unit_hash("sentiment", "prompt", "review food taste") == pytest.approx(
-        int.from_bytes(__import__("hashlib").sha256("sentiment\x1fprompt\x1freview food taste".encode()).digest()[:8],
-                       "big") / 2 ** 64)
+    assert unit_hash("sentiment", "prompt", "review food taste") == 0.25294262534862305
+    assert unit_hash("a", "b") == 0.938672836308991
+    regions = {name: region_of(default_task(name), prompt) for name, prompt in
+               (("arithmetic", "2 - 1 6 ="), ("sentiment", "judge book author for boss again"),
+                ("verbosity", "largest of 6 0 4 8"))}
+    assert regions == {"arithmetic": "train_pairs", "sentiment": "validation", "verbosity": COMPOSITION_REGION}
     draws = [unit_hash(str(i)) for i in range(20_000)]
     assert min(draws) >= 0 and max(draws) < 1
     assert abs(sum(u < 0.55 for u in draws) / len(draws) - 0.55) < 0.015  # 3 binomial SEs
@@ -50,8 +50,7 @@ def test_unit_hash_is_fixed_and_uniform():
 def _default_sets(name: str, seed: int) -> tuple[object, dict[str, list[str]]]:
     """The prompt sets of conf/dataset/<name>.yaml at its default sizes, with the SFT corpus at the default
     sft.corpus_size where the task has an SFT model (bench.sft.corpus_prompts)."""
-    cfg = _dataset_cfg(name)
-    task = build_task(cfg["task"], **cfg.get("task_kwargs", {}))
+    cfg, task = dataset_config(name), default_task(name)
     sets = draw_prompt_sets(task, cfg, seed)
     if not task.requires_pretrained_model:
         sft = OmegaConf.load(CONF_DIR / "config.yaml").sft
@@ -63,7 +62,8 @@ def _default_sets(name: str, seed: int) -> tuple[object, dict[str, list[str]]]:
 def test_default_sets_never_share_a_prompt(name):
     """Measured at the default sizes of conf/dataset/<name>.yaml and the SFT corpus, for two seeds: every
     overlap is 0, every set has its configured size and every prompt lies in its set's region."""
-    cfg = _dataset_cfg(name)
+    cfg = dataset_config(name)
+    corpus_size = OmegaConf.load(CONF_DIR / "config.yaml").sft.corpus_size
     for seed in (0, 1):
         task, sets = _default_sets(name, seed)
         stats = prompt_set_stats(sets)
@@ -72,7 +72,7 @@ def test_default_sets_never_share_a_prompt(name):
             {"sft_corpus", COMPOSITION_REGION} if name in BUILTIN_TINY else set())
         assert set(sets) == expected
         for region, prompts in sets.items():
-            size = OmegaConf.load(CONF_DIR / "config.yaml").sft.corpus_size if region == "sft_corpus" else cfg[PROMPT_SETS[region]]
+            size = corpus_size if region == "sft_corpus" else cfg[PROMPT_SETS[region]]
             assert len(prompts) == size
             assert {region_of(task, p) for p in prompts} == {"train_pairs" if region == "sft_corpus" else region}
 
@@ -88,8 +88,7 @@ def test_a_held_out_composition_is_in_no_other_set(name):
 
 
 def test_a_seed_draws_its_own_sets_from_the_same_regions():
-    cfg = _dataset_cfg("arithmetic")
-    task = build_task(cfg["task"], **cfg["task_kwargs"])
+    cfg, task = dataset_config("arithmetic"), default_task("arithmetic")
     first, again, other = (draw_prompt_sets(task, cfg, seed) for seed in (0, 0, 1))
     assert first == again
     assert first["test"] != other["test"] and first["train_pairs"] != other["train_pairs"]
@@ -98,8 +97,7 @@ def test_a_seed_draws_its_own_sets_from_the_same_regions():
 
 
 def test_asking_for_more_of_one_set_changes_no_other_set():
-    cfg = _dataset_cfg("verbosity")
-    task = build_task(cfg["task"], **cfg["task_kwargs"])
+    cfg, task = dataset_config("verbosity"), default_task("verbosity")
     more = {**cfg, "n_test_prompts": cfg["n_test_prompts"] + 50}
     base, bigger = draw_prompt_sets(task, cfg, 3), draw_prompt_sets(task, more, 3)
     assert bigger["test"][:cfg["n_test_prompts"]] == base["test"]
@@ -109,8 +107,7 @@ def test_asking_for_more_of_one_set_changes_no_other_set():
 def test_the_composition_region_holds_exactly_the_held_out_keys():
     task = TopicHeldOut()
     keys = {task.composition_key(p): region_of(task, p) for p in
-            (f"review {t} {a}" for t, aspects in __import__("bench.data.tasks.sentiment", fromlist=["TOPICS"]).TOPICS.items()
-             for a in aspects)}
+            (f"review {t} {a}" for t, aspects in TOPICS.items() for a in aspects)}
     held = {k for k, region in keys.items() if region == COMPOSITION_REGION}
     assert held and len(held) < len(keys)  # some keys held out, most not
     composition = draw_prompts(task, COMPOSITION_REGION, 50, random.Random(0))
@@ -142,8 +139,7 @@ def test_a_region_too_small_for_the_request_names_the_key():
 @pytest.mark.parametrize("name", ("arithmetic", "sentiment", "verbosity"))
 def test_restricted_view_draws_only_its_region_and_leaves_the_task_alone(name):
     """What the lm-eval items are built from (bench.pipeline: the test region, the run seed)."""
-    cfg = _dataset_cfg(name)
-    task = build_task(cfg["task"], **cfg["task_kwargs"])
+    task = default_task(name)
     view = restricted_to(task, "test")
     rng = random.Random(0)
     assert {region_of(task, view.sample_prompt(rng)) for _ in range(100)} == {"test"}
@@ -167,7 +163,7 @@ def test_a_real_dataset_prompt_in_both_splits_is_counted(tmp_path):
             {"prompt": "train only", "chosen": "c", "rejected": "d"}]
     (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "test.jsonl").write_text(json.dumps({"prompt": "same question", "chosen": "x", "rejected": "y"}) + "\n")
-    cfg = _dataset_cfg("local_file")
+    cfg = dataset_config("local_file")
     cfg["data_files"] = {"train": str(tmp_path / "train.jsonl"), "test": str(tmp_path / "test.jsonl")}
     train, _ = load_preference_records(cfg, "train")
     held_out, _ = load_preference_records(cfg, "test")

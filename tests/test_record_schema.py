@@ -35,7 +35,7 @@ def test_a_checkpoint_interval_is_never_a_hyperparameter():
 def test_a_written_record_has_the_schema_s_fields(make_config):
     from bench.pipeline import run
 
-    record = run(make_config("method=dpo")).record
-    assert set(record) | {"schema_version"} == set(SCHEMA["fields"])
-    written = records.read_record(run(make_config("method=dpo")).directory)
+    result = run(make_config("method=dpo"))
+    assert set(result.record) | {"schema_version"} == set(SCHEMA["fields"])
+    written = records.read_record(result.directory)
     assert set(written) == set(SCHEMA["fields"]) and written["schema_version"] == SCHEMA["schema_version"]
