@@ -16,7 +16,9 @@ from analysis import coverage, headline
 from analysis.costs import DEFAULT_CONVENTION
 from analysis.load import LoadedRuns, load_runs
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
+from analysis.selection import STATS
 from analysis.stats import RECOMMENDED_REPLICATES
+from analysis.tuning import IDEALISED, PRACTITIONER
 from analysis.wandb_runs import load_wandb_runs
 
 
@@ -52,15 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     convention.add_argument("--per-run", dest="convention", action="store_const", const="per_run",
                             help="charge every run the full cost of each shared build it used")
     report.set_defaults(convention=DEFAULT_CONVENTION)
-    report.add_argument("--stat", choices=("mean", "median"), default="mean",
+    report.add_argument("--stat", choices=STATS, default="mean",
                         help="seed statistic that scores a configuration (default: mean)")
     report.add_argument("--n-boot", type=int, default=RECOMMENDED_REPLICATES,
                         help=f"bootstrap replicates (default: {RECOMMENDED_REPLICATES}; the expanded interval's tail "
                              "quantiles need thousands)")
     report.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
     report.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
-    report.add_argument("--idealised-tuners", dest="tuner_model", action="store_const", const="idealised",
-                        default="practitioner",
+    report.add_argument("--idealised-tuners", dest="tuner_model", action="store_const", const=IDEALISED,
+                        default=PRACTITIONER,
                         help="tuners select on each configuration's statistic over all seeds while charged one run "
                              "per configuration (labelled 'idealised'); default: the practitioner's model, one run "
                              "per configuration at one seed")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.entries import Entry, find_entry
-from analysis.selection import SeedBootstrap, chosen_runs
+from analysis.selection import SeedBootstrap, chosen_runs, weighted_reduce
 from analysis.stats import iqm, iqm_shares, probability_of_improvement_batched, seed_interval
 
 NORMALIZER_COLUMNS = ["setting", "trap", "sft", "tuned", "usable", "reason"]
@@ -101,7 +101,7 @@ def per_setting_table(entries: list[Entry], runs: pd.DataFrame, boot: SeedBootst
         if entry.kind == "oracle" or entry.setting not in usable.index:
             continue
         point, reps, counts = _normalized(entry, runs, boot, metric, usable.loc[entry.setting])
-        means = (reps * counts).sum(axis=1) / counts.sum(axis=1)
+        means = weighted_reduce(reps, counts, "mean")
         low, high = seed_interval(point.mean(), means, boot.min_seeds(entry.choice.config_ids), confidence)
         rows.append({"setting": entry.setting, "trap": entry.trap, "entry": entry.name, "kind": entry.kind,
                      "n_runs": len(point), "mean_normalized": float(point.mean()), "mean_ci_low": float(low),

@@ -7,13 +7,20 @@ interval method against the model's truth; it exists so that "citable" rests on 
 from __future__ import annotations
 
 import math
+import shlex
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from analysis.selection import draw_counts, first_argmax, seed_stat
+from analysis.costs import charged_costs
+from analysis.grid import annotate
+from analysis.load import load_runs
+from analysis.selection import draw_counts, first_argmax, seed_stat, with_observed
 from analysis.stats import expanded_percentile_interval, percentile_interval, probability_interval, seed_interval
+from analysis.tables import to_markdown
 from analysis.tuning import (GRID, PRACTITIONER, RANDOM, SH_VARIANTS, ArmSeeds, GridSeeds, PlausibleCosts, arm_outcome,
                              cost_to_reach, grid_tuners, plausible_costs, prepare, saving_interval, savings, tau_rows)
 
@@ -307,7 +314,7 @@ def simulate(c: Components, n_data: int, n_boot: int, seed: int, tolerances=TOLE
     targets: dict[tuple, float] = {}
 
     def record(key, point, replicates, target, kind="", plausible=None):
-        targets[key[:4]] = target
+        targets[key] = target
         for method, (low, high) in _intervals(point, replicates, n_seeds, confidence, kind, plausible).items():
             # a saving between fixed costs is computed along two paths (the estimate, the truth): a rounding
             # difference must not count as a miss
@@ -321,7 +328,7 @@ def simulate(c: Components, n_data: int, n_boot: int, seed: int, tolerances=TOLE
         data = draw(c, n_seeds, rng)
         grid, arm = grid_and_arm(c, data)
         present = np.ones((c.n_configs + 1, n_seeds), dtype=bool)
-        weights = np.concatenate([np.ones((1, n_seeds)), draw_counts(present, n_boot, rng)], axis=0)
+        weights = with_observed(draw_counts(present, n_boot, rng))
         tuned = tau_rows(grid, weights, "mean", 0.0)
         arm_score = seed_stat(arm.test[None], arm.present[None], weights, "mean")[:, 0]
         delta = arm_score - tuned
@@ -363,10 +370,6 @@ def simulate(c: Components, n_data: int, n_boot: int, seed: int, tolerances=TOLE
 def fit_folder(folder, metric: str = "gold_reward", scenarios=SCENARIOS) -> list[Components]:
     """Fit `Components` on every setting of a results folder that SCENARIOS names (the baseline's grid
     and the arm present), per-procedure costs."""
-    from analysis.costs import charged_costs
-    from analysis.grid import annotate
-    from analysis.load import load_runs
-
     loaded = load_runs(folder)
     if loaded.runs.empty:
         raise ValueError(f"{folder}: no completed runs to fit a model on")
@@ -385,14 +388,12 @@ def fit_folder(folder, metric: str = "gold_reward", scenarios=SCENARIOS) -> list
 
 def coverage_markdown(table: pd.DataFrame, components: pd.DataFrame, command: str) -> str:
     """coverage.md: the fitted components, then per setting statistic × interval method (coverage ± MC SE)."""
-    from analysis.tables import to_markdown
-
     lines = ["# Coverage of the report's intervals at 5 seeds, by simulation", "",
              f"Made by `{command}` (docs/design.md §11a; model and statistics: `analysis/coverage.py`).", "",
              "## Fitted variance components (standard deviations, gold-reward units)", "",
              to_markdown(components.map(lambda v: ("–" if math.isnan(v) else f"{v:.4f}") if isinstance(v, float)
                                         else str(v))), ""]
-    methods = [m for m in ("percentile", "expanded percentile", "t-widened", "report") if m in set(table["interval"])]
+    methods = [m for m in INTERVALS if m in set(table["interval"])]
     for setting, rows in table.groupby("setting", sort=False):
         first = rows.iloc[0]
         lines += [f"## {setting}", "", f"{int(first['n_data'])} simulated data sets of {int(first['n_seeds'])} seeds, "
@@ -413,8 +414,6 @@ def coverage_markdown(table: pd.DataFrame, components: pd.DataFrame, command: st
 
 
 def add_arguments(parser) -> None:
-    from pathlib import Path
-
     parser.add_argument("runs_dir", type=Path, help="results folder whose records the model is fitted on")
     parser.add_argument("--out", type=Path, required=True, help="folder for coverage.csv, coverage.md, components.csv")
     parser.add_argument("--metric", default="gold_reward", help="score column (default: gold_reward)")
@@ -427,9 +426,6 @@ def add_arguments(parser) -> None:
 
 def run(args) -> int:
     """The `coverage` subcommand: fit, simulate, write <out>/coverage.csv, coverage.md, components.csv."""
-    import shlex
-    import sys
-
     try:
         fitted = fit_folder(args.runs_dir, args.metric)
     except (ValueError, FileNotFoundError) as err:

@@ -23,7 +23,7 @@ from analysis.metrics import check_metric
 from analysis.sft_level import add_delta, sft_levels
 from analysis.report import ReportOptions, resolve_metric
 from analysis.report_sections import setting_name
-from analysis.selection import seed_bootstrap
+from analysis.selection import STATS, seed_bootstrap
 from analysis.stats import RECOMMENDED_REPLICATES
 from analysis.tables import fmt_score, to_markdown, with_interval
 
@@ -63,7 +63,7 @@ def comparison(loaded: LoadedRuns, options: HeadlineOptions = HeadlineOptions())
     if runs.empty:
         raise ValueError(f"no completed run reports {metric!r}")
     boot = seed_bootstrap(runs, o.n_boot, o.seed)
-    sft = sft_levels(runs, metric, o.n_boot, o.confidence, o.seed)
+    sft = sft_levels(runs, metric, boot, o.confidence)
     entries = build_entries(runs, boot, metric, o.stat)
     table = comparison_table(entries, runs, boot, metric, o.stat, options.baseline, sft, o.confidence)
     is_imi = runs.groupby("method.name")["is_imi"].first()
@@ -197,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="methods shown beside the tuned baseline, in this order (default: every IMI method, "
                              f"then {', '.join(COMPETITORS)})")
     parser.add_argument("--clean", action="store_true", help="clean-label settings only (leave out trap settings)")
-    parser.add_argument("--stat", choices=("mean", "median"), default="mean",
+    parser.add_argument("--stat", choices=STATS, default="mean",
                         help="seed statistic that scores a configuration (default: mean, as for `report`)")
     parser.add_argument("--n-boot", type=int, default=RECOMMENDED_REPLICATES,
                         help=f"bootstrap replicates (default: {RECOMMENDED_REPLICATES}, as for `report`)")

@@ -115,6 +115,14 @@ def _as_float(value: Any, where: str) -> float:
         raise ValueError(f"{where}: expected a number, got {value!r}") from None
 
 
+def _object_field(record: Mapping[str, Any], name: str, where: str) -> Mapping[str, Any]:
+    """The optional object field `name` of a record ({} when absent or empty); ValueError naming it otherwise."""
+    value = record.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: field '{name}' is not an object")
+    return value
+
+
 def record_to_row(record: Mapping[str, Any], where: str = "record") -> tuple[dict[str, Any], list[str], list[str]]:
     """Flatten one completed record into a row.
 
@@ -128,23 +136,15 @@ def record_to_row(record: Mapping[str, Any], where: str = "record") -> tuple[dic
     for key in REQUIRED_CONFIG_KEYS:
         if config_flat.get(key) in (None, ""):
             raise ValueError(f"{where}: field 'config.{key}' is missing")
-    metrics = record.get("metrics") or {}
-    if not isinstance(metrics, Mapping):
-        raise ValueError(f"{where}: field 'metrics' is not an object")
+    metrics = _object_field(record, "metrics", where)
     metric_values = {name: _as_float(v, f"{where}: field 'metrics.{name}'") for name, v in metrics.items()}
     clash = sorted(set(metric_values) & set(config_flat))
     if clash:
         raise ValueError(f"{where}: metric names {clash} clash with config keys of the same name")
-    cost = record.get("cost") or {}
-    if not isinstance(cost, Mapping):
-        raise ValueError(f"{where}: field 'cost' is not an object")
+    cost = _object_field(record, "cost", where)
     provenance = record.get("provenance") or {}
-    method_info = record.get("method_info") or {}
-    if not isinstance(method_info, Mapping):
-        raise ValueError(f"{where}: field 'method_info' is not an object")
-    data = record.get("data") or {}
-    if not isinstance(data, Mapping):
-        raise ValueError(f"{where}: field 'data' is not an object")
+    method_info = _object_field(record, "method_info", where)
+    data = _object_field(record, "data", where)
 
     row: dict[str, Any] = {
         "run_id": record.get("run_id"),

@@ -71,10 +71,13 @@ def citability(runs: pd.DataFrame, entries: list[Entry], metric: str, n_boot: in
         out.labels.append("prompt sets overlap: not citable")
         out.details.append("The records count prompts shared between two prompt sets of a run: "
                            + "; ".join(overlap_phrases(shared)) + ".")
-    missing = unmeasured_runs(runs)
-    if missing:
+    unmeasured = unmeasured_runs(runs)
+    if unmeasured.any():
         out.labels.append("prompt-set overlap not measured: not citable")
-        out.details.append(unmeasured_text(runs))
+        out.details.append(f"{int(unmeasured.sum())} of {len(runs)} runs carry no `data.prompt_sets` (records older "
+                           "than the prompt-set overlap count; on "
+                           f"{', '.join(sorted(runs.loc[unmeasured, 'setting'].unique()))}), so whether their prompt "
+                           "sets share prompts is not measured.")
     versions = code_versions(runs)
     mixed = versions[versions["n_versions"] > 1]
     if len(mixed):
@@ -99,20 +102,13 @@ def overlap_columns(runs: pd.DataFrame) -> list[str]:
     return [c for c in runs.columns if c.startswith(OVERLAP_PREFIX)]
 
 
-def unmeasured_runs(runs: pd.DataFrame) -> int:
-    """How many runs carry no overlap count at all (records older than `data.prompt_sets`)."""
+def unmeasured_runs(runs: pd.DataFrame) -> pd.Series:
+    """Per run (bool, runs' index): True where it carries no overlap count at all (records older than
+    `data.prompt_sets`)."""
     columns = overlap_columns(runs)
     if not columns:
-        return len(runs)
-    return int(runs[columns].isna().all(axis=1).sum())
-
-
-def unmeasured_text(runs: pd.DataFrame) -> str:
-    missing = unmeasured_runs(runs)
-    where = sorted(runs.loc[runs[overlap_columns(runs)].isna().all(axis=1), "setting"].unique()) \
-        if overlap_columns(runs) else sorted(runs["setting"].unique())
-    return (f"{missing} of {len(runs)} runs carry no `data.prompt_sets` (records older than the prompt-set "
-            f"overlap count; on {', '.join(where)}), so whether their prompt sets share prompts is not measured.")
+        return pd.Series(True, index=runs.index)
+    return runs[columns].isna().all(axis=1)
 
 
 def prompt_overlaps(runs: pd.DataFrame) -> pd.DataFrame:
@@ -142,21 +138,15 @@ def overlap_phrases(shared: pd.DataFrame) -> list[str]:
     return out
 
 
-def prompt_sets_disjoint(runs: pd.DataFrame) -> bool:
-    """True only where every run measures its overlaps and every count is 0."""
-    overlaps = prompt_overlaps(runs)
-    return unmeasured_runs(runs) == 0 and not overlaps.empty and bool((overlaps["max_count"] == 0).all())
-
-
 def prompt_sets_text(runs: pd.DataFrame) -> str:
     """How a report may describe its validation and test prompt sets: "disjoint" (and scores on them
-    held-out) only where `prompt_sets_disjoint`; otherwise what the records show, in words that claim
-    neither (the report's wording guard, docs/design.md §11a)."""
-    if prompt_sets_disjoint(runs):
-        pairs = sorted(set(prompt_overlaps(runs)["pair"]))
+    held-out) only where every run measures its overlaps and every count is 0; otherwise what the records
+    show, in words that claim neither (the report's wording guard, docs/design.md §11a)."""
+    overlaps = prompt_overlaps(runs)
+    if not unmeasured_runs(runs).any() and not overlaps.empty and (overlaps["max_count"] == 0).all():
+        pairs = sorted(set(overlaps["pair"]))
         return ("a prompt set disjoint from the test prompts (the records count 0 shared prompts for every pair of "
                 f"prompt sets they measure: {', '.join(f'`{p}`' for p in pairs)}), so test scores are held-out")
-    overlaps = prompt_overlaps(runs)
     if (overlaps["max_count"] > 0).any():
         return ("a separate prompt set, but the records count prompts shared between prompt sets (see the verdict), "
                 "so selection and test may score the same prompts")

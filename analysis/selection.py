@@ -74,11 +74,6 @@ def seed_stat(values: np.ndarray, present: np.ndarray, counts: np.ndarray | None
     return weighted_reduce(np.asarray(values, dtype=float)[None], np.asarray(counts, float)[:, None, :] * present[None], stat)
 
 
-def complete_seeds(present: np.ndarray) -> np.ndarray:
-    """Seeds every configuration ran: present (N, S) -> (S,) bool."""
-    return np.asarray(present, dtype=bool).all(axis=0)
-
-
 def draw_counts(present: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """How often each seed is drawn in each replicate: S draws with replacement, (n_boot, S) ints.
 
@@ -93,7 +88,7 @@ def draw_counts(present: np.ndarray, n_boot: int, rng: np.random.Generator) -> n
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not present.any(axis=1).all():
         raise ValueError("draw_counts: a configuration has no run at any seed")
-    complete = complete_seeds(present)
+    complete = present.all(axis=0)  # the seeds every configuration ran
 
     def invalid(counts: np.ndarray) -> np.ndarray:
         bad = ((counts[:, None, :] * present[None]).sum(axis=2) == 0).any(axis=1)
@@ -108,6 +103,12 @@ def draw_counts(present: np.ndarray, n_boot: int, rng: np.random.Generator) -> n
         counts[bad] = rng.multinomial(n_seeds, uniform, size=int(bad.sum()))
     raise ValueError(f"draw_counts: after {MAX_REDRAWS} redraws some replicate still leaves a configuration "
                      "without any of its seeds (too few seeds shared between configurations)")
+
+
+def with_observed(counts: np.ndarray) -> np.ndarray:
+    """Replicate seed counts (B, S) -> (1 + B, S) weights: row 0 counts every seed once (the observed
+    runs), rows 1.. the replicates, so one call computes an estimate and its replicates."""
+    return np.concatenate([np.ones((1, counts.shape[1])), counts], axis=0)
 
 
 @dataclass
@@ -145,8 +146,7 @@ class SeedBootstrap:
 
     def seed_weights(self, setting: str) -> np.ndarray:
         """(1 + n_boot, S): row 0 counts every seed once (the observed runs), rows 1.. the replicates."""
-        counts = self.counts[setting]
-        return np.concatenate([np.ones((1, counts.shape[1])), counts], axis=0)
+        return with_observed(self.counts[setting])
 
     def values(self, runs: pd.DataFrame, config_id: int, column: str) -> np.ndarray:
         """The observed values of one configuration's runs, in seed order (n_c,); NaN where a run lacks

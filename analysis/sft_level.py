@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.selection import SeedBootstrap, seed_bootstrap, seed_stat
+from analysis.selection import SeedBootstrap, seed_stat
 from analysis.stats import seed_interval
 
 SFT_WIN_RATE = 0.5
@@ -52,24 +52,19 @@ def add_delta(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return out
 
 
-def sft_levels(runs: pd.DataFrame, metric: str, boot: SeedBootstrap | int, confidence: float,
-               seed: int = 0) -> pd.DataFrame:
+def sft_levels(runs: pd.DataFrame, metric: str, boot: SeedBootstrap, confidence: float) -> pd.DataFrame:
     """The SFT level of `metric` per setting, with its interval over seeds.
 
     In:  annotated runs (setting, trap, seed, config_id, the reference column) and the report's paired
          bootstrap `boot` built on them: the level's replicates are the count-weighted means of the
-         per-seed levels under the same seed draws as every other number of the setting. An int is a
-         replicate count: the bootstrap is drawn here with `seed` (`selection.seed_bootstrap`, the
-         same draws as the report's on the same runs and seed). Seeds whose runs have no reference
-         value take no part; a replicate that draws none of the seeds with one is left out of the
-         interval. Out: one row per setting: SFT_COLUMNS. Empty when the level is unknown
-         (`sft_source` None). With SFT level 0.5 by definition (win_rate) the interval is the point.
+         per-seed levels under the same seed draws as every other number of the setting. Seeds whose
+         runs have no reference value take no part; a replicate that draws none of the seeds with one
+         is left out of the interval. Out: one row per setting: SFT_COLUMNS. Empty when the level is
+         unknown (`sft_source` None). With SFT level 0.5 by definition (win_rate) the interval is the point.
     """
     source = sft_source(runs, metric)
     if source is None or runs.empty:
         return pd.DataFrame(columns=SFT_COLUMNS)
-    if not isinstance(boot, SeedBootstrap):
-        boot = seed_bootstrap(runs, int(boot), seed)
     column = reference_column(runs, metric)
     rows = []
     for setting, group in runs.groupby("setting", sort=True):

@@ -9,7 +9,7 @@ import pytest
 from analysis.aggregate import improvement_table, iqm_table, normalizers, per_setting_table
 from analysis.entries import build_entries, comparison_table, grid_table, moves_the_model, practitioners_testbed
 from analysis.grid import annotate
-from analysis.protocol import citability
+from analysis.protocol import citability, prompt_sets_text
 from analysis.sft_level import add_delta, sft_levels
 from analysis.selection import seed_bootstrap
 from analysis.stats import seed_interval
@@ -40,7 +40,7 @@ def _runs(spec: dict[str, dict], seeds=range(4), val_shift: float = 0.0, trap: d
 def _setup(runs: pd.DataFrame, n_boot: int = 50):
     boot = seed_bootstrap(runs, n_boot, seed=0)
     entries = build_entries(runs, boot, "gold_reward", "mean")
-    sft = sft_levels(runs, "gold_reward", n_boot, 0.95)
+    sft = sft_levels(runs, "gold_reward", boot, 0.95)
     comparison = comparison_table(entries, runs, boot, "gold_reward", "mean", "dpo", sft, 0.95)
     return boot, entries, comparison
 
@@ -202,6 +202,26 @@ def test_citability_needs_prompt_sets_measured_disjoint():
                             f"{OVERLAP}train_pairs|test": [0] * 10 + [None] * 5})
     assert citability(partly, entries, "gold_reward", 4000).labels == ["prompt-set overlap not measured: not citable"]
 
+
+
+def test_unmeasured_runs_are_counted_and_their_settings_named():
+    two = _runs({"a": SPEC["a"], "b": SPEC["b"]}, seeds=range(5))
+    _, entries, _ = _setup(two)
+    assert prompt_sets_text(two) == ("a prompt set disjoint from the test prompts (the records count 0 shared prompts "
+                                     "for every pair of prompt sets they measure: `train_pairs|test`, "
+                                     "`validation|test`), so test scores are held-out")
+    in_b = two["setting"].str.startswith("b")
+    partly = two.copy()
+    partly.loc[in_b, [f"{OVERLAP}validation|test", f"{OVERLAP}train_pairs|test"]] = None
+    verdict = citability(partly, entries, "gold_reward", 4000)
+    assert verdict.details == [f"15 of 30 runs carry no `data.prompt_sets` (records older than the prompt-set "
+                               f"overlap count; on {two.loc[in_b, 'setting'].iloc[0]}), so whether their prompt sets "
+                               "share prompts is not measured."]
+    assert prompt_sets_text(partly) == ("a separate prompt set; whether it shares prompts with the test set is not "
+                                        "measured (see the verdict)")
+    shared = two.copy()
+    shared.loc[shared.index[0], f"{OVERLAP}validation|test"] = 3
+    assert prompt_sets_text(shared).startswith("a separate prompt set, but the records count prompts shared")
 
 def test_citability_refuses_records_of_mixed_code():
     five = _runs({"a": SPEC["a"]}, seeds=range(5))

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from analysis.load import curve_frame, find_run_dirs, load_runs, read_history, records_to_frame
+from analysis.load import (curve_frame, find_run_dirs, load_runs, read_history, record_to_row,
+                           records_to_frame)
 from analysis.wandb_runs import load_wandb_runs, wandb_run_to_record
 
 _spec = importlib.util.spec_from_file_location("analysis_fabricate", Path(__file__).parent / "fixtures/analysis/fabricate.py")
@@ -120,6 +121,15 @@ def test_malformed_and_unsupported_records_name_the_file_and_field(tmp_path):
     assert skipped.loc["future", "skip"] == "unsupported" and "99" in skipped.loc["future", "reason"]
     assert skipped.loc["running", "skip"] == "incomplete"
 
+
+
+@pytest.mark.parametrize("field", ["metrics", "cost", "method_info", "data"])
+def test_an_object_field_that_is_not_an_object_is_named(field):
+    record = {"config": {"method": {"name": "dpo"}, "dataset": {"name": "arithmetic"}}, "metrics": {"gold_reward": 1.0}}
+    row, _, _ = record_to_row({**record, field: None}, "r.json")  # absent or empty: nothing to flatten
+    assert row["method.name"] == "dpo"
+    with pytest.raises(ValueError, match=f"^r.json: field '{field}' is not an object$"):
+        record_to_row({**record, field: [1]}, "r.json")
 
 def test_the_same_run_in_two_sweeps_is_counted_once(sweep):
     root, _ = sweep
