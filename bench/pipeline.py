@@ -200,6 +200,16 @@ def _lm_eval(cfg: DictConfig, setup: Setup, model) -> dict:
                            batch_size=lm_cfg.batch_size, device=str(model.device), show_progress=bool(cfg.progress))
 
 
+def _run_means(history: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
+    """The mean of each of `keys` over the logged steps that have it (a key no step has is left out)."""
+    means = {}
+    for key in keys:
+        values = [row[key] for row in history if key in row]
+        if values:
+            means[key] = sum(values) / len(values)
+    return means
+
+
 def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
     """Run one configuration; returns its record (an already-completed identical run is skipped)."""
     check_run_config(cfg)  # before any compute: errors name the key
@@ -257,6 +267,7 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
         with meter.phase("eval"):
             model = accelerator.unwrap_model(trainer.model)
             metrics = _evaluate(cfg, setup, method, model, accelerator.device, meter) if is_main else {}
+            metrics.update(_run_means(history, method.summarised))
         status = "completed"
     except Exception as exc:  # the record keeps what failed and where; the caller decides to raise
         error = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc().splitlines(keepends=True)[-12:])

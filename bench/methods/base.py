@@ -95,6 +95,8 @@ class Method:
     imi: bool = False
     # The hyperparameters a tuning grid sweeps for this method (none for an IMI method).
     swept: tuple[str, ...] = ()
+    # Per-step metrics whose mean over the run's logged steps the record keeps among its final metrics.
+    summarised: tuple[str, ...] = ()
 
     @classmethod
     def defaults(cls) -> dict[str, object]:

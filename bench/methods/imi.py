@@ -1,9 +1,10 @@
 """The intrinsic-mutual-information (IMI) signal and the regulator map of docs/design.md §4.
 
 Pure functions of tensors: `pmi` and `delta_pmi` (always detached: the signal modulates the loss and is never
-trained), `batch_delta_pmi` for a `pmi_source`, `regulator_g` (RMiPO's map) and the warm-up schedule
-(`warmup_fraction`, `blend`). How g enters each base loss is bench.methods.imi_regulated's. Imports no trainer,
-data, model or logging code.
+trained), `batch_delta_pmi` for a `pmi_source`, the signal controls that replace ΔPMI to test what it is
+(`regulator_signal`, docs/design.md §4 "Signal controls") and their diagnostics, `regulator_g` (RMiPO's map)
+and the warm-up schedule (`warmup_fraction`, `blend`). How g enters each base loss is bench.methods.imi_regulated's.
+Imports no trainer, data, model or logging code.
 """
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ def delta_pmi(
     return (chosen - rejected).detach()
 
 
+def conditional_logps(batch: PairLogps, pmi_source: PmiSource, method: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """s(y_w | x), s(y_l | x) from the model the PMI comes from: the live policy's (detached) or the reference's."""
+    if pmi_source == "policy":
+        return batch.chosen_logps.detach(), batch.rejected_logps.detach()
+    why = "pmi_source='reference' takes ā(y | x) from the reference"
+    return (required(batch, "reference_chosen_logps", method, why),
+            required(batch, "reference_rejected_logps", method, why))
+
+
 def batch_delta_pmi(batch: PairLogps, pmi_source: PmiSource, method: str) -> torch.Tensor:
     """ΔPMI for a batch, with both PMI terms from one model.
 
@@ -51,12 +61,7 @@ def batch_delta_pmi(batch: PairLogps, pmi_source: PmiSource, method: str) -> tor
     why = f"Needs.marginal={pmi_source!r}"
     marginal_chosen = required(batch, "marginal_chosen_logps", method, why)
     marginal_rejected = required(batch, "marginal_rejected_logps", method, why)
-    if pmi_source == "policy":
-        conditional_chosen, conditional_rejected = batch.chosen_logps, batch.rejected_logps
-    else:
-        why = "pmi_source='reference' takes ā(y | x) from the reference"
-        conditional_chosen = required(batch, "reference_chosen_logps", method, why)
-        conditional_rejected = required(batch, "reference_rejected_logps", method, why)
+    conditional_chosen, conditional_rejected = conditional_logps(batch, pmi_source, method)
     return delta_pmi(
         conditional_chosen,
         conditional_rejected,
@@ -65,6 +70,89 @@ def batch_delta_pmi(batch: PairLogps, pmi_source: PmiSource, method: str) -> tor
         batch.chosen_token_counts,
         batch.rejected_token_counts,
     )
+
+
+# --- signal controls (docs/design.md §4): what the regulator would do with something other than ΔPMI ------------
+
+SIGNALS = ("pmi", "length", "shuffled", "constant", "pmi_residual")
+# The shuffle's permutation at optimizer step t comes from a generator seeded with SHUFFLE_SEED + 1 + t (after
+# training, SHUFFLE_SEED): a function of the step alone, so a resumed run draws what an uninterrupted one drew,
+# and the batch it permutes is already the run seed's.
+SHUFFLE_SEED = 20_240_402
+
+
+def length_statistic(chosen_token_counts: torch.Tensor, rejected_token_counts: torch.Tensor) -> torch.Tensor:
+    """1/|y_w| − 1/|y_l| per pair [B] (float64, detached): the length prior ΔPMI is suspected to carry. A mean
+    log-prob over |y| tokens has a 1/|y| term (the first token, the end of the sequence), which ΔPMI inherits."""
+    chosen = chosen_token_counts.detach().double().clamp(min=1.0)
+    rejected = rejected_token_counts.detach().double().clamp(min=1.0)
+    return 1.0 / chosen - 1.0 / rejected
+
+
+def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch mean and population standard deviation (dividing by B: a batch is the whole population here)."""
+    mean = values.mean()
+    return mean, (values - mean).pow(2).mean().sqrt()
+
+
+def length_matched(delta_pmi: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """The length statistic standardised within the batch, then given ΔPMI's batch mean and spread, so the
+    regulator sees the same range and only the ordering of the pairs changes. Equal lengths everywhere (no
+    spread to standardise) give ΔPMI's mean for every pair."""
+    target_mean, target_sd = _moments(delta_pmi.double())
+    mean, sd = _moments(length)
+    if sd <= 0:
+        return torch.full_like(delta_pmi, target_mean.item())
+    return (target_mean + target_sd * (length - mean) / sd).to(delta_pmi.dtype)
+
+
+def shuffled(delta_pmi: torch.Tensor, step: int | None) -> torch.Tensor:
+    """ΔPMI moved along a random cycle through the batch: pair order[i] gets the value of pair order[i + 1]. The
+    same multiset of values, and (for B ≥ 2) no pair keeps its own, so the signal keeps its distribution and loses
+    its pairing."""
+    generator = torch.Generator().manual_seed(SHUFFLE_SEED if step is None else SHUFFLE_SEED + 1 + step)
+    order = torch.randperm(delta_pmi.numel(), generator=generator).to(delta_pmi.device)
+    out = torch.empty_like(delta_pmi)
+    out[order] = delta_pmi[order.roll(-1)]
+    return out
+
+
+def length_residual(delta_pmi: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+    """ΔPMI less its least-squares linear fit on the length statistic within the batch, plus its batch mean: what
+    PMI says beyond length, at the same level. No spread in length leaves ΔPMI as it is."""
+    values = delta_pmi.double()
+    mean, sd = _moments(length)
+    if sd <= 0:
+        return delta_pmi.clone()
+    slope = ((length - mean) * (values - values.mean())).mean() / sd.pow(2)
+    return (values - slope * (length - mean)).to(delta_pmi.dtype)
+
+
+def regulator_signal(signal: str, delta_pmi: torch.Tensor, length: torch.Tensor, step: int | None) -> torch.Tensor:
+    """What the regulator map reads (docs/design.md §4): ΔPMI itself ("pmi"), or one of the controls, each
+    detached and built from the batch's ΔPMI and length statistic."""
+    if signal == "pmi":
+        return delta_pmi
+    if signal == "length":
+        return length_matched(delta_pmi, length)
+    if signal == "shuffled":
+        return shuffled(delta_pmi, step)
+    if signal == "constant":
+        return torch.full_like(delta_pmi, delta_pmi.mean().item())
+    if signal == "pmi_residual":
+        return length_residual(delta_pmi, length)
+    raise ValueError(f"method.signal must be one of {SIGNALS}, got {signal!r}")
+
+
+def correlation(a: torch.Tensor, b: torch.Tensor) -> float | None:
+    """Pearson correlation of two [B] tensors; None when it is undefined (B < 2 or either has no spread)."""
+    a, b = a.detach().double(), b.detach().double()
+    if a.numel() < 2:
+        return None
+    (mean_a, sd_a), (mean_b, sd_b) = _moments(a), _moments(b)
+    if sd_a <= 0 or sd_b <= 0:
+        return None
+    return (((a - mean_a) * (b - mean_b)).mean() / (sd_a * sd_b)).item()
 
 
 def regulator_g(delta_pmi: torch.Tensor, g_min: float, g_max: float, tau: float) -> torch.Tensor:

@@ -12,9 +12,10 @@ from typing import Protocol
 import torch
 
 from bench.methods.base import LossOutput, Method, Needs, PairLogps
-from bench.methods.common import choice, non_negative, non_negative_int, number, positive, summary
+from bench.methods.common import average, choice, non_negative, non_negative_int, number, positive, summary
 from bench.methods.dpo import DPO
-from bench.methods.imi import batch_delta_pmi, blend, regulator_g, warmup_fraction
+from bench.methods.imi import (SIGNALS, batch_delta_pmi, blend, conditional_logps, correlation, length_statistic,
+                               regulator_g, regulator_signal, warmup_fraction)
 from bench.methods.ipo import IPO
 from bench.methods.simpo import SimPO
 
@@ -26,9 +27,10 @@ MARGINAL_CONTEXTS = ("bos", "authors")
 
 # The regulator's hyperparameters and their fixed defaults (conf/method/imi_*.yaml). g ∈ [0.3, 1.6] and
 # τ = 1: RMiPO's hard-coded gamma_min, gamma_max and exp(−max(0, ΔPMI)); margin: the only regulator
-# RMiPO's code has; PMI from the frozen reference: cached, so free at train time; no warm-up, as RMiPO.
+# RMiPO's code has; PMI from the frozen reference: cached, so free at train time; no warm-up, as RMiPO; the
+# signal is ΔPMI itself (the others are controls, docs/design.md §4).
 IMI_DEFAULTS = {"regulator": "margin", "g_min": 0.3, "g_max": 1.6, "tau": 1.0, "margin_units": "ratio",
-                "pmi_source": "reference", "warmup_steps": 0}
+                "pmi_source": "reference", "warmup_steps": 0, "signal": "pmi"}
 
 
 class RegulatableBase(Protocol):
@@ -50,6 +52,7 @@ class ImiRegulated(Method):
     """A base loss with an IMI regulator. Subclasses fix the base and the config keys."""
 
     imi = True  # run at fixed defaults, never tuned: nothing is swept
+    summarised = ("imi/corr_length", "imi/corr_margin")  # what the signal resembles, over the whole run
 
     def __init__(
         self,
@@ -62,10 +65,12 @@ class ImiRegulated(Method):
         margin_units: str,
         pmi_source: str,
         warmup_steps: int,
+        signal: str,
         marginal_context: str = "bos",
     ) -> None:
         self.base = base
         self.regulator = choice("regulator", regulator, REGULATORS)
+        self.signal = choice("signal", signal, SIGNALS)
         self.margin_units = choice("margin_units", margin_units, MARGIN_UNITS)
         self.pmi_source = choice("pmi_source", pmi_source, PMI_SOURCES)
         self.marginal_context = choice("marginal_context", marginal_context, MARGINAL_CONTEXTS)
@@ -90,11 +95,15 @@ class ImiRegulated(Method):
         base = self.base
         x = base.preference_gap(batch)
         delta_pmi = batch_delta_pmi(batch, self.pmi_source, self.name)  # type: ignore[arg-type]
-        g = regulator_g(delta_pmi, self.g_min, self.g_max, self.tau)
+        length = length_statistic(batch.chosen_token_counts, batch.rejected_token_counts)
+        signal = regulator_signal(self.signal, delta_pmi, length, batch.step)
+        g = regulator_g(signal, self.g_min, self.g_max, self.tau)
         fraction = warmup_fraction(batch.step, self.warmup_steps)
 
         metrics = base.reward_metrics(batch)
         metrics.update(summary("imi/delta_pmi", delta_pmi))
+        metrics.update(summary("imi/signal", signal))  # what g reads: ΔPMI itself unless a control replaces it
+        metrics.update(self._diagnostics(batch, delta_pmi, length))
         metrics.update(summary("imi/g", g))
         metrics["imi/warmup_fraction"] = fraction
 
@@ -114,6 +123,16 @@ class ImiRegulated(Method):
             losses = base.pair_loss(x, base.beta, base.neutral_margin) * weight
             metrics.update(summary("imi/effective_weight", weight))
         return LossOutput(losses, metrics)
+
+    def _diagnostics(self, batch: PairLogps, delta_pmi: torch.Tensor, length: torch.Tensor) -> dict[str, float]:
+        """ΔPMI's within-batch correlation with the length statistic ("imi/corr_length") and with the margin
+        ā(y_w | x) − ā(y_l | x) of the model the PMI comes from ("imi/corr_margin": the reference's for
+        pmi_source=reference, the policy's for policy), whatever the signal; a correlation that is undefined
+        on a batch (no spread) is left out. The regulator acts within a batch, so that is where they are taken."""
+        chosen, rejected = conditional_logps(batch, self.pmi_source, self.name)  # type: ignore[arg-type]
+        margin = average(chosen, batch.chosen_token_counts) - average(rejected, batch.rejected_token_counts)
+        values = {"imi/corr_length": correlation(delta_pmi, length), "imi/corr_margin": correlation(delta_pmi, margin)}
+        return {key: value for key, value in values.items() if value is not None}
 
 
 class RegulatedBase(ImiRegulated):

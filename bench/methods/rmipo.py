@@ -23,6 +23,7 @@ class RMiPO(ImiRegulated):
         g_max: float = 1.6,
         margin_units: str = "ratio",
         marginal_context: str = "bos",
+        signal: str = "pmi",
     ) -> None:
         super().__init__(
             # SimPO's own γ/β never applies: with no warm-up the margin is g on every step.
@@ -34,5 +35,6 @@ class RMiPO(ImiRegulated):
             margin_units=margin_units,
             pmi_source="policy",
             warmup_steps=0,
+            signal=signal,
             marginal_context=marginal_context,
         )

@@ -27,14 +27,27 @@ def builtin_datasets() -> tuple[str, ...]:
                         if cfg.get("source") == "builtin" and not TASKS[cfg.task].requires_pretrained_model))
 
 
+def clean_builtin_datasets() -> tuple[str, ...]:
+    """The built-in tasks with clean labels (no `trap`: the settings a headline aggregates), sorted."""
+    return tuple(name for name in builtin_datasets()
+                 if OmegaConf.load(conf_dir() / "dataset" / f"{name}.yaml").get("trap") is None)
+
+
 SUITES_FILE = Path(__file__).with_name("suites.yaml")
 
 
 def suites() -> dict[str, Suite]:
-    """Suites by name, in the order --help lists them (bench/sweeps/suites.yaml)."""
-    tasks = "dataset=" + ",".join(builtin_datasets())
+    """Suites by name, in the order --help lists them (bench/sweeps/suites.yaml), with {builtin_tasks} and
+    {clean_builtin_tasks} spelled out as a `dataset=` override."""
+    tasks = {"{builtin_tasks}": builtin_datasets(), "{clean_builtin_tasks}": clean_builtin_datasets()}
+
+    def spell(step: str) -> str:
+        for placeholder, names in tasks.items():
+            step = step.replace(placeholder, "dataset=" + ",".join(names))
+        return step
+
     raw = OmegaConf.to_container(OmegaConf.load(SUITES_FILE))
-    return {name: Suite(entry["description"], tuple(step.replace("{builtin_tasks}", tasks) for step in entry["sweeps"]))
+    return {name: Suite(entry["description"], tuple(spell(step) for step in entry["sweeps"]))
             for name, entry in raw.items()}
 
 
