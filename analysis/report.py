@@ -230,6 +230,7 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
     context = report_sections.Context(runs, boot, summary, sft, entries, comparison, metric, o, traps)
     report_sections.comparison_section(w, context)
     report_sections.testbed_section(w, context)
+    report_sections.signal_section(w, context)
     tuning = report_sections.tuning_section(w, context)
     curves = report_sections.expected_best_section(w, context)
     report_sections.grid_section(w, context)

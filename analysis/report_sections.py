@@ -20,6 +20,7 @@ from analysis.entries import Entry, grid_table, moves_the_model, practitioners_t
 from analysis.load import CURVE_COLUMN, LoadedRuns, read_history
 from analysis.sft_level import sft_levels
 from analysis.selection import SeedBootstrap
+from analysis.signal import has_signal_controls, signal_control_table, signal_verdicts
 from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, with_interval, write_table
 from analysis.tuning import TuningResult, expected_best_table, prepare, tuning_comparison
 
@@ -165,6 +166,37 @@ def testbed_section(w, c: Context) -> None:
            "seed s, the run with the best validation score kept, its Δ vs the SFT model of seed s; mean over seeds, "
            "paired seed bootstrap.")
     w.table("testbed", table, shown, f"Tuned {o.baseline} vs SFT on every clean setting")
+
+
+def signal_section(w, c: Context) -> None:
+    """Only where the runs hold a signal-control ablation (ablation_signal)."""
+    if not has_signal_controls(c.runs):
+        return
+    w.text("## 2a. What the IMI signal is: ΔPMI against its controls\n\n"
+           "docs/design.md §4: the same IMI configuration with the regulator reading ΔPMI (*pmi*) or a control — "
+           "*length* (1/|y_w| − 1/|y_l| given ΔPMI's batch mean and spread), *shuffled* (ΔPMI moved to other pairs "
+           "of the batch), *constant* (its batch mean), *pmi_residual* (ΔPMI less its linear length component). "
+           f"Δ = pmi − control in `{c.metric}` (mean over seeds), {c.conf} paired seed interval; corr(length) and "
+           "corr(margin): ΔPMI's within-batch correlation with the length statistic and with the margin "
+           "ā(y_w | x) − ā(y_l | x) of the model the PMI comes from, mean over the pmi runs' steps and seeds.")
+    table = signal_control_table(c.runs, c.boot, c.metric, c.options.confidence)
+    shown = pd.DataFrame({"setting": table["setting"], "method": table["method"], "control": table["control"],
+                          "seeds": table["n_seeds"].map(fmt_count), "pmi": table["pmi"].map(fmt_score),
+                          "control score": table["score"].map(fmt_score),
+                          "Δ pmi − control [CI]": [with_interval(d, lo, hi, fmt_score) for d, lo, hi in
+                                                   zip(table["delta"], table["delta_ci_low"], table["delta_ci_high"])],
+                          "verdict": table["verdict"], "corr(length)": table["corr_length"].map(fmt_score),
+                          "corr(margin)": table["corr_margin"].map(fmt_score)})
+    w.table("signal_controls", table, shown, "IMI signal vs controls: pmi − control per setting and method")
+    verdicts = signal_verdicts(table)
+    shown = pd.DataFrame({"setting": verdicts["setting"], "method": verdicts["method"],
+                          "pmi beats": verdicts["beats"].replace("", "none"),
+                          "pmi_residual keeps what pmi does": verdicts["residual_keeps"].map(
+                              lambda v: "–" if not isinstance(v, bool) else "yes" if v else "no"),
+                          "reading": verdicts["reading"]})
+    w.text("Per setting and method: which controls ΔPMI beats (interval above 0), whether the length-free signal "
+           "does as well (pmi − pmi_residual's interval contains 0), and the reading that follows (docs/design.md §11).")
+    w.table("signal_verdicts", verdicts, shown, "What the IMI signal is, per setting and method")
 
 
 def tuning_section(w, c: Context) -> TuningResult | None:

@@ -30,7 +30,9 @@ TOKEN = uuid.uuid4().hex
 SECRETS = {"WANDB_API_KEY": f"imibench-wandb-{TOKEN}", "HF_TOKEN": f"hf_imibench{TOKEN}"}
 # Presets that run a pretrained model (the real-model lane, with its own budget): tests/test_real_model.py
 # runs that path; the fast-mode preset runs of tests/test_sweeps.py leave them out.
-REAL_MODEL = {"smollm2_budget", "smollm2_dpo", "smollm2_imi"}
+# the real-model lane's presets: its budget, and every preset built on it
+REAL_MODEL = {"smollm2_budget"} | {p for p in PRESETS
+                                   if "- smollm2_budget" in (CONF_DIR / "experiment" / f"{p}.yaml").read_text()}
 
 
 def dataset_config(name: str) -> dict:

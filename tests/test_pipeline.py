@@ -93,7 +93,12 @@ def _assert_completed_record(make_config, method: str) -> None:
     if method in STEP0_LOSS:
         assert history[0]["loss"] == pytest.approx(STEP0_LOSS[method], abs=1e-5)
     if method.startswith("imi_") or method == "rmipo":
-        assert {"imi/delta_pmi_mean", "imi/delta_pmi_min", "imi/delta_pmi_max"} <= set(history[0])
+        assert {"imi/delta_pmi_mean", "imi/delta_pmi_min", "imi/delta_pmi_max", "imi/signal_mean"} <= set(history[0])
+        # the signal diagnostics: per logged step in the history, their run mean among the record's metrics
+        for key in ("imi/corr_length", "imi/corr_margin"):
+            logged = [row[key] for row in history if key in row]
+            assert logged and all(-1 <= v <= 1 for v in logged), key
+            assert record["metrics"][key] == pytest.approx(sum(logged) / len(logged)), key
 
 
 def test_rerun_skips_completed_and_same_seed_is_deterministic(make_config, tmp_path):
