@@ -100,5 +100,39 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.eval.lm_eval.enabled:
         _integer(cfg, "eval.lm_eval.n_items")
         _integer(cfg, "eval.lm_eval.batch_size")
+    _check_feedback(cfg, build_method(OmegaConf.to_container(cfg.method, resolve=True)))
     if cfg.objective is None:
         raise ConfigError("objective must name a metric (e.g. gold_reward or pref_acc)")
+
+
+def _check_feedback(cfg: DictConfig, method) -> None:
+    """Paired methods on pairs; unpaired ones on unpaired examples or pairs split into examples
+    (docs/design.md §5), with KTO's imbalance rule on the share of desirables a built-in task will give."""
+    from bench.data.unpaired import FEEDBACK
+    from bench.methods.kto import check_imbalance
+
+    feedback = cfg.dataset.get("feedback", "paired")
+    if feedback not in FEEDBACK:
+        raise ConfigError(f"dataset.feedback must be one of {list(FEEDBACK)}, got {feedback!r}")
+    fraction = OmegaConf.select(cfg, "unpaired.desirable_fraction")
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"unpaired.desirable_fraction must be in (0, 1], got {fraction!r}")
+    name = cfg.method.name
+    if not method.needs.unpaired:
+        if feedback == "unpaired":
+            raise ConfigError(f"method.name={name!r} learns from pairs, but dataset {cfg.dataset.name!r} holds unpaired "
+                              "examples (dataset.feedback=unpaired): use an unpaired method (kto, imi_kto)")
+        if fraction != 1:
+            raise ConfigError(f"unpaired.desirable_fraction={fraction} thins unpaired examples, but method.name={name!r} "
+                              "learns from pairs: leave it at 1.0")
+        return
+    if cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size must be >= 2 for method.name={name!r}: KTO's reference point is estimated "
+                          "on mismatched completions of the same batch")
+    if cfg.dataset.source == "builtin":  # each pair gives one desirable and one undesirable example
+        base = getattr(method, "base", method)
+        try:
+            check_imbalance(base.desirable_weight, base.undesirable_weight, fraction, 1.0,
+                            f"unpaired.desirable_fraction={fraction}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None

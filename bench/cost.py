@@ -14,7 +14,7 @@ from contextlib import contextmanager
 import torch
 
 PHASES = ("setup", "train", "eval")
-NOGRAD_KINDS = ("reference", "marginal", "eval", "curve")
+NOGRAD_KINDS = ("reference", "marginal", "kl", "eval", "curve")  # kl: KTO's mismatched sequences
 
 
 def device_description() -> tuple[str, int]:

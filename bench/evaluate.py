@@ -15,10 +15,11 @@ from typing import Mapping, Sequence
 import torch
 
 from bench.data.encoding import PairTensors, SequenceTensors, _pad, encode_text, with_boundary
+from bench.data.examples import ExampleTensors
 from bench.generation import sample_responses
 from bench.logps import score_all
 from bench.methods.base import Method
-from bench.reference import ReferenceTerms, pair_logps
+from bench.reference import ReferenceTerms, example_logps, pair_logps
 
 COLLAPSE_RULE = (
     "collapsed = 1 when no_eos_rate >= eval.collapse_no_eos_rate: the policy stopped ending its answers "
@@ -26,13 +27,16 @@ COLLAPSE_RULE = (
 )
 
 
-def preference_metrics(model, terms: ReferenceTerms, method: Method, pairs: PairTensors,
+def preference_metrics(model, terms: ReferenceTerms, method: Method, pairs: PairTensors | ExampleTensors,
                        marginal_seqs: SequenceTensors | None, device) -> dict[str, float]:
-    """pref_acc and the method's native reward metrics on held-out pairs (no gradient).
+    """pref_acc and the method's native reward metrics on held-out pairs (no gradient); for unpaired
+    examples, the method's loss and metrics only.
 
     `terms` holds the reference log-probs of these pairs (and the reference's marginals when the method
     takes PMI from it); `marginal_seqs` the response-only sequences when it takes PMI from the policy.
     """
+    if isinstance(pairs, ExampleTensors):
+        return _example_metrics(model, terms, method, pairs, marginal_seqs, device)
     logps, token_counts = score_all(model, pairs.both(), device=device)
     n = len(pairs)
     metrics: dict[str, float] = {}
@@ -47,6 +51,19 @@ def preference_metrics(model, terms: ReferenceTerms, method: Method, pairs: Pair
     out = copy.deepcopy(method)(batch)
     metrics["eval/loss"] = out.losses.mean().item()
     metrics.update({f"eval/{k}": v for k, v in out.metrics.items() if k.startswith("rewards/")})
+    return metrics
+
+
+def _example_metrics(model, terms: ReferenceTerms, method: Method, examples: ExampleTensors,
+                     marginal_seqs: SequenceTensors | None, device) -> dict[str, float]:
+    """The method's loss and TRL-named metrics on held-out unpaired examples (no pairs: no pref_acc)."""
+    logps, token_counts = score_all(model, examples.both(), device=device)
+    n = len(examples)
+    batch = example_logps(logps[:n], token_counts[:n], logps[n:], examples.labels, method.needs, terms, step=None,
+                          policy_marginal=lambda: tuple(t[:n] for t in score_all(model, marginal_seqs, device=device)))
+    out = copy.deepcopy(method)(batch)
+    metrics = {"eval/loss": out.losses.mean().item()}
+    metrics.update({f"eval/{k}": v for k, v in out.metrics.items() if k.startswith(("rewards/", "logps/")) or k == "kl"})
     return metrics
 
 

@@ -22,7 +22,7 @@ BUILD_CODE = {
     "sft": ("bench.sft", "bench.models", "bench.data.encoding", "bench.data.tasks", "bench.data.splits"),
     "dataset": ("bench.data.builtin", "bench.data.splits", "bench.data.labelling", "bench.data.tasks",
                 "bench.generation"),
-    "reference": ("bench.reference", "bench.logps", "bench.data.encoding"),
+    "reference": ("bench.reference", "bench.logps", "bench.data.encoding", "bench.data.examples"),
 }
 # A run's numbers depend on the library (methods, trainer, evaluation, data, models, cost accounting),
 # not on its tooling: checking configs, logging, writing records, planning sweeps, reproducing, reporting,

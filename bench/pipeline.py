@@ -21,12 +21,15 @@ from bench.cache import DiskCache, cache_key
 from bench.checkpoint import Checkpointer, RunCheckpoint
 from bench.cost import CostMeter
 from bench.data.encoding import PairTensors, encode_pairs
+from bench.data.examples import ExampleTensors, encode_examples
+from bench.data.unpaired import keep_desirable_fraction, pairs_to_examples
 from bench.data.splits import prompt_set_stats, restricted_to
 from bench.distributed import accelerator_kwargs, prepare_distributed_env
 from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
 from bench.fingerprint import run_fingerprint
 from bench.loggers import build_logger
 from bench.methods import build_method, method_info
+from bench.methods.kto import check_imbalance
 from bench.models import build_word_tokenizer, flop_parameters, load_hf_model, non_embedding_parameters, pretrained_path
 from bench.preflight import check_run_config
 from bench.provenance import now, provenance
@@ -50,8 +53,8 @@ class Setup:
     reference_model: object
     tokenizer: object
     task: object | None
-    train: PairTensors
-    held_out: PairTensors
+    train: PairTensors | ExampleTensors  # examples for an unpaired method (Needs.unpaired)
+    held_out: PairTensors | ExampleTensors
     val_prompts: list[str]   # what a tuner selects on (metrics "val/…", the validation curve)
     test_prompts: list[str]  # what a selected configuration is scored on (the bare metric names)
     composition_prompts: list[str]  # held-out combinations of prompt parts (metrics "composition/…"); may be []
@@ -131,12 +134,13 @@ def _load_data(cfg: DictConfig, cache: DiskCache, meter: CostMeter, device, show
         meter.add_shared("dataset", data_entry.key, data_entry.hit, data_entry.build_cost, data_entry.wait_s)
         policy = type(reference).from_pretrained(sft_entry.path, dtype=torch.float32)
         return LoadedData(policy, reference, tokenizer, task, splits, stats, sft_entry.key, data_entry.key)
-    from bench.data.adapters import load_preference_records
+    from bench.data.adapters import load_preference_records, load_unpaired_records
 
     policy, reference, tokenizer, model_key = _hf_models(model_cfg, cache, meter)
+    load = load_unpaired_records if dataset_cfg.get("feedback", "paired") == "unpaired" else load_preference_records
     splits, stats = {}, {}
     for split, name in (("train", "train_split"), ("eval", "eval_split")):
-        splits[split], stats[split] = load_preference_records(dataset_cfg, dataset_cfg[name], tokenizer)
+        splits[split], stats[split] = load(dataset_cfg, dataset_cfg[name], tokenizer)
     splits["val_prompts"] = splits["test_prompts"] = splits["composition_prompts"] = []
     stats["prompt_sets"] = prompt_set_stats({"train_pairs": [r["prompt"] for r in splits["train"]],
                                              "eval_pairs": [r["prompt"] for r in splits["eval"]]})
@@ -148,14 +152,20 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
     reference, tokenizer, splits = data.reference, data.tokenizer, data.splits
     max_length = cfg.model.max_length
     on_bad_row = cfg.dataset.get("on_bad_row", "error")
-    train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, _rows_source(cfg, data, "train"), on_bad_row)
-    held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, _rows_source(cfg, data, "eval"), on_bad_row)
-    source = {k: v for k, v in data.stats.items() if k != "prompt_sets"}
-    stats = {"source": source, "encoding": {"train": train_stats, "eval": eval_stats},
-             "prompt_sets": data.stats["prompt_sets"]}
     # Reference-side PMI terms are cached with the reference log-probs (free at train time).
     context = method.needs.marginal_context if method.needs.marginal == "reference" else None
     payload = {"model": data.model_key, "data": data.data_key, "max_length": max_length, "marginal_context": context}
+    if method.needs.unpaired:
+        train, held_out, train_stats, eval_stats = _encode_examples(cfg, data, method)
+        # the KL sequences depend on the blocks, the examples on the desirable fraction: part of the terms' key
+        payload["examples"] = {"block_size": cfg.train.batch_size, "seed": cfg.seed,
+                               "desirable_fraction": cfg.unpaired.desirable_fraction}
+    else:
+        train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, _rows_source(cfg, data, "train"), on_bad_row)
+        held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, _rows_source(cfg, data, "eval"), on_bad_row)
+    source = {k: v for k, v in data.stats.items() if k != "prompt_sets"}
+    stats = {"source": source, "encoding": {"train": train_stats, "eval": eval_stats},
+             "prompt_sets": data.stats["prompt_sets"]}
     reference.to(device)
     marginal_of = (lambda pairs: pairs.marginal(tokenizer, max_length, context)) if context is not None else None
     terms, entry = cached_reference_terms(cache, payload, reference, {"train": train, "eval": held_out},
@@ -165,12 +175,32 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
                  splits["composition_prompts"], terms["train"], terms["eval"], stats)
 
 
+def _encode_examples(cfg: DictConfig, data: LoadedData, method) -> tuple[ExampleTensors, ExampleTensors, dict, dict]:
+    """Train and held-out unpaired examples (docs/design.md §5): the files' own, or each pair's chosen and rejected
+    completions; the training desirables thinned to `unpaired.desirable_fraction`, and KTO's imbalance rule checked
+    on the counts that train. Training blocks are one batch; the held-out examples are one block."""
+    unpaired_files = cfg.dataset.get("feedback", "paired") == "unpaired"
+    examples = {split: data.splits[split] if unpaired_files else pairs_to_examples(data.splits[split])
+                for split in ("train", "eval")}
+    examples["train"], thinned = keep_desirable_fraction(examples["train"], cfg.unpaired.desirable_fraction, cfg.seed)
+    encoded, stats = {}, {}
+    for split, block_size in (("train", cfg.train.batch_size), ("eval", None)):
+        encoded[split], _, stats[split] = encode_examples(
+            examples[split], data.tokenizer, cfg.model.max_length, _rows_source(cfg, data, split), block_size, cfg.seed,
+            cfg.dataset.get("on_bad_row", "error"))
+    stats["train"]["dropped"]["desirable_fraction"] = thinned["dropped_desirable"]
+    base = getattr(method, "base", method)  # imi_kto regulates a KTO base, whose weights these are
+    check_imbalance(base.desirable_weight, base.undesirable_weight, stats["train"]["n_desirable"],
+                    stats["train"]["n_undesirable"], f"dataset {cfg.dataset.name!r} (train examples)")
+    return encoded["train"], encoded["eval"], stats["train"], stats["eval"]
+
+
 def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostMeter) -> dict:
     needs_policy_marginal = method.needs.marginal == "policy"
     context = method.needs.marginal_context
     marginal = setup.held_out.marginal(setup.tokenizer, cfg.model.max_length, context) if needs_policy_marginal else None
     metrics = preference_metrics(model, setup.eval_terms, method, setup.held_out, marginal, device)
-    meter.add_nograd_tokens("eval", int(setup.held_out.both().attention_mask.sum()))
+    meter.add_nograd_tokens("eval", int(setup.held_out.both().attention_mask.sum()))  # examples: with their KL rows
     if setup.task is not None and setup.test_prompts:
         # Disjoint prompt sets with independent sampling seeds (docs/design.md §11a): a tuner selects on "val/…", a
         # report scores the selection on the bare names, and on held-out compositions ("composition/…").

@@ -2,7 +2,8 @@
 
 `ReferenceTerms`, per pair and computed once (s_ref(y) and, for pmi_source=reference, the response-only
 log-probs), in memory or cached per model and data for every job of a sweep; `pair_logps` fills a batch's
-`PairLogps` with exactly what a method's `Needs` ask for. Trainer, evaluation, pipeline and benchmark all use
+`PairLogps` with exactly what a method's `Needs` ask for, `example_logps` an unpaired batch's `ExampleLogps`
+(whose terms are (completion, KL sequence) per example: bench.data.examples). Trainer, evaluation, pipeline and benchmark all use
 these, so "what a method gets" is decided in one place. Must not train, evaluate, or know a method beyond `Needs`.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from bench.cache import CacheEntry, DiskCache
 from bench.data.encoding import PairTensors, SequenceTensors
 from bench.logps import score_all
-from bench.methods.base import Needs, PairLogps
+from bench.methods.base import ExampleLogps, Needs, PairLogps
 
 TERMS_FILE = "reference.pt"
 # term name in memory -> its key on disk (unchanged since the first cache entries were written)
@@ -131,4 +132,29 @@ def pair_logps(logps: torch.Tensor, token_counts: torch.Tensor, needs: Needs, te
         sums, counts = policy_marginal()
         sums = marginal_per_conditional_token(sums.to(logps.device), counts.to(logps.device), token_counts.detach())
         batch.marginal_chosen_logps, batch.marginal_rejected_logps = sums[:n], sums[n:]
+    return batch
+
+
+def example_logps(logps: torch.Tensor, token_counts: torch.Tensor, kl_logps: torch.Tensor, labels: torch.Tensor,
+                  needs: Needs, terms: ReferenceTerms, index: torch.Tensor | None = None, *, step: int | None,
+                  policy_marginal: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None) -> ExampleLogps:
+    """The `ExampleLogps` of n unpaired examples, filled with what `needs` asks for.
+
+    logps, token_counts: the policy's summed log-probs and scored-token counts of the completions, [n];
+    kl_logps: the policy's on the examples' KL sequences, [n] (detached here: z₀ never carries gradient);
+    labels: [n] bool. `terms` are (completion, KL sequence) per example, rows `index` (None: all, in order).
+    For needs.marginal == "policy", `policy_marginal()` returns the live policy's response-only ([n] sums,
+    [n] counts) of the completions.
+    """
+    batch = ExampleLogps(logps, token_counts, labels.to(logps.device), kl_logps=kl_logps.detach(), step=step)
+    rows = index.cpu() if index is not None else slice(None)
+    if needs_reference_terms(needs):
+        reference = terms.reference_logps[rows].to(logps.device)
+        batch.reference_logps, batch.reference_kl_logps = reference[:, 0], reference[:, 1]
+    if needs.marginal == "reference":
+        batch.marginal_logps = terms.marginal_logps[rows][:, 0].to(logps.device)
+    elif needs.marginal == "policy":
+        sums, counts = policy_marginal()
+        batch.marginal_logps = marginal_per_conditional_token(sums.to(logps.device), counts.to(logps.device),
+                                                              token_counts.detach())
     return batch

@@ -1,6 +1,7 @@
 """The shared preference trainer: one loop for every method (docs/design.md §3).
 
-Per step: one policy forward on chosen and rejected as a [2B, L] batch, bench.reference.pair_logps for what
+Per step: one policy forward on chosen and rejected as a [2B, L] batch (for unpaired examples, on the B
+completions, plus a no-grad pass on their KL sequences), bench.reference.pair_logps (example_logps) for what
 `method.needs` asks (a no-grad response-only pass only when `needs.marginal == "policy"`), the method's per-pair
 losses, then average, step and log; devices, DDP, mixed precision and accumulation are accelerate's. Step
 callbacks (`on_step_end(trainer, step, row)`) show outside code each step boundary; bench.checkpoint saves and
@@ -16,9 +17,10 @@ import torch
 from tqdm.auto import tqdm
 
 from bench.data.encoding import PairTensors, SequenceTensors
+from bench.data.examples import ExampleTensors
 from bench.logps import check_packed_layout, resolve_layout, sequence_logps
-from bench.methods.base import Method, PairLogps
-from bench.reference import ReferenceTerms, pair_logps
+from bench.methods.base import ExampleLogps, Method, PairLogps
+from bench.reference import ReferenceTerms, example_logps, pair_logps
 
 
 class NonFiniteLossError(RuntimeError):
@@ -45,7 +47,7 @@ class StepCallback(Protocol):
 
 
 class PreferenceTrainer:
-    def __init__(self, method: Method, model, data: PairTensors, reference_terms: ReferenceTerms,
+    def __init__(self, method: Method, model, data: PairTensors | ExampleTensors, reference_terms: ReferenceTerms,
                  marginal_seqs: SequenceTensors | None, train_cfg: Mapping, accelerator, meter,
                  logger, seed: int, show_progress: bool = True, callbacks: Sequence[StepCallback] = ()):
         self.method = method
@@ -64,10 +66,16 @@ class PreferenceTrainer:
         self.micro_batches = 0  # loader batches drawn (> step with gradient accumulation)
         self.history: list[dict] = []  # kept on the trainer: a failed run's record keeps the steps before it
         generator = torch.Generator().manual_seed(seed)
-        loader = torch.utils.data.DataLoader(
-            torch.arange(len(data)), batch_size=train_cfg["batch_size"], shuffle=True,
-            generator=generator, drop_last=True,
-        )
+        self.unpaired = method.needs.unpaired
+        if self.unpaired != isinstance(data, ExampleTensors):
+            raise ValueError(f"method {method.name!r} takes {'unpaired examples' if self.unpaired else 'pairs'}, "
+                             f"but the trainer was given {type(data).__name__}")
+        # Unpaired examples come in fixed blocks of one batch (their KL sequences are built within the block):
+        # the loader shuffles the blocks, as it shuffles the pairs.
+        items, per_batch = ((torch.arange(data.n_blocks), 1) if self.unpaired
+                            else (torch.arange(len(data)), train_cfg["batch_size"]))
+        loader = torch.utils.data.DataLoader(items, batch_size=per_batch, shuffle=True, generator=generator,
+                                             drop_last=True)
         self.steps_per_epoch = len(loader) // accelerator.gradient_accumulation_steps
         self.total_steps = train_cfg.get("max_steps") or train_cfg["epochs"] * self.steps_per_epoch
         optimizer = build_optimizer(model, train_cfg)
@@ -77,6 +85,30 @@ class PreferenceTrainer:
         self.layout = resolve_layout(train_cfg["layout"], accelerator.unwrap_model(self.model))
         probe = data.batch(torch.arange(min(4, len(data))))  # 8 sequences: one small no-grad forward per layout
         check_packed_layout(self.model, probe, self.layout, accelerator.device)
+
+    def _example_logps(self, blocks: torch.Tensor, step: int) -> ExampleLogps:
+        """Policy log-probs of the blocks' completions (with gradient) and of their KL sequences (without: z₀
+        is detached, so they need no backward pass, as in TRL's KTOTrainer)."""
+        device = self.accelerator.device
+        rows = self.data.block_rows(blocks)
+        seqs = self.data.completions.select(rows)
+        self.last_batch = seqs
+        logps, token_counts = sequence_logps(self.model, seqs, self.layout, device)
+        kl_seqs = self.data.kl.select(rows)
+        with torch.no_grad():
+            kl_logps, _ = sequence_logps(self.model, kl_seqs, self.layout, device)
+        self.meter.add_train_tokens(int(seqs.attention_mask.sum()))
+        self.meter.add_nograd_tokens("kl", int(kl_seqs.attention_mask.sum()))
+
+        def policy_marginal():
+            marginal = self.marginal_seqs.select(rows)  # the completions' rows come first
+            with torch.no_grad():
+                out = sequence_logps(self.model, marginal, self.layout, device)
+            self.meter.add_nograd_tokens("marginal", int(marginal.attention_mask.sum()))
+            return out
+
+        return example_logps(logps, token_counts, kl_logps, self.data.labels[rows], self.method.needs,
+                             self.reference_terms, rows, step=step, policy_marginal=policy_marginal)
 
     def _pair_logps(self, index: torch.Tensor, step: int) -> PairLogps:
         device = self.accelerator.device
@@ -116,7 +148,7 @@ class PreferenceTrainer:
                     continue
                 self.micro_batches += 1
                 with accelerator.accumulate(self.model):
-                    batch = self._pair_logps(index, step)
+                    batch = self._example_logps(index, step) if self.unpaired else self._pair_logps(index, step)
                     out = self.method(batch)
                     loss = out.losses.mean()
                     accelerator.backward(loss)

@@ -10,9 +10,9 @@ import importlib
 import pkgutil
 from collections.abc import Mapping
 
-from bench.methods.base import FAMILIES, LossOutput, Method, Needs, PairLogps
+from bench.methods.base import FAMILIES, ExampleLogps, LossOutput, Method, Needs, PairLogps
 
-__all__ = ["LossOutput", "Method", "Needs", "PairLogps", "available_methods", "build_method", "method_info",
+__all__ = ["ExampleLogps", "LossOutput", "Method", "Needs", "PairLogps", "available_methods", "build_method", "method_info",
            "method_keys"]
 
 
@@ -50,7 +50,7 @@ def method_keys(name: str) -> list[str]:
 
 def method_info(name: str) -> dict:
     """What a run record says about method `name` (its top-level `method_info`):
-    {"family": "dpo"|"ipo"|"simpo", "imi": bool, "defaults": {key: published default}, "swept": [keys]}."""
+    {"family": "dpo"|"ipo"|"simpo"|"kto", "imi": bool, "defaults": {key: published default}, "swept": [keys]}."""
     cls = _method_class(name)
     return {"family": cls.family, "imi": cls.imi, "defaults": cls.defaults(), "swept": list(cls.swept)}
 

@@ -31,6 +31,9 @@ class Needs:
     # "bos" = BOS + response, every response token scored (this suite's default);
     # "authors" = response alone, no BOS, first response token not scored (RMiPO's released code).
     marginal_context: Literal["bos", "authors"] = "bos"
+    # Unpaired examples (prompt, completion, desirable or not) instead of pairs, each with a mismatched
+    # (prompt, other completion) sequence for KTO's KL estimate: the method takes an `ExampleLogps`.
+    unpaired: bool = False
 
 
 @dataclass
@@ -57,6 +60,24 @@ class PairLogps:
 
 
 @dataclass
+class ExampleLogps:
+    """Log-probs for a batch of B unpaired examples (docs/design.md §3, KTO); every tensor has shape [B].
+
+    Example i is (x_i, y_i, label_i); its KL sequence is (x_i, y′_i), y′_i the completion of another example
+    of the same batch (bench.data.encoding.ExampleTensors), scored without gradient.
+    """
+
+    logps: torch.Tensor  # s(y | x), summed over response tokens; carries gradient
+    token_counts: torch.Tensor  # |y|
+    labels: torch.Tensor  # bool: True = desirable
+    reference_logps: torch.Tensor | None = None  # s_ref(y | x)
+    kl_logps: torch.Tensor | None = None  # s(y′ | x), no gradient
+    reference_kl_logps: torch.Tensor | None = None  # s_ref(y′ | x)
+    marginal_logps: torch.Tensor | None = None  # s(y | ∅), scaled as PairLogps' marginals
+    step: int | None = 0
+
+
+@dataclass
 class LossOutput:
     """Per-pair losses [B] (the trainer takes the mean) and detached scalars to log.
 
@@ -71,7 +92,7 @@ class LossOutput:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-FAMILIES = ("dpo", "ipo", "simpo")
+FAMILIES = ("dpo", "ipo", "simpo", "kto")
 
 
 class Method:

@@ -14,7 +14,7 @@ from numbers import Real
 import torch
 import torch.nn.functional as F
 
-from bench.methods.base import PairLogps
+from bench.methods.base import ExampleLogps, PairLogps
 
 # ---------------------------------------------------------------------------------------------
 # Hyperparameter checks. Each raises ValueError naming the key as it appears in the Hydra config.
@@ -73,11 +73,11 @@ def choice(key: str, value: object, allowed: tuple[str, ...]) -> str:
 # Reading the batch.
 
 
-def required(batch: PairLogps, field: str, method: str, why: str) -> torch.Tensor:
+def required(batch: PairLogps | ExampleLogps, field: str, method: str, why: str) -> torch.Tensor:
     """batch.<field>, or a ValueError saying which method needs it and why (a trainer wiring bug)."""
     value = getattr(batch, field)
     if value is None:
-        raise ValueError(f"method {method!r} needs PairLogps.{field} ({why}), but the batch has none")
+        raise ValueError(f"method {method!r} needs {type(batch).__name__}.{field} ({why}), but the batch has none")
     return value
 
 

@@ -89,6 +89,7 @@ class ImiRegulated(Method):
             reference=base.needs.reference or self.pmi_source == "reference",
             marginal=self.pmi_source,  # type: ignore[arg-type]
             marginal_context=self.marginal_context,  # type: ignore[arg-type]
+            unpaired=base.needs.unpaired,
         )
 
     def loss(self, batch: PairLogps) -> LossOutput:
