@@ -2,6 +2,9 @@
 
 Fixtures (tests/fixtures/data/): ultrafeedback.jsonl and hh_rlhf.jsonl in the hub datasets' schemas,
 local_pairs.csv (custom column names), local_bad.jsonl (two good rows among one bad row of each kind a JSONL can hold).
+Unpaired feedback in TRL's (prompt, completion, label) schema: kto_mix.jsonl (trl-lib/kto-mix-14k's message lists),
+local_unpaired.jsonl (string columns), local_unpaired_bad.jsonl (two good rows among bad ones: empty completion,
+missing label, string label, missing prompt, integer label, blank completion).
 Parquet copies are written into tmp_path. Expected records are written out by hand from the files.
 """
 from __future__ import annotations
@@ -21,11 +24,13 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from bench.data.adapters import check_dataset_config, load_preference_records
+from bench.data.adapters import check_dataset_config, load_preference_records, load_unpaired_records
 from bench.data.validate import (
     BAD_ROW_REASONS,
     BadRow,
+    check_example,
     check_length,
+    check_record,
     filter_by_length,
     merge_stats,
     validate_records,
@@ -77,6 +82,19 @@ def _local_cfg(path, columns=None, **extra):
     return {"name": "local_fixture", "source": "local", "on_bad_row": "error",
             "data_files": {"train": str(path)}, "train_split": "train", "eval_split": None,
             "columns": columns or {"prompt": "prompt", "chosen": "chosen", "rejected": "rejected"}, **extra}
+
+
+UNPAIRED_COLUMNS = {"prompt": "prompt", "completion": "completion", "label": "label"}
+
+
+def _kto_cfg(path=None, **extra):
+    return {"name": "kto_fixture", "source": "kto_mix", "feedback": "unpaired", "on_bad_row": "error",
+            "data_files": {"train": str(path or DATA / "kto_mix.jsonl")}, "train_split": "train",
+            "eval_split": None, **extra}
+
+
+def _unpaired_cfg(path, columns=None, **extra):
+    return _local_cfg(path, columns or UNPAIRED_COLUMNS, feedback="unpaired", **extra)
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -302,6 +320,221 @@ def test_all_rows_dropped_is_an_error(tmp_path):
         load_preference_records(_local_cfg(path, on_bad_row="drop"), "train")
 
 
+# ----------------------------------------------------------------------------- unpaired feedback
+KTO_RECORDS = [  # kto_mix.jsonl without a chat template, written out by hand
+    {"prompt": "User: What is the capital of France?\nAssistant:", "completion": " The capital of France is Paris.",
+     "label": True, "meta": {"row": 0}},
+    {"prompt": "User: What is the capital of France?\nAssistant:", "completion": " I think it is Lyon.",
+     "label": False, "meta": {"row": 1}},
+    {"prompt": "User: Name a prime number.\nAssistant: 7 is prime.\nUser: Name a larger one.\nAssistant:",
+     "completion": " 11 is a larger prime.", "label": True, "meta": {"row": 2}},
+    {"prompt": "System: Answer in one word.\nUser: What colour is a clear sky?\nAssistant:", "completion": " Green.",
+     "label": False, "meta": {"row": 3}},
+]
+
+
+def test_kto_mix_plain_rendering_hand_checked():
+    records, stats = load_unpaired_records(_kto_cfg(), "train")
+    assert records == KTO_RECORDS
+    assert all(type(r["label"]) is bool for r in records)
+    assert stats == {"sources": [str(DATA / "kto_mix.jsonl")], "on_bad_row": "error", "n_rows": 4, "n_kept": 4,
+                     "dropped": dict.fromkeys(BAD_ROW_REASONS, 0), "first_errors": [], "dataset": "kto_fixture",
+                     "split": "train", "max_rows": None, "prompt_format": "plain",
+                     "n_desirable": 2, "n_undesirable": 2}
+
+
+def test_kto_mix_chat_template():
+    records, stats = load_unpaired_records(_kto_cfg(), "train", tokenizer=_tokenizer(TEMPLATE))
+    assert stats["prompt_format"] == "chat_template"
+    # the same rule as the paired adapters: the prompt with the generation prompt, the answer as it is
+    assert records[0]["prompt"] == "<|user|>What is the capital of France?\n<|assistant|>"
+    assert records[0]["completion"] == "The capital of France is Paris."
+    assert records[2]["prompt"] == ("<|user|>Name a prime number.\n<|assistant|>7 is prime.\n"
+                                    "<|user|>Name a larger one.\n<|assistant|>")
+    assert records[3]["prompt"] == "<|system|>Answer in one word.\n<|user|>What colour is a clear sky?\n<|assistant|>"
+    assert [r["label"] for r in records] == [True, False, True, False]
+    # the paired UltraFeedback fixture's first pair renders to the same prompt and answers
+    pairs, _ = load_preference_records(_uf_cfg(), "train", tokenizer=_tokenizer(TEMPLATE))
+    assert (pairs[0]["prompt"], pairs[0]["chosen"], pairs[0]["rejected"]) == (
+        records[0]["prompt"], records[0]["completion"], records[1]["completion"])
+
+
+def test_shipped_kto_mix_config_reads_a_local_parquet_copy(tmp_path):
+    """conf/dataset/kto_mix.yaml with `path` at a local folder of Parquet files typed as the hub's
+    (prompt/completion: list<struct<content, role>>, label: bool)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(line) for line in (DATA / "kto_mix.jsonl").read_text().splitlines()]
+    message = pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))
+    schema = pa.schema([("prompt", message), ("completion", message), ("label", pa.bool_())])
+    folder = tmp_path / "kto_copy"
+    (folder / "data").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema), folder / "data" / "train-00000-of-00001.parquet")
+    pq.write_table(pa.Table.from_pylist(rows[2:], schema), folder / "data" / "test-00000-of-00001.parquet")
+    cfg = OmegaConf.load(CONF / "kto_mix.yaml")
+    cfg.path = str(folder)
+    train, train_stats = load_unpaired_records(cfg, "train")
+    evaluation, stats = load_unpaired_records(cfg, "eval")
+    assert train == KTO_RECORDS and train_stats["dataset"] == "kto_mix"
+    assert evaluation == [{**r, "meta": {"row": i}} for i, r in enumerate(KTO_RECORDS[2:])]
+    assert stats["sources"] == [f"{folder} split test"] and stats["split"] == "test"
+    assert (stats["n_desirable"], stats["n_undesirable"]) == (1, 1)
+
+
+def test_local_unpaired_strings_verbatim():
+    records, stats = load_unpaired_records(_unpaired_cfg(DATA / "local_unpaired.jsonl"), "train")
+    assert records == [
+        {"prompt": "Translate 'chat' to English.", "completion": "cat", "label": True, "meta": {"row": 0}},
+        {"prompt": "Translate 'chat' to English.", "completion": "dog", "label": False, "meta": {"row": 1}},
+        {"prompt": "Give two lines.", "completion": "line one\nline two", "label": True, "meta": {"row": 2}},
+    ]
+    assert stats["prompt_format"] == "verbatim" and (stats["n_desirable"], stats["n_undesirable"]) == (2, 1)
+    # the same text through a chat template: strings are not conversations, so nothing is rendered
+    assert load_unpaired_records(_unpaired_cfg(DATA / "local_unpaired.jsonl"), "train",
+                                 tokenizer=_tokenizer(TEMPLATE))[0] == records
+
+
+def test_local_unpaired_csv_column_mapping(tmp_path):
+    # CSV has no booleans: its parser reads true/false cells (any case) as booleans, 0/1 as integers
+    (tmp_path / "fb.csv").write_text("question,answer,liked\nHi?,Hello.,true\nHi?,Go away.,FALSE\n")
+    columns = {"prompt": "question", "completion": "answer", "label": "liked"}
+    records, _ = load_unpaired_records(_unpaired_cfg(tmp_path / "fb.csv", columns), "train")
+    assert [(r["completion"], r["label"]) for r in records] == [("Hello.", True), ("Go away.", False)]
+    (tmp_path / "numbers.csv").write_text("question,answer,liked\nHi?,Hello.,1\nHi?,Go away.,0\n")
+    with pytest.raises(ValueError, match=r"numbers.csv row 0: field 'label' is not a boolean \(got int 1\)"):
+        load_unpaired_records(_unpaired_cfg(tmp_path / "numbers.csv", columns), "train")
+
+
+def test_unpaired_string_labels_are_refused(tmp_path):
+    path = _write_jsonl(tmp_path / "strings.jsonl", [{"prompt": "p", "completion": "a", "label": "true"},
+                                                     {"prompt": "p", "completion": "b", "label": "false"}])
+    with pytest.raises(ValueError) as err:
+        load_unpaired_records(_unpaired_cfg(path), "train")
+    assert str(err.value).startswith(f"{path} row 0: field 'label' is not a boolean (got str 'true'); use true")
+    with pytest.raises(ValueError, match=r"all 2 rows were dropped \{'bad_label': 2\}"):
+        load_unpaired_records(_unpaired_cfg(path, on_bad_row="drop"), "train")
+
+
+def test_unpaired_bad_rows_error_names_file_row_and_field():
+    with pytest.raises(ValueError) as err:
+        load_unpaired_records(_unpaired_cfg(DATA / "local_unpaired_bad.jsonl"), "train")
+    assert str(err.value) == (f"{DATA / 'local_unpaired_bad.jsonl'} row 1: field 'completion' is empty "
+                              "(set dataset.on_bad_row=drop to skip such rows and count them)")
+
+
+def test_unpaired_bad_rows_dropped_and_counted_by_reason():
+    records, stats = load_unpaired_records(_unpaired_cfg(DATA / "local_unpaired_bad.jsonl", on_bad_row="drop"), "train")
+    assert records == [{"prompt": "Say hello.", "completion": "Hello!", "label": True, "meta": {"row": 0}},
+                       {"prompt": "Add 2 and 2.", "completion": "Five.", "label": False, "meta": {"row": 5}}]
+    assert stats["n_rows"] == 8 and stats["n_kept"] == 2
+    assert (stats["n_desirable"], stats["n_undesirable"]) == (1, 1)
+    assert stats["dropped"] == {**dict.fromkeys(BAD_ROW_REASONS, 0),
+                                "empty_text": 2, "missing_field": 2, "bad_label": 2}
+    source = DATA / "local_unpaired_bad.jsonl"
+    assert stats["first_errors"] == [
+        f"{source} row 1: field 'completion' is empty",
+        f"{source} row 2: field 'label' is missing",
+        f"{source} row 3: field 'label' is not a boolean (got str 'yes'); use true (desirable) or false (undesirable)",
+        f"{source} row 4: field 'prompt' is missing",
+        f"{source} row 6: field 'label' is not a boolean (got int 1); use true (desirable) or false (undesirable)",
+    ]  # the sixth, row 7's blank completion, is counted (empty_text: 2) but not quoted: five are kept
+
+
+def test_unpaired_max_rows_and_max_chars():
+    cfg = _unpaired_cfg(DATA / "local_unpaired_bad.jsonl", on_bad_row="drop", max_rows=1)
+    records, stats = load_unpaired_records(cfg, "train")
+    assert [r["meta"]["row"] for r in records] == [0] and stats["n_rows"] == 1 and stats["max_rows"] == 1
+    # "Translate 'chat' to English." is 28 characters: + "cat"/"dog" = 31; "Give two lines." + 17 = 32
+    records, stats = load_unpaired_records(_unpaired_cfg(DATA / "local_unpaired.jsonl", on_bad_row="drop",
+                                                         max_chars=31), "train")
+    assert [r["meta"]["row"] for r in records] == [0, 1] and stats["dropped"]["over_long"] == 1
+    assert stats["first_errors"] == [f"{DATA / 'local_unpaired.jsonl'} row 2: field 'completion' is over-long: "
+                                     "prompt + completion is 32 characters > max_chars 31"]
+
+
+def test_kto_mix_bad_conversations(tmp_path):
+    good = json.loads((DATA / "kto_mix.jsonl").read_text().splitlines()[0])
+    two_answers = {**good, "completion": good["completion"] * 2}
+    user_answer = {**good, "completion": [{"role": "user", "content": "Paris?"}]}
+    empty_answer = {**good, "completion": [{"role": "assistant", "content": " "}]}
+    no_label = {k: v for k, v in good.items() if k != "label"}
+    path = _write_jsonl(tmp_path / "kto.jsonl", [good, two_answers, user_answer, empty_answer, no_label])
+    with pytest.raises(ValueError, match=rf"^{path} row 1: field 'completion' holds 2 messages, expected one assistant"):
+        load_unpaired_records(_kto_cfg(path), "train")
+    records, stats = load_unpaired_records(_kto_cfg(path, on_bad_row="drop"), "train")
+    assert records == KTO_RECORDS[:1]
+    assert stats["dropped"]["bad_conversation"] == 2 and stats["dropped"]["empty_text"] == 1
+    assert stats["dropped"]["missing_field"] == 1 and stats["n_rows"] == 5
+    assert stats["first_errors"][1] == f"{path} row 2: field 'completion' last message has role 'user', expected 'assistant'"
+
+
+def test_kto_mix_missing_column_is_named(tmp_path):
+    path = _write_jsonl(tmp_path / "nolabel.jsonl", [{"prompt": "p", "completion": "c"}])
+    with pytest.raises(ValueError, match=r"nolabel.jsonl: column\(s\) \['label'\] required by source 'kto_mix' not found"):
+        load_unpaired_records(_kto_cfg(path), "train")
+
+
+def test_feedback_picks_the_loader():
+    with pytest.raises(ValueError) as err:
+        load_preference_records(_kto_cfg(), "train")
+    assert "dataset.feedback='unpaired'" in str(err.value) and "load_unpaired_records" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        load_unpaired_records(_uf_cfg(), "train")
+    assert "dataset.feedback='paired'" in str(err.value) and "pairs_to_examples" in str(err.value)
+    # a local file's feedback is what the config says; absent means paired
+    with pytest.raises(ValueError, match="dataset.feedback='paired'"):
+        load_unpaired_records(_local_cfg(DATA / "local_unpaired.jsonl", UNPAIRED_COLUMNS), "train")
+
+
+def test_local_file_recipe_for_unpaired_files(make_config):
+    """The override recipe conf/dataset/local_file.yaml documents, through Hydra's composition."""
+    cfg = make_config("dataset=local_file", "dataset.feedback=unpaired", "~dataset.columns",
+                      "+dataset.columns={prompt:prompt,completion:completion,label:label}",
+                      f"dataset.data_files.train={DATA / 'local_unpaired.jsonl'}",
+                      f"dataset.data_files.test={DATA / 'local_unpaired.jsonl'}")
+    train, _ = load_unpaired_records(cfg.dataset, "train")
+    evaluation, _ = load_unpaired_records(cfg.dataset, "eval")
+    assert train == evaluation == load_unpaired_records(_unpaired_cfg(DATA / "local_unpaired.jsonl"), "train")[0]
+
+
+@pytest.mark.parametrize("row, reason, field", [
+    ({"prompt": "Q?", "completion": "yes"}, "missing_field", "label"),
+    ({"prompt": "Q?", "completion": "yes", "label": None}, "missing_field", "label"),
+    ({"prompt": "Q?", "completion": "yes", "label": "false"}, "bad_label", "label"),
+    ({"prompt": "Q?", "completion": "yes", "label": 0}, "bad_label", "label"),
+    ({"prompt": "Q?", "completion": "yes", "label": 1.0}, "bad_label", "label"),
+    ({"prompt": "Q?", "completion": "yes", "label": [True]}, "bad_label", "label"),
+    ({"prompt": "Q?", "completion": " \n", "label": True}, "empty_text", "completion"),
+    ({"prompt": "Q?", "completion": 7, "label": True}, "not_string", "completion"),
+    ({"completion": "yes", "label": True}, "missing_field", "prompt"),
+    ({"prompt": "", "completion": "yes", "label": True}, "empty_text", "prompt"),
+    ({"prompt": "Q?", "completion": "yes", "label": True, "meta": 3}, "bad_conversation", "meta"),
+    ("Q? yes", "bad_conversation", "<row>"),
+])
+def test_validate_unpaired_reasons(row, reason, field):
+    good = {"prompt": "Q?", "completion": "yes", "label": False}
+    with pytest.raises(ValueError, match=rf"^src row 1: field '{field}' "):
+        validate_records([good, row], "src", "error", feedback="unpaired")
+    records, stats = validate_records([good, row], "src", "drop", feedback="unpaired")
+    assert records == [{**good, "meta": {"row": 0}}]
+    assert stats["dropped"][reason] == 1 and sum(stats["dropped"].values()) == 1
+
+
+def test_check_example_max_chars_boundary_and_no_pair_checks():
+    row = {"prompt": "abc", "completion": "12345", "label": True}  # 3 + 5 = 8 characters
+    assert check_example(row, max_chars=8) == {**row, "meta": {}}
+    with pytest.raises(BadRow, match="prompt \\+ completion is 8 characters > max_chars 7") as bad:
+        check_example(row, max_chars=7)
+    assert (bad.value.reason, bad.value.field) == ("over_long", "completion")
+    # a pair's fields mean nothing here, and an unpaired row is no pair
+    assert check_example({**row, "chosen": "x", "score_chosen": "bad"})["label"] is True
+    with pytest.raises(BadRow, match="field 'chosen' is missing"):
+        check_record(row)
+    with pytest.raises(ValueError, match="feedback must be one of"):
+        validate_records([row], "src", "error", feedback="kto")
+
+
 # ----------------------------------------------------------------------------- config errors
 @pytest.mark.parametrize("change, message", [
     ({"source": "jsonl"}, "dataset.source must be one of"),
@@ -315,10 +548,41 @@ def test_all_rows_dropped_is_an_error(tmp_path):
     ({"columns": {"prompt": "q", "chosen": "a", "rejected": "b", "answer": "c"}}, r"unknown keys \['answer'\]"),
     ({"columns": {"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": "s"}}, "map both or neither"),
     ({"train_split": None}, "dataset.train_split must name a split"),
+    ({"feedback": "pairs"}, r"dataset.feedback must be one of \('paired', 'unpaired'\), got 'pairs'"),
+    ({"feedback": None}, "dataset.feedback must be one of"),
+    ({"columns": {"prompt": "q", "completion": "a", "label": "l"}},
+     r"unknown keys \['completion', 'label'\] for dataset.feedback='paired'.* or set dataset.feedback=unpaired"),
+    ({"desirable_fraction": 0}, r"dataset.desirable_fraction must be in \(0, 1\]"),
+    ({"desirable_fraction": True}, "dataset.desirable_fraction"),
 ])
 def test_config_errors_name_the_key(change, message):
     with pytest.raises(ValueError, match=message):
         check_dataset_config({**_local_cfg(DATA / "local_pairs.csv"), **change})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"columns": {"prompt": "q", "completion": "a"}}, "dataset.columns.label must name a column"),
+    ({"columns": {"prompt": "q", "completion": "a", "label": None}}, "dataset.columns.label must name a column"),
+    ({"columns": {"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": None}},
+     r"unknown keys \['chosen', 'rejected', 'score_chosen'\] for dataset.feedback='unpaired'.*"
+     r"map only prompt/completion/label, or set dataset.feedback=paired"),
+    ({"columns": {**UNPAIRED_COLUMNS, "weight": "w"}}, r"unknown keys \['weight'\] .*allowed: \['prompt', 'completion', 'label'\]$"),
+    ({"columns": None}, "dataset.columns must map prompt/completion/label to column names"),
+    ({"source": "kto_mix", "feedback": "paired"}, "dataset.feedback='paired' does not fit source 'kto_mix'"),
+    ({"source": "ultrafeedback"}, "dataset.feedback='unpaired' does not fit source 'ultrafeedback', whose rows hold "
+                                  r"preference pairs \(prompt, chosen, rejected\): set dataset.feedback=paired"),
+])
+def test_unpaired_config_errors_name_the_key(change, message):
+    with pytest.raises(ValueError, match=message):
+        check_dataset_config({**_unpaired_cfg(DATA / "local_unpaired.jsonl"), **change})
+
+
+def test_kto_mix_needs_feedback_unpaired():
+    cfg = {k: v for k, v in _kto_cfg().items() if k != "feedback"}
+    with pytest.raises(ValueError, match=r"dataset.feedback='paired' \(the default when the key is absent\) does not "
+                                         r"fit source 'kto_mix', whose rows hold unpaired examples"):
+        check_dataset_config(cfg)
+    assert check_dataset_config(_kto_cfg(desirable_fraction=0.5))["desirable_fraction"] == 0.5
 
 
 def test_hub_source_needs_path_or_files():
@@ -350,7 +614,7 @@ def test_unknown_extension_and_unreadable_file(tmp_path):
         load_preference_records(_local_cfg(tmp_path / "broken.jsonl"), "train")
 
 
-@pytest.mark.parametrize("entry", ["ultrafeedback", "hh_rlhf", "local_file"])
+@pytest.mark.parametrize("entry", ["ultrafeedback", "hh_rlhf", "kto_mix", "local_file"])
 def test_shipped_dataset_configs_are_complete(entry):
     cfg = OmegaConf.to_container(OmegaConf.load(CONF / f"{entry}.yaml"))
     assert {"name", "source", "on_bad_row", "train_split", "eval_split", "max_rows"} <= set(cfg)

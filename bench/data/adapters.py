@@ -1,9 +1,11 @@
 """Real preference datasets -> normalised records (docs/design.md §5).
 
-Reads a `dataset` config whose `source` is ultrafeedback, hh_rlhf or local through `datasets.load_dataset` (a hub
-name, a local dataset directory or local files: one code path for users with network and the offline tests) and
-turns each row into a record that `bench.data.validate` checks, rendering conversations by the rules of
-docs/design.md §5. Does not tokenise; knows nothing of models, methods or the built-in tasks (bench.data.builtin).
+Reads a `dataset` config whose `source` is ultrafeedback, hh_rlhf, kto_mix or local through `datasets.load_dataset`
+(a hub name, a local dataset directory or local files: one code path for users with network and the offline tests)
+and turns each row into a record that `bench.data.validate` checks, rendering conversations by the rules of
+docs/design.md §5. `dataset.feedback` says what the rows hold: pairs (`load_preference_records`) or unpaired
+examples in TRL's (prompt, completion, label) schema (`load_unpaired_records`). Does not tokenise; knows nothing of
+models, methods or the built-in tasks (bench.data.builtin).
 """
 from __future__ import annotations
 
@@ -11,13 +13,20 @@ import re
 from typing import Any, Callable, Mapping
 
 from bench.data.files import FORMATS, decoded_rows, read_split
+from bench.data.unpaired import FEEDBACK, label_counts
 from bench.data.validate import BadRow, check_on_bad_row, merge_stats, validate_records
 from bench.mappings import plain_mapping
 
-SOURCES = ("ultrafeedback", "hh_rlhf", "local")
+SOURCES = ("ultrafeedback", "hh_rlhf", "kto_mix", "local")
 SPLITS = ("train", "eval")
-_COLUMN_KEYS_REQUIRED = ("prompt", "chosen", "rejected")
-_COLUMN_KEYS_OPTIONAL = ("score_chosen", "score_rejected")
+# What each source's rows hold; local files hold either, as dataset.feedback says.
+SOURCE_FEEDBACK = {"ultrafeedback": ("paired",), "hh_rlhf": ("paired",), "kto_mix": ("unpaired",), "local": FEEDBACK}
+# dataset.columns keys of a local file, per feedback: (required, optional)
+COLUMN_KEYS = {"paired": (("prompt", "chosen", "rejected"), ("score_chosen", "score_rejected")),
+               "unpaired": (("prompt", "completion", "label"), ())}
+_COLUMN_KEYS_OPTIONAL = COLUMN_KEYS["paired"][1]
+_HOLDS = {"paired": "preference pairs (prompt, chosen, rejected)",
+          "unpaired": "unpaired examples (prompt, completion, label)"}
 HH_ASSISTANT = "\n\nAssistant:"
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 
@@ -35,6 +44,14 @@ def check_dataset_config(cfg: Mapping) -> dict:
                          "not by bench.data.adapters.load_preference_records")
     if source not in SOURCES:
         raise ValueError(f"dataset.source must be one of {('builtin',) + SOURCES}, got {source!r}")
+    feedback = cfg.get("feedback", "paired")
+    if feedback not in FEEDBACK:
+        raise ValueError(f"dataset.feedback must be one of {FEEDBACK}, got {feedback!r}")
+    if feedback not in SOURCE_FEEDBACK[source]:
+        fits = SOURCE_FEEDBACK[source][0]
+        absent = " (the default when the key is absent)" if "feedback" not in cfg else ""
+        raise ValueError(f"dataset.feedback={feedback!r}{absent} does not fit source {source!r}, whose rows hold "
+                         f"{_HOLDS[fits]}: set dataset.feedback={fits}")
     check_on_bad_row(cfg.get("on_bad_row", "error"))
     for key in ("max_rows", "max_eval_rows", "max_chars"):
         value = cfg.get(key)
@@ -47,6 +64,10 @@ def check_dataset_config(cfg: Mapping) -> dict:
     for key in ("config_name", "data_dir", "revision"):
         if cfg.get(key) is not None and not isinstance(cfg[key], str):
             raise ValueError(f"dataset.{key} must be a string or null, got {cfg[key]!r}")
+    fraction = cfg.get("desirable_fraction")
+    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
+                                 or not 0 < fraction <= 1):
+        raise ValueError(f"dataset.desirable_fraction must be in (0, 1] or null, got {fraction!r}")
 
     data_files = cfg.get("data_files")
     if data_files is not None:
@@ -63,36 +84,71 @@ def check_dataset_config(cfg: Mapping) -> dict:
                          f"required for source {source!r}")
 
     if source == "local":
-        columns = cfg.get("columns")
-        if not isinstance(columns, Mapping):
-            raise ValueError("dataset.columns must map prompt/chosen/rejected (and optionally "
-                             f"score_chosen/score_rejected) to column names; got {columns!r}")
-        for key in _COLUMN_KEYS_REQUIRED:
-            if not isinstance(columns.get(key), str):
-                raise ValueError(f"dataset.columns.{key} must name a column, got {columns.get(key)!r}")
-        unknown = set(columns) - set(_COLUMN_KEYS_REQUIRED + _COLUMN_KEYS_OPTIONAL)
-        if unknown:
-            raise ValueError(f"dataset.columns has unknown keys {sorted(unknown)}; allowed: "
-                             f"{list(_COLUMN_KEYS_REQUIRED + _COLUMN_KEYS_OPTIONAL)}")
-        scores = [k for k in _COLUMN_KEYS_OPTIONAL if columns.get(k) is not None]
-        if len(scores) == 1:
-            raise ValueError(f"dataset.columns maps {scores[0]} but not the other score: map both or neither")
+        _check_columns(cfg.get("columns"), feedback)
     return cfg
+
+
+def _check_columns(columns: Any, feedback: str) -> None:
+    """dataset.columns of a local file: the required keys of `feedback` name columns, no other keys."""
+    required, optional = COLUMN_KEYS[feedback]
+    if not isinstance(columns, Mapping):
+        scores = f" (and optionally {'/'.join(optional)})" if optional else ""
+        raise ValueError(f"dataset.columns must map {'/'.join(required)}{scores} to column names "
+                         f"(dataset.feedback={feedback!r}); got {columns!r}")
+    # Unknown keys first: keys of the other feedback mean the file's kind, not one column, is mistaken.
+    unknown = set(columns) - set(required + optional)
+    if unknown:
+        other = next(f for f in FEEDBACK if f != feedback)
+        hint = (f"; those are {other} keys: map only {'/'.join(required)}, or set dataset.feedback={other}"
+                if unknown <= set(sum(COLUMN_KEYS[other], ())) else "")
+        raise ValueError(f"dataset.columns has unknown keys {sorted(unknown)} for dataset.feedback={feedback!r}; "
+                         f"allowed: {list(required + optional)}{hint}")
+    for key in required:
+        if not isinstance(columns.get(key), str):
+            raise ValueError(f"dataset.columns.{key} must name a column, got {columns.get(key)!r}")
+    scores = [k for k in optional if columns.get(k) is not None]
+    if len(scores) == 1:
+        raise ValueError(f"dataset.columns maps {scores[0]} but not the other score: map both or neither")
 
 
 # ----------------------------------------------------------------------------- entry point
 def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> tuple[list[dict], dict]:
     """Load one split of a real preference dataset as normalised, validated records.
 
-    cfg: a conf/dataset entry (keys in conf/dataset/local_file.yaml).
+    cfg: a conf/dataset entry (keys in conf/dataset/local_file.yaml) with dataset.feedback paired (or absent).
     split: the role, "train" or "eval" (read from cfg["train_split"] / cfg["eval_split"]), or the
         split's own name as configured there ("train_prefs", "test", ...).
     tokenizer: only its chat template is used (docs/design.md §5).
-    Returns (records, stats): stats as in bench.data.validate.new_stats plus "dataset", "split",
-    "prompt_format" and "max_rows"; the caller logs it and stores it in the run record.
+    Returns (records, stats): records {prompt, chosen, rejected, score_chosen?, score_rejected?, meta};
+    stats as in bench.data.validate.new_stats plus "dataset", "split", "prompt_format" and "max_rows";
+    the caller logs it and stores it in the run record.
     Raises ValueError if every row examined was dropped.
     """
+    return _load(cfg, split, tokenizer, "paired")
+
+
+def load_unpaired_records(cfg: Mapping, split: str, tokenizer: Any = None) -> tuple[list[dict], dict]:
+    """Load one split of a real unpaired dataset (dataset.feedback: unpaired) as validated examples.
+
+    Arguments as for `load_preference_records`. Returns (records, stats): records {prompt, completion,
+    label (bool, True = desirable), meta} (bench.data.validate.check_example); stats as for pairs plus
+    "n_desirable" and "n_undesirable" (of the kept records).
+    Raises ValueError if every row examined was dropped.
+    """
+    records, stats = _load(cfg, split, tokenizer, "unpaired")
+    stats["n_desirable"], stats["n_undesirable"] = label_counts(records)
+    return records, stats
+
+
+def _load(cfg: Mapping, split: str, tokenizer: Any, feedback: str) -> tuple[list[dict], dict]:
     cfg = check_dataset_config(cfg)
+    held = cfg.get("feedback", "paired")
+    if held != feedback:
+        loader = {"paired": "load_preference_records", "unpaired": "load_unpaired_records"}[held]
+        raise ValueError(f"dataset {cfg.get('name')!r} holds {_HOLDS[held]} (dataset.feedback={held!r}), not "
+                         f"{_HOLDS[feedback]}: it is read by bench.data.adapters.{loader}"
+                         + (" (bench.data.unpaired.pairs_to_examples turns pairs into unpaired examples)"
+                            if held == "paired" else ""))
     role = _role(cfg, split)
     split_name = cfg.get(f"{role}_split")
     if split_name is None:
@@ -104,11 +160,11 @@ def load_preference_records(cfg: Mapping, split: str, tokenizer: Any = None) -> 
     renderer = _Renderer(tokenizer)
     source = cfg["source"]
     records, parts = [], []
-    for label, rows in read_split(cfg, split_name, role):
-        convert = _converter(source, cfg, renderer, label, rows.column_names)
+    for origin, rows in read_split(cfg, split_name, role):
+        convert = _converter(source, cfg, renderer, origin, rows.column_names, feedback)
         file_records, file_stats = validate_records(
-            decoded_rows(rows, label), label, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
-            convert=convert, max_rows=None if max_rows is None else max_rows - len(records),
+            decoded_rows(rows, origin), origin, cfg.get("on_bad_row", "error"), cfg.get("max_chars"),
+            convert=convert, max_rows=None if max_rows is None else max_rows - len(records), feedback=feedback,
         )
         records += file_records
         parts.append(file_stats)
@@ -196,23 +252,30 @@ def _text(row: Mapping, field: str, column: str | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------- adapters
-def _converter(source: str, cfg: dict, renderer: _Renderer, label: str,
-               column_names: list[str]) -> Callable[[Mapping], dict]:
-    """The row -> record function for `source`, after checking the split has the columns it needs."""
+def _converter(source: str, cfg: dict, renderer: _Renderer, origin: str,
+               column_names: list[str], feedback: str) -> Callable[[Mapping], dict]:
+    """The row -> record function for `source`, after checking the split (named `origin` in messages) has
+    the columns it needs."""
     if source == "local":
         columns = {k: v for k, v in cfg["columns"].items() if v is not None}
         for key, column in columns.items():
             if column not in column_names:
-                raise ValueError(f"{label}: column {column!r} (dataset.columns.{key}) not found; "
+                raise ValueError(f"{origin}: column {column!r} (dataset.columns.{key}) not found; "
                                  f"columns are {column_names}")
+        if feedback == "unpaired":
+            return lambda row: _unpaired_row(row, columns, renderer)
         return lambda row: _local_row(row, columns, renderer)
-    needed = {"ultrafeedback": ("chosen", "rejected"), "hh_rlhf": ("chosen", "rejected")}[source]
+    needed = {"ultrafeedback": ("chosen", "rejected"), "hh_rlhf": ("chosen", "rejected"),
+              "kto_mix": COLUMN_KEYS["unpaired"][0]}[source]
     missing = [c for c in needed if c not in column_names]
     if missing:
-        raise ValueError(f"{label}: column(s) {missing} required by source {source!r} not found; "
+        raise ValueError(f"{origin}: column(s) {missing} required by source {source!r} not found; "
                          f"columns are {column_names}")
     if source == "ultrafeedback":
         return lambda row: _ultrafeedback_row(row, renderer)
+    if source == "kto_mix":
+        columns = {key: key for key in needed}
+        return lambda row: _unpaired_row(row, columns, renderer)
     return lambda row: _hh_row(row, renderer)
 
 
@@ -283,3 +346,26 @@ def _local_row(row: Mapping, columns: Mapping[str, str], renderer: _Renderer) ->
         if field in columns:
             record[field] = row.get(columns[field])
     return record
+
+
+def _unpaired_row(row: Mapping, columns: Mapping[str, str], renderer: _Renderer) -> dict:
+    """TRL's unpaired schema: prompt and completion as strings (verbatim) or message lists (rendered, the
+    completion being one assistant message); the label is passed on for `check_example` to judge."""
+    raw_prompt = row.get(columns["prompt"])
+    conversational = isinstance(raw_prompt, list)
+    prompt = (renderer.prompt(_messages(raw_prompt, "prompt")) if conversational
+              else _text(row, "prompt", columns["prompt"]))
+    value = row.get(columns["completion"])
+    if isinstance(value, list):
+        messages = _messages(value, "completion")
+        if len(messages) != 1:
+            # the conversation before the answer belongs in the prompt; keeping only the last turn would
+            # silently drop the rest
+            raise BadRow("bad_conversation", "completion",
+                         f"holds {len(messages)} messages, expected one assistant message "
+                         "(earlier turns belong in 'prompt')")
+        text = _answer(messages, "completion")
+    else:
+        text = _text(row, "completion", columns["completion"])
+    return {"prompt": prompt, "completion": renderer.response(text) if conversational else text,
+            "label": row.get(columns["label"]), "meta": {}}

@@ -1,16 +1,20 @@
 """Checks on normalised preference records, and the bad-row policy (docs/design.md §5).
 
 `validate_records` applies the text-level checks every source goes through under one `on_bad_row` policy
-("error" raises naming source, row and field; "drop" skips and counts by reason); `check_length` /
-`filter_by_length` decide whether a pair still fits `max_length` after truncation. Reads no files and imports no
-tokenizer, model or method code: adapters hand it records, the trainer token ids.
+("error" raises naming source, row and field; "drop" skips and counts by reason): `check_record` for pairs,
+`check_example` for unpaired examples (`feedback="unpaired"`). `check_length` / `filter_by_length` decide whether a
+pair still fits `max_length` after truncation. Reads no files and imports no tokenizer, model or method code:
+adapters hand it records, the trainer token ids.
 """
 from __future__ import annotations
 
 import math
 from typing import Callable, Iterable, Mapping, Sequence
 
+from bench.data.unpaired import FEEDBACK
+
 TEXT_FIELDS = ("prompt", "chosen", "rejected")
+UNPAIRED_TEXT_FIELDS = ("prompt", "completion")
 SCORE_FIELDS = ("score_chosen", "score_rejected")
 ON_BAD_ROW = ("error", "drop")
 
@@ -25,6 +29,7 @@ BAD_ROW_REASONS = (
     "bad_score",            # a score is not a finite number, or only one of the two is given
     "bad_conversation",     # malformed message list / transcript (adapter-specific)
     "prompt_mismatch",      # chosen and rejected disagree on the conversation before the answer
+    "bad_label",            # an unpaired example's label is not a boolean (true = desirable)
 )
 # How many refusal messages the stats keep under "drop", so a log shows what was dropped.
 _N_EXAMPLE_ERRORS = 5
@@ -94,18 +99,8 @@ def check_record(row: Mapping, max_chars: int | None = None) -> dict:
     longer of the two sequences the trainer will build. This is a cheap pre-filter for pathological
     rows before tokenisation; the token-level rule is `check_length`.
     """
-    if not isinstance(row, Mapping):
-        raise BadRow("bad_conversation", "<row>", f"is a {type(row).__name__}, expected a mapping")
-    record: dict = {}
-    for field in TEXT_FIELDS:
-        value = row.get(field)
-        if value is None:
-            raise BadRow("missing_field", field, "is missing")
-        if not isinstance(value, str):
-            raise BadRow("not_string", field, f"is not a string (got {type(value).__name__})")
-        if not value.strip():
-            raise BadRow("empty_text", field, "is empty")
-        record[field] = value
+    _check_mapping(row)
+    record = {field: _text(row, field) for field in TEXT_FIELDS}
     # Compared without surrounding whitespace: " yes" and "yes" are the same answer to a reader,
     # and a pair that differs only there teaches the model nothing but whitespace.
     if record["chosen"].strip() == record["rejected"].strip():
@@ -127,14 +122,65 @@ def check_record(row: Mapping, max_chars: int | None = None) -> dict:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise BadRow("bad_score", field, f"is not a finite number (got {value!r})")
         record[field] = float(value)
+    record["meta"] = _meta(row)
+    return record
 
+
+def check_example(row: Mapping, max_chars: int | None = None) -> dict:
+    """The unpaired twin of `check_record`: return {"prompt", "completion", "label", "meta"} cleaned, or raise
+    BadRow naming the first bad field.
+
+    The label must be a real boolean (True = desirable), as in TRL's unpaired datasets; strings ("true",
+    "yes") and numbers (0/1) are refused (bad_label): whether 0 or "negative" marks the desirable class is a
+    file's own convention, which guessing could silently invert. (A CSV's true/false cells are read as
+    booleans by its parser, so they pass.) Over-long in characters: len(prompt) + len(completion) > max_chars.
+    """
+    _check_mapping(row)
+    record = {field: _text(row, field) for field in UNPAIRED_TEXT_FIELDS}
+    label = row.get("label")
+    if label is None:
+        raise BadRow("missing_field", "label", "is missing")
+    if not isinstance(label, bool):
+        shown = repr(label) if len(repr(label)) <= 40 else repr(label)[:37] + "..."
+        raise BadRow("bad_label", "label", f"is not a boolean (got {type(label).__name__} {shown}); "
+                                           "use true (desirable) or false (undesirable)")
+    record["label"] = label
+    if max_chars is not None:
+        n_chars = len(record["prompt"]) + len(record["completion"])
+        if n_chars > max_chars:
+            raise BadRow("over_long", "completion",
+                         f"is over-long: prompt + completion is {n_chars} characters > max_chars {max_chars}")
+    record["meta"] = _meta(row)
+    return record
+
+
+def _check_mapping(row: object) -> None:
+    if not isinstance(row, Mapping):
+        raise BadRow("bad_conversation", "<row>", f"is a {type(row).__name__}, expected a mapping")
+
+
+def _text(row: Mapping, field: str) -> str:
+    """A text field of a record, present, a string and not blank."""
+    value = row.get(field)
+    if value is None:
+        raise BadRow("missing_field", field, "is missing")
+    if not isinstance(value, str):
+        raise BadRow("not_string", field, f"is not a string (got {type(value).__name__})")
+    if not value.strip():
+        raise BadRow("empty_text", field, "is empty")
+    return value
+
+
+def _meta(row: Mapping) -> dict:
     meta = row.get("meta")
     if meta is None:
-        meta = {}
+        return {}
     if not isinstance(meta, Mapping):
         raise BadRow("bad_conversation", "meta", f"is not a mapping (got {type(meta).__name__})")
-    record["meta"] = dict(meta)
-    return record
+    return dict(meta)
+
+
+_CHECKS = {"paired": check_record, "unpaired": check_example}
 
 
 def validate_records(
@@ -145,11 +191,13 @@ def validate_records(
     *,
     convert: Callable[[object], Mapping] | None = None,
     max_rows: int | None = None,
+    feedback: str = "paired",
 ) -> tuple[list[dict], dict]:
     """Check rows and apply the bad-row policy; return (records, stats).
 
     rows: normalised records, or a source's raw rows when `convert` is given (an adapter's
         row -> record function that may raise BadRow); row i of the iterable is "row i" in messages.
+    feedback: "paired" checks each record with `check_record`, "unpaired" with `check_example`.
     source: how messages name where the rows came from ("data/train.jsonl",
         "Anthropic/hh-rlhf split test").
     on_bad_row: "error" raises ValueError("<source> row <i>: field '<f>' <problem>") at the first bad
@@ -162,6 +210,9 @@ def validate_records(
     """
     if max_rows is not None and max_rows <= 0:
         raise ValueError(f"max_rows must be a positive integer or None, got {max_rows!r}")
+    if feedback not in FEEDBACK:
+        raise ValueError(f"feedback must be one of {FEEDBACK}, got {feedback!r}")
+    check = _CHECKS[feedback]
     stats = new_stats(on_bad_row)
     stats["sources"].append(source)
     records: list[dict] = []
@@ -170,7 +221,7 @@ def validate_records(
             break
         stats["n_rows"] += 1
         try:
-            record = check_record(convert(row) if convert is not None else row, max_chars)
+            record = check(convert(row) if convert is not None else row, max_chars)
         except BadRow as bad:
             _refuse(stats, source, index, bad)
             continue
