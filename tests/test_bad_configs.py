@@ -40,6 +40,13 @@ BAD_CONFIGS = [
     ("method", ["method=rmipo", "method.g_min=2.0", "method.g_max=1.0"], "method.g_min must be <= method.g_max"),
     ("method", ["method=imi_dpo", "method.pmi_source=oracle"], "method.pmi_source"),
     ("method", ["method=beta_dpo", "method.rho=1.5"], "method.rho"),
+    ("method", ["method=imi_dpo", "method.signal=random"], "method.signal must be one of"),
+    ("method", ["method=kto", "method.desirable_weight=0"], "method.desirable_weight must be > 0"),
+    # KTO's imbalance rule at config time: a built-in task keeps 10% of its desirables, λ_D must be 10-13.3
+    ("method", ["method=kto", "unpaired.desirable_fraction=0.1"], "set method.desirable_weight in [10, 13.3]"),
+    ("method", ["method=kto", "train.batch_size=1"], "train.batch_size must be >= 2 for method.name='kto'"),
+    ("method", ["method=dpo", "unpaired.desirable_fraction=0.5"], "learns from pairs: leave it at 1.0"),
+    ("dataset", ["+dataset.feedback=thumbs"], "dataset.feedback must be one of"),
     ("dataset", ["dataset=nope"], "Could not find 'dataset/nope'"),
     ("dataset", ["dataset.task=chess"], "dataset.task"),
     ("dataset", ["dataset.label_noise=0.7"], "dataset.label_noise"),

@@ -561,7 +561,8 @@ def test_simpo_style_reference_source_needs_reference_logps():
 # Gradients: only the policy's chosen/rejected log-probs are trained
 
 
-ALL_CONFIGS = [cfg(name) for name in available_methods()] + [
+# the paired methods (KTO's unpaired batches: tests/test_kto.py)
+ALL_CONFIGS = [cfg(name) for name in available_methods() if not build_method(cfg(name)).needs.unpaired] + [
     cfg(base, regulator=reg, pmi_source=src, warmup_steps=2)
     for base in ("imi_dpo", "imi_ipo", "imi_simpo")
     for reg in ("margin", "beta", "weight")

@@ -30,8 +30,10 @@ GOLD_METRICS = ("gold_reward", "win_rate", "kl", "length", "no_eos_rate", "colla
 
 
 # One method per kind of pipeline path (see pipeline_path): reference, no reference, the reference's
-# marginal, the policy's marginal, a method with state.
-ONE_OF_EACH_KIND = ("dpo", "simpo", "imi_dpo", "rmipo", "beta_dpo")
+# marginal, the policy's marginal, a method with state, unpaired examples without and with the reference's marginal.
+ONE_OF_EACH_KIND = ("dpo", "simpo", "imi_dpo", "rmipo", "beta_dpo", "kto", "imi_kto")
+# What an unpaired method logs instead of TRL DPOTrainer's names (TRL KTOTrainer's), and has no pairs for.
+UNPAIRED_NAMES = ("kl", "rewards/chosen", "rewards/rejected", "rewards/margins")
 
 
 def pipeline_path(name: str) -> tuple:
@@ -39,7 +41,7 @@ def pipeline_path(name: str) -> tuple:
     whether it has state for checkpoints to carry."""
     method = build_method(yaml.safe_load((CONF_DIR / "method" / f"{name}.yaml").read_text()))
     return (method.needs.reference, method.needs.marginal, method.needs.marginal_context,
-            hasattr(method, "state_dict"))
+            hasattr(method, "state_dict"), method.needs.unpaired)
 
 
 def test_every_method_is_of_a_kind_that_runs_in_ci():
@@ -72,8 +74,10 @@ def _assert_completed_record(make_config, method: str) -> None:
     assert record["config"]["method"]["name"] == method
     assert record["method_info"] == method_info(method), "the record says what the method is"
     # what these metrics are depends on the trained weights; only that they exist and are numbers is known
+    unpaired = build_method(record["config"]["method"]).needs.unpaired
     for key in GOLD_METRICS:
-        assert math.isfinite(record["metrics"][key]), key
+        if not (unpaired and key == "pref_acc"):  # no pairs, no preference accuracy
+            assert math.isfinite(record["metrics"][key]), key
     assert 0.0 <= record["metrics"]["win_rate"] <= 1.0
     threshold = record["config"]["eval"]["collapse_no_eos_rate"]
     for prefix in ("", "val/"):
@@ -85,13 +89,22 @@ def _assert_completed_record(make_config, method: str) -> None:
     assert record["provenance"]["seed"] == 0 and record["provenance"]["packages"]["torch"]
     history = records.read_history(result.directory)
     assert [row["step"] for row in history] == [0, 1, 2]
-    for name in TRL_NAMES:
-        assert all(math.isfinite(row[name]) for row in history), name
+    for name in UNPAIRED_NAMES if unpaired else TRL_NAMES:
+        assert all(math.isfinite(row[name]) for row in history if name in row), name
+        assert any(name in row for row in history), name
     if method_info(method)["family"] in ("dpo", "ipo"):
         for name in ("rewards/chosen", "rewards/rejected", "rewards/margins"):
             assert history[0][name] == pytest.approx(0.0, abs=1e-5), name
     if method in STEP0_LOSS:
         assert history[0]["loss"] == pytest.approx(STEP0_LOSS[method], abs=1e-5)
+    if unpaired:  # at step 0 the policy is the reference: r = 0 and z₀ = 0, so plain KTO's loss is 1 − σ(0)
+        assert history[0]["kl"] == pytest.approx(0.0, abs=1e-5) and "eval/kl" in record["metrics"]
+        if method == "kto":
+            assert history[0]["loss"] == pytest.approx(0.5, abs=1e-5)
+        else:
+            assert {"imi/signed_pmi_mean", "imi/signal_mean", "imi/corr_length"} <= set(history[0])
+            assert math.isfinite(record["metrics"]["imi/corr_length"])
+        return
     if method.startswith("imi_") or method == "rmipo":
         assert {"imi/delta_pmi_mean", "imi/delta_pmi_min", "imi/delta_pmi_max", "imi/signal_mean"} <= set(history[0])
         # the signal diagnostics: per logged step in the history, their run mean among the record's metrics

@@ -41,13 +41,13 @@ def kl_reference_point(batch: ExampleLogps, method: str) -> torch.Tensor:
     """z₀ = max(0, mean_i s(y′_i | x_i) − s_ref(y′_i | x_i)), detached (a scalar tensor): the batch's estimate
     of KL(π ‖ π_ref), from the mismatched sequences (TRL: `kl = (KL_logps − ref_KL_logps).mean().clamp(min=0)`)."""
     why = "KTO's reference point z₀ is estimated on mismatched (prompt, completion) sequences"
-    kl = required(batch, "kl_logps", method, why) - required(batch, "reference_kl_logps", method, why)
-    return kl.detach().mean().clamp(min=0)
+    kl = required(batch, "kl_logps", method, why).detach() - required(batch, "reference_kl_logps", method, why).detach()
+    return kl.mean().clamp(min=0)
 
 
 def reference_logratios(batch: ExampleLogps, method: str) -> torch.Tensor:
     """r = s(y | x) − s_ref(y | x) per example; carries the policy's gradient."""
-    return batch.logps - required(batch, "reference_logps", method, "KTO's reward is relative to the reference")
+    return batch.logps - required(batch, "reference_logps", method, "KTO's reward is relative to the reference").detach()
 
 
 class KTO(Method):
