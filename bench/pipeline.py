@@ -22,7 +22,7 @@ from bench.checkpoint import Checkpointer, RunCheckpoint
 from bench.cost import CostMeter
 from bench.data.encoding import PairTensors, encode_pairs
 from bench.data.examples import ExampleTensors, encode_examples
-from bench.data.unpaired import keep_desirable_fraction, pairs_to_examples
+from bench.data.unpaired import keep_desirable_fraction, label_counts, pairs_to_examples
 from bench.data.splits import prompt_set_stats, restricted_to
 from bench.distributed import accelerator_kwargs, prepare_distributed_env
 from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
@@ -178,20 +178,21 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
 def _encode_examples(cfg: DictConfig, data: LoadedData, method) -> tuple[ExampleTensors, ExampleTensors, dict, dict]:
     """Train and held-out unpaired examples (docs/design.md §5): the files' own, or each pair's chosen and rejected
     completions; the training desirables thinned to `unpaired.desirable_fraction`, and KTO's imbalance rule checked
-    on the counts that train. Training blocks are one batch; the held-out examples are one block."""
+    on a file's counts (for pairs, bench.config checks it on the fraction, exact up to rounding). Training blocks are one batch; the held-out examples are one block."""
     unpaired_files = cfg.dataset.get("feedback", "paired") == "unpaired"
     examples = {split: data.splits[split] if unpaired_files else pairs_to_examples(data.splits[split])
                 for split in ("train", "eval")}
     examples["train"], thinned = keep_desirable_fraction(examples["train"], cfg.unpaired.desirable_fraction, cfg.seed)
+    if unpaired_files:  # pairs give one desirable per undesirable: bench.config checked their fraction already
+        base = getattr(method, "base", method)  # imi_kto regulates a KTO base, whose weights these are
+        check_imbalance(base.desirable_weight, base.undesirable_weight, *label_counts(examples["train"]),
+                        f"dataset {cfg.dataset.name!r} (train examples)")
     encoded, stats = {}, {}
     for split, block_size in (("train", cfg.train.batch_size), ("eval", None)):
         encoded[split], _, stats[split] = encode_examples(
             examples[split], data.tokenizer, cfg.model.max_length, _rows_source(cfg, data, split), block_size, cfg.seed,
             cfg.dataset.get("on_bad_row", "error"))
     stats["train"]["dropped"]["desirable_fraction"] = thinned["dropped_desirable"]
-    base = getattr(method, "base", method)  # imi_kto regulates a KTO base, whose weights these are
-    check_imbalance(base.desirable_weight, base.undesirable_weight, stats["train"]["n_desirable"],
-                    stats["train"]["n_undesirable"], f"dataset {cfg.dataset.name!r} (train examples)")
     return encoded["train"], encoded["eval"], stats["train"], stats["eval"]
 
 
