@@ -64,10 +64,6 @@ def check_dataset_config(cfg: Mapping) -> dict:
     for key in ("config_name", "data_dir", "revision"):
         if cfg.get(key) is not None and not isinstance(cfg[key], str):
             raise ValueError(f"dataset.{key} must be a string or null, got {cfg[key]!r}")
-    fraction = cfg.get("desirable_fraction")
-    if fraction is not None and (isinstance(fraction, bool) or not isinstance(fraction, (int, float))
-                                 or not 0 < fraction <= 1):
-        raise ValueError(f"dataset.desirable_fraction must be in (0, 1] or null, got {fraction!r}")
 
     data_files = cfg.get("data_files")
     if data_files is not None:
