@@ -488,9 +488,9 @@ def test_feedback_picks_the_loader():
 
 
 def test_local_file_recipe_for_unpaired_files(make_config):
-    """The override recipe conf/dataset/local_file.yaml documents, through Hydra's composition."""
-    cfg = make_config("dataset=local_file", "dataset.feedback=unpaired", "~dataset.columns",
-                      "+dataset.columns={prompt:prompt,completion:completion,label:label}",
+    """The override conf/dataset/local_file.yaml documents, through Hydra's composition: feedback alone switches
+    the columns read (the config maps both kinds)."""
+    cfg = make_config("method=kto", "dataset=local_file", "dataset.feedback=unpaired",
                       f"dataset.data_files.train={DATA / 'local_unpaired.jsonl'}",
                       f"dataset.data_files.test={DATA / 'local_unpaired.jsonl'}")
     train, _ = load_unpaired_records(cfg.dataset, "train")
@@ -550,8 +550,9 @@ def test_check_example_max_chars_boundary_and_no_pair_checks():
     ({"train_split": None}, "dataset.train_split must name a split"),
     ({"feedback": "pairs"}, r"dataset.feedback must be one of \('paired', 'unpaired'\), got 'pairs'"),
     ({"feedback": None}, "dataset.feedback must be one of"),
+    # unpaired keys under the default feedback: the pair's columns are what is missing
     ({"columns": {"prompt": "q", "completion": "a", "label": "l"}},
-     r"unknown keys \['completion', 'label'\] for dataset.feedback='paired'.* or set dataset.feedback=unpaired"),
+     r"dataset.columns.chosen must name a column, got None \(dataset.feedback='paired' reads prompt/chosen/rejected\)"),
 ])
 def test_config_errors_name_the_key(change, message):
     with pytest.raises(ValueError, match=message):
@@ -562,9 +563,10 @@ def test_config_errors_name_the_key(change, message):
     ({"columns": {"prompt": "q", "completion": "a"}}, "dataset.columns.label must name a column"),
     ({"columns": {"prompt": "q", "completion": "a", "label": None}}, "dataset.columns.label must name a column"),
     ({"columns": {"prompt": "q", "chosen": "a", "rejected": "b", "score_chosen": None}},
-     r"unknown keys \['chosen', 'rejected', 'score_chosen'\] for dataset.feedback='unpaired'.*"
-     r"map only prompt/completion/label, or set dataset.feedback=paired"),
-    ({"columns": {**UNPAIRED_COLUMNS, "weight": "w"}}, r"unknown keys \['weight'\] .*allowed: \['prompt', 'completion', 'label'\]$"),
+     r"dataset.columns.completion must name a column, got None \(dataset.feedback='unpaired' reads "
+     r"prompt/completion/label\)"),
+    ({"columns": {**UNPAIRED_COLUMNS, "weight": "w"}},
+     r"unknown keys \['weight'\]; allowed: .*\(dataset.feedback='unpaired' reads \['prompt', 'completion', 'label'\]\)$"),
     ({"columns": None}, "dataset.columns must map prompt/completion/label to column names"),
     ({"source": "kto_mix", "feedback": "paired"}, "dataset.feedback='paired' does not fit source 'kto_mix'"),
     ({"source": "ultrafeedback"}, "dataset.feedback='unpaired' does not fit source 'ultrafeedback', whose rows hold "

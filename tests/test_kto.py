@@ -130,7 +130,7 @@ def test_the_desirable_fraction_keeps_every_undesirable_and_a_seeded_share_of_de
     assert kept == keep_desirable_fraction(examples, 0.2, seed=3)[0]  # the seed decides
     assert kept != keep_desirable_fraction(examples, 0.2, seed=4)[0]
     assert [e for e in kept if not e["label"]] == [e for e in examples if not e["label"]]
-    with pytest.raises(ValueError, match=r"dataset\.desirable_fraction must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"unpaired\.desirable_fraction must be in \(0, 1\]"):
         keep_desirable_fraction(examples, 0.0, seed=0)
 
 
@@ -188,3 +188,56 @@ def test_gradient_reaches_only_the_completions_log_probs_and_metrics_are_floats(
     assert all(tensor.grad is None for tensor in frozen)
     assert {"kl", "rewards/chosen", "rewards/rejected", "rewards/margins"} <= set(out.metrics)
     assert all(type(v) is float for v in out.metrics.values()), out.metrics
+
+
+# --- end to end on an unpaired file -------------------------------------------------------------------------
+
+def _unpaired_file_config(make_config, tmp_path, method_name: str, *extra: str):
+    """A tiny HF model and an unpaired JSONL in TRL's KTO schema (16 train rows, 8 desirable; 4 held out)."""
+    import json
+
+    from helpers import tiny_llama
+    tokenizer = word_tokenizer(["a", "b", "c", "d", "e"])
+    model_dir = tmp_path / "model"
+    tiny_llama(tokenizer).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    prompts = ["a b", "b a", "a a", "b b", "a c", "c a", "b c", "c b"]
+    train = [{"prompt": p, "completion": c, "label": c == "d"} for p in prompts for c in ("d", "e")]
+    held_out = [{"prompt": p, "completion": c, "label": c == "d"} for p in ("c c", "a d") for c in ("d", "e")]
+    for name, rows in (("train", train), ("test", held_out)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return make_config(f"method={method_name}", "dataset=local_file", "dataset.feedback=unpaired", "model=hf",
+                       f"model.pretrained={model_dir}", "sft.steps=0", f"dataset.data_files.train={tmp_path / 'train.jsonl'}",
+                       f"dataset.data_files.test={tmp_path / 'test.jsonl'}", *extra)
+
+
+@pytest.mark.parametrize("method_name", ["kto", "imi_kto"])
+def test_kto_and_imi_kto_train_on_an_unpaired_file(make_config, tmp_path, method_name):
+    from bench.pipeline import run
+
+    record = run(_unpaired_file_config(make_config, tmp_path, method_name)).record
+    assert record["status"] == "completed", record["error"]
+    encoding = record["data"]["encoding"]
+    assert encoding["train"]["n_desirable"] == encoding["train"]["n_undesirable"] == 8  # two blocks of 8
+    assert encoding["eval"]["n_kept"] == 4 and record["data"]["source"]["train"]["n_desirable"] == 8
+    assert {"eval/loss", "eval/kl", "eval/rewards/chosen", "eval/rewards/rejected"} <= set(record["metrics"])
+    assert "pref_acc" not in record["metrics"]  # no pairs
+
+
+def test_a_paired_method_refuses_unpaired_data_by_name_before_any_compute(make_config, tmp_path):
+    from bench.config import ConfigError
+    from bench.pipeline import run
+
+    with pytest.raises(ConfigError, match=r"method.name='dpo' learns from pairs, but dataset 'local_file' holds "
+                                          r"unpaired examples \(dataset.feedback=unpaired\)"):
+        run(_unpaired_file_config(make_config, tmp_path, "dpo"))
+    assert not any((tmp_path / "runs").rglob("record.json"))
+
+
+def test_an_unpaired_file_outside_the_imbalance_rule_is_refused_naming_the_weights(make_config, tmp_path):
+    from bench.pipeline import run
+
+    cfg = _unpaired_file_config(make_config, tmp_path, "kto", "method.desirable_weight=2.0")
+    record = run(cfg).record
+    assert record["status"] == "failed"
+    assert "= 2·8 / (1·8) = 2 is outside [1, 4/3]" in record["error"] and "method.desirable_weight in [1, 1.33]" in record["error"]

@@ -85,23 +85,22 @@ def check_dataset_config(cfg: Mapping) -> dict:
 
 
 def _check_columns(columns: Any, feedback: str) -> None:
-    """dataset.columns of a local file: the required keys of `feedback` name columns, no other keys."""
+    """dataset.columns of a local file: the required keys of `feedback` name columns; keys of the other kind
+    may stay mapped (one local_file config serves both, dataset.feedback picks), any other key is refused."""
     required, optional = COLUMN_KEYS[feedback]
     if not isinstance(columns, Mapping):
         scores = f" (and optionally {'/'.join(optional)})" if optional else ""
         raise ValueError(f"dataset.columns must map {'/'.join(required)}{scores} to column names "
                          f"(dataset.feedback={feedback!r}); got {columns!r}")
-    # Unknown keys first: keys of the other feedback mean the file's kind, not one column, is mistaken.
-    unknown = set(columns) - set(required + optional)
+    known = {key for keys in COLUMN_KEYS.values() for part in keys for key in part}
+    unknown = set(columns) - known
     if unknown:
-        other = next(f for f in FEEDBACK if f != feedback)
-        hint = (f"; those are {other} keys: map only {'/'.join(required)}, or set dataset.feedback={other}"
-                if unknown <= set(sum(COLUMN_KEYS[other], ())) else "")
-        raise ValueError(f"dataset.columns has unknown keys {sorted(unknown)} for dataset.feedback={feedback!r}; "
-                         f"allowed: {list(required + optional)}{hint}")
+        raise ValueError(f"dataset.columns has unknown keys {sorted(unknown)}; allowed: {sorted(known)} "
+                         f"(dataset.feedback={feedback!r} reads {list(required + optional)})")
     for key in required:
         if not isinstance(columns.get(key), str):
-            raise ValueError(f"dataset.columns.{key} must name a column, got {columns.get(key)!r}")
+            raise ValueError(f"dataset.columns.{key} must name a column, got {columns.get(key)!r} "
+                             f"(dataset.feedback={feedback!r} reads {'/'.join(required)})")
     scores = [k for k in optional if columns.get(k) is not None]
     if len(scores) == 1:
         raise ValueError(f"dataset.columns maps {scores[0]} but not the other score: map both or neither")
@@ -253,7 +252,8 @@ def _converter(source: str, cfg: dict, renderer: _Renderer, origin: str,
     """The row -> record function for `source`, after checking the split (named `origin` in messages) has
     the columns it needs."""
     if source == "local":
-        columns = {k: v for k, v in cfg["columns"].items() if v is not None}
+        used = sum(COLUMN_KEYS[feedback], ())  # the other kind's keys may be mapped too: not read
+        columns = {k: v for k, v in cfg["columns"].items() if v is not None and k in used}
         for key, column in columns.items():
             if column not in column_names:
                 raise ValueError(f"{origin}: column {column!r} (dataset.columns.{key}) not found; "

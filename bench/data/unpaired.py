@@ -32,7 +32,7 @@ def keep_desirable_fraction(examples: list[dict], fraction: float, seed: int) ->
     every undesirable one, in their original order; returns (examples, {"n_desirable", "n_undesirable",
     "dropped_desirable"})."""
     if not 0 < fraction <= 1:
-        raise ValueError(f"dataset.desirable_fraction must be in (0, 1], got {fraction!r}")
+        raise ValueError(f"unpaired.desirable_fraction must be in (0, 1], got {fraction!r}")
     desirable = [i for i, e in enumerate(examples) if e["label"]]
     n_keep = round(fraction * len(desirable))
     kept = set(random.Random(f"desirable/{seed}").sample(desirable, n_keep))
