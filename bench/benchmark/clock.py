@@ -37,14 +37,16 @@ class StepClock:
         self.step_ends: list[float] = []
         self.cpu_ends: list[float] = []
         self.counts: list[StepCounts] = []
-        self.nograd_tokens: list[int] = []  # extra no-grad forward tokens (rmipo's marginal pass)
+        # extra no-grad forward tokens (rmipo's marginal pass, KTO's KL sequences), or functions counting them
+        self.nograd_tokens: list[int | Callable[[], int]] = []
         self.threads: set[int] = set()
 
-    def end_step(self, counts: StepCounts, nograd_tokens: int = 0) -> None:
+    def end_step(self, counts: StepCounts, nograd_tokens: int | Callable[[], int] = 0) -> None:
+        """`nograd_tokens`: the step's extra no-grad forward tokens, or a function counting them later."""
         self.step_ends.append(time.perf_counter())
         self.cpu_ends.append(time.process_time())
         self.counts.append(counts)
-        self.nograd_tokens.append(int(nograd_tokens))
+        self.nograd_tokens.append(nograd_tokens)
         self.threads.add(torch.get_num_threads())
         if self.on_warmup_end is not None and len(self.step_ends) == self.warmup:
             self.on_warmup_end()
@@ -57,6 +59,7 @@ class StepClock:
         cpu_seconds = self.cpu_ends[-1] - self.cpu_ends[warmup - 1]
         step_seconds = [b - a for a, b in zip(self.step_ends[warmup - 1:], self.step_ends[warmup:])]
         counted = [counts() for counts in self.counts]
+        nograd = [int(n() if callable(n) else n) for n in self.nograd_tokens]
         tokens = [t for t, _ in counted[warmup:]]
         positions = [p for _, p in counted[warmup:]]
         return {
@@ -67,7 +70,7 @@ class StepClock:
             "positions": sum(positions),
             "epoch_tokens": sum(t for t, _ in counted),  # every step, warm-up included: the whole workload once
             "padding_share": 1.0 - sum(tokens) / sum(positions),
-            "nograd_tokens": sum(self.nograd_tokens[warmup:]),
+            "nograd_tokens": sum(nograd[warmup:]),
             "tokens_per_s": sum(tokens) / seconds,
             "tokens_per_cpu_s": sum(tokens) / cpu_seconds,
             "seconds_per_step": seconds / (n - warmup),
@@ -95,21 +98,27 @@ class TrainerClock:
         self.nograd_seen = nograd
 
 
-def trl_step_end(clock: StepClock):
-    """(DPOTrainer subclass hook, TrainerCallback) for TRL: the collated batch's attention mask is
-    kept at compute_loss, and the step ends at the callback's on_step_end."""
+def trl_step_end(clock: StepClock, nograd_mask: str | None = None, fed: list | None = None):
+    """(trainer subclass hook, TrainerCallback) for TRL: the collated batch is kept at compute_loss, and
+    the step ends at the callback's on_step_end, counting the batch's attention_mask (and, given
+    `nograd_mask`, that mask of the batch as its no-grad tokens: KTOTrainer's KL sequences). Given `fed`,
+    each step's batch is appended to it, for checking after training what each step trained on."""
     from transformers import TrainerCallback
 
-    pending: list[torch.Tensor] = []
+    pending: list[dict] = []
 
     def saw_batch(inputs: dict) -> None:
-        pending.append(inputs["attention_mask"])
+        pending.append(inputs)
 
     class StepEnd(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            mask = pending.pop()
+            inputs = pending.pop()
             if pending:
                 raise RuntimeError("benchmark: TRL ran more than one batch in an optimizer step")
-            clock.end_step(lambda: (int(mask.sum()), mask.numel()))
+            mask = inputs["attention_mask"]
+            nograd = (lambda: int(inputs[nograd_mask].sum())) if nograd_mask else 0
+            clock.end_step(lambda: (int(mask.sum()), mask.numel()), nograd)
+            if fed is not None:
+                fed.append(inputs)
 
     return saw_batch, StepEnd()

@@ -47,8 +47,9 @@ def fmt_spread(spread: dict, digits: int = 3) -> str:
 def render_markdown(results: dict) -> str:
     w, s, prov = results["workload"], results["settings"], results["provenance"]
     title = "" if w["name"] == "builtin" else ", real model: SmolLM2-135M-Instruct"
+    peers = "TRL DPOTrainer" + (" and KTOTrainer" if "unpaired" in w else "")
     lines = [
-        f"# Training throughput: imi-bench PreferenceTrainer vs TRL DPOTrainer (CPU{title})",
+        f"# Training throughput: imi-bench PreferenceTrainer vs {peers} (CPU{title})",
         "",
         f"Command: `{prov['command']}`  ",
         f"Date: {results['started_at']} → {results['finished_at']}; git {prov['git_commit']} (dirty: {prov['git_dirty']})  ",
@@ -68,6 +69,7 @@ def render_markdown(results: dict) -> str:
          f"(one epoch): {s['warmup_steps']} warm-up steps, then {s['steps']} timed steps. lr {w['train']['lr']}, "
          f"constant after {w['train']['warmup_ratio']:.0%} linear warm-up, grad clipping at "
          f"{w['train']['max_grad_norm']}."),
+        *_describe_unpaired(w),
         f"- {s['repeats']} repeats per thread count; {s['order']}. Ratios are computed within each repeat.",
         f"- Tokens: {results['token_count']}.",
         ("- Both sides: fp32, CPU, the same torch thread count, TRL dataloader workers 0, no logging sinks, "
@@ -113,8 +115,8 @@ def render_markdown(results: dict) -> str:
                          f"{fmt_spread(v['tokens_per_cpu_s'], 4)} | {fmt_spread(v['median_step_tokens_per_s'], 4)} | "
                          f"{v['padding_share']['median']:.1%} | {achieved} |")
         lines += ["", ("Ratios: wall = whole timed window; CPU = process CPU time; median step = per-step "
-                       "(step-by-step for costs, on identical batches); loss-only implied = 1 + (the variant's "
-                       "loss-only ms − its base's) / the base's step, free of run-to-run noise because the rest "
+                       "(step-by-step for costs and steps/s, on identical batches); loss-only implied = 1 + "
+                       "(the variant's loss-only ms − its base's) / the base's step, free of run-to-run noise because the rest "
                        "of the step is the same code on the same batches. The A/A row (dpo run twice) shows "
                        "that noise."), "",
                   ("| ratio | claim | wall (per repeat) | wall | CPU time | median step | verdict (wall median) "
@@ -169,6 +171,20 @@ def _describe_data_and_model(w: dict) -> list[str]:
          "would be as fair, but a step costs ~3x more (conf/model/smollm2.yaml), too few steps for a benchmark of "
          "~10 minutes."),
     ]
+
+
+def _describe_unpaired(w: dict) -> list[str]:
+    """The KTO variants' data, when they ran."""
+    if "unpaired" not in w:
+        return []
+    u = w["unpaired"]
+    return [(f"- KTO variants: the same pairs as {u['n_examples']} unpaired examples ({u['n_desirable']} desirable: "
+             f"each pair's chosen completion; {u['n_undesirable']} undesirable: its rejected one) in fixed blocks of "
+             f"{u['examples_per_step']}, one block per step, each example's KL sequence pairing its prompt with the "
+             "previous example's completion in its block. Both sides train the same blocks in the same order (TRL "
+             "reads our rows in our trainer's block order, sequentially, with the block as its batch), so they "
+             "compute the same KL sequences: the completions, KL sequences and labels are checked identical before "
+             "training and every step's batch after it. Their ratio is steps/s on those identical steps.")]
 
 
 def _load(load: dict) -> str:

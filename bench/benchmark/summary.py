@@ -46,6 +46,8 @@ def summarise(runs: list[dict], threads: list[int], variants: list[str], loss_on
         for ratio, top, bottom, quantity, _ in RATIOS:
             if top not in variants or bottom not in variants:
                 continue
+            if quantity not in QUANTITIES:
+                raise ValueError(f"benchmark: ratio {ratio} has an unknown quantity {quantity!r}")
             claim = claims[ratio]
             views = {
                 # the claim's own measure: whole timed window, wall clock
@@ -84,19 +86,26 @@ def summarise(runs: list[dict], threads: list[int], variants: list[str], loss_on
     return summary
 
 
+QUANTITIES = ("tokens_per_s", "seconds_per_step", "steps_per_s")
+
+
 def _ratio(top: dict, bottom: dict, quantity: str, cpu: bool = False) -> float:
     if quantity == "tokens_per_s":
         key = "tokens_per_cpu_s" if cpu else "tokens_per_s"
         return top[key] / bottom[key]
     key = "cpu_seconds" if cpu else "seconds"
-    return (top[key] / top["steps_timed"]) / (bottom[key] / bottom["steps_timed"])
+    cost = (top[key] / top["steps_timed"]) / (bottom[key] / bottom["steps_timed"])
+    return cost if quantity == "seconds_per_step" else 1.0 / cost  # steps/s: the inverse of the cost ratio
 
 
 def _median_step_ratio(top: dict, bottom: dict, quantity: str) -> float:
-    """tokens/s: ratio of the per-step medians. seconds/step: median of step-by-step ratios (the two
-    runs train on identical batches in the same order, so step k of one pairs with step k of the other)."""
+    """tokens/s: ratio of the per-step medians. seconds/step (steps/s): median of step-by-step ratios
+    (inverted), the two runs training on identical batches in the same order, so step k of one pairs with
+    step k of the other."""
     if quantity == "tokens_per_s":
         return top["median_step_tokens_per_s"] / bottom["median_step_tokens_per_s"]
     if top["step_tokens"] != bottom["step_tokens"]:
-        raise RuntimeError("benchmark: a seconds-per-step ratio needs identical batches on both sides")
-    return statistics.median(a / b for a, b in zip(top["step_seconds"], bottom["step_seconds"]))
+        raise RuntimeError(f"benchmark: a {quantity.replace('_', ' ')} ratio needs identical batches on both sides")
+    if quantity == "seconds_per_step":
+        return statistics.median(a / b for a, b in zip(top["step_seconds"], bottom["step_seconds"]))
+    return statistics.median(b / a for a, b in zip(top["step_seconds"], bottom["step_seconds"]))

@@ -64,6 +64,27 @@ VARIANTS: dict[str, dict] = {
                     "sequences ([BOS] response [EOS], packed too) for log p(y | empty prompt) (RMiPO's code), "
                     "then the IMI margin.",
     },
+    "kto": {
+        "side": "ours",
+        "method": "kto",
+        "unpaired": True,
+        "per_step": f"{_OURS_STEP}, method kto, on the workload's pairs as 2P unpaired examples (each pair's chosen "
+                    "completion desirable, its rejected one undesirable) in fixed blocks of 2B: one forward+backward "
+                    "of the policy on the block's 2B completions, one no-grad forward on its 2B KL sequences (each "
+                    "prompt with the previous example's completion), both packed; cached reference log-probs of "
+                    "both looked up by row; z0, loss + TRL-named metrics; grad clipping; LR scheduler.",
+    },
+    "trl_kto_precomputed": {
+        "side": "trl",
+        "unpaired": True,
+        "per_step": "TRL KTOTrainer (loss_type kto, precompute_ref_log_probs=True, train_sampling_strategy "
+                    "sequential): HF Trainer loop; the collator pads the block's 2B completions and 2B KL sequences "
+                    "(TRL's rotation by one within the batch) from the tokenized dataset; one no-grad forward of "
+                    "the policy on the [2B, L] KL batch and one forward+backward on the [2B, L] completion batch, "
+                    "both through TRL's fused LM head; reference log-probs read from the dataset columns; TRL's "
+                    "per-step metrics; grad clipping; AdamW (TRL's default, fused); LR scheduler. Its dataset is "
+                    "ours in our trainer's block order, so both sides train the same batches step by step.",
+    },
     "dpo_aa": {
         "side": "ours",
         "method": "dpo",
@@ -75,6 +96,9 @@ VARIANTS: dict[str, dict] = {
 EXCLUDED_FROM_TIMING = [
     "building the workload (task sampling, tokenisation of our tensors) and the models",
     "TRL: DPOTrainer construction (datasets.map tokenisation, the reference log-prob precompute pass)",
+    ("TRL: KTOTrainer construction (datasets.map tokenisation and KL completions, the reference log-prob "
+     "precompute pass); ours: encoding the pairs as unpaired examples and their reference terms (completion "
+     "and KL sequence), once per benchmark as for the pairs"),
     ("ours: the reference log-prob (and reference-side marginal) cache, computed by score_all before the "
      "trainer is built, once per benchmark (the same numbers for every run), as bench.pipeline computes it once "
      "(cached on disk there)"),
@@ -84,9 +108,12 @@ EXCLUDED_FROM_TIMING = [
 
 # Ratios measured within each repeat: (name, numerator, denominator, quantity, claim threshold or None).
 # tokens_per_s ratios: higher is faster. seconds_per_step ratios: the cost of a variant per step
-# relative to its base, on identical batches (same seed, same data order).
+# relative to its base, on identical batches (same seed, same data order). steps_per_s ratios: higher is
+# faster, on identical batches (the KTO sides train the same blocks in the same order, so their steps are
+# the same work and the same tokens: this equals their tokens/s ratio).
 RATIOS = (
     ("dpo_vs_trl_precomputed", "dpo", "trl_dpo_precomputed", "tokens_per_s", (">=", 1.5)),
+    ("kto_vs_trl_kto_precomputed", "kto", "trl_kto_precomputed", "steps_per_s", None),
     ("dpo_vs_trl_ref_model", "dpo", "trl_dpo_ref_model", "tokens_per_s", None),
     ("packed_vs_padded", "dpo", "dpo_padded", "tokens_per_s", None),
     ("imi_dpo_cost_vs_dpo", "imi_dpo", "dpo", "seconds_per_step", ("<=", 1.05)),
@@ -122,6 +149,8 @@ def claims_for(workload: str) -> dict[str, tuple[str, float] | None]:
 
 
 TOKEN_COUNT = ("non-pad tokens of each step's [2B, L] batch: [BOS] prompt chosen [EOS] + [BOS] prompt rejected "
-               "[EOS] per pair (identical sequences on both sides); rmipo's extra no-grad response-only tokens are "
-               "not counted (reported as nograd_tokens). Positions: what the model computed, tokens plus padding "
-               "(padded layouts) or plus the unfilled ends of packed rows")
+               "[EOS] per pair (identical sequences on both sides); for the KTO variants, the block's 2B [BOS] "
+               "prompt completion [EOS] sequences, the same 2P sequences over the epoch. rmipo's extra no-grad "
+               "response-only tokens and KTO's no-grad KL sequences are not counted (reported as nograd_tokens). "
+               "Positions: what the model computed with gradient, tokens plus padding (padded layouts) or plus the "
+               "unfilled ends of packed rows")
