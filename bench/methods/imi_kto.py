@@ -13,7 +13,7 @@ import torch
 
 from bench.methods.base import ExampleLogps, LossOutput
 from bench.methods.common import summary
-from bench.methods.imi import blend, correlation, pmi, regulator_g, regulator_signal, warmup_fraction
+from bench.methods.imi import correlation, pmi, regulator_g, regulator_signal, warmup_fraction
 from bench.methods.imi_regulated import RegulatedBase
 from bench.methods.kto import KTO
 
@@ -64,18 +64,7 @@ class ImiKTO(RegulatedBase):
         metrics.update(summary("imi/g", g))
         metrics["imi/warmup_fraction"] = fraction
 
-        if self.regulator == "margin":
-            # a margin on the signed gap: a desirable example must clear z₀ + m, an undesirable one z₀ − m
-            regulated = g if self.margin_units == "ratio" else g / base.beta
-            margin = blend(base.neutral_margin, regulated, fraction)
-            losses = base.example_loss(x, batch.labels, base.beta, margin)
-            metrics.update(summary("imi/effective_margin", margin))
-        elif self.regulator == "beta":
-            beta = base.beta * blend(1.0, g, fraction)
-            losses = base.example_loss(x, batch.labels, beta, base.neutral_margin)
-            metrics.update(summary("imi/effective_beta", beta))
-        else:
-            weight = blend(1.0, g / g.mean(), fraction)
-            losses = base.example_loss(x, batch.labels, base.beta, base.neutral_margin) * weight
-            metrics.update(summary("imi/effective_weight", weight))
+        # the margin on the signed gap: a desirable example must clear z₀ + m, an undesirable one z₀ − m
+        losses = self.regulated_losses(g, fraction, lambda beta, margin: base.example_loss(x, batch.labels, beta, margin),
+                                       metrics)
         return LossOutput(losses, metrics)

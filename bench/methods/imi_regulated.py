@@ -7,7 +7,7 @@ methods are three declarations. The signal is in `imi.py`, the base losses in th
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 
@@ -108,22 +108,29 @@ class ImiRegulated(Method):
         metrics.update(summary("imi/g", g))
         metrics["imi/warmup_fraction"] = fraction
 
+        losses = self.regulated_losses(g, fraction, lambda beta, margin: base.pair_loss(x, beta, margin), metrics)
+        return LossOutput(losses, metrics)
+
+    def regulated_losses(self, g: torch.Tensor, fraction: float,
+                         base_loss: Callable[[float | torch.Tensor, float | torch.Tensor], torch.Tensor],
+                         metrics: dict[str, float]) -> torch.Tensor:
+        """The base's per-item losses (`base_loss(beta, margin)`) under the regulator at warm-up `fraction`,
+        logging the effective margin, β or weight into `metrics`."""
+        base = self.base
         if self.regulator == "margin":
             # Margin in units of x: g itself ("ratio") or g/β so that β·m = g ("absolute").
             regulated = g if self.margin_units == "ratio" else g / base.beta
             margin = blend(base.neutral_margin, regulated, fraction)
-            losses = base.pair_loss(x, base.beta, margin)
             metrics.update(summary("imi/effective_margin", margin))  # units of x (γ/β for simpo)
-        elif self.regulator == "beta":
+            return base_loss(base.beta, margin)
+        if self.regulator == "beta":
             beta = base.beta * blend(1.0, g, fraction)
-            losses = base.pair_loss(x, beta, base.neutral_margin)
             metrics.update(summary("imi/effective_beta", beta))
-        else:
-            # Normalised to mean 1 so the regulator reshapes the batch's loss, not its scale (or the LR).
-            weight = blend(1.0, g / g.mean(), fraction)
-            losses = base.pair_loss(x, base.beta, base.neutral_margin) * weight
-            metrics.update(summary("imi/effective_weight", weight))
-        return LossOutput(losses, metrics)
+            return base_loss(beta, base.neutral_margin)
+        # Normalised to mean 1 so the regulator reshapes the batch's loss, not its scale (or the LR).
+        weight = blend(1.0, g / g.mean(), fraction)
+        metrics.update(summary("imi/effective_weight", weight))
+        return base_loss(base.beta, base.neutral_margin) * weight
 
     def _diagnostics(self, batch: PairLogps, delta_pmi: torch.Tensor, length: torch.Tensor) -> dict[str, float]:
         """ΔPMI's within-batch correlation with the length statistic ("imi/corr_length") and with the margin
