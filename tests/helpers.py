@@ -160,6 +160,17 @@ SUBMITTING_SHELL_RENDEZVOUS = {"MASTER_ADDR": "10.0.0.9", "MASTER_PORT": "29999"
                                "WORLD_SIZE": "2", "LOCAL_RANK": "0"}
 
 
+
+def perturbed_pair(tokenizer, scale: float = 0.3):
+    """A tiny Llama and a copy with N(0, scale²) added to every weight: a policy and a reference that differ
+    (the TRL parity tests' models)."""
+    policy = tiny_llama(tokenizer, max_position_embeddings=128)
+    reference = copy.deepcopy(policy)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(scale * torch.randn_like(p))
+    return policy, reference
+
 def slurm_env() -> dict[str, str]:
     """This environment, pointed at the local cluster's slurm.conf unless SLURM_CONF says otherwise."""
     env = dict(os.environ)

@@ -22,7 +22,7 @@ from datasets import Dataset
 from transformers import ByT5Tokenizer
 
 from bench.methods import PairLogps, build_method
-from helpers import tiny_llama
+from helpers import perturbed_pair
 
 # trl is a test extra, not a dependency of the suite: without it this module still imports and skips
 pytest.importorskip("trl", reason="TRL parity tests need trl 1.16 (pip install -e '.[test]')")
@@ -44,12 +44,7 @@ def models():
     """A tiny Llama policy and a perturbed copy as the reference, so Δ spans both signs and both
     sides of the hinge (checked in test_fixture_covers_both_hinge_regions)."""
     tokenizer = ByT5Tokenizer()  # builds with no downloaded files
-    policy = tiny_llama(tokenizer, max_position_embeddings=128)
-    reference = copy.deepcopy(policy)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return tokenizer, policy, reference
+    return (tokenizer, *perturbed_pair(tokenizer))
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from bench.data.encoding import surviving_response_ids
 from bench.data.examples import encode_examples
 from bench.methods import build_method
 from bench.methods.base import ExampleLogps
-from helpers import tiny_llama
+from helpers import perturbed_pair
 
 # trl is a test extra, not a dependency of the suite: without it this module still imports and skips
 pytest.importorskip("trl", reason="TRL parity tests need trl 1.16 (pip install -e '.[test]')")
@@ -58,12 +58,7 @@ def models():
     reference on the mismatched sequences (z₀ > 0); swapped, far less (the clamp at 0): both checked in
     test_fixture_covers_both_reference_point_regimes."""
     tokenizer = ByT5Tokenizer()  # builds with no downloaded files
-    policy = tiny_llama(tokenizer, max_position_embeddings=128)
-    reference = copy.deepcopy(policy)
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return tokenizer, policy, reference
+    return (tokenizer, *perturbed_pair(tokenizer))
 
 
 @pytest.fixture(scope="module")

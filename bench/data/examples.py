@@ -109,7 +109,7 @@ def encode_examples(records: list[dict], tokenizer, max_length: int, source: str
             labels.append(bool(record["label"]))
     pad = tokenizer.pad_token_id
     tensors = ExampleTensors(_pad(*rows, pad), _pad(*kl_rows, pad), torch.tensor(labels, dtype=torch.bool), block_size)
-    kept = [encoded[j][0] for j in sorted(order[:n_used])]
+    kept = [encoded[j][0] for j in order[:n_used]]  # row i of the tensors is kept[i]
     stats["n_kept"] = n_used
     stats["n_desirable"] = int(tensors.labels.sum())
     stats["n_undesirable"] = n_used - stats["n_desirable"]
