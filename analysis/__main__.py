@@ -1,4 +1,4 @@
-"""Command line: `python -m analysis report|runs|headline|coverage ...` (also installed as `imi-bench-report`).
+"""Command line: `python -m analysis report|runs|headline|coverage|tuners ...` (also installed as `imi-bench-report`).
 
 Only parses arguments and prints (`--help` lists each command's options); the work is in `analysis.report`,
 `analysis.load`, `analysis.headline` and `analysis.coverage`. Bad input (a missing folder, an unknown metric)
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import coverage, headline
+from analysis import coverage, headline, tuner_report
 from analysis.costs import DEFAULT_CONVENTION
 from analysis.load import LoadedRuns, load_runs
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     headline.add_arguments(commands.add_parser(
         "headline", help="print the headline table (SFT, tuned baseline, each arm's Δ vs tuned), or check/refresh "
                          "the copies embedded in a document", description=headline.__doc__.splitlines()[0]))
+    tuner_report.add_arguments(commands.add_parser(
+        "tuners", help="replay Optuna's samplers and pruners against the records: cost to τ, IMI's saving against "
+                       "the cheapest tuner, time to τ", description=tuner_report.__doc__.splitlines()[0]))
     return parser
 
 
@@ -116,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         return headline.run(args)
     if args.command == "coverage":
         return coverage.run(args)
+    if args.command == "tuners":
+        return tuner_report.run(args)
     try:
         loaded = _load(args, parser)
         if args.command == "runs":

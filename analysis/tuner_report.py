@@ -1,0 +1,180 @@
+"""`python -m analysis tuners <runs dir>`: Optuna's tuners replayed against the records, IMI's saving against
+the cheapest tuner that reaches τ, and time to τ (docs/design.md §11, "Tuners replayed with Optuna").
+
+Owns the command's options and its output: <out>/tuners.md, <out>/tables/<name>.csv and
+<out>/figures/time_to_target.png and .pdf; the numbers come from `analysis.tuner_benchmark` and
+`analysis.time_to_target`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
+from analysis.grid import annotate
+from analysis.load import load_runs
+from analysis.metrics import check_metric
+from analysis.optuna_replay import DEFAULT_TUNERS, HYPERBAND_REDUCTION, SUCCESSIVE_HALVING_REDUCTION
+from analysis.plots import save_figure
+from analysis.report import DEFAULT_TOLERANCES, resolve_metric
+from analysis.selection import STATS, seed_bootstrap
+from analysis.stats import RECOMMENDED_REPLICATES
+from analysis.tables import fmt_cost, fmt_count, fmt_score, fmt_share, to_markdown, with_interval
+from analysis.time_to_target import time_to_target, time_to_target_figure
+from analysis.tuner_benchmark import tuner_benchmark
+from analysis.tuning import prepare
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs_dir", type=Path, help="runs root, sweep folder or results folder with run records")
+    parser.add_argument("--out", type=Path, help="output folder (default: <runs dir>/tuners)")
+    parser.add_argument("--metric", help="score column (default: as for `report`)")
+    parser.add_argument("--baseline", default="dpo", help="the tuned baseline whose grid is replayed (default: dpo)")
+    parser.add_argument("--tolerance", type=float, nargs="+", default=list(DEFAULT_TOLERANCES), metavar="TOL",
+                        help="τ = the tuned baseline's test score − TOL (default: 0 0.05)")
+    parser.add_argument("--replicates", type=int, default=200,
+                        help="Optuna studies per tuner and setting, spread evenly over the seeds (default: 200)")
+    parser.add_argument("--trials", type=int, help="trials per study (default: twice the grid size)")
+    parser.add_argument("--tuners", nargs="+", metavar="NAME", choices=[t.name for t in DEFAULT_TUNERS],
+                        help="Optuna tuners to replay (default: all of " + "; ".join(t.name for t in DEFAULT_TUNERS) + ")")
+    parser.add_argument("--traps", action="store_true", help="also replay on trap settings (default: clean only)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default=DEFAULT_CONVENTION,
+                        help=f"shared-build cost convention (default: {DEFAULT_CONVENTION}, as for `report`)")
+    parser.add_argument("--stat", choices=STATS, default="mean", help="seed statistic of τ (default: mean)")
+    parser.add_argument("--n-boot", type=int, default=RECOMMENDED_REPLICATES,
+                        help=f"bootstrap replicates over seeds (default: {RECOMMENDED_REPLICATES}, as for `report`)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and first sampler seed (default: 0)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        out = write_tuners(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"tuners: {out}")
+    return 0
+
+
+def write_tuners(args: argparse.Namespace) -> Path:
+    """Compute everything and write it under args.out; returns the path of tuners.md."""
+    if args.replicates < 1 or args.n_boot < 10:
+        raise ValueError("--replicates must be >= 1 and --n-boot >= 10")
+    loaded = load_runs(args.runs_dir)
+    metric = resolve_metric(loaded.runs, args.metric)
+    check_metric(loaded.runs, metric)
+    runs = annotate(loaded.runs, loaded.config_columns)
+    runs = runs.join(charged_costs(runs, args.convention))
+    runs = runs[runs[metric].notna()]
+    boot = seed_bootstrap(runs, args.n_boot, args.seed)
+    specs = [t for t in DEFAULT_TUNERS if not args.tuners or t.name in args.tuners]
+    start = time.perf_counter()
+    result = tuner_benchmark(prepare(runs, metric, args.convention), boot, metric, args.baseline, args.tolerance,
+                             args.stat, args.convention, args.confidence, specs, args.replicates, args.trials,
+                             args.seed, args.traps)
+    table, curves, notes = time_to_target(runs, boot, metric, args.baseline, args.tolerance, args.stat,
+                                          args.confidence, args.traps)
+    elapsed = time.perf_counter() - start
+    out = args.out or args.runs_dir / "tuners"
+    tables, figures = out / "tables", out / "figures"
+    for name, frame in (("tuner_replay_curves", result.curves), ("tuner_replay_reach", result.reach),
+                        ("tuner_replay_savings", result.savings), ("tuner_replay_agreement", result.agreement),
+                        ("time_to_target", table)):
+        tables.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(tables / f"{name}.csv", index=False)
+    if not curves.empty:
+        save_figure(time_to_target_figure(curves, table), figures, "time_to_target")
+    text = tuners_markdown(result, table, metric, args, elapsed, notes + result.notes, not curves.empty)
+    (out / "tuners.md").write_text(text)
+    return out / "tuners.md"
+
+
+def _ci(frame: pd.DataFrame, column: str, fmt) -> list[str]:
+    return [with_interval(v, lo, hi, fmt) for v, lo, hi in
+            zip(frame[column], frame[f"{column}_ci_low"], frame[f"{column}_ci_high"])]
+
+
+def tuners_markdown(result, ttt: pd.DataFrame, metric: str, args, elapsed: float, notes: list[str],
+                    figure: bool) -> str:
+    """tuners.md: the lead table (the cheapest tuner to τ and each fixed arm's saving against it), every tuner's
+    cost to τ, the agreement check, time to τ, and how the numbers were made."""
+    conf = f"{100 * args.confidence:g}%"
+    per_tuner = {}
+    for (setting, name), seconds in result.seconds.items():
+        per_tuner.setdefault(name, []).append(seconds)
+    lines = [f"# Tuners replayed against the records: `{metric}`", "",
+             f"- Runs: `{args.runs_dir}`; baseline `{args.baseline}`; τ = the test score of its validation-selected "
+             f"configuration ({args.stat} over seeds) − tolerance ({', '.join(f'{t:g}' for t in args.tolerance)}).",
+             f"- Optuna replays: {args.replicates} studies per tuner and setting, {args.trials or 'twice the grid size'} "
+             "trials each; study r runs at seed r mod S (paired across tuners and with the fixed arms) with sampler "
+             "seed r; β a categorical over the recorded grid (or its position on the grid: *ordinal β*); a trial is "
+             "answered from that β's recorded run at the study's one seed, reporting its validation curve to the "
+             f"pruner (successive halving η = {SUCCESSIVE_HALVING_REDUCTION}, Hyperband η = {HYPERBAND_REDUCTION}, "
+             "one resource = one curve point) and its final validation score to the sampler; a stopped trial costs "
+             "the curve's cumulative cost up to its stop; a repeated β that already finished is answered from its "
+             "record at no cost.",
+             f"- Intervals: {conf}, the report's paired seed bootstrap ({args.n_boot} replicates): every number is "
+             "recomputed with the seeds drawn with replacement (τ, the arms and every tuner at the same draw), and an "
+             "Optuna tuner enters as the mean of its studies at each drawn seed; `seed_interval` (expanded percentile "
+             "∪ t-type, n = seeds), a probability at least its Wilson interval, a saving widened as in the report. "
+             "The Monte-Carlo error of the studies (mc_se in the tables) is separate and small beside it.",
+             "- Seconds per tuner (all settings): " + ", ".join(f"{k} {sum(v):.0f} s" for k, v in per_tuner.items())
+             + f"; everything {elapsed:.0f} s.", ""]
+    lines += ["## IMI's saving against the cheapest tuner to reach τ", "",
+              "The best tuner is the one whose cost to reach τ (the cheapest budget whose expected test score reaches "
+              "τ) is lowest, among the Optuna replays and the exact hand-written tuners; in every bootstrap replicate "
+              "it is chosen again. Saving = 1 − cost(arm's one run at its defaults) / cost(best tuner to τ); −∞ "
+              "(*misses τ*) where the arm's score does not reach τ.", ""]
+    best = result.savings[result.savings["tuner"] == "best tuner"] if not result.savings.empty else result.savings
+    if len(best):
+        lines.append(to_markdown(pd.DataFrame({
+            "setting": best["setting"], "tol.": best["tolerance"].map(lambda t: f"{t:g}"),
+            "τ": best["tau"].map(fmt_score), "best tuner": best["best_tuner"],
+            "its FLOPs [CI]": _ci(best, "tuner_flops", fmt_cost), "arm": best["arm"],
+            "arm P(reach τ) [CI]": _ci(best, "arm_p_reach", fmt_share), "arm FLOPs": best["arm_flops"].map(fmt_cost),
+            "saving (FLOPs) [CI]": _ci(best, "savings_flops", fmt_share)})))
+    else:
+        lines.append("No setting has both a replayable grid and a fixed arm.")
+    reach = result.reach
+    lines += ["", "## Each tuner's cost to reach τ", "",
+              "Budget in trials (for grid search: the grid; for random search and successive halving: k and n); "
+              "– where no budget reaches τ in expectation; P(reach τ) at that budget, or at the largest one.", ""]
+    if len(reach):
+        lines.append(to_markdown(pd.DataFrame({
+            "setting": reach["setting"], "tol.": reach["tolerance"].map(lambda t: f"{t:g}"), "tuner": reach["tuner"],
+            "source": reach["source"], "budget": reach["budget"].map(fmt_count),
+            "FLOPs [CI]": _ci(reach, "flops", fmt_cost), "E[test]": reach["expected_test"].map(fmt_score),
+            "P(reach τ) [CI]": _ci(reach, "p_reach", fmt_share), "P at": reach["p_reach_budget"].map(fmt_count)})))
+    agreement = result.agreement
+    lines += ["", "## The replay against the exact expectations (random search)", ""]
+    if len(agreement):
+        for check, rows in agreement.groupby("check", sort=False):
+            lines.append(f"- {check}: at {len(rows)} budgets × settings the exact value lies inside the replay's "
+                         f"interval at {int(rows['within_interval'].sum())}; largest |replay − exact| / mc_se = "
+                         f"{rows['z'].abs().max():.2f}, largest |replay − exact| = "
+                         f"{(rows['replay'] - rows['exact']).abs().max():.4f}.")
+    else:
+        lines.append("Not run (Optuna random was not replayed).")
+    lines += ["", "## Time to τ", "",
+              "τ on the validation curve's own prompt sample: the tuned baseline's final curve point − tolerance. "
+              "FLOPs = mean cumulative training FLOPs at the first curve point whose mean over seeds reaches τ (∞: "
+              "never); ratio = that over the tuned baseline's, paired by seed; P(run reaches) = share of seeds whose "
+              "own curve reaches τ by the end.", ""]
+    if len(ttt):
+        lines.append(to_markdown(pd.DataFrame({
+            "setting": ttt["setting"], "tol.": ttt["tolerance"].map(lambda t: f"{t:g}"),
+            "τ (curve)": ttt["tau"].map(fmt_score), "entry": ttt["entry"],
+            "fraction": ttt["fraction"].map(fmt_count), "steps": ttt["steps"].map(fmt_count),
+            "FLOPs [CI]": _ci(ttt, "flops", fmt_cost), "÷ tuned [CI]": _ci(ttt, "flops_ratio", fmt_count),
+            "P(run reaches) [CI]": _ci(ttt, "p_runs_reach", fmt_share)})))
+    if figure:
+        lines += ["", "![Time to τ](figures/time_to_target.png)"]
+    if notes:
+        lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
+    lines += ["", "Tables: `tables/tuner_replay_{curves,reach,savings,agreement}.csv`, `tables/time_to_target.csv`."]
+    return "\n".join(lines) + "\n"
