@@ -194,13 +194,14 @@ def tuner_benchmark(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseli
     """Every tuner of `specs` replayed on every setting where `baseline` has a grid (clean settings only
     unless `traps`), beside the hand-written tuners, with every fixed arm's saving.
 
-    `runs` as returned by `tuning.prepare`; n_trials per study (None: twice the grid size). Tables:
+    `runs` as returned by `tuning.prepare`; n_trials per study (None: three times the grid size, by which
+    random draws with replacement have covered 95% of the grid). Tables:
     curves     setting, trap, tuner, source, trials, expected_test (+ _ci_low, _ci_high), mc_se,
                expected_<cost>, finished_configs, stopped_trials, n_seeds
     reach      setting, trap, tolerance, tau, tuner, source, budget (∞: misses τ), <cost> (+ _ci_low,
                _ci_high), expected_test, p_reach (+ _ci_low, _ci_high), p_reach_budget
     savings    setting, trap, tolerance, tau, arm, tuner ("best tuner" = the cheapest to reach τ, chosen
-               again in every replicate; best_tuner names row 0's), best_tuner, arm_reaches, arm_p_reach,
+               again in every replicate; best_tuner names row 0's), best_tuner, arm_score, arm_reaches, arm_p_reach,
                arm_<cost>, tuner_<cost> (+ _ci), savings_<cost> (+ _ci_low, _ci_high), n_seeds
     agreement  setting, check, budget, exact, replay (+ _ci_low, _ci_high), mc_se, z, within_interval
     """
@@ -221,7 +222,7 @@ def tuner_benchmark(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseli
             notes.append(f"{setting}: left out, no seed at which every {baseline} configuration ran with its curve")
             continue
         seed_grids = rgrid.seed_grids()
-        trials = n_trials or 2 * len(rgrid.choices)
+        trials = n_trials or 3 * len(rgrid.choices)
         tuners = hand_written_curves(rgrid.grid, weights, stat, seed)
         for spec in _usable_specs(specs, rgrid, notes, setting):
             start = time.perf_counter()
@@ -288,7 +289,8 @@ def saving_rows(setting, trap, tolerance, tau, tuners: list[TunerCurve], costs: 
         for name, cost, plausible in [("best tuner", best_cost, best_of(parts)), *against]:
             row = {"setting": setting, "trap": trap, "tolerance": tolerance, "tau": tau[0], "arm": arm, "tuner": name,
                    "best_tuner": tuners[best[0]].name if math.isfinite(primary[best[0], 0]) else "none reaches τ",
-                   "arm_reaches": bool(hits[0]), "arm_p_reach": arm_p[0], "n_seeds": n_arm}
+                   "arm_score": outcome.score[0], "arm_reaches": bool(hits[0]), "arm_p_reach": arm_p[0],
+                   "n_seeds": n_arm}
             row["arm_p_reach_ci_low"], row["arm_p_reach_ci_high"] = map(float, probability_interval(
                 arm_p[0], arm_p[1:], n_arm, confidence))
             for c, f in enumerate(COST_FIELDS):

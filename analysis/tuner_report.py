@@ -13,13 +13,15 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
 from analysis.grid import annotate
 from analysis.load import load_runs
 from analysis.metrics import check_metric
 from analysis.optuna_replay import DEFAULT_TUNERS, HYPERBAND_REDUCTION, SUCCESSIVE_HALVING_REDUCTION
-from analysis.plots import save_figure
+from analysis.plots import _hide_unused, _legend, _panels, _style, method_color, save_figure
 from analysis.report import DEFAULT_TOLERANCES, resolve_metric
 from analysis.selection import STATS, seed_bootstrap
 from analysis.stats import RECOMMENDED_REPLICATES
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="τ = the tuned baseline's test score − TOL (default: 0 0.05)")
     parser.add_argument("--replicates", type=int, default=200,
                         help="Optuna studies per tuner and setting, spread evenly over the seeds (default: 200)")
-    parser.add_argument("--trials", type=int, help="trials per study (default: twice the grid size)")
+    parser.add_argument("--trials", type=int, help="trials per study (default: three times the grid size)")
     parser.add_argument("--tuners", nargs="+", metavar="NAME", choices=[t.name for t in DEFAULT_TUNERS],
                         help="Optuna tuners to replay (default: all of " + "; ".join(t.name for t in DEFAULT_TUNERS) + ")")
     parser.add_argument("--traps", action="store_true", help="also replay on trap settings (default: clean only)")
@@ -89,6 +91,8 @@ def write_tuners(args: argparse.Namespace) -> Path:
         frame.to_csv(tables / f"{name}.csv", index=False)
     if not curves.empty:
         save_figure(time_to_target_figure(curves, table), figures, "time_to_target")
+    if not result.curves.empty:
+        save_figure(tuners_figure(result.curves, result.savings), figures, "tuner_replay")
     text = tuners_markdown(result, table, metric, args, elapsed, notes + result.notes, not curves.empty)
     (out / "tuners.md").write_text(text)
     return out / "tuners.md"
@@ -110,8 +114,8 @@ def tuners_markdown(result, ttt: pd.DataFrame, metric: str, args, elapsed: float
     lines = [f"# Tuners replayed against the records: `{metric}`", "",
              f"- Runs: `{args.runs_dir}`; baseline `{args.baseline}`; τ = the test score of its validation-selected "
              f"configuration ({args.stat} over seeds) − tolerance ({', '.join(f'{t:g}' for t in args.tolerance)}).",
-             f"- Optuna replays: {args.replicates} studies per tuner and setting, {args.trials or 'twice the grid size'} "
-             "trials each; study r runs at seed r mod S (paired across tuners and with the fixed arms) with sampler "
+             f"- Optuna replays: {args.replicates} studies per tuner and setting, "
+             f"{args.trials or 'three times the grid size in'} trials each; study r runs at seed r mod S (paired across tuners and with the fixed arms) with sampler "
              "seed r; β a categorical over the recorded grid (or its position on the grid: *ordinal β*); a trial is "
              "answered from that β's recorded run at the study's one seed, reporting its validation curve to the "
              f"pruner (successive halving η = {SUCCESSIVE_HALVING_REDUCTION}, Hyperband η = {HYPERBAND_REDUCTION}, "
@@ -174,7 +178,45 @@ def tuners_markdown(result, ttt: pd.DataFrame, metric: str, args, elapsed: float
             "P(run reaches) [CI]": _ci(ttt, "p_runs_reach", fmt_share)})))
     if figure:
         lines += ["", "![Time to τ](figures/time_to_target.png)"]
+    if len(result.curves):
+        lines += ["", "## Every tuner against its cost", "",
+                  "![Tuners: expected selected test score against expected FLOPs](figures/tuner_replay.png)"]
     if notes:
         lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     lines += ["", "Tables: `tables/tuner_replay_{curves,reach,savings,agreement}.csv`, `tables/time_to_target.csv`."]
     return "\n".join(lines) + "\n"
+
+
+def tuners_figure(curves: pd.DataFrame, saved: pd.DataFrame) -> Figure:
+    """One panel per setting: every tuner's expected selected test score against its expected FLOPs (one point
+    per budget; the exact hand-written tuners dashed), τ at each tolerance, and each fixed arm's one run.
+
+    In: `BenchmarkResult.curves` and `.savings`.
+    """
+    settings = sorted(curves["setting"].unique())
+    fig, axes = _panels(len(settings), "Tuners replayed against the records: expected selected test score vs FLOPs")
+    palette = dict(zip(sorted(curves["tuner"].unique()), [f"C{i}" for i in range(10)] * 3))
+    handles: dict[str, object] = {}
+    for ax, setting in zip(axes.ravel(), settings):
+        _style(ax)
+        for tuner, rows in curves[curves["setting"] == setting].groupby("tuner", sort=True):
+            line = "--" if rows["source"].iloc[0] == "exact" else "-"
+            ax.plot(rows["expected_flops"], rows["expected_test"], marker="o", markersize=3, linestyle=line,
+                    color=palette[tuner], linewidth=1.2)
+            handles.setdefault(tuner, Line2D([], [], color=palette[tuner], marker="o", markersize=3, linestyle=line,
+                                             label=tuner))
+        arms = saved[(saved["setting"] == setting) & (saved["tuner"] == "best tuner")] if len(saved) else saved
+        for tolerance, tau in (arms.groupby("tolerance")["tau"].first().items() if len(arms) else ()):
+            ax.axhline(tau, color="black", linestyle=":", linewidth=1.0)
+            ax.annotate(f"τ − {tolerance:g}" if tolerance else "τ", (ax.get_xlim()[0], tau), fontsize=7, va="bottom")
+        for arm, row in (arms.groupby("arm").first().iterrows() if len(arms) else ()):
+            color = method_color(arm)
+            ax.plot([row["arm_flops"]], [row["arm_score"]], marker="*", markersize=11, color=color, linestyle="none")
+            handles.setdefault(f"arm {arm}", Line2D([], [], color=color, marker="*", markersize=10, linestyle="none",
+                                                    label=f"{arm} (one run at defaults)"))
+        ax.set_title(setting, fontsize=10)
+        ax.set_xlabel("expected FLOPs of the procedure (builds included)")
+        ax.set_ylabel("expected selected test score")
+    _hide_unused(axes, len(settings))
+    _legend(fig, list(handles.values()))
+    return fig

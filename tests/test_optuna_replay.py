@@ -197,3 +197,25 @@ def test_the_benchmark_leads_with_the_cheapest_tuner():
     assert reach.loc["random search", ["budget", "flops", "expected_test"]].tolist() == pytest.approx([1, 100.0, 0.48])
     assert reach.loc["grid search", "flops"] == pytest.approx(200.0)
     assert set(result.agreement["check"]) == {"with replacement, k trials", "without replacement, m configurations"}
+
+
+def test_the_command_writes_its_lead_table_and_figures(tmp_path):
+    import argparse
+
+    from analysis.plots import save_figure
+    from analysis.tuner_report import tuners_figure, tuners_markdown
+
+    runs = _records()
+    prepared = prepare(runs, "gold_reward", "per_procedure")
+    boot = seed_bootstrap(prepared, 20, seed=0)
+    result = tuner_benchmark(prepared, boot, "gold_reward", "dpo", (0.05,), "mean", "per_procedure", 0.95, (RANDOM,),
+                             n_replicates=4, n_trials=3, seed=0)
+    table, _, _ = time_to_target(runs, boot, "gold_reward", "dpo", (0.05,), "mean", 0.95)
+    args = argparse.Namespace(runs_dir=tmp_path, baseline="dpo", tolerance=[0.05], stat="mean", replicates=4, trials=3,
+                              confidence=0.95, n_boot=20)
+    text = tuners_markdown(result, table, "gold_reward", args, 1.0, [], False)
+    best = result.savings[result.savings["tuner"] == "best tuner"].iloc[0]
+    assert f"| arith | 0.05 | 0.455 | {best['best_tuner']} |" in text
+    assert "| imi_dpo |" in text and "## Time to τ" in text
+    paths = save_figure(tuners_figure(result.curves, result.savings), tmp_path, "tuner_replay")
+    assert all(p.stat().st_size > 0 for p in paths)
