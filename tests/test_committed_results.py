@@ -27,6 +27,8 @@ RUNS = {
     "smollm2": (4 + 1 + 1) * 5,  # DPO over 4 βs, RMiPO, IMI-DPO × seeds 0–4
     "beta_sensitivity": 30 * 5 + 20 * 5 + 15 * 5,  # DPO 6 β, SimPO 2×2, 3 IMI methods; × 5 seeds × 5 tasks
     "signal_controls": 3 * 5 * 5 * 2,  # rmipo, imi_dpo, imi_ipo × 5 signals × 5 seeds × 2 clean tasks
+    "kto": (6 + 1) * 5 * 2,  # KTO 6 β, imi_kto; × 5 seeds × 2 clean tasks
+    "kto_desirable": 2 * 3 * 5 * 2,  # kto, imi_kto × 3 desirable fractions × 5 seeds × 2 clean tasks
     "v1": 800 + 30,  # the builtin part and the smollm2 part
 }
 
