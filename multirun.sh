@@ -17,7 +17,9 @@
 # PRESET is a suite (below) or any conf/experiment/<name>.yaml; the default is `quick`. A Hydra sweep
 # is one cartesian product and a β grid belongs to one method, so a suite is several sweeps (one
 # `python -m bench.train -m experiment=<preset>` each) that share one sweep id: their records land in
-# one folder, <runs root>/<sweep id>/, and the analysis reads them together.
+# one folder, <runs root>/<sweep id>/, and the analysis reads them together. The tune_* presets are Optuna
+# studies (hydra/sweeper=optuna): each trial's values are chosen as the study goes, the studies are stored
+# in <runs root>/<sweep id>/studies/, and re-running the command resumes them.
 #
 # The sweep id defaults to the preset's name, so re-running a preset skips every run that already
 # completed (same config hash) and redoes the failed ones. Overrides go to every sweep of a suite:
@@ -68,7 +70,7 @@ watch_progress() {
 }
 
 # The lines of a job's output worth seeing live; everything goes to the log file.
-LIVE_LINES='^\[imi-bench\] (completed|failed|skipped|error)|^\[multirun\]|Launching|Error|error:'
+LIVE_LINES='^\[imi-bench\] (completed|failed|skipped|error|study|trial)|^\[multirun\]|Launching|Error|error:'
 
 # --- arguments --------------------------------------------------------------------------------------------
 
@@ -144,14 +146,14 @@ echo "[multirun] preset $PRESET: composing and validating every job..."
 "$PYTHON" -m bench.sweeps plan "$PLAN" "${STEPS[@]}"
 SWEEP_DIR="$(head -n 1 "$PLAN")"
 SWEEP_NAME="$(basename "$SWEEP_DIR")"  # the sweep id, with -fast for smoke runs (conf/budget/fast.yaml)
-N_JOBS="$(( $(wc -l < "$PLAN") - 1 ))"
-N_RUNS="$(tail -n +2 "$PLAN" | cut -f1 | sort -u | wc -l)"
+# the distinct runs, and every Optuna study's trials (a study's runs are known only as it goes)
+N_RUNS="$("$PYTHON" -m bench.sweeps show "$PLAN" size)"
 START="$(date +%s)"
-echo "[multirun] sweep id $SWEEP_NAME: $N_JOBS jobs in ${#STEPS[@]} sweep(s), $N_RUNS distinct runs; records go to $SWEEP_DIR/<run id>/"
+echo "[multirun] sweep id $SWEEP_NAME: $("$PYTHON" -m bench.sweeps show "$PLAN" describe); records go to $SWEEP_DIR/<run id>/"
 count_runs "$PLAN" "$START" progress | sed 's/ done:/ already done:/'
 echo "[multirun] launcher: ${LAUNCHER[*]:-as overridden}; re-running this command skips completed runs"
 if (( DRY_RUN )); then
-  tail -n +2 "$PLAN" | cut -f1,3 | sed 's/^/[multirun]   /; s/\t/   sweep /'
+  "$PYTHON" -m bench.sweeps show "$PLAN" list | sed 's/^/[multirun]   /; s/\t/   sweep /'
   exit 0
 fi
 

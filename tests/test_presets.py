@@ -20,6 +20,7 @@ from bench import records
 from bench.config import ConfigError
 from bench.preflight import check_run_config
 from bench.methods import available_methods, method_info
+from bench.sweeps.planning import expand_sweep, hydra_context
 from bench.sweeps.presets import builtin_datasets, suites, sweep_steps
 from helpers import CONF_DIR, MULTIRUN, PRESETS, REAL_MODEL, preset_jobs, run_command, task_config, task_configs
 
@@ -49,6 +50,11 @@ def _swept_value_in(cfg, override: str) -> None:
     assert OmegaConf.select(cfg, key) == parsed, f"{override}: the job's config has {OmegaConf.select(cfg, key)!r}"
 
 
+def study_preset(preset: str) -> bool:
+    """Whether the preset runs Optuna studies (hydra/sweeper=optuna): their trials are picked as they go."""
+    return "override /hydra/sweeper: optuna" in (CONF_DIR / "experiment" / f"{preset}.yaml").read_text()
+
+
 @pytest.mark.parametrize("preset", PRESETS)
 def test_header_names_the_preset_and_its_job_count(preset):
     lines = (CONF_DIR / "experiment" / f"{preset}.yaml").read_text().splitlines()
@@ -58,6 +64,14 @@ def test_header_names_the_preset_and_its_job_count(preset):
     claimed = re.search(r"\((\d+) jobs\)$", match.group(1))
     n_jobs = len(preset_jobs(preset))
     stated = re.search(r"^# Jobs: .*= (\d+)", "\n".join(lines), re.M)
+    if study_preset(preset):  # its planned jobs are each study's corners: the header counts studies and trials
+        counts = re.search(r"\((\d+) studies × (\d+) trials\)$", match.group(1))
+        assert counts and not claimed and not stated, "line 2 of a study preset ends '(S studies × N trials)'"
+        with hydra_context() as parser:
+            n_studies = len(expand_sweep(parser, [f"experiment={preset}"]).studies)
+        n_trials = OmegaConf.load(CONF_DIR / "experiment" / f"{preset}.yaml").hydra.sweeper.n_trials
+        assert (int(counts.group(1)), int(counts.group(2))) == (n_studies, n_trials)
+        return
     if sweeps_glob(preset):  # a count would go stale with the next method: the header says how to count
         assert not claimed and not stated and re.search(r"^# Jobs: ", "\n".join(lines), re.M), preset
         return

@@ -18,6 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     make = commands.add_parser("plan", help="expand and validate every job; write the plan file")
     make.add_argument("plan_file", type=Path)
     make.add_argument("steps", nargs="+", help="one sweep's overrides per argument")
+    show = commands.add_parser("show", help="what a plan file holds: describe (one line), size (runs), list (--dry-run)")
+    show.add_argument("plan_file", type=Path)
+    show.add_argument("what", choices=("describe", "size", "list"))
     count = commands.add_parser("count", help="the planned runs' status from their records")
     count.add_argument("plan_file", type=Path)
     count.add_argument("since", type=float, help="this launch's start (epoch seconds)")
@@ -47,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
         except PlanError as err:  # a user's mistake: the message alone, exit status 2 (as bench.train)
             print(redact_text(str(err)), file=sys.stderr)
             return 2
+        return 0
+    if args.command == "show":
+        planned = Plan.read(args.plan_file)
+        shown = {"describe": lambda: planned.describe(), "size": lambda: str(planned.size()),
+                 "list": lambda: "\n".join(planned.listing())}
+        print(shown[args.what]())
         return 0
     status, found = run_status(Plan.read(args.plan_file), args.since)
     if args.mode == "failed":

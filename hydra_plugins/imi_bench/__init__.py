@@ -1,6 +1,7 @@
-"""The suite's SLURM launcher under the `hydra_plugins` namespace, where Hydra looks for launchers (it
-instantiates only classes defined there): `hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml).
-What it does is bench/slurm.py's."""
+"""The suite's Hydra plugins, under the `hydra_plugins` namespace, where Hydra looks for them (it instantiates
+only classes defined there): the SLURM launcher here, `hydra/launcher=slurm` (conf/hydra/launcher/slurm.yaml;
+what it does is bench/slurm.py's), and the Optuna sweeper in optuna_sweeper.py, `hydra/sweeper=optuna`
+(conf/hydra/sweeper/optuna.yaml)."""
 from bench import slurm
 
 
