@@ -20,7 +20,7 @@ from analysis.entries import Entry, grid_table, moves_the_model, practitioners_t
 from analysis.load import CURVE_COLUMN, LoadedRuns, read_history
 from analysis.sft_level import sft_levels
 from analysis.selection import SeedBootstrap
-from analysis.signal import has_signal_controls, signal_control_table, signal_verdicts
+from analysis.signal_controls import has_signal_controls, signal_control_table, signal_verdicts
 from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, with_interval, write_table
 from analysis.tuning import TuningResult, expected_best_table, prepare, tuning_comparison
 

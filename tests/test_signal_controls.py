@@ -13,7 +13,7 @@ import yaml
 
 from analysis.grid import annotate
 from analysis.selection import seed_bootstrap
-from analysis.signal import has_signal_controls, signal_control_table, signal_verdicts
+from analysis.signal_controls import has_signal_controls, signal_control_table, signal_verdicts
 from analysis.stats import seed_interval
 from bench.methods import PairLogps, build_method
 from bench.methods.imi import (SIGNALS, correlation, length_matched, length_residual, length_statistic,
@@ -175,7 +175,7 @@ def test_run_means_average_over_the_steps_that_logged_the_key():
     assert _run_means(history, ("imi/corr_length", "imi/corr_margin")) == {"imi/corr_length": pytest.approx(0.3)}
 
 
-# --- the report's signal-control table (analysis/signal.py) ---------------------------------------------------
+# --- the report's signal-control table (analysis/signal_controls.py) ---------------------------------------------------
 
 def _ablation_runs(scores: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
     """An annotated runs frame of one setting: imi_dpo on each signal of `scores` ({(method, signal): per-seed
