@@ -113,3 +113,32 @@ def tuners_vs_cost(curves: pd.DataFrame, fixed: pd.DataFrame | None = None, sft:
     _hide_unused(axes, len(settings))
     _legend(fig, list(handles.values()))
     return fig
+
+
+def live_studies(trajectories: pd.DataFrame, fixed: pd.DataFrame | None = None, sft: pd.DataFrame | None = None,
+                 tau: pd.DataFrame | None = None) -> Figure:
+    """Each live tuning study's best-so-far: the TEST score of its validation-best trial against the study's
+    cumulative FLOPs (one step line per study), with the fixed arms at their cost.
+
+    In: `live_tuning.study_trajectories`; fixed: setting, arm, score, ci_low, ci_high, flops; sft; tau.
+    """
+    settings = sorted(trajectories["setting"].unique())
+    fig, axes = _panels(len(settings), "Live tuning studies: test score of the validation-best trial so far")
+    colors = arm_colors(fixed[["arm"]].assign(**{"method.name": fixed["arm"].str.split(" ").str[0]})) \
+        if fixed is not None and len(fixed) else {}
+    handles: dict[str, object] = {}
+    for ax, setting in zip(axes.ravel(), settings):
+        for study, path in trajectories[trajectories["setting"] == setting].groupby("study", sort=True):
+            ax.step(path["flops"], path["best_test"], where="post", color="#1f77b4", alpha=0.75, linewidth=1.2)
+        handles.setdefault("_study", Line2D([], [], color="#1f77b4", label="one study (one seed): best so far"))
+        _draw_fixed(ax, fixed, setting, "flops", colors, handles)
+        draw_sft(ax, sft, setting, handles)
+        _draw_tau(ax, tau, setting, handles)
+        ax.set_title(setting)
+        ax.set_xscale("log")
+        ax.set_xlabel("FLOPs spent (shared builds once per study)")
+        ax.set_ylabel("test score")
+        _style(ax)
+    _hide_unused(axes, len(settings))
+    _legend(fig, list(handles.values()))
+    return fig

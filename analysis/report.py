@@ -21,6 +21,7 @@ from analysis import plots, report_sections
 from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
 from analysis.entries import build_entries, comparison_table
 from analysis.grid import annotate
+from analysis.live_tuning import study_runs
 from analysis.load import LoadedRuns
 from analysis.metrics import check_metric, seed_summary
 from analysis.protocol import citability, prompt_sets_text
@@ -168,13 +169,19 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
         return _finish(w, "not citable: no completed runs")
 
     # charge shared builds before any run is dropped: a run without the metric still used (and shared) them
-    runs = annotate(loaded.runs, loaded.config_columns)
-    runs = runs.join(charged_costs(runs, o.convention))
+    charged = charged_costs(loaded.runs, o.convention)
+    # Trials of live tuning studies are procedures of their own (§3a), not configurations of a grid: each is
+    # one seed of one continuous β. They leave the grid tables, annotated apart so that they change no arm.
+    live = study_runs(loaded.runs)
+    trials = annotate(loaded.runs[live], loaded.config_columns).join(charged[live]) if live.any() else None
+    runs = annotate(loaded.runs[~live], loaded.config_columns).join(charged[~live])
     missing = runs[metric].isna()
     runs = add_delta(runs[~missing], metric)
     if runs.empty:
-        w.text("**Not citable: no run reports the metric.**")
-        w.note(f"no completed run reports `{metric}`.")
+        w.text("**Not citable: no run reports the metric**" + (" outside the live tuning studies." if trials is not None else "."))
+        w.note(f"no completed run reports `{metric}`" + (" outside the live tuning studies (below)." if trials is not None else "."))
+        if trials is not None:
+            report_sections.live_tuning_section(w, trials, metric, o)
         report_sections.skipped_section(w, loaded)
         return _finish(w, f"not citable: no run reports {metric}")
     boot = seed_bootstrap(runs, o.n_boot, o.seed)
@@ -231,6 +238,8 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
     report_sections.comparison_section(w, context)
     report_sections.testbed_section(w, context)
     report_sections.signal_section(w, context)
+    if trials is not None:
+        report_sections.live_tuning_section(w, trials, metric, o, context)
     tuning = report_sections.tuning_section(w, context)
     curves = report_sections.expected_best_section(w, context)
     report_sections.grid_section(w, context)

@@ -17,9 +17,10 @@ from analysis import plots, plots_tuning
 from analysis.aggregate import improvement_table, iqm_table, normalizers, per_setting_table
 from analysis.costs import shared_build_costs
 from analysis.entries import Entry, grid_table, moves_the_model, practitioners_testbed
+from analysis.live_tuning import one_run_costs, study_summary, study_trajectories
 from analysis.load import CURVE_COLUMN, LoadedRuns, read_history
 from analysis.sft_level import sft_levels
-from analysis.selection import SeedBootstrap
+from analysis.selection import SeedBootstrap, validation_column
 from analysis.signal_controls import has_signal_controls, signal_control_table, signal_verdicts
 from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, with_interval, write_table
 from analysis.tuning import TuningResult, expected_best_table, prepare, tuning_comparison
@@ -197,6 +198,40 @@ def signal_section(w, c: Context) -> None:
     w.text("Per setting and method: which controls ΔPMI beats (interval above 0), whether the length-free signal "
            "does as well (pmi − pmi_residual's interval contains 0), and the reading that follows (docs/design.md §11).")
     w.table("signal_verdicts", verdicts, shown, "What the IMI signal is, per setting and method")
+
+
+def live_tuning_section(w, trials: pd.DataFrame, metric: str, options, c: Context | None = None) -> None:
+    """The live tuning studies (records tagged config.tuning): each study's best-so-far, beside the fixed arms."""
+    val = validation_column(metric)
+    trajectories = study_trajectories(trials, metric, val, options.convention)
+    summary = study_summary(trajectories)
+    w.text("## 3a. Live tuning studies (Optuna, through the sweep)\n\n"
+           "docs/design.md §10, §11: each study is one tuning procedure at one seed — Optuna asks a configuration, "
+           f"one run trains it, Optuna is told its validation score (`{val}`). After n trials the study holds its "
+           f"validation-best trial and is scored by that trial's test `{metric}`; its cost is its trials' own FLOPs "
+           "plus the shared builds they used, once. These runs are left out of the grid tables above and below (each "
+           "is one seed of one continuous configuration). The fixed arms are the same setting's IMI runs (one run at "
+           "their defaults), mean over seeds.")
+    shown = pd.DataFrame({"setting": summary["setting"], "study": summary["study"], "seed": summary["seed"],
+                          "trials": summary["trials"].map(fmt_count), "best trial": summary["best_trial"],
+                          "its configuration": summary["best_config"], "its validation": summary["best_val"].map(fmt_score),
+                          "its test": summary["best_test"].map(fmt_score), "FLOPs": summary["flops"].map(fmt_cost)})
+    w.table("live_studies", summary, shown, "Each live tuning study where it ended")
+    files = w.tables
+    trajectories.to_csv(files / "live_study_trajectories.csv", index=False)
+    w.files.append(files / "live_study_trajectories.csv")
+    w.text("Every trial with the study's best-so-far: `tables/live_study_trajectories.csv`.")
+    if c is None or not options.figures:
+        return
+    fixed = c.comparison[c.comparison["kind"] == "fixed"]
+    if len(fixed):
+        costs = one_run_costs(c.runs[c.runs["arm"].isin(set(fixed["entry"]))], options.convention)
+        fixed = pd.DataFrame({"setting": fixed["setting"], "arm": fixed["entry"], "score": fixed["score"],
+                              "ci_low": fixed["score_ci_low"], "ci_high": fixed["score_ci_high"],
+                              "flops": fixed["entry"].map(costs)})
+    w.figure("live_studies", plots_tuning.live_studies(trajectories, fixed if len(fixed) else None, c.sft),
+             "Live tuning studies: the test score of each study's validation-best trial so far against the FLOPs it "
+             "has spent, with the IMI runs at their own cost")
 
 
 def tuning_section(w, c: Context) -> TuningResult | None:
