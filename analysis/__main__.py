@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "per configuration at one seed")
     report.add_argument("--no-figures", dest="figures", action="store_false",
                         help="write the tables and report.md only (figures are most of the run time)")
+    report.add_argument("--optuna-tuners", action="store_true",
+                        help="lead with each IMI run's saving against the cheapest tuner to reach τ, Optuna's samplers "
+                             "and pruners replayed against the records (minutes on a dense grid; `tuners` has the rest)")
 
     runs = commands.add_parser("runs", help="print the runs table (method, dataset, β, seed, metric, status)",
                                description="Print one line per run, completed or not, with why a run is left out.")
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         options = ReportOptions(metric=args.metric, baseline=args.baseline, tolerances=tuple(args.tolerance),
                                 convention=args.convention, stat=args.stat, n_boot=args.n_boot,
                                 confidence=args.confidence, seed=args.seed, tuner_model=args.tuner_model,
-                                figures=args.figures)
+                                figures=args.figures, optuna_tuners=args.optuna_tuners)
         report = build_report(loaded, out, options, source=args.wandb or str(args.runs_dir))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

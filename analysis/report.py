@@ -69,6 +69,10 @@ class ReportOptions:
     seed: int = 0
     tuner_model: str = PRACTITIONER  # "idealised": tuners select on n-seed statistics (an option, labelled so)
     figures: bool = True  # False: tables and report.md only (much faster; figures are most of the time)
+    # Lead with IMI's saving against the cheapest tuner, Optuna's replays included (`python -m analysis tuners`
+    # has the rest); off by default: the replays take minutes on a dense grid.
+    optuna_tuners: bool = False
+    optuna_replicates: int = 200  # Optuna studies per replayed tuner and setting, as `python -m analysis tuners`
 
     def __post_init__(self):
         if self.convention not in CONVENTIONS:
@@ -235,6 +239,8 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
 
     w.header_end = len(w.sections)
     context = report_sections.Context(runs, boot, summary, sft, entries, comparison, metric, o, traps)
+    if o.optuna_tuners:
+        report_sections.optuna_lead_section(w, context)
     report_sections.comparison_section(w, context)
     report_sections.testbed_section(w, context)
     report_sections.signal_section(w, context)

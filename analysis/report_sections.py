@@ -200,6 +200,27 @@ def signal_section(w, c: Context) -> None:
     w.table("signal_verdicts", verdicts, shown, "What the IMI signal is, per setting and method")
 
 
+def optuna_lead_section(w, c: Context) -> None:
+    """The number the report leads with when asked (--optuna-tuners): each IMI run's saving against the cheapest
+    tuner to reach τ, Optuna's replayed tuners included (analysis/tuner_benchmark.py)."""
+    from analysis.optuna_replay import DEFAULT_TUNERS
+    from analysis.tuner_benchmark import tuner_benchmark
+    from analysis.tuner_report import LEAD_TEXT, lead_table
+
+    o = c.options
+    result = tuner_benchmark(prepare(c.runs, c.metric, o.convention), c.boot, c.metric, o.baseline, o.tolerances,
+                             o.stat, o.convention, o.confidence, DEFAULT_TUNERS, o.optuna_replicates, None, o.seed)
+    best, shown = lead_table(result)
+    w.text(f"## IMI's saving against the cheapest tuner to reach τ (Optuna's tuners replayed)\n\n{LEAD_TEXT} "
+           f"Optuna's samplers and pruners are replayed against these records, {o.optuna_replicates} studies per tuner "
+           "and setting (`python -m analysis tuners` gives every tuner, the replay's check against exact expectations "
+           "and time to τ).")
+    if len(best):
+        w.table("optuna_lead", best, shown, "Each IMI run's saving against the cheapest tuner to reach τ")
+    else:
+        w.note("Optuna lead: no setting has both a replayable grid with validation scores and a fixed arm.")
+
+
 def live_tuning_section(w, trials: pd.DataFrame, metric: str, options, c: Context | None = None) -> None:
     """The live tuning studies (records tagged config.tuning): each study's best-so-far, beside the fixed arms."""
     val = validation_column(metric)

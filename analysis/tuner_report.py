@@ -98,6 +98,25 @@ def write_tuners(args: argparse.Namespace) -> Path:
     return out / "tuners.md"
 
 
+LEAD_TEXT = ("The best tuner is the one whose cost to reach τ (the cheapest budget whose expected test score reaches "
+             "τ) is lowest, among the Optuna replays and the exact hand-written tuners; in every bootstrap replicate "
+             "it is chosen again. Saving = 1 − cost(arm's one run at its defaults) / cost(best tuner to τ); −∞ "
+             "(*misses τ*) where the arm's score does not reach τ.")
+
+
+def lead_table(result) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(raw, shown): each fixed arm's saving against the cheapest tuner to reach τ, per setting and tolerance —
+    the number `tuners.md` and the report (`--optuna-tuners`) lead with."""
+    best = result.savings[result.savings["tuner"] == "best tuner"] if not result.savings.empty else result.savings
+    shown = pd.DataFrame({
+        "setting": best["setting"], "tol.": best["tolerance"].map(lambda t: f"{t:g}"),
+        "τ": best["tau"].map(fmt_score), "best tuner": best["best_tuner"],
+        "its FLOPs [CI]": _ci(best, "tuner_flops", fmt_cost), "arm": best["arm"],
+        "arm P(reach τ) [CI]": _ci(best, "arm_p_reach", fmt_share), "arm FLOPs": best["arm_flops"].map(fmt_cost),
+        "saving (FLOPs) [CI]": _ci(best, "savings_flops", fmt_share)})
+    return best, shown
+
+
 def _ci(frame: pd.DataFrame, column: str, fmt) -> list[str]:
     return [with_interval(v, lo, hi, fmt) for v, lo, hi in
             zip(frame[column], frame[f"{column}_ci_low"], frame[f"{column}_ci_high"])]
@@ -129,21 +148,9 @@ def tuners_markdown(result, ttt: pd.DataFrame, metric: str, args, elapsed: float
              "The Monte-Carlo error of the studies (mc_se in the tables) is separate and small beside it.",
              "- Seconds per tuner (all settings): " + ", ".join(f"{k} {sum(v):.0f} s" for k, v in per_tuner.items())
              + f"; everything {elapsed:.0f} s.", ""]
-    lines += ["## IMI's saving against the cheapest tuner to reach τ", "",
-              "The best tuner is the one whose cost to reach τ (the cheapest budget whose expected test score reaches "
-              "τ) is lowest, among the Optuna replays and the exact hand-written tuners; in every bootstrap replicate "
-              "it is chosen again. Saving = 1 − cost(arm's one run at its defaults) / cost(best tuner to τ); −∞ "
-              "(*misses τ*) where the arm's score does not reach τ.", ""]
-    best = result.savings[result.savings["tuner"] == "best tuner"] if not result.savings.empty else result.savings
-    if len(best):
-        lines.append(to_markdown(pd.DataFrame({
-            "setting": best["setting"], "tol.": best["tolerance"].map(lambda t: f"{t:g}"),
-            "τ": best["tau"].map(fmt_score), "best tuner": best["best_tuner"],
-            "its FLOPs [CI]": _ci(best, "tuner_flops", fmt_cost), "arm": best["arm"],
-            "arm P(reach τ) [CI]": _ci(best, "arm_p_reach", fmt_share), "arm FLOPs": best["arm_flops"].map(fmt_cost),
-            "saving (FLOPs) [CI]": _ci(best, "savings_flops", fmt_share)})))
-    else:
-        lines.append("No setting has both a replayable grid and a fixed arm.")
+    lines += ["## IMI's saving against the cheapest tuner to reach τ", "", LEAD_TEXT, ""]
+    best, shown = lead_table(result)
+    lines.append(to_markdown(shown) if len(best) else "No setting has both a replayable grid and a fixed arm.")
     reach = result.reach
     lines += ["", "## Each tuner's cost to reach τ", "",
               "Budget in trials (for grid search: the grid; for random search and successive halving: k and n); "

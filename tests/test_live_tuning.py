@@ -70,3 +70,21 @@ def test_a_report_shows_the_studies_and_keeps_their_trials_out_of_the_grid(make_
     # the trials are no DPO grid: the comparison holds the SFT row and the IMI run only
     comparison = pd.read_csv(out / "tables" / "comparison.csv")
     assert set(comparison["method"]) == {"sft", "imi_dpo"}
+
+
+def test_the_report_can_lead_with_the_saving_against_the_cheapest_tuner(tmp_path):
+    """`--optuna-tuners` on a committed grid: the lead section comes first and names, per clean setting, the best
+    tuner among Optuna's replays and the exact ones (few studies here: this checks the wiring)."""
+    from analysis.load import load_runs
+    from analysis.report import ReportOptions, build_report
+    from helpers import ROOT
+
+    pytest.importorskip("optuna")
+    report = build_report(load_runs(ROOT / "results" / "beta_sensitivity"), tmp_path,
+                          ReportOptions(n_boot=50, figures=False, optuna_tuners=True, optuna_replicates=5))
+    text = report.report_md.read_text()
+    lead = text.index("## IMI's saving against the cheapest tuner to reach τ")
+    assert lead < text.index("## 1. Per setting")
+    table = pd.read_csv(tmp_path / "tables" / "optuna_lead.csv")
+    assert set(table["setting"]) == {"arithmetic", "sentiment"}  # clean settings only
+    assert set(table["arm"]) == {"imi_dpo", "imi_simpo", "rmipo"} and table["best_tuner"].notna().all()
