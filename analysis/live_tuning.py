@@ -69,10 +69,11 @@ def study_summary(trajectories: pd.DataFrame) -> pd.DataFrame:
             .reset_index(drop=True))
 
 
-def one_run_costs(runs: pd.DataFrame, convention: str = DEFAULT_CONVENTION) -> pd.Series:
-    """Per arm: the mean cost of one run as a procedure of its own — its charged FLOPs plus the shared builds it
-    used, once — so a fixed arm is placed on the same cost axis as a study."""
-    builds = shared_build_costs(runs)
-    costs = [float(runs.loc[i, "charged.flops"]) + procedure_builds(runs.loc[[i]], runs, convention, builds)["flops"]
+def one_run_costs(runs: pd.DataFrame, all_runs: pd.DataFrame, convention: str = DEFAULT_CONVENTION) -> pd.Series:
+    """Per (setting, arm) of `runs`: the mean cost of one run as a procedure of its own — its charged FLOPs plus the shared
+    builds it used, once — so a fixed arm is placed on the same cost axis as a study. A build's cost is read
+    over `all_runs` (the run that built it may be of another arm)."""
+    builds = shared_build_costs(all_runs)
+    costs = [float(runs.loc[i, "charged.flops"]) + procedure_builds(runs.loc[[i]], all_runs, convention, builds)["flops"]
              for i in runs.index]
-    return pd.Series(costs, index=runs.index).groupby(runs["arm"]).mean()
+    return pd.Series(costs, index=runs.index).groupby([runs["setting"], runs["arm"]]).mean()

@@ -135,7 +135,11 @@ def live_studies(trajectories: pd.DataFrame, fixed: pd.DataFrame | None = None, 
         draw_sft(ax, sft, setting, handles)
         _draw_tau(ax, tau, setting, handles)
         ax.set_title(setting)
-        ax.set_xscale("log")
+        low, high = ax.get_xlim()
+        if low > 0 and high / low > 10:  # a log axis only where the costs span a decade: its minor labels collide
+            ax.set_xscale("log")
+        else:
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(0, 0))
         ax.set_xlabel("FLOPs spent (shared builds once per study)")
         ax.set_ylabel("test score")
         _style(ax)

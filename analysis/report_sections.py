@@ -246,10 +246,11 @@ def live_tuning_section(w, trials: pd.DataFrame, metric: str, options, c: Contex
         return
     fixed = c.comparison[c.comparison["kind"] == "fixed"]
     if len(fixed):
-        costs = one_run_costs(c.runs[c.runs["arm"].isin(set(fixed["entry"]))], options.convention)
+        costs = one_run_costs(c.runs[c.runs["arm"].isin(set(fixed["entry"]))], pd.concat([c.runs, trials]),
+                              options.convention)
         fixed = pd.DataFrame({"setting": fixed["setting"], "arm": fixed["entry"], "score": fixed["score"],
                               "ci_low": fixed["score_ci_low"], "ci_high": fixed["score_ci_high"],
-                              "flops": fixed["entry"].map(costs)})
+                              "flops": [costs.get((setting, arm)) for setting, arm in zip(fixed["setting"], fixed["entry"])]})
     w.figure("live_studies", plots_tuning.live_studies(trajectories, fixed if len(fixed) else None, c.sft),
              "Live tuning studies: the test score of each study's validation-best trial so far against the FLOPs it "
              "has spent, with the IMI runs at their own cost")

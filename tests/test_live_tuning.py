@@ -35,7 +35,16 @@ def test_two_studies_are_two_procedures_and_other_runs_are_not_trials():
     assert study_runs(runs).tolist() == [True, True, False]
     path = study_trajectories(runs, "gold_reward", "val/gold_reward", "per_procedure")
     assert path.set_index("study")["flops"].to_dict() == {"A": 1010.0, "B": 1005.0}
-    assert one_run_costs(runs.iloc[[2]], "per_procedure").to_dict() == {"imi_dpo": pytest.approx(1001.0)}
+    assert one_run_costs(runs.iloc[[2]], runs, "per_procedure").to_dict() == {("sentiment", "imi_dpo"): pytest.approx(1001.0)}
+    # the build was made by a study's trial: its cost is read over every run, not the arm's alone
+    built_elsewhere = runs.assign(**{"cost.shared.sft.hit": [False, True, True]})
+    assert one_run_costs(built_elsewhere.iloc[[2]], built_elsewhere, "per_procedure")[("sentiment", "imi_dpo")] == \
+        pytest.approx(1001.0)
+    # one arm on two settings: each setting's own cost, never their mean
+    two = pd.concat([runs.iloc[[2]], runs.iloc[[2]].assign(setting="arithmetic", **{"charged.flops": 3.0})],
+                    ignore_index=True)
+    assert one_run_costs(two, two, "per_procedure").to_dict() == {("arithmetic", "imi_dpo"): pytest.approx(1003.0),
+                                                                  ("sentiment", "imi_dpo"): pytest.approx(1001.0)}
 
 
 @pytest.mark.slow
