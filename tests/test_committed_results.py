@@ -29,7 +29,7 @@ RUNS = {
     "signal_controls": 3 * 5 * 5 * 2,  # rmipo, imi_dpo, imi_ipo × 5 signals × 5 seeds × 2 clean tasks
     "kto": (6 + 1) * 5 * 2,  # KTO 6 β, imi_kto; × 5 seeds × 2 clean tasks
     "kto_desirable": 2 * 3 * 5 * 2,  # kto, imi_kto × 3 desirable fractions × 5 seeds × 2 clean tasks
-    "tuner_replay": (15 + 5) * 5 * 2,  # DPO 15 β, 5 IMI methods; × 5 seeds × 2 clean tasks
+    "tuner_replay": (15 + 5) * 5 * 2 + 2 * 20,  # DPO 15 β, 5 IMI methods; × 5 seeds × 2 clean tasks; 2 TPE studies × 20
     "v1": 800 + 30,  # the builtin part and the smollm2 part
 }
 
