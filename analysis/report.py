@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, report_sections
+from analysis import plots, report_sections, report_studies
 from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
 from analysis.entries import build_entries, comparison_table
 from analysis.grid import annotate
@@ -185,7 +185,7 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
         w.text("**Not citable: no run reports the metric**" + (" outside the live tuning studies." if trials is not None else "."))
         w.note(f"no completed run reports `{metric}`" + (" outside the live tuning studies (below)." if trials is not None else "."))
         if trials is not None:
-            report_sections.live_tuning_section(w, trials, metric, o)
+            report_studies.live_tuning_section(w, trials, metric, o)
         report_sections.skipped_section(w, loaded)
         return _finish(w, f"not citable: no run reports {metric}")
     boot = seed_bootstrap(runs, o.n_boot, o.seed)
@@ -240,12 +240,12 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
     w.header_end = len(w.sections)
     context = report_sections.Context(runs, boot, summary, sft, entries, comparison, metric, o, traps)
     if o.optuna_tuners:
-        report_sections.optuna_lead_section(w, context)
+        report_studies.optuna_lead_section(w, context)
     report_sections.comparison_section(w, context)
     report_sections.testbed_section(w, context)
-    report_sections.signal_section(w, context)
+    report_studies.signal_section(w, context)
     if trials is not None:
-        report_sections.live_tuning_section(w, trials, metric, o, context)
+        report_studies.live_tuning_section(w, trials, metric, o, context)
     tuning = report_sections.tuning_section(w, context)
     curves = report_sections.expected_best_section(w, context)
     report_sections.grid_section(w, context)
