@@ -24,10 +24,11 @@ class ConfigError(ValueError):
     """A config value is missing, unknown or out of range; the message names the key."""
 
 
-def _check_group(check: Callable[[Any], Any], node) -> None:
-    """Run a group's own checker on its plain values; its error (naming the key) becomes a ConfigError."""
+def _check_group(check: Callable[[Any], Any], node) -> Any:
+    """Run a group's own checker on its plain values and return what it returns; its error (naming the key)
+    becomes a ConfigError."""
     try:
-        check(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
+        return check(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node)
     except (ValueError, DistributedSetupError) as err:
         raise ConfigError(str(err)) from None
 
@@ -61,7 +62,8 @@ def validate_config(cfg: DictConfig) -> None:
     if missing:
         raise ConfigError(f"missing required config value(s): {', '.join(missing)} (set them on the command line, e.g. {missing[0]}=...)")
     source = cfg.dataset.get("source")
-    for check, group in ((build_method, cfg.method), (check_model_config, cfg.model),
+    method = _check_group(build_method, cfg.method)
+    for check, group in ((check_model_config, cfg.model),
                          (check_builtin_config if source == "builtin" else check_dataset_config, cfg.dataset),
                          (check_hardware_config, cfg.hardware), (check_logger_config, cfg.logger)):
         _check_group(check, group)
@@ -100,7 +102,7 @@ def validate_config(cfg: DictConfig) -> None:
     if cfg.eval.lm_eval.enabled:
         _integer(cfg, "eval.lm_eval.n_items")
         _integer(cfg, "eval.lm_eval.batch_size")
-    _check_feedback(cfg, build_method(OmegaConf.to_container(cfg.method, resolve=True)))
+    _check_feedback(cfg, method)
     if cfg.objective is None:
         raise ConfigError("objective must name a metric (e.g. gold_reward or pref_acc)")
 
