@@ -177,3 +177,37 @@ def warmup_fraction(step: int | None, warmup_steps: int) -> float:
 def blend(neutral: float | torch.Tensor, regulated: torch.Tensor, fraction: float) -> torch.Tensor:
     """neutral + fraction·(regulated − neutral): linear warm-up from the unregulated value."""
     return neutral + fraction * (regulated - neutral)
+
+
+# A pair counts as regulated when the regulator changes its loss gradient by at least this share (relative to
+# the larger of the two gradients): 10% is well above float noise and below what a tuned β changes, so a run
+# whose regulator reaches few pairs at this threshold is, in effect, its base at the same β (docs/design.md §4).
+ACTING_CHANGE = 0.1
+
+
+def gradient_change(loss_fn, x: torch.Tensor, regulated: tuple, neutral: tuple) -> torch.Tensor:
+    """Per item, how much the regulator changes the loss gradient in the base's gap x, in [0, 2]:
+    |∂ℓ_reg/∂x − ∂ℓ_base/∂x| / max(|∂ℓ_reg/∂x|, |∂ℓ_base/∂x|), 0 where both are 0.
+
+    `loss_fn(x, beta, margin)` gives per-item base losses; `regulated` and `neutral` are (beta, margin, weight)
+    with the regulated (per-item) and the unregulated values. Every base's item loss depends on its own x only
+    (KTO's z₀ is detached), so one backward gives every item's derivative. The gradient in x is what the
+    regulator changes (a margin shifts where the sigmoid sits, β its slope, a weight its scale), whatever the base.
+    """
+    with torch.enable_grad():  # also called from evaluation, which runs under no_grad
+        gap = x.detach().double().requires_grad_(True)
+        grads = []
+        for beta, margin, weight in (regulated, neutral):
+            beta = beta.detach().double() if torch.is_tensor(beta) else beta
+            margin = margin.detach().double() if torch.is_tensor(margin) else margin
+            weight = weight.detach().double() if torch.is_tensor(weight) else weight
+            (grad,) = torch.autograd.grad((loss_fn(gap, beta, margin) * weight).sum(), gap)
+            grads.append(grad)
+    change, scale = (grads[0] - grads[1]).abs(), torch.maximum(grads[0].abs(), grads[1].abs())
+    return torch.where(scale > 0, change / scale.clamp(min=torch.finfo(scale.dtype).tiny), torch.zeros_like(change))
+
+
+def quantiles(prefix: str, values: torch.Tensor) -> dict[str, float]:
+    """{prefix_p10, prefix_p50, prefix_p90} of a [B] tensor: the batch's spread, beside summary()'s min/mean/max."""
+    q = torch.quantile(values.detach().double().flatten(), torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
+    return {f"{prefix}_p10": q[0].item(), f"{prefix}_p50": q[1].item(), f"{prefix}_p90": q[2].item()}

@@ -14,7 +14,7 @@ import torch
 from bench.methods.base import ExampleLogps, LossOutput
 from bench.methods.common import summary
 from bench.methods.imi import correlation, pmi, regulator_g, regulator_signal, warmup_fraction
-from bench.methods.imi_regulated import RegulatedBase
+from bench.methods.imi_regulated import ACTION_KEYS, RegulatedBase
 from bench.methods.kto import KTO
 
 
@@ -43,7 +43,7 @@ class ImiKTO(RegulatedBase):
     name = "imi_kto"
     family = "kto"
     base_class = KTO
-    summarised = ("imi/corr_length",)  # ΔPMI's margin has no unpaired analogue: no partner response
+    summarised = ("imi/corr_length", *ACTION_KEYS)  # ΔPMI's margin has no unpaired analogue: no partner response
 
     def loss(self, batch: ExampleLogps) -> LossOutput:
         base = self.base
@@ -65,6 +65,6 @@ class ImiKTO(RegulatedBase):
         metrics["imi/warmup_fraction"] = fraction
 
         # the margin on the signed gap: a desirable example must clear z₀ + m, an undesirable one z₀ − m
-        losses = self.regulated_losses(g, fraction, lambda beta, margin: base.example_loss(x, batch.labels, beta, margin),
+        losses = self.regulated_losses(g, fraction, x, lambda gap, beta, margin: base.example_loss(gap, batch.labels, beta, margin),
                                        metrics)
         return LossOutput(losses, metrics)

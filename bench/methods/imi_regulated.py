@@ -14,8 +14,9 @@ import torch
 from bench.methods.base import LossOutput, Method, Needs, PairLogps
 from bench.methods.common import average, choice, non_negative, non_negative_int, number, positive, summary
 from bench.methods.dpo import DPO
-from bench.methods.imi import (SIGNALS, batch_delta_pmi, blend, conditional_logps, correlation, length_statistic,
-                               regulator_g, regulator_signal, warmup_fraction)
+from bench.methods.imi import (ACTING_CHANGE, SIGNALS, batch_delta_pmi, blend, conditional_logps, correlation,
+                               gradient_change, length_statistic, quantiles, regulator_g, regulator_signal,
+                               warmup_fraction)
 from bench.methods.ipo import IPO
 from bench.methods.simpo import SimPO
 
@@ -23,6 +24,8 @@ REGULATORS = ("margin", "beta", "weight")
 MARGIN_UNITS = ("ratio", "absolute")
 PMI_SOURCES = ("policy", "reference")
 MARGINAL_CONTEXTS = ("bos", "authors")
+ACTION_KEYS = tuple(f"imi/{name}_{q}" for name in ("effective_margin", "effective_beta", "effective_weight",
+                                                    "gradient_change") for q in ("p10", "p50", "p90")) + ("imi/acting_share",)
 
 
 # The regulator's hyperparameters and their fixed defaults (conf/method/imi_*.yaml). g ∈ [0.3, 1.6] and
@@ -52,7 +55,9 @@ class ImiRegulated(Method):
     """A base loss with an IMI regulator. Subclasses fix the base and the config keys."""
 
     imi = True  # run at fixed defaults, never tuned: nothing is swept
-    summarised = ("imi/corr_length", "imi/corr_margin")  # what the signal resembles, over the whole run
+    # Run means in the record (docs/design.md §4): what the signal resembles, and how much the regulator acts —
+    # the effective value's spread (the key of this run's regulator; the others are absent) and the gradient change.
+    summarised = ("imi/corr_length", "imi/corr_margin", *ACTION_KEYS)
 
     def __init__(
         self,
@@ -108,29 +113,36 @@ class ImiRegulated(Method):
         metrics.update(summary("imi/g", g))
         metrics["imi/warmup_fraction"] = fraction
 
-        losses = self.regulated_losses(g, fraction, lambda beta, margin: base.pair_loss(x, beta, margin), metrics)
+        losses = self.regulated_losses(g, fraction, x, base.pair_loss, metrics)
         return LossOutput(losses, metrics)
 
-    def regulated_losses(self, g: torch.Tensor, fraction: float,
-                         base_loss: Callable[[float | torch.Tensor, float | torch.Tensor], torch.Tensor],
+    def regulated_losses(self, g: torch.Tensor, fraction: float, x: torch.Tensor,
+                         base_loss: Callable[[torch.Tensor, float | torch.Tensor, float | torch.Tensor], torch.Tensor],
                          metrics: dict[str, float]) -> torch.Tensor:
-        """The base's per-item losses (`base_loss(beta, margin)`) under the regulator at warm-up `fraction`,
-        logging the effective margin, β or weight into `metrics`."""
+        """The base's per-item losses (`base_loss(x, beta, margin)`) under the regulator at warm-up `fraction`,
+        logging into `metrics` the effective margin, β or weight (min/mean/max and p10/p50/p90 over the batch)
+        and how far the regulator moves each item's gradient from the unregulated base's at the same β
+        ("imi/gradient_change_*", "imi/acting_share": the share moved by ≥ ACTING_CHANGE)."""
         base = self.base
+        beta, margin, weight = base.beta, base.neutral_margin, 1.0
         if self.regulator == "margin":
             # Margin in units of x: g itself ("ratio") or g/β so that β·m = g ("absolute").
             regulated = g if self.margin_units == "ratio" else g / base.beta
             margin = blend(base.neutral_margin, regulated, fraction)
-            metrics.update(summary("imi/effective_margin", margin))  # units of x (γ/β for simpo)
-            return base_loss(base.beta, margin)
-        if self.regulator == "beta":
+            effective = ("imi/effective_margin", margin)  # units of x (γ/β for simpo)
+        elif self.regulator == "beta":
             beta = base.beta * blend(1.0, g, fraction)
-            metrics.update(summary("imi/effective_beta", beta))
-            return base_loss(beta, base.neutral_margin)
-        # Normalised to mean 1 so the regulator reshapes the batch's loss, not its scale (or the LR).
-        weight = blend(1.0, g / g.mean(), fraction)
-        metrics.update(summary("imi/effective_weight", weight))
-        return base_loss(base.beta, base.neutral_margin) * weight
+            effective = ("imi/effective_beta", beta)
+        else:
+            # Normalised to mean 1 so the regulator reshapes the batch's loss, not its scale (or the LR).
+            weight = blend(1.0, g / g.mean(), fraction)
+            effective = ("imi/effective_weight", weight)
+        metrics.update(summary(*effective))
+        metrics.update(quantiles(*effective))
+        change = gradient_change(base_loss, x, (beta, margin, weight), (base.beta, base.neutral_margin, 1.0))
+        metrics.update(quantiles("imi/gradient_change", change))
+        metrics["imi/acting_share"] = (change >= ACTING_CHANGE).double().mean().item()
+        return base_loss(x, beta, margin) * weight
 
     def _diagnostics(self, batch: PairLogps, delta_pmi: torch.Tensor, length: torch.Tensor) -> dict[str, float]:
         """ΔPMI's within-batch correlation with the length statistic ("imi/corr_length") and with the margin
