@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis import plots_tuning
+from analysis.imi_action import ACTION, imi_action_table
 from analysis.live_tuning import one_run_costs, study_summary, study_trajectories
 from analysis.report_sections import Context
 from analysis.selection import validation_column
@@ -46,6 +47,30 @@ def signal_section(w, c: Context) -> None:
     w.text("Per setting and method: which controls ΔPMI beats (interval above 0), whether the length-free signal "
            "does as well (pmi − pmi_residual's interval contains 0), and the reading that follows (docs/design.md §11).")
     w.table("signal_verdicts", verdicts, shown, "What the IMI signal is, per setting and method")
+
+
+def imi_action_section(w, c: Context) -> None:
+    """Only where the records carry the regulator's action diagnostics (every IMI run since they were added)."""
+    if ACTION not in c.runs.columns or not c.runs[ACTION].notna().any():
+        return
+    table = imi_action_table(c.runs, c.boot, c.metric, c.options.confidence)
+    w.text("## 2b. Does the IMI regulator act?\n\n"
+           "docs/design.md §4: *acting* is the share of training pairs whose loss gradient the regulator moved by "
+           "≥ 10% from the unregulated base's at the same β (mean over the run's steps and seeds); *effective* the "
+           "batch p10 / p50 / p90 of the effective margin (units of the base's gap), β or weight. Δ = IMI − its "
+           f"base at the same β in `{c.metric}`, mean over seeds, {c.conf} paired seed interval: a regulator that "
+           "does not act leaves its base's score, and \"IMI matches tuned DPO\" then says nothing about IMI.")
+    shown = pd.DataFrame({
+        "setting": table["setting"], "method": table["method"], "config": table["config"],
+        "seeds": table["n_seeds"].map(fmt_count), "acting": table["acting_share"].map(fmt_score),
+        "effective p10 / p50 / p90": [f"{table['regulator'][i]} " + " / ".join(
+            fmt_score(table[f"effective_{q}"][i]) for q in ("p10", "p50", "p90")) if table["regulator"][i] else "–"
+            for i in table.index],
+        "base": table["base"].replace("", "–"), "score": table["score"].map(fmt_score),
+        "Δ vs base [CI]": [with_interval(d, lo, hi, fmt_score) if d == d else "–" for d, lo, hi in
+                           zip(table["delta"], table["delta_ci_low"], table["delta_ci_high"])],
+        "verdict": table["verdict"]})
+    w.table("imi_action", table, shown, "How much each IMI configuration's regulator acts, and IMI − its base")
 
 
 def optuna_lead_section(w, c: Context) -> None:

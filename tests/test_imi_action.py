@@ -110,3 +110,68 @@ def test_the_run_summary_names_the_action_keys_it_logs():
         logged = {k for k in metrics if k.startswith("imi/") and k in method.summarised}
         assert {f"imi/{key}_p10", f"imi/{key}_p50", f"imi/{key}_p90", "imi/acting_share",
                 "imi/gradient_change_p50"} <= logged
+
+
+# ---------------------------------------------------------------------------------------------- the report's table
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.grid import annotate  # noqa: E402
+from analysis.imi_action import base_config, imi_action_table  # noqa: E402
+from analysis.selection import seed_bootstrap  # noqa: E402
+from analysis.stats import seed_interval  # noqa: E402
+
+
+def _runs(configs: list[dict]) -> pd.DataFrame:
+    """An annotated frame of one setting: each config dict has method keys, per-seed `scores` and `acting`."""
+    rows = []
+    for config in configs:
+        scores, acting = config.pop("scores"), config.pop("acting", None)
+        for seed, score in enumerate(scores):
+            row = {"dataset.name": "constraints", "model.name": "smollm2", "hardware.name": "cpu", "seed": seed,
+                   "gold_reward": score, "method_info.imi": config["method.name"] in ("imi_dpo", "rmipo"), **config}
+            if acting is not None:
+                row.update({"imi/acting_share": acting[seed], "imi/effective_margin_p10": 0.4,
+                            "imi/effective_margin_p50": 0.8 + 0.1 * seed, "imi/effective_margin_p90": 1.5})
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    columns = ["dataset.name", "model.name", "hardware.name"] + sorted(c for c in frame.columns if c.startswith("method."))
+    return annotate(frame, columns)
+
+
+def test_the_action_table_pairs_each_imi_run_with_its_base_at_the_same_beta():
+    dpo = {0.1: [0.10, 0.12, 0.08, 0.11], 1.0: [0.05, 0.06, 0.04, 0.05]}
+    imi = [0.20, 0.21, 0.19, 0.22]
+    runs = _runs([{"method.name": "dpo", "method.beta": 0.1, "scores": dpo[0.1]},
+                  {"method.name": "dpo", "method.beta": 1.0, "scores": dpo[1.0]},
+                  {"method.name": "imi_dpo", "method.beta": 0.1, "method.regulator": "margin", "scores": imi,
+                   "acting": [0.5, 0.6, 0.7, 0.8]},
+                  {"method.name": "rmipo", "method.beta": 2.0, "scores": [0.1, 0.1, 0.1, 0.1], "acting": [1, 1, 1, 1]}])
+    boot = seed_bootstrap(runs, n_boot=400, seed=1)
+    table = imi_action_table(runs, boot, "gold_reward", 0.95).set_index("method")
+    row = table.loc["imi_dpo"]
+    assert row["base"] == "dpo (β=0.1)" and row["regulator"] == "margin"
+    assert row["acting_share"] == pytest.approx(0.65) and row["effective_p50"] == pytest.approx(0.95)
+    assert row["delta"] == pytest.approx(np.mean(np.subtract(imi, dpo[0.1])))
+    counts = boot.counts["constraints"]  # the setting label of a one-model, one-dataset frame
+    diffs = np.subtract(imi, dpo[0.1])
+    low, high = seed_interval(diffs.mean(), counts @ diffs / counts.sum(axis=1), 4, 0.95)
+    assert (row["delta_ci_low"], row["delta_ci_high"]) == pytest.approx((float(low), float(high)))
+    assert row["verdict"] == "differs from its base"  # +0.10 on every seed
+    # RMiPO's base is SimPO at β = 2 with γ/β = 0: not in these runs
+    assert table.loc["rmipo", "verdict"] == "no base at this β" and table.loc["rmipo", "base"] == ""
+
+
+def test_an_imi_run_within_its_base_seed_spread_and_the_base_keys_rmipo_fixes():
+    simpo0 = [0.30, 0.10, 0.25, 0.05]
+    runs = _runs([{"method.name": "simpo", "method.beta": 2.0, "method.gamma_beta_ratio": 0.5, "scores": [0.0] * 4},
+                  {"method.name": "simpo", "method.beta": 2.0, "method.gamma_beta_ratio": 0.0, "scores": simpo0},
+                  {"method.name": "rmipo", "method.beta": 2.0, "scores": [0.28, 0.12, 0.20, 0.09],
+                   "acting": [0.9] * 4}])
+    table = imi_action_table(runs, seed_bootstrap(runs, n_boot=400, seed=0), "gold_reward", 0.95)
+    assert table.loc[0, "base"] == "simpo (β=2, gamma_beta_ratio=0)"
+    assert table.loc[0, "verdict"] == "within the seed spread of its base"
+    imi_row = runs[runs["method.name"] == "rmipo"].iloc[0]
+    base_id = base_config(runs, imi_row)
+    assert runs.loc[runs["config_id"] == base_id, "method.gamma_beta_ratio"].iloc[0] == 0.0
