@@ -20,6 +20,7 @@ from analysis.entries import Entry, grid_table, moves_the_model, practitioners_t
 from analysis.load import CURVE_COLUMN, LoadedRuns, read_history
 from analysis.sft_level import sft_levels
 from analysis.selection import SeedBootstrap
+from analysis.sensitivity import MATTERS_RATIO, grid_spread
 from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, with_interval, write_table
 from analysis.tuning import TuningResult, expected_best_table, prepare, tuning_comparison
 
@@ -152,6 +153,7 @@ def testbed_section(w, c: Context) -> None:
     table = moves_the_model(c.comparison, o.baseline)
     if table.empty:
         w.note(f"testbed check: no clean setting has a tuned `{o.baseline}` and an SFT level to compare.")
+        beta_matters_table(w, c)
         return
     # the same question as one practitioner meets it: one grid search at one seed (docs/design.md §11a)
     practitioner = practitioners_testbed(c.entries, c.runs, c.boot, c.metric, o.baseline, o.confidence)
@@ -165,6 +167,24 @@ def testbed_section(w, c: Context) -> None:
            "seed s, the run with the best validation score kept, its Δ vs the SFT model of seed s; mean over seeds, "
            "paired seed bootstrap.")
     w.table("testbed", table, shown, f"Tuned {o.baseline} vs SFT on every clean setting")
+    beta_matters_table(w, c)
+
+
+def beta_matters_table(w, c: Context) -> None:
+    """Whether the baseline's grid spreads beyond its paired seed noise (analysis/sensitivity.py)."""
+    spread = grid_spread(c.runs, c.options.baseline, c.metric)
+    if spread.empty:
+        return
+    w.text(f"**Does the grid matter?** The spread (max − min) of `{c.options.baseline}`'s configuration means in "
+           f"`{c.metric}` against the paired seed SD (the residual SD after removing configuration and seed means, "
+           f"seeds every configuration has): a spread under {MATTERS_RATIO:g}× that SD leaves little to tune, and "
+           "an untuned method matching the tuned grid then says little (docs/design.md §11a).")
+    shown = pd.DataFrame({"setting": spread["setting"], "configs": spread["n_configs"].map(fmt_count),
+                          "seeds": spread["n_seeds"].map(fmt_count), "best": spread["best"], "worst": spread["worst"],
+                          "spread": spread["spread"].map(fmt_score), "paired seed SD": spread["paired_sd"].map(fmt_score),
+                          "spread / SD": [f"{v:.1f}" for v in spread["ratio"]],
+                          "grid matters": spread["matters"].map(lambda m: "yes" if m else "no")})
+    w.table("grid_spread", spread, shown, f"Spread of {c.options.baseline}'s grid against paired seed noise")
 
 
 def tuning_section(w, c: Context) -> TuningResult | None:
