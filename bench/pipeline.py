@@ -20,7 +20,7 @@ from bench import records
 from bench.cache import DiskCache, cache_key
 from bench.checkpoint import Checkpointer, RunCheckpoint
 from bench.cost import CostMeter
-from bench.data.encoding import PairTensors, encode_pairs
+from bench.data.encoding import PairTensors, chat_turns, encode_pairs
 from bench.data.examples import ExampleTensors, encode_examples
 from bench.data.unpaired import keep_desirable_fraction, label_counts, pairs_to_examples
 from bench.data.splits import prompt_set_stats, restricted_to
@@ -36,6 +36,7 @@ from bench.provenance import now, provenance
 from bench.redaction import redact_secrets
 from bench.reference import ReferenceTerms, cached_reference_terms
 from bench.trainer import PreferenceTrainer
+from bench.trunk import run_trunk
 
 
 @dataclass
@@ -161,8 +162,12 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
         payload["examples"] = {"block_size": cfg.train.batch_size, "seed": cfg.seed,
                                "desirable_fraction": cfg.unpaired.desirable_fraction}
     else:
-        train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, _rows_source(cfg, data, "train"), on_bad_row)
-        held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, _rows_source(cfg, data, "eval"), on_bad_row)
+        # marginal_context=chat encodes the pairs themselves as RMiPO's code does (docs/design.md §4): so do their terms
+        turns = chat_turns(tokenizer, method.needs, max_length)
+        if turns is not None:
+            payload["encoding"] = {"turns": "chat", "max_prompt_length": turns.max_prompt_length}
+        train, _, train_stats = encode_pairs(splits["train"], tokenizer, max_length, _rows_source(cfg, data, "train"), on_bad_row, turns)
+        held_out, _, eval_stats = encode_pairs(splits["eval"], tokenizer, max_length, _rows_source(cfg, data, "eval"), on_bad_row, turns)
     source = {k: v for k, v in data.stats.items() if k != "prompt_sets"}
     stats = {"source": source, "encoding": {"train": train_stats, "eval": eval_stats},
              "prompt_sets": data.stats["prompt_sets"]}
@@ -280,6 +285,9 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
                 setup.model.gradient_checkpointing_enable()
             marginal_seqs = (setup.train.marginal(setup.tokenizer, cfg.model.max_length, method.needs.marginal_context)
                              if method.needs.marginal == "policy" else None)
+            # frozen trunk (docs/design.md §13): with model.trainable_layers, the states below the top blocks once
+            trunk = run_trunk(OmegaConf.to_container(cfg.model, resolve=True), setup.model, setup.train, marginal_seqs,
+                              method.needs.unpaired, cache, meter, accelerator)
         if is_main:
             logger.start(config=config, run_id=run_id, sweep_id=cfg.sweep_id, method=cfg.method.name, run_dir=directory,
                          method_info=method_info(cfg.method.name))
@@ -290,7 +298,8 @@ def run(cfg: DictConfig, overrides: list[str] | None = None) -> RunResult:
             # the checkpointer after the curve: a checkpoint holds the curve point of its own step
             trainer = PreferenceTrainer(method, setup.model, setup.train, setup.train_terms, marginal_seqs,
                                         OmegaConf.to_container(cfg.train), accelerator, meter, logger, cfg.seed,
-                                        show_progress, callbacks=[c for c in (curve, checkpointer) if c is not None])
+                                        show_progress, callbacks=[c for c in (curve, checkpointer) if c is not None],
+                                        trunk=trunk)
             checkpointer.track(method=method, curve=curve, meter=meter)
             checkpointer.resume(trainer)
             with checkpointer:  # a signal now waits for the next step boundary, where a checkpoint is whole

@@ -29,8 +29,13 @@ class Needs:
     marginal: PmiSource | None = None
     # How the response-only ("no prompt") context is built for log p(y | ∅):
     # "bos" = BOS + response, every response token scored (this suite's default);
-    # "authors" = response alone, no BOS, first response token not scored (RMiPO's released code).
-    marginal_context: Literal["bos", "authors"] = "bos"
+    # "authors" = response alone, no BOS, first response token not scored (RMiPO's released code);
+    # "chat" = RMiPO's code on a chat model: the response is the assistant turn through the chat template
+    # (header included) in both passes, the pairs encoded as theirs (bench.data.encoding.ChatTurns).
+    marginal_context: Literal["bos", "authors", "chat"] = "bos"
+    # Under "chat", the prompt's token cap (their max_prompt_length: prompts keep their last this many
+    # tokens when a pair is too long); unused otherwise.
+    max_prompt_length: int | None = None
     # Unpaired examples (prompt, completion, desirable or not) instead of pairs, each with a mismatched
     # (prompt, other completion) sequence for KTO's KL estimate: the method takes an `ExampleLogps`.
     unpaired: bool = False

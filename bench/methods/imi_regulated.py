@@ -23,7 +23,7 @@ from bench.methods.simpo import SimPO
 REGULATORS = ("margin", "beta", "weight")
 MARGIN_UNITS = ("ratio", "absolute")
 PMI_SOURCES = ("policy", "reference")
-MARGINAL_CONTEXTS = ("bos", "authors")
+MARGINAL_CONTEXTS = ("bos", "authors", "chat")  # bench.data.encoding.marginal_sequence builds each
 ACTION_KEYS = tuple(f"imi/{name}_{q}" for name in ("effective_margin", "effective_beta", "effective_weight",
                                                     "gradient_change") for q in ("p10", "p50", "p90")) + ("imi/acting_share",)
 
@@ -72,6 +72,7 @@ class ImiRegulated(Method):
         warmup_steps: int,
         signal: str,
         marginal_context: str = "bos",
+        max_prompt_length: int | None = None,
     ) -> None:
         self.base = base
         self.regulator = choice("regulator", regulator, REGULATORS)
@@ -79,6 +80,10 @@ class ImiRegulated(Method):
         self.margin_units = choice("margin_units", margin_units, MARGIN_UNITS)
         self.pmi_source = choice("pmi_source", pmi_source, PMI_SOURCES)
         self.marginal_context = choice("marginal_context", marginal_context, MARGINAL_CONTEXTS)
+        self.max_prompt_length = None if max_prompt_length is None else non_negative_int("max_prompt_length", max_prompt_length)
+        if self.marginal_context == "chat" and not self.max_prompt_length:
+            raise ValueError("method.max_prompt_length must be a positive integer with method.marginal_context=chat "
+                             f"(the prompt's token cap when a pair is too long), got {max_prompt_length!r}")
         self.warmup_steps = non_negative_int("warmup_steps", warmup_steps)
         self.tau = positive("tau", tau)
         # A β scale or a pair weight of 0 would switch pairs off, so those regulators need g_min > 0.
@@ -94,6 +99,7 @@ class ImiRegulated(Method):
             reference=base.needs.reference or self.pmi_source == "reference",
             marginal=self.pmi_source,  # type: ignore[arg-type]
             marginal_context=self.marginal_context,  # type: ignore[arg-type]
+            max_prompt_length=self.max_prompt_length if self.marginal_context == "chat" else None,
             unpaired=base.needs.unpaired,
         )
 

@@ -23,6 +23,7 @@ class RMiPO(ImiRegulated):
         g_max: float = 1.6,
         margin_units: str = "ratio",
         marginal_context: str = "bos",
+        max_prompt_length: int | None = None,
         signal: str = "pmi",
     ) -> None:
         super().__init__(
@@ -37,4 +38,5 @@ class RMiPO(ImiRegulated):
             warmup_steps=0,
             signal=signal,
             marginal_context=marginal_context,
+            max_prompt_length=max_prompt_length,
         )
