@@ -391,7 +391,8 @@ def test_constraints_prompt_renders_and_parses_back():
         ("Cats are bright and quiet friends.", 1.0),  # 6 words, on topic, no comma, both keywords
         ("Cats are bright, quiet, and calm.", 0.666667),  # commas 1/3: S = (1 + 1 + 1/3 + 1)/4
         ("Dogs are nice.", -0.142857),  # 3 words: length 1 - 2/7; off topic; no keyword: S = 0.4286
-        (FIFTY_WORDS, -0.25),  # hits the 48-token cap (words, unbound): S = 0.75, halved
+        # hits the 48-token cap (words, unbound): S = 0.75, halved; no function word: fluency at its floor 0.1
+        (FIFTY_WORDS, -0.925),
         ("cats bright quiet cats bright quiet cats bright quiet", -1.0),  # 4 of 7 3-grams repeat: guard 0
         ("Write a short paragraph about cats bright quiet", -0.2),  # 3 of 5 4-grams echo: S = 1, guard 0.4
         ("", -1.0),

@@ -83,7 +83,43 @@ CONFLICTS = frozenset(frozenset(p) for p in (
 TRUNCATED_FACTOR = 0.5  # hitting the cap: at best 0, below any complete answer meeting half its criteria
 REPEAT_WEIGHT = 2.0  # G ×= 1 − 2 × the share of repeated word 3-grams (half of them repeated: 0)
 ECHO_WEIGHT = 1.0  # G ×= 1 − the share of the answer's word 4-grams copied from the instruction
+# Fluency: G ×= min(1, share of function words / FLUENCY_TARGET). English prose is ~40-55% function words; the
+# instruct model's own answers that meet their constraints have at least FLUENCY_TARGET (constraints.md gives
+# the measured distribution), a list of content words has none. The factor stays >= FLUENCY_FLOOR so that two
+# word lists still rank by the criteria they meet (the reward stays graded).
+FLUENCY_TARGET = 0.2
+FLUENCY_FLOOR = 0.1
+# ... and the other side: G ×= min(1, share of content words / CONTENT_TARGET). Padding made of function words
+# ("It is what it is. That is that.") carries no content; a natural answer's content share is well above it.
+CONTENT_TARGET = 0.4
+FILLER_WEIGHT = 3.0  # G ×= 1 − 3 × the share of filler words ("um", "uh", "blah", ...): 1 in 3 words: 0
+FILLER_WORDS = frozenset("um umm uh uhh er erm hmm hm ah oh eh ok okay yeah yep blah etc la lol".split())
+# Word-level repetition: G ×= 1 − WORD_REPEAT_WEIGHT × (share of content words repeating an earlier one, beyond
+# WORD_REPEAT_ALLOWANCE: naming the topic again is natural; a list said twice is not).
+WORD_REPEAT_ALLOWANCE = 0.25
+WORD_REPEAT_WEIGHT = 2.0
+DOUBLED_FACTOR = 0.5  # G ×= 0.5 per word that repeats the word before it ("bright bright", "the the")
+# Keyword stuffing: G ×= STUFFING_FACTOR per use of a required word (each keyword, and the topic's forms
+# together) beyond its allowance: a keyword is needed once, the topic maybe named in every sentence.
+STUFFING_FACTOR = 0.5
+KEYWORD_ALLOWANCE = 2
+TOPIC_ALLOWANCE = 3
 EMPTY_REWARD = -1.0
+
+# Closed-class English words (articles, pronouns, auxiliaries and modals, prepositions, conjunctions,
+# determiners and a few very common adverbs): the glue of a sentence, absent from a list of words.
+FUNCTION_WORDS = frozenset("""
+a an the this that these those there here
+i me my mine we us our ours you your yours he him his she her hers it its they them their theirs
+myself yourself itself ourselves themselves one ones someone something anyone anything everyone everything
+who whom whose which what when where why how whether
+is am are was were be been being do does did done doing have has had having
+can could will would shall should may might must
+of in on at to for from by with without about above below over under into onto out up down off
+through across after before between among around during since until upon within near like as than
+and or but nor so yet if because while although though unless then also too very just not no
+all any each every some many much more most few less least other another such own same both either neither
+""".split())
 
 WORD = re.compile(r"[^\W_]+(?:['’-][^\W_]+)*")
 
@@ -212,6 +248,33 @@ def repeated_share(words: list[str], n: int = 3) -> float:
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
+def function_share(words: list[str]) -> float:
+    """Share of the words that are function words (FUNCTION_WORDS; 0 for no words)."""
+    return sum(w.lower() in FUNCTION_WORDS for w in words) / len(words) if words else 0.0
+
+
+def repeated_content_share(words: list[str]) -> float:
+    """Share of the content words (not FUNCTION_WORDS) that repeat an earlier content word (0 for none)."""
+    content = [w.lower() for w in words if w.lower() not in FUNCTION_WORDS]
+    return 1.0 - len(set(content)) / len(content) if content else 0.0
+
+
+def doubled_words(words: list[str]) -> int:
+    """Words equal (any case) to the word right before them."""
+    lowered = [w.lower() for w in words]
+    return sum(a == b for a, b in zip(lowered, lowered[1:]))
+
+
+def excess_uses(words: list[str], spec: Spec) -> int:
+    """Uses of required words beyond their allowance: each keyword over KEYWORD_ALLOWANCE, the topic's forms
+    together over TOPIC_ALLOWANCE."""
+    lowered = [w.lower() for w in words]
+    keywords = spec.constraints.get("keywords", ())
+    excess = sum(max(0, lowered.count(k.lower()) - KEYWORD_ALLOWANCE) for k in keywords)
+    topic_uses = sum(w in TOPICS[spec.topic] for w in lowered)
+    return excess + max(0, topic_uses - TOPIC_ALLOWANCE)
+
+
 def echo_share(words: list[str], instruction: str, n: int = 4) -> float:
     """Share of the answer's word n-grams that occur in the instruction (copying the prompt)."""
     grams = ngrams([w.lower() for w in words], n)
@@ -327,12 +390,21 @@ class ConstraintsTask(PretrainedModelTask):
 
     def guards(self, prompt: str, response: str) -> dict[str, float]:
         """The guard factors in [0, 1] (1 = nothing wrong): truncated at the cap, repeated 3-grams,
-        4-grams copied from the instruction."""
+        4-grams copied from the instruction, too few function words (fluency), repeated content words,
+        doubled words, required words stuffed in."""
+        spec = parse_instruction(prompt)
         words = words_in(response)
         return {
             "truncated": TRUNCATED_FACTOR if self._count_tokens(response) >= self.max_response_tokens else 1.0,
             "repetition": max(0.0, 1.0 - REPEAT_WEIGHT * repeated_share(words)),
-            "echo": max(0.0, 1.0 - ECHO_WEIGHT * echo_share(words, parse_instruction(prompt).instruction())),
+            "echo": max(0.0, 1.0 - ECHO_WEIGHT * echo_share(words, spec.instruction())),
+            "fluency": max(FLUENCY_FLOOR, min(1.0, function_share(words) / FLUENCY_TARGET,
+                                              (1.0 - function_share(words)) / CONTENT_TARGET)),
+            "filler": max(0.0, 1.0 - FILLER_WEIGHT * sum(w.lower() in FILLER_WORDS for w in words) / max(1, len(words))),
+            "word_repeats": max(0.0, 1.0 - WORD_REPEAT_WEIGHT * max(0.0, repeated_content_share(words)
+                                                                    - WORD_REPEAT_ALLOWANCE)),
+            "doubled": DOUBLED_FACTOR ** doubled_words(words),
+            "stuffing": STUFFING_FACTOR ** excess_uses(words, spec),
         }
 
     def gold_reward(self, prompt: str, response: str) -> float:
@@ -350,22 +422,112 @@ class ConstraintsTask(PretrainedModelTask):
     def compose(self, spec: Spec, rng: random.Random, topic: str | None = None) -> str:
         """A natural answer built from the sentence bank that meets `spec` when it can (tries random
         compositions, keeps the best by gold reward); `topic` replaces the spec's (an off-topic answer)."""
+        return self._best_plan(spec, rng)[0].render(spec, topic or spec.topic)
+
+    def _best_plan(self, spec: Spec, rng: random.Random) -> tuple["Plan", float]:
         prompt = spec.instruction()
-        best, best_reward = "", float("-inf")
-        for _ in range(200):
-            text = self._draft(spec, rng, topic or spec.topic)
-            reward = self.gold_reward(prompt, text)
+        best, best_reward = None, float("-inf")
+        for _ in range(1000):  # a tight range with a sentence count fits few plans (~1 in 130)
+            plan = Plan.draw(spec, rng)
+            reward = self.gold_reward(prompt, plan.render(spec, spec.topic))
             if reward > best_reward:
-                best, best_reward = text, reward
+                best, best_reward = plan, reward
             if reward >= 1.0:
                 break
-        return best
+        return best, best_reward
 
-    @staticmethod
-    def _draft(spec: Spec, rng: random.Random, topic: str) -> str:
+    def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
+        """The compliant answer first, then answers made of the same sentences that each break exactly one
+        requirement: one per instruction, one about another topic, and with fewer than two instructions
+        one outside the word range. All are plain sentences of about the same length, so a model's
+        preference among them is a preference about following the instruction (constraints.md).
+        Tries compositions until one has every such variant; returns the compliant answer alone if none
+        meets every requirement."""
+        spec = parse_instruction(prompt)
+        wanted = 2 + len(spec.constraints) + (len(spec.constraints) < 2)  # the compliant one and each variant
+        best: list[str] = []
+        for _ in range(50):
+            plan, reward = self._best_plan(spec, rng)
+            if reward < 1.0:
+                continue
+            candidates = self._variants(prompt, spec, plan, rng)
+            if len(candidates) > len(best):
+                best = candidates
+            if len(best) == wanted:
+                break
+        return best or [self.compose(spec, rng)]
+
+    def _variants(self, prompt: str, spec: Spec, plan: "Plan", rng: random.Random) -> list[str]:
+        good = plan.render(spec, spec.topic)
+        other_topic = rng.choice([t for t in TOPICS if t != spec.topic])
+        broken = [plan.render(violating(spec, kind, rng), spec.topic, comma=comma)
+                  for kind in spec.constraints
+                  for comma in (("join", "aside") if kind == "no_commas" else (None,))]
+        broken.append(plan.render(spec, other_topic))
+        if len(spec.constraints) < 2:  # the range: all follow-ups the bank has, or the opener alone
+            longer = Plan(plan.opener, plan.follow_ups + [f for f in FOLLOW_UPS if f not in plan.follow_ups])
+            broken += [p.render(spec, spec.topic) for p in (longer, Plan(plan.opener, []))]
+        # keep the answers that break exactly one requirement (the one they were made to break), one per kind
+        kept: dict[str, str] = {}
+        for answer in broken:
+            failed = [k for k, v in self.criteria(prompt, answer).items() if v < 1.0]
+            if len(failed) == 1 and failed[0] not in kept and all(v == 1.0 for v in self.guards(prompt, answer).values()):
+                kept[failed[0]] = answer
+        return [good, *kept.values()]
+
+    def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
+        return multiple_choice_items(self.gold_reward, self.sample_prompt, self.candidate_responses, rng, n)
+
+
+def violating(spec: Spec, kind: str, rng: random.Random) -> Spec:
+    """`spec` with instruction `kind` changed so that an answer rendered for it breaks the original one (for
+    no_commas the change is the comma `Plan.render` adds)."""
+    constraints = dict(spec.constraints)
+    value = constraints[kind]
+    if kind == "keywords":
+        constraints[kind] = tuple(rng.sample([k for k in KEYWORDS if k not in value], 2))
+    elif kind == "start_word":
+        constraints[kind] = rng.choice([w for w in START_WORDS if w != value])
+    elif kind in ("sentences", "bullets"):
+        other = value + rng.choice((-1, 1))
+        if kind == "bullets":  # the same sentences as a plain paragraph, or one bullet more or fewer
+            constraints.pop(kind)
+            if rng.random() < 0.5:
+                constraints[kind] = other
+        else:
+            constraints[kind] = other
+    elif kind != "no_commas":  # lowercase, end_mark, quotes: answer as if not asked
+        constraints.pop(kind)
+    return Spec(spec.template, spec.topic, spec.length, constraints)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which bank sentences an answer uses: an opener and follow-ups. Rendering a plan for different specs
+    gives answers that differ only where the specs differ (the lm-eval candidates)."""
+
+    opener: str
+    follow_ups: list
+
+    @classmethod
+    def draw(cls, spec: Spec, rng: random.Random) -> "Plan":
         c = spec.constraints
         n = c.get("sentences") or c.get("bullets") or rng.randint(1, 3)
-        sentences = [rng.choice(OPENERS).format(topic=topic)] + rng.sample(FOLLOW_UPS, n - 1)
+        # one spare follow-up, so that a count one higher can be rendered with the same sentences
+        return cls(rng.choice(OPENERS), rng.sample(FOLLOW_UPS, n))
+
+    def render(self, spec: Spec, topic: str, comma: str | None = None) -> str:
+        """The plan's answer to `spec`, about `topic`. `comma`: the same answer with a comma, "join" (the first
+        two sentences joined by ", and": one word more, one sentence fewer) or "aside" (", of course" ends the
+        opener: two words more)."""
+        c = spec.constraints
+        n = c.get("sentences") or c.get("bullets") or len(self.follow_ups)
+        sentences = [self.opener.format(topic=topic)] + self.follow_ups[: max(0, n - 1)]
+        if comma == "join" and len(sentences) > 1:
+            second = sentences.pop(1)
+            sentences[0] = f"{sentences[0][:-1]}, and {second[0].lower()}{second[1:]}"
+        elif comma:
+            sentences[0] = sentences[0][:-1] + ", of course."
         if "keywords" in c:
             sentences[-1 if n > 1 else 0] = KEYWORD_SENTENCE.format(*c["keywords"])
             if n == 1:  # the one sentence must still name the topic
@@ -373,27 +535,11 @@ class ConstraintsTask(PretrainedModelTask):
         if "end_mark" in c:
             sentences[-1] = sentences[-1][:-1] + c["end_mark"]
         if "start_word" in c:
-            sentences[0] = f"{c['start_word']} {sentences[0][0].lower()}{sentences[0][1:]}"
+            first = sentences[0] if sentences[0].startswith("I ") else sentences[0][0].lower() + sentences[0][1:]
+            sentences[0] = f"{c['start_word']} {first}"
         text = "\n".join(f"- {s}" for s in sentences) if "bullets" in c else " ".join(sentences)
         if "lowercase" in c:
             text = text.lower()
         if "quotes" in c:
             text = f'"{text}"'
         return text
-
-    def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
-        """A compliant answer, one that ignores every instruction but the topic (and overshoots the word
-        range), an off-topic one and a degenerate (repeating) one: does the model prefer the first?"""
-        spec = parse_instruction(prompt)
-        good = self.compose(spec, rng)
-        broken_spec = Spec(spec.template, spec.topic, (spec.length[1] + 8, spec.length[1] + 16), {})
-        broken = self.compose(broken_spec, rng, spec.topic)  # ignores every instruction but the topic
-        other_topic = rng.choice([t for t in TOPICS if t != spec.topic])
-        off_topic = self.compose(spec, rng, other_topic)
-        first = words_in(good)[:3]
-        degenerate = " ".join(first * 6)
-        return [good, broken, off_topic, degenerate]
-
-    def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
-        return multiple_choice_items(self.gold_reward, self.sample_prompt, self.candidate_responses, rng, n)
-
