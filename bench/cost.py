@@ -15,6 +15,8 @@ import torch
 
 PHASES = ("setup", "train", "eval")
 NOGRAD_KINDS = ("reference", "marginal", "kl", "eval", "curve")  # kl: KTO's mismatched sequences
+# The no-grad passes the trainer runs on the policy from a frozen trunk's states when it has one (bench.trunk)
+TRUNK_KINDS = ("marginal",)
 
 
 def device_description() -> tuple[str, int]:
@@ -50,6 +52,9 @@ class CostMeter:
         # None = the whole model trains (the 6·N case); set from bench.models.flop_parameters otherwise
         self.n_backprop: int | None = None
         self.n_trainable: int | None = None
+        # non-embedding parameters of the frozen blocks below a frozen trunk (bench.trunk): their states are
+        # computed once (a shared build, counted there), so the per-step policy passes skip them
+        self.n_trunk = 0
         self.device_count = device_count
         self.seconds = {p: 0.0 for p in PHASES}
         self.waits = {p: 0.0 for p in PHASES}
@@ -107,8 +112,23 @@ class CostMeter:
         """The model's counts for the FLOPs estimate: bench.models.flop_parameters(model)."""
         self.n_params, self.n_backprop, self.n_trainable = counts["n_params"], counts["n_backprop"], counts["n_trainable"]
 
-    def flops(self, train_tokens: int, nograd_tokens: int) -> float:
-        return model_flops(train_tokens, nograd_tokens, self.n_params, self.n_backprop, self.n_trainable)
+    def set_frozen_trunk(self, n_trunk: int) -> None:
+        """The run's policy passes start from a frozen trunk's states: 2·n_trunk FLOPs fewer per trained token
+        and per no-grad token of TRUNK_KINDS (docs/design.md §13)."""
+        self.n_trunk = int(n_trunk)
+
+    def flops(self, train_tokens: int, nograd_tokens: int, trunk_nograd_tokens: int = 0) -> float:
+        """FLOPs of `train_tokens` trained and `nograd_tokens` no-grad tokens, of which `trunk_nograd_tokens`
+        ran from the frozen trunk (see set_frozen_trunk; trained tokens always do when there is one)."""
+        full = model_flops(train_tokens, nograd_tokens, self.n_params, self.n_backprop, self.n_trainable)
+        return full - 2.0 * self.n_trunk * (train_tokens + trunk_nograd_tokens)
+
+    def total_flops(self) -> float:
+        """FLOPs of everything counted so far (what `summary()["flops"]` reports)."""
+        return self.flops(self.train_tokens, sum(self.nograd_tokens.values()), self._trunk_nograd_tokens())
+
+    def _trunk_nograd_tokens(self) -> int:
+        return sum(self.nograd_tokens[k] for k in TRUNK_KINDS) if self.n_trunk else 0
 
     def summary(self) -> dict:
         device_name, count = device_description()
@@ -130,9 +150,10 @@ class CostMeter:
             "n_params_nonembedding": self.n_params,
             "n_params_backprop": self.n_params if self.n_backprop is None else self.n_backprop,
             "n_params_trainable": self.n_params if self.n_trainable is None else self.n_trainable,
+            "n_params_trunk": self.n_trunk,
             "flops_train": self.flops(self.train_tokens, 0),
-            "flops_nograd": self.flops(0, nograd),
-            "flops": self.flops(self.train_tokens, nograd),
+            "flops_nograd": self.flops(0, nograd, self._trunk_nograd_tokens()),
+            "flops": self.total_flops(),
             "peak_memory_bytes": peak,
             "peak_memory_kind": peak_kind,
             "shared": self.shared,

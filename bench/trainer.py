@@ -21,6 +21,7 @@ from bench.data.examples import ExampleTensors
 from bench.logps import check_packed_layout, resolve_layout, sequence_logps
 from bench.methods.base import ExampleLogps, Method, PairLogps
 from bench.reference import ReferenceTerms, example_logps, pair_logps
+from bench.trunk import TrunkStates, check_frozen_trunk, trunk_logps, trunk_unavailable
 
 
 class NonFiniteLossError(RuntimeError):
@@ -49,7 +50,8 @@ class StepCallback(Protocol):
 class PreferenceTrainer:
     def __init__(self, method: Method, model, data: PairTensors | ExampleTensors, reference_terms: ReferenceTerms,
                  marginal_seqs: SequenceTensors | None, train_cfg: Mapping, accelerator, meter,
-                 logger, seed: int, show_progress: bool = True, callbacks: Sequence[StepCallback] = ()):
+                 logger, seed: int, show_progress: bool = True, callbacks: Sequence[StepCallback] = (),
+                 trunk: Mapping[str, TrunkStates] | None = None):
         self.method = method
         self.data = data
         self.reference_terms = reference_terms
@@ -85,6 +87,37 @@ class PreferenceTrainer:
         self.layout = resolve_layout(train_cfg["layout"], accelerator.unwrap_model(self.model))
         probe = data.batch(torch.arange(min(4, len(data))))  # 8 sequences: one small no-grad forward per layout
         check_packed_layout(self.model, probe, self.layout, accelerator.device)
+        self.trunk = self._check_trunk(trunk)
+
+    def _check_trunk(self, trunk):
+        """The frozen trunk's states (bench.trunk) of the pairs ("pairs": data.both() order) and of the
+        response-only sequences ("marginal"), checked against this run; None = every step runs the whole model."""
+        if trunk is None:
+            return None
+        model = self.accelerator.unwrap_model(self.model)
+        if self.unpaired:
+            raise ValueError("frozen trunk: unpaired methods run the whole model (their KL sequences have no trunk)")
+        reason = trunk_unavailable(model, None, self.accelerator)
+        if reason is not None:
+            raise ValueError(f"frozen trunk: not available here: {reason}")
+        expected = {"pairs": 2 * len(self.data), "marginal": None if self.marginal_seqs is None else len(self.marginal_seqs)}
+        for name, size in expected.items():
+            if size is not None and (name not in trunk or len(trunk[name]) != size):
+                raise ValueError(f"frozen trunk: {name!r} states for {size} sequences are needed; "
+                                 f"got {len(trunk[name]) if name in trunk else 'none'}")
+        first = {t.first_block for t in trunk.values()}
+        if len(first) != 1:
+            raise ValueError(f"frozen trunk: its sets start at different blocks {sorted(first)}")
+        check_frozen_trunk(model, first.pop())
+        return trunk
+
+    def _policy_logps(self, seqs: SequenceTensors, trunk_set: str, rows: torch.Tensor):
+        """sequence_logps of the policy on `seqs` (rows `rows` of the trunk's set `trunk_set`): from the
+        frozen trunk's states when the run has one, else the whole model."""
+        if self.trunk is None:
+            return sequence_logps(self.model, seqs, self.layout, self.accelerator.device)
+        return trunk_logps(self.accelerator.unwrap_model(self.model), self.trunk[trunk_set], rows, seqs, self.layout,
+                           self.accelerator.device)
 
     def _example_logps(self, blocks: torch.Tensor, step: int) -> ExampleLogps:
         """Policy log-probs of the blocks' completions (with gradient) and of their KL sequences (without: z₀
@@ -111,17 +144,17 @@ class PreferenceTrainer:
                              self.reference_terms, rows, step=step, policy_marginal=policy_marginal)
 
     def _pair_logps(self, index: torch.Tensor, step: int) -> PairLogps:
-        device = self.accelerator.device
         seqs = self.data.batch(index)  # on the CPU: token counts and packing need no device sync
         self.last_batch = seqs  # for step callbacks that account for what the model was fed
-        logps, token_counts = sequence_logps(self.model, seqs, self.layout, device)
+        cpu_index = index.cpu()
+        rows = torch.cat([cpu_index, cpu_index + len(self.data)])  # chosen then rejected, as data.batch lays them out
+        logps, token_counts = self._policy_logps(seqs, "pairs", rows)
         self.meter.add_train_tokens(int(seqs.attention_mask.sum()))
 
         def policy_marginal():
-            cpu_index = index.cpu()
-            marginal = self.marginal_seqs.select(torch.cat([cpu_index, cpu_index + len(self.data)]))
+            marginal = self.marginal_seqs.select(rows)
             with torch.no_grad():
-                out = sequence_logps(self.model, marginal, self.layout, device)
+                out = self._policy_logps(marginal, "marginal", rows)
             self.meter.add_nograd_tokens("marginal", int(marginal.attention_mask.sum()))
             return out
 

@@ -170,7 +170,9 @@ def test_smollm2_runs_the_whole_real_model_path_offline(make_config, shared_cach
                 "val/gold_reward", "lm_eval/imibench_constraints/acc"):
         assert math.isfinite(metrics[key]), key
     shared = record["cost"]["shared"]
-    assert set(shared) == {"model", "dataset", "reference"}
+    # trunk: the states below the top model.trainable_layers blocks, computed once (bench/trunk.py)
+    assert set(shared) == {"model", "dataset", "reference", "trunk"}
+    assert record["cost"]["n_params_trunk"] > 0.9 * record["cost"]["n_params_nonembedding"]
     assert shared["model"]["n_params"] == 134_515_008
     history = records.read_history(result.directory)
     assert [row["step"] for row in history] == [0, 1] and "imi/delta_pmi_mean" in history[0]
