@@ -476,7 +476,19 @@ class ConstraintsTask(PretrainedModelTask):
         return [good, *kept.values()]
 
     def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
-        return multiple_choice_items(self.gold_reward, self.sample_prompt, self.candidate_responses, rng, n)
+        """`n` items on `n` different prompts (the prompt distribution repeats a few of its prompts, e.g. those with
+        unparameterised instructions, often enough that 200 draws would hold duplicates)."""
+        seen: set[str] = set()
+
+        def fresh_prompt(rng: random.Random) -> str:
+            for _ in range(1000):
+                prompt = self.sample_prompt(rng)  # an instance's own sample_prompt (a region's view) if it has one
+                if prompt not in seen:
+                    seen.add(prompt)
+                    return prompt
+            raise RuntimeError(f"constraints: no new prompt in 1000 draws after {len(seen)} items")
+
+        return multiple_choice_items(self.gold_reward, fresh_prompt, self.candidate_responses, rng, n)
 
 
 def violating(spec: Spec, kind: str, rng: random.Random) -> Spec:
@@ -523,17 +535,17 @@ class Plan:
         c = spec.constraints
         n = c.get("sentences") or c.get("bullets") or len(self.follow_ups)
         sentences = [self.opener.format(topic=topic)] + self.follow_ups[: max(0, n - 1)]
-        if comma == "join" and len(sentences) > 1:
-            second = sentences.pop(1)
-            sentences[0] = f"{sentences[0][:-1]}, and {second[0].lower()}{second[1:]}"
-        elif comma:
-            sentences[0] = sentences[0][:-1] + ", of course."
         if "keywords" in c:
             sentences[-1 if n > 1 else 0] = KEYWORD_SENTENCE.format(*c["keywords"])
             if n == 1:  # the one sentence must still name the topic
                 sentences[0] = sentences[0][:-1] + f" about {topic}."
         if "end_mark" in c:
             sentences[-1] = sentences[-1][:-1] + c["end_mark"]
+        if comma == "join" and len(sentences) > 1:
+            second = sentences.pop(1)
+            sentences[0] = f"{sentences[0][:-1]}, and {second[0].lower()}{second[1:]}"
+        elif comma:
+            sentences[0] = f"{sentences[0][:-1]}, of course{sentences[0][-1]}"
         if "start_word" in c:
             first = sentences[0] if sentences[0].startswith("I ") else sentences[0][0].lower() + sentences[0][1:]
             sentences[0] = f"{c['start_word']} {first}"
