@@ -8,16 +8,22 @@ fractions of training, so that early-stopping tuners can be replayed from record
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import time
+from dataclasses import asdict
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
 
+from bench.cache import CacheEntry, DiskCache
 from bench.data.encoding import PairTensors, SequenceTensors, _pad, encode_text, with_boundary
 from bench.data.examples import ExampleTensors
-from bench.generation import sample_responses
+from bench.generation import Sample, sample_responses, sample_sets
 from bench.logps import score_all
+from bench.models import non_embedding_parameters
 from bench.methods.base import Method
 from bench.reference import ReferenceTerms, example_logps, pair_logps
 
@@ -95,12 +101,21 @@ def mean_gold(task, samples) -> float:
 
 
 def gold_metrics(model, reference_model, tokenizer, task, prompts: list[str], eval_cfg: Mapping,
-                 max_length: int, seeds: tuple[int, int], device, meter) -> dict[str, float]:
-    """Gold-reward metrics on `prompts` (docs/design.md §7); seeds = (policy, reference) sampling seeds."""
+                 max_length: int, seeds: tuple[int, int], device, meter,
+                 reference_samples: list[Sample] | None = None) -> dict[str, float]:
+    """Gold-reward metrics on `prompts` (docs/design.md §7); seeds = (policy, reference) sampling seeds.
+    `reference_samples`: the reference's samples of `prompts` with seeds[1] when already drawn (the shared
+    `cached_reference_samples`); None samples them here."""
     cap = task.max_response_tokens
-    policy = sample_responses(model, tokenizer, prompts, cap, seed=seeds[0], device=device)
-    greedy = sample_responses(model, tokenizer, prompts, cap, greedy=True, device=device)
-    ref = sample_responses(reference_model, tokenizer, prompts, cap, seed=seeds[1], device=device)
+    # the policy's sample and greedy answer share one prefill (bench.generation.sample_sets)
+    policy, greedy = sample_sets(model, tokenizer, prompts, cap, [seeds[0], None], device=device)
+    sampled_here = policy + greedy
+    if reference_samples is None:
+        reference_samples = sample_responses(reference_model, tokenizer, prompts, cap, seed=seeds[1], device=device)
+        sampled_here = sampled_here + reference_samples
+    elif [s.prompt for s in reference_samples] != list(prompts):
+        raise ValueError("gold_metrics: reference_samples are not samples of these prompts, in this order")
+    ref = reference_samples
     gold = torch.tensor([task.gold_reward(s.prompt, s.response) for s in policy])
     gold_ref = torch.tensor([task.gold_reward(s.prompt, s.response) for s in ref])
     gold_greedy = torch.tensor([task.gold_reward(s.prompt, s.response) for s in greedy])
@@ -108,7 +123,8 @@ def gold_metrics(model, reference_model, tokenizer, task, prompts: list[str], ev
     seqs = _sample_sequences(tokenizer, policy, max_length)
     policy_logps, _ = score_all(model, seqs, device=device)
     reference_logps, _ = score_all(reference_model, seqs, device=device)
-    meter.add_nograd_tokens("eval", 2 * int(seqs.attention_mask.sum()) + sum(len(s.response_ids) for s in policy + greedy + ref))
+    # reference samples read from the cache are the shared build's tokens (its build_cost), not this run's
+    meter.add_nograd_tokens("eval", 2 * int(seqs.attention_mask.sum()) + sum(len(s.response_ids) for s in sampled_here))
     no_eos_rate = sum(s.truncated for s in policy) / len(policy)
     return {
         "gold_reward": gold.mean().item(),
@@ -121,6 +137,62 @@ def gold_metrics(model, reference_model, tokenizer, task, prompts: list[str], ev
         "no_eos_rate": no_eos_rate,
         "collapsed": float(no_eos_rate >= eval_cfg["collapse_no_eos_rate"]),
     }
+
+
+REFERENCE_SAMPLES_FILE = "samples.json"
+
+
+def cached_reference_samples(cache: DiskCache, reference_key: str, reference_model, tokenizer,
+                             sets: Mapping[str, tuple[list[str], int]], max_new_tokens: int, n_params: int,
+                             device) -> tuple[dict[str, list[Sample]], CacheEntry]:
+    """The reference model's samples of each evaluation set, {name: (prompts, seed)}, built once per
+    (reference model, prompts, seeds, cap) in the disk cache: they do not depend on the method, so every
+    run of a seed shares them (docs/design.md §7). Gold rewards are not stored: they are recomputed from
+    the text, so a change to a task's gold reward never meets stale scores. The entry's build cost counts
+    the sampled tokens and 2·N FLOPs per token (N = `n_params`), as the reference terms do."""
+    payload = {"model": reference_key, "max_new_tokens": max_new_tokens,
+               "sets": {name: {"seed": seed, "n_prompts": len(prompts), "prompts_sha256": _digest(prompts)}
+                        for name, (prompts, seed) in sets.items()}}
+
+    def build(directory: Path) -> dict:
+        stored, tokens = {}, 0
+        for name, (prompts, seed) in sets.items():
+            samples = sample_responses(reference_model, tokenizer, prompts, max_new_tokens, seed=seed, device=device)
+            stored[name] = [asdict(s) for s in samples]
+            tokens += sum(len(s.response_ids) for s in samples)
+        (directory / REFERENCE_SAMPLES_FILE).write_text(json.dumps(stored))
+        return {"tokens": tokens, "flops": 2.0 * n_params * tokens}
+
+    entry = cache.get_or_build("reference_samples", payload, build)
+    path = entry.path / REFERENCE_SAMPLES_FILE
+    stored = json.loads(path.read_text())
+    out = {}
+    for name, (prompts, _) in sets.items():
+        samples = [Sample(**row) for row in stored.get(name, [])]
+        if [s.prompt for s in samples] != list(prompts):
+            raise ValueError(f"{path}: set {name!r} holds samples of other prompts than its key says; "
+                             "delete the entry to rebuild it")
+        out[name] = samples
+    return out, entry
+
+
+def shared_reference_samples(cache: DiskCache, reference_key: str, reference_model, tokenizer, task,
+                             prompt_sets: Mapping[str, list[str]], seed: int, device, meter) -> dict[str, list[Sample]]:
+    """`cached_reference_samples` of a run's evaluation sets, {stream: prompts} (SAMPLING_STREAMS), each with
+    its stream's reference seed; the entry goes into the run's cost as the shared build `reference_samples`
+    (docs/design.md §8), and time blocked on its lock is eval-phase waiting."""
+    sets = {stream: (list(prompts), sampling_seeds(seed, stream)[1]) for stream, prompts in prompt_sets.items()}
+    samples, entry = cached_reference_samples(cache, reference_key, reference_model, tokenizer, sets,
+                                              task.max_response_tokens, non_embedding_parameters(reference_model),
+                                              device)
+    meter.add_shared("reference_samples", entry.key, entry.hit, entry.build_cost)
+    meter.shared["reference_samples"]["wait_s"] = round(float(entry.wait_s), 4)
+    meter.add_wait(entry.wait_s, "eval")
+    return samples
+
+
+def _digest(texts: list[str]) -> str:
+    return hashlib.sha256(json.dumps(list(texts)).encode()).hexdigest()
 
 
 class ValidationCurve:

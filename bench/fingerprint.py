@@ -23,6 +23,7 @@ BUILD_CODE = {
     "dataset": ("bench.data.builtin", "bench.data.splits", "bench.data.labelling", "bench.data.tasks",
                 "bench.generation"),
     "reference": ("bench.reference", "bench.logps", "bench.data.encoding", "bench.data.examples"),
+    "reference_samples": ("bench.evaluate", "bench.generation", "bench.data.encoding"),
 }
 # A run's numbers depend on the library (methods, trainer, evaluation, data, models, cost accounting),
 # not on its tooling: checking configs, logging, writing records, planning sweeps, reproducing, reporting,

@@ -25,7 +25,7 @@ from bench.data.examples import ExampleTensors, encode_examples
 from bench.data.unpaired import keep_desirable_fraction, label_counts, pairs_to_examples
 from bench.data.splits import prompt_set_stats, restricted_to
 from bench.distributed import accelerator_kwargs, prepare_distributed_env
-from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds
+from bench.evaluate import ValidationCurve, gold_metrics, preference_metrics, sampling_seeds, shared_reference_samples
 from bench.fingerprint import run_fingerprint
 from bench.loggers import build_logger
 from bench.methods import build_method, method_info
@@ -62,6 +62,7 @@ class Setup:
     train_terms: ReferenceTerms  # the reference's terms of the train pairs (bench.reference)
     eval_terms: ReferenceTerms   # ... and of the held-out pairs
     data_stats: dict = field(default_factory=dict)
+    reference_key: str = ""  # cache key of the reference model (what its evaluation samples depend on)
 
 
 def _hf_models(model_cfg: dict, cache: DiskCache, meter: CostMeter):
@@ -177,7 +178,7 @@ def build_setup(cfg: DictConfig, method, cache: DiskCache, meter: CostMeter, dev
                                           marginal_of, non_embedding_parameters(reference), device)
     meter.add_shared("reference", entry.key, entry.hit, entry.build_cost, entry.wait_s)
     return Setup(data.policy, reference, tokenizer, data.task, train, held_out, splits["val_prompts"], splits["test_prompts"],
-                 splits["composition_prompts"], terms["train"], terms["eval"], stats)
+                 splits["composition_prompts"], terms["train"], terms["eval"], stats, data.model_key)
 
 
 def _encode_examples(cfg: DictConfig, data: LoadedData, method) -> tuple[ExampleTensors, ExampleTensors, dict, dict]:
@@ -212,9 +213,15 @@ def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostM
         # report scores the selection on the bare names, and on held-out compositions ("composition/…").
         sets = (("", setup.test_prompts, "test"), ("val/", setup.val_prompts, "val"),
                 ("composition/", setup.composition_prompts, "composition"))
-        for prefix, prompts, stream in (s for s in sets if s[1]):
+        sets = [s for s in sets if s[1]]
+        # the reference's samples do not depend on the method: drawn once per seed into the shared cache
+        references = shared_reference_samples(DiskCache(cfg.paths.cache_root), setup.reference_key,
+                                              setup.reference_model, setup.tokenizer, setup.task,
+                                              {stream: prompts for _, prompts, stream in sets}, cfg.seed, device, meter)
+        for prefix, prompts, stream in sets:
             scores = gold_metrics(model, setup.reference_model, setup.tokenizer, setup.task, prompts, cfg.eval,
-                                  cfg.model.max_length, sampling_seeds(cfg.seed, stream), device, meter)
+                                  cfg.model.max_length, sampling_seeds(cfg.seed, stream), device, meter,
+                                  reference_samples=references[stream])
             metrics.update({prefix + k: v for k, v in scores.items()})
     if cfg.eval.lm_eval.enabled:
         metrics.update(_lm_eval(cfg, setup, model))

@@ -85,7 +85,7 @@ def _assert_completed_record(make_config, method: str) -> None:
         assert record["metrics"][f"{prefix}collapsed"] == float(no_eos >= threshold), prefix
     cost = record["cost"]
     assert cost["train_tokens"] > 0 and cost["flops"] > 0 and cost["device_hours"] > 0
-    assert set(cost["shared"]) == {"sft", "dataset", "reference"}
+    assert set(cost["shared"]) == {"sft", "dataset", "reference", "reference_samples"}
     assert record["provenance"]["seed"] == 0 and record["provenance"]["packages"]["torch"]
     history = records.read_history(result.directory)
     assert [row["step"] for row in history] == [0, 1, 2]

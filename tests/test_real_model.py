@@ -171,7 +171,7 @@ def test_smollm2_runs_the_whole_real_model_path_offline(make_config, shared_cach
         assert math.isfinite(metrics[key]), key
     shared = record["cost"]["shared"]
     # trunk: the states below the top model.trainable_layers blocks, computed once (bench/trunk.py)
-    assert set(shared) == {"model", "dataset", "reference", "trunk"}
+    assert set(shared) == {"model", "dataset", "reference", "trunk", "reference_samples"}
     assert record["cost"]["n_params_trunk"] > 0.9 * record["cost"]["n_params_nonembedding"]
     assert shared["model"]["n_params"] == 134_515_008
     history = records.read_history(result.directory)
