@@ -194,7 +194,8 @@ def _packed_slots(seqs: SequenceTensors, row_width: int | None) -> torch.Tensor:
 
 def trunk_key(model, first_block: int, sets: dict[str, SequenceTensors]) -> dict:
     """What a trunk depends on, for its disk-cache key: the frozen weights (a digest of their bytes, so any
-    model, however it was loaded, keys correctly), the block it stops at, and every set's tokens."""
+    model, however it was loaded, keys correctly; ~1 s for SmolLM2's 28 lower blocks), the block it stops
+    at, every set's tokens, the attention implementation and the library versions."""
     inner, blocks = decoder_parts(model)
     weights = hashlib.sha256()
     for module in [inner.embed_tokens, *blocks[:first_block]]:
@@ -206,8 +207,13 @@ def trunk_key(model, first_block: int, sets: dict[str, SequenceTensors]) -> dict
         data.update(name.encode())
         for t in (seqs.input_ids, seqs.attention_mask):
             data.update(t.cpu().contiguous().numpy().tobytes())
+    import transformers
+
+    # the library versions: the blocks' code (transformers) and kernels (torch) set the states' rounding
     return {"weights": weights.hexdigest(), "first_block": first_block, "dtype": str(next(model.parameters()).dtype),
-            "sequences": data.hexdigest(), "model_type": getattr(model.config, "model_type", None)}
+            "sequences": data.hexdigest(), "model_type": getattr(model.config, "model_type", None),
+            "attention": getattr(model.config, "_attn_implementation", None),
+            "versions": {"torch": torch.__version__, "transformers": transformers.__version__}}
 
 
 def cached_trunks(cache, model, first_block: int, sets: dict[str, SequenceTensors], n_params: int, device):
