@@ -117,23 +117,26 @@ def build_trunk(model, seqs: SequenceTensors, first_block: int, device) -> Trunk
     inner, blocks = decoder_parts(model)
     was_training = model.training
     model.eval()
-    states, tokens = [], []
+    lengths = seqs.attention_mask.sum(-1)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
+    states = torch.empty(int(offsets[-1]), inner.config.hidden_size, dtype=next(model.parameters()).dtype)
+    # batches of similar lengths (longest first), so that little of the build is spent on padding
+    order = sorted(range(len(seqs)), key=lambda i: -int(lengths[i]))
     try:
         for start in range(0, len(seqs), BUILD_BATCH):
-            part = seqs.select(torch.arange(start, min(start + BUILD_BATCH, len(seqs))))
+            index = torch.tensor(order[start:start + BUILD_BATCH])
+            part = seqs.select(index)
             ids, attention = part.input_ids.to(device), part.attention_mask.to(device)
             hidden = inner.embed_tokens(ids)
             # right padding: a real token's position is its column (what the padded forward uses)
             position_ids = torch.arange(ids.shape[1], device=device).unsqueeze(0)
-            hidden = _run_blocks(inner, blocks[:first_block], hidden, attention, position_ids)
-            valid = part.attention_mask.bool()
-            states.append(hidden[valid.to(device)].cpu())
-            tokens.append(part.input_ids[valid])
+            hidden = _run_blocks(inner, blocks[:first_block], hidden, attention, position_ids).cpu()
+            for row, i in enumerate(index.tolist()):
+                states[offsets[i]:offsets[i + 1]] = hidden[row, :lengths[i]]
     finally:
         model.train(was_training)
-    lengths = seqs.attention_mask.sum(-1)
-    offsets = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(lengths, 0)])
-    return TrunkStates(torch.cat(states), torch.cat(tokens), offsets, first_block)
+    tokens = seqs.input_ids[seqs.attention_mask.bool()]
+    return TrunkStates(states, tokens, offsets, first_block)
 
 
 def trunk_logps(model, trunk: TrunkStates, index: torch.Tensor, seqs: SequenceTensors, layout: Layout,

@@ -235,3 +235,20 @@ def test_trunk_equals_the_full_forward_on_smollm2(shared_cache):
     exact = (torch.log_softmax(logits.double(), -1).gather(-1, seqs.input_ids[:, 1:, None])[..., 0] * scored).sum(-1)
     full, mine = results["padded"]
     assert (mine - exact).abs().max() < 1e-3 and (mine - exact).abs().max() < (full - exact).abs().max(), (mine, full, exact)
+
+
+def test_build_batches_by_length_and_puts_every_state_back_in_place(monkeypatch):
+    """Built in batches of 5 sequences sorted by length, the states are each sequence's own: the same as
+    built in one batch, and the same as the full model's hidden states entering block 2."""
+    import bench.trunk
+
+    model = _tiny()
+    seqs = _sequences(n=13)
+    whole = build_trunk(model, seqs, 2, "cpu")
+    monkeypatch.setattr(bench.trunk, "BUILD_BATCH", 5)
+    batched = build_trunk(model, seqs, 2, "cpu")
+    assert torch.equal(batched.tokens, whole.tokens) and torch.equal(batched.offsets, whole.offsets)
+    assert (batched.states - whole.states).abs().max().item() < 1e-5
+    with torch.no_grad():
+        hidden = model(input_ids=seqs.input_ids, attention_mask=seqs.attention_mask, output_hidden_states=True).hidden_states[2]
+    assert (hidden[seqs.attention_mask.bool()] - batched.states).abs().max().item() < 1e-5
