@@ -174,3 +174,20 @@ def test_smollm2_greedy_is_generate_and_samples_reproduce(smollm2):
     sampled, greedy = sample_sets(model, tokenizer, prompts, 24, [3, None])
     assert _ids(greedy) == _ids(ours)
     assert _ids(sampled) == _ids(sample_responses(model, tokenizer, prompts, 24, seed=3))
+
+
+def test_the_sampling_benchmark_draws_the_same_sets_on_both_paths(llama, tokenizer):
+    """What python -m bench.benchmark.sampling times: each path draws every set of a case, generate set by set
+    and the decode loop in one call; greedy answers agree, and a disagreement would be reported."""
+    from bench.benchmark.sampling import CASES, _greedy_identical, draw, timed
+
+    runs = []
+    for path in ("generate", "decode_loop"):
+        result = timed(path, llama, tokenizer, PROMPTS, 10, CASES["evaluation"], seed=4)
+        sets = draw(path, llama, tokenizer, PROMPTS, 10, CASES["evaluation"], seed=4)  # seeded: the same draw
+        assert len(sets) == 2 and result["tokens"] == sum(len(s.response_ids) for x in sets for s in x)
+        assert result["tokens_per_s"] > 0 and len(result["greedy_ids"]) == 1
+        runs.append({"case": "evaluation", "path": path, **result})
+    assert _greedy_identical(runs)
+    runs[1]["greedy_ids"] = [[ids + [0] for ids in runs[1]["greedy_ids"][0]]]
+    assert not _greedy_identical(runs)

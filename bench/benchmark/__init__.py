@@ -4,6 +4,8 @@ on one CPU workload.
 `python -m bench.benchmark [--workload builtin|smollm2] ...` (its --help lists every option) times each training
 variant with the same per-step clock on identical sequences and parameters, and writes JSON and markdown with
 provenance to results/throughput/. How it keeps the comparison fair, and its modules: docs/architecture.md.
+`python -m bench.benchmark.sampling` (bench/benchmark/sampling.py) times sampling on SmolLM2 instead:
+transformers' generate against the suite's KV-cache decode loop (docs/design.md §7).
 """
 from bench.benchmark.cli import DEFAULT_OUT, SCHEMA_VERSION, WORKLOAD_DEFAULTS, main, make_workload, run_benchmark
 from bench.benchmark.clock import StepClock, TrainerClock
