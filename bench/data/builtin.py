@@ -19,7 +19,7 @@ from bench.cache import DiskCache
 from bench.data.labelling import label_pairs
 from bench.data.splits import COMPOSITION_REGION, draw_prompts, has_composition_split, prompt_set_stats
 from bench.data.validate import check_on_bad_row
-from bench.generation import sample_responses
+from bench.generation import sample_sets
 
 SPLIT_FILES = {"train": "train.jsonl", "eval": "eval.jsonl"}
 PROMPT_FILES = {"val_prompts": "val_prompts.json", "test_prompts": "test_prompts.json",
@@ -62,8 +62,8 @@ def draw_prompt_sets(task, dataset_cfg: Mapping, seed: int) -> dict[str, list[st
 
 
 def _pairs_from_model(task, model, tokenizer, prompts: list[str], cfg: Mapping, seed: int):
-    first = sample_responses(model, tokenizer, prompts, task.max_response_tokens, seed=seed)
-    second = sample_responses(model, tokenizer, prompts, task.max_response_tokens, seed=seed + 1)
+    # both answers of a pair in one call: one prefill of the prompts (the same samples as two calls)
+    first, second = sample_sets(model, tokenizer, prompts, task.max_response_tokens, [seed, seed + 1])
     triples = [(p, a.response, b.response) for p, a, b in zip(prompts, first, second)]
     return label_pairs(task, triples, random.Random(seed), cfg["bt_temperature"], cfg["label_noise"],
                        drop_ties=cfg.get("drop_ties", False))
