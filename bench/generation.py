@@ -161,6 +161,8 @@ def _next_tokens(logits: torch.Tensor, uniforms: torch.Tensor, sampled: torch.Te
         chosen = logits[rows]
         weights = torch.exp(chosen - chosen.max(dim=-1, keepdim=True).values)
         cdf = weights.double().cumsum(dim=-1)
+        if not torch.isfinite(cdf[:, -1]).all():  # NaN or +inf logits: a diverged model (as generate, an error)
+            raise RuntimeError("sampling: the model's logits are not finite, so they are no distribution to sample")
         # right=True: a token of probability 0 owns an empty interval and is never drawn
         index = torch.searchsorted(cdf, (uniforms[rows] * cdf[:, -1]).unsqueeze(1), right=True).squeeze(1)
         tokens[rows] = index.clamp(max=logits.shape[-1] - 1)

@@ -191,3 +191,16 @@ def test_the_sampling_benchmark_draws_the_same_sets_on_both_paths(llama, tokeniz
     assert _greedy_identical(runs)
     runs[1]["greedy_ids"] = [[ids + [0] for ids in runs[1]["greedy_ids"][0]]]
     assert not _greedy_identical(runs)
+
+
+def test_non_finite_logits_are_an_error_when_sampling(tokenizer):
+    """A diverged model's logits are no distribution: sampling fails (ValidationCurve then records NaN), as
+    generate's multinomial does."""
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(RuntimeError, match="not finite"):
+        sample_responses(model, tokenizer, PROMPTS, 4, seed=1)
