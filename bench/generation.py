@@ -57,7 +57,8 @@ def sample_sets(
     """One list of samples of `prompts` per entry of `seeds`: temperature-1 samples drawn with that seed,
     or greedy answers for None. The sets share each prompt's prefill; each set's samples are the ones
     `sample_responses` gives alone with the same seed (up to float rounding of the batched matmuls).
-    `batch_size`: prompts decoded together (each with one row per set)."""
+    `batch_size`: rows decoded together, one per (set, prompt): batch_size // len(seeds) prompts at a time,
+    so the KV cache holds as many rows as one set of `batch_size` prompts would."""
     if max_new_tokens < 1:
         raise ValueError(f"sampling: max_new_tokens must be >= 1, got {max_new_tokens}")
     if not seeds:
@@ -78,9 +79,10 @@ def sample_sets(
     was_training = model.training
     model.eval()
     out: list[list[Sample]] = [[] for _ in seeds]
+    per_chunk = max(1, batch_size // len(seeds))
     try:
-        for first in range(0, len(prompts), batch_size):
-            chunk = slice(first, first + batch_size)
+        for first in range(0, len(prompts), per_chunk):
+            chunk = slice(first, first + per_chunk)
             rows = _decode(forward, encoded[chunk], [None if u is None else u[chunk] for u in uniforms],
                            max_new_tokens, eos, device)
             for s, set_rows in enumerate(rows):

@@ -128,6 +128,9 @@ def test_sets_sampled_together_equal_the_sets_alone(llama, tokenizer):
     assert _ids(sampled) == _ids(sample_responses(llama, tokenizer, PROMPTS, 10, seed=5))
     assert _ids(greedy) == _ids(sample_responses(llama, tokenizer, PROMPTS, 10, greedy=True))
     assert _ids(other) == _ids(sample_responses(llama, tokenizer, PROMPTS, 10, seed=9))
+    # batch_size counts rows: 7 rows are 2 prompts of 3 sets per chunk, and the answers stay the same
+    assert [_ids(x) for x in sample_sets(llama, tokenizer, PROMPTS, 10, [5, None, 9], batch_size=7)] == \
+        [_ids(sampled), _ids(greedy), _ids(other)]
 
 
 def test_sampling_moves_no_global_rng_and_keeps_the_training_mode(llama, tokenizer):
