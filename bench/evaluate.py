@@ -1,7 +1,8 @@
 """Evaluation: one flat `metrics` dict per run (docs/design.md §7).
 
 `pref_acc` and the method's own loss and rewards on held-out pairs; with a gold reward, gold metrics of sampled
-answers on the test prompts (bare names) and the validation prompts ("val/…"), each from its own sampling seeds;
+answers on the test prompts (bare names) and the validation prompts ("val/…"), each from its own sampling seeds,
+with the reference's samples a shared build that every method's run of a seed reads (`cached_reference_samples`);
 and `ValidationCurve`, a trainer step callback that scores validation prompts with the cost spent so far at a few
 fractions of training, so that early-stopping tuners can be replayed from records (docs/design.md §11).
 """
