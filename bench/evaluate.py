@@ -247,7 +247,7 @@ class ValidationCurve:
         self.points.append({
             "fraction": self._due[done], "step": done, "n_prompts": len(self.prompts),
             "val/gold_reward": gold,
-            "flops": self.meter.flops(self.meter.train_tokens, sum(self.meter.nograd_tokens.values())),
+            "flops": self.meter.total_flops(),  # the frozen trunk's saving included, as the record's total
             "device_hours": elapsed * self.meter.device_count / 3600.0, "train_s": elapsed,
         })
 
