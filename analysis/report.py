@@ -245,6 +245,7 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
     report_sections.testbed_section(w, context)
     report_studies.signal_section(w, context)
     report_studies.imi_action_section(w, context)
+    report_studies.lm_eval_section(w, context)
     if trials is not None:
         report_studies.live_tuning_section(w, trials, metric, o, context)
     tuning = report_sections.tuning_section(w, context)

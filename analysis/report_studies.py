@@ -11,6 +11,7 @@ import pandas as pd
 from analysis import plots_tuning
 from analysis.imi_action import ACTION, imi_action_table
 from analysis.live_tuning import one_run_costs, study_summary, study_trajectories
+from analysis.lm_eval_change import lm_eval_change
 from analysis.report_sections import Context
 from analysis.selection import validation_column
 from analysis.signal_controls import has_signal_controls, signal_control_table, signal_verdicts
@@ -71,6 +72,24 @@ def imi_action_section(w, c: Context) -> None:
                            zip(table["delta"], table["delta_ci_low"], table["delta_ci_high"])],
         "verdict": table["verdict"]})
     w.table("imi_action", table, shown, "How much each IMI configuration's regulator acts, and IMI − its base")
+
+
+def lm_eval_section(w, c: Context) -> None:
+    """Only where the records carry lm-eval scores with the reference's beside them."""
+    table = lm_eval_change(c.runs, c.boot, c.entries, c.options.confidence)
+    if table.empty:
+        return
+    w.text("## 2c. lm-eval after training\n\n"
+           "docs/design.md §7: each entry's lm-eval score against the reference model's on the same items (drawn "
+           f"by the run's seed), Δ = score − reference per run, mean over seeds, {c.conf} paired seed interval; "
+           "*SD over runs*: the score's spread over every run of the setting (0: it never moves).")
+    shown = pd.DataFrame({"setting": table["setting"], "entry": table["entry"], "score": table["score"],
+                          "seeds": table["n_seeds"].map(fmt_count), "reference": table["reference"].map(fmt_score),
+                          "after training": table["value"].map(fmt_score),
+                          "Δ [CI]": [with_interval(d, lo, hi, fmt_score) for d, lo, hi in
+                                     zip(table["delta"], table["delta_ci_low"], table["delta_ci_high"])],
+                          "moved": table["moved"], "SD over runs": table["spread"].map(fmt_score)})
+    w.table("lm_eval_change", table, shown, "lm-eval scores after training against the reference model's")
 
 
 def optuna_lead_section(w, c: Context) -> None:

@@ -24,6 +24,7 @@ BUILD_CODE = {
                 "bench.generation"),
     "reference": ("bench.reference", "bench.logps", "bench.data.encoding", "bench.data.examples"),
     "reference_samples": ("bench.evaluate", "bench.generation", "bench.data.encoding"),
+    "reference_lm_eval": ("bench.lm_eval_harness",),
 }
 # A run's numbers depend on the library (methods, trainer, evaluation, data, models, cost accounting),
 # not on its tooling: checking configs, logging, writing records, planning sweeps, reproducing, reporting,

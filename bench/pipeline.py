@@ -6,7 +6,10 @@ owns the run's lifecycle (skip if already completed, a failed record on error); 
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import tempfile
+import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,12 +227,13 @@ def _evaluate(cfg: DictConfig, setup: Setup, method, model, device, meter: CostM
                                   reference_samples=references[stream])
             metrics.update({prefix + k: v for k, v in scores.items()})
     if cfg.eval.lm_eval.enabled:
-        metrics.update(_lm_eval(cfg, setup, model))
+        metrics.update(_lm_eval(cfg, setup, model, meter))
     return metrics
 
 
-def _lm_eval(cfg: DictConfig, setup: Setup, model) -> dict:
-    """lm-eval on the trained model object: the task's own local task plus any named standard tasks."""
+def _lm_eval(cfg: DictConfig, setup: Setup, model, meter: CostMeter) -> dict:
+    """lm-eval on the trained model object: the task's own local task plus any named standard tasks; the
+    reference model's scores on the same items beside them as "reference_<metric>" (a shared build per seed)."""
     from bench.lm_eval_harness import run_lm_eval, write_local_tasks
 
     names, lm_cfg = list(cfg.eval.lm_eval.tasks), cfg.eval.lm_eval
@@ -239,8 +243,41 @@ def _lm_eval(cfg: DictConfig, setup: Setup, model) -> dict:
             names += write_local_tasks(restricted_to(setup.task, "test"), Path(include), lm_cfg.n_items, cfg.seed)
         if not names:
             return {}
-        return run_lm_eval(model, setup.tokenizer, names, Path(include) if setup.task is not None else None,
-                           batch_size=lm_cfg.batch_size, device=str(model.device), show_progress=bool(cfg.progress))
+        include_path = Path(include) if setup.task is not None else None
+        evaluate = lambda m: run_lm_eval(m, setup.tokenizer, names, include_path, batch_size=lm_cfg.batch_size,  # noqa: E731
+                                         device=str(model.device), show_progress=bool(cfg.progress))
+        metrics = evaluate(model)
+        if metrics:
+            metrics.update(_reference_lm_eval(cfg, setup, names, include_path, lambda: evaluate(setup.reference_model),
+                                              meter))
+        return metrics
+
+
+def _reference_lm_eval(cfg: DictConfig, setup: Setup, names: list[str], include_path: Path | None, evaluate,
+                       meter: CostMeter) -> dict:
+    """The reference model's lm-eval scores on this run's items, "reference_<metric>": what the analysis sets a
+    run's score against (its change after training, docs/design.md §7). The items depend on the seed and the
+    task, not on the method, so they are scored once per (reference model, items, lm-eval) in the disk cache."""
+    import lm_eval
+
+    # the item files' bytes, with the per-run directory they were written to taken out of the task configs
+    files = sorted(f for f in include_path.rglob("*") if f.is_file()) if include_path is not None else []
+    items = {str(f.relative_to(include_path)): hashlib.sha256(
+        f.read_bytes().replace(str(include_path.resolve()).encode(), b"<include>")).hexdigest() for f in files}
+    payload = {"model": setup.reference_key, "tasks": names, "items": items, "lm_eval": lm_eval.__version__,
+               "batch_size": int(cfg.eval.lm_eval.batch_size)}
+
+    def build(directory: Path) -> dict:
+        started = time.perf_counter()
+        scores = evaluate()
+        (directory / "scores.json").write_text(json.dumps(scores, sort_keys=True))
+        return {"wall_s": round(time.perf_counter() - started, 3)}
+
+    entry = DiskCache(cfg.paths.cache_root).get_or_build("reference_lm_eval", payload, build)
+    meter.add_shared("reference_lm_eval", entry.key, entry.hit, entry.build_cost)
+    meter.add_wait(entry.wait_s, "eval")
+    scores = json.loads((entry.path / "scores.json").read_text())
+    return {f"reference_{key}": value for key, value in scores.items()}
 
 
 def _run_means(history: list[dict], keys: tuple[str, ...]) -> dict[str, float]:

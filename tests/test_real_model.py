@@ -135,13 +135,17 @@ def test_smollm2_presets_compose_and_validate():
     for cfg in (cfg for jobs in configs.values() for cfg in jobs):
         check_run_config(cfg)
         assert cfg.model.name == "smollm2" and cfg.dataset.name == "constraints" and cfg.sft.steps == 0
-    # 5 seeds: DPO at 4 β values, 2 IMI methods at their defaults
-    assert {preset: len(jobs) for preset, jobs in configs.items()} == {"smollm2_budget": 1, "smollm2_dpo": 20,
-                                                                       "smollm2_imi": 10}
+    # 5 seeds: DPO at 5 β values, 2 IMI methods and β-DPO at their defaults (docs/design.md §13)
+    assert {preset: len(jobs) for preset, jobs in configs.items()} == {"smollm2_budget": 1, "smollm2_dpo": 25,
+                                                                       "smollm2_imi": 15}
     betas = sorted({cfg.method.beta for cfg in configs["smollm2_dpo"]})
-    assert len(betas) >= 4 and 0.1 in betas
+    assert len(betas) >= 5 and 0.1 in betas
     methods = sorted({cfg.method.name for cfg in configs["smollm2_imi"]})
-    assert methods == ["imi_dpo", "rmipo"]
+    assert methods == ["beta_dpo", "imi_dpo", "rmipo"]
+    # held-out sets the lane v2 needs: ≥ 64 validation and ≥ 128 test prompts, ≥ 200 lm-eval items
+    budget = configs["smollm2_budget"][0]
+    assert budget.dataset.n_val_prompts >= 64 and budget.dataset.n_test_prompts >= 128
+    assert budget.eval.lm_eval.n_items >= 200
 
 
 # --------------------------------------------------------------------------- the real model (slow, CI)
@@ -167,11 +171,11 @@ def test_smollm2_runs_the_whole_real_model_path_offline(make_config, shared_cach
     assert record["status"] == "completed", record["error"]
     metrics = record["metrics"]
     for key in ("gold_reward", "reference_gold_reward", "win_rate", "kl", "no_eos_rate", "pref_acc",
-                "val/gold_reward", "lm_eval/imibench_constraints/acc"):
+                "val/gold_reward", "lm_eval/imibench_constraints/acc", "reference_lm_eval/imibench_constraints/acc"):
         assert math.isfinite(metrics[key]), key
     shared = record["cost"]["shared"]
     # trunk: the states below the top model.trainable_layers blocks, computed once (bench/trunk.py)
-    assert set(shared) == {"model", "dataset", "reference", "trunk", "reference_samples"}
+    assert set(shared) == {"model", "dataset", "reference", "trunk", "reference_samples", "reference_lm_eval"}
     assert record["cost"]["n_params_trunk"] > 0.9 * record["cost"]["n_params_nonembedding"]
     assert shared["model"]["n_params"] == 134_515_008
     history = records.read_history(result.directory)
