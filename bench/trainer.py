@@ -80,6 +80,12 @@ class PreferenceTrainer:
                                              drop_last=True)
         self.steps_per_epoch = len(loader) // accelerator.gradient_accumulation_steps
         self.total_steps = train_cfg.get("max_steps") or train_cfg["epochs"] * self.steps_per_epoch
+        regulator_warmup = getattr(method, "warmup_steps", 0)
+        if regulator_warmup >= self.total_steps > 0:
+            # the regulator blends in over its warm-up: one as long as training never reaches full strength
+            raise ValueError(f"method.warmup_steps={regulator_warmup} is not shorter than training "
+                             f"({self.total_steps} optimizer steps): the IMI regulator would never act in full; "
+                             f"set it below {self.total_steps} (docs/design.md §4)")
         optimizer = build_optimizer(model, train_cfg)
         warmup = max(1, int(train_cfg["warmup_ratio"] * self.total_steps))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup))

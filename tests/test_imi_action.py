@@ -175,3 +175,14 @@ def test_an_imi_run_within_its_base_seed_spread_and_the_base_keys_rmipo_fixes():
     imi_row = runs[runs["method.name"] == "rmipo"].iloc[0]
     base_id = base_config(runs, imi_row)
     assert runs.loc[runs["config_id"] == base_id, "method.gamma_beta_ratio"].iloc[0] == 0.0
+
+
+def test_a_warmup_as_long_as_training_is_refused_naming_the_key(make_config):
+    from bench import records
+    from bench.pipeline import run
+
+    # the fast test budget trains 3 optimizer steps
+    result = run(make_config("method=imi_dpo", "method.warmup_steps=3"))
+    record = records.read_record(result.directory)
+    assert record["status"] == "failed" and "method.warmup_steps=3 is not shorter than training" in record["error"]
+    assert records.read_record(run(make_config("method=imi_dpo", "method.warmup_steps=2")).directory)["status"] == "completed"
