@@ -437,34 +437,38 @@ class ConstraintsTask(PretrainedModelTask):
         return best, best_reward
 
     def candidate_responses(self, prompt: str, rng: random.Random) -> list[str]:
-        """The compliant answer first, then answers made of the same sentences that each break exactly one
-        requirement: one per instruction, one about another topic, and with fewer than two instructions
-        one outside the word range. All are plain sentences of about the same length, so a model's
-        preference among them is a preference about following the instruction (constraints.md).
-        Tries compositions until one has every such variant; returns the compliant answer alone if none
-        meets every requirement."""
+        """Three answers made of the same bank sentences: the compliant one first, one breaking exactly one
+        instruction (drawn at random; the word range when there is none) and one about another topic. All are
+        plain sentences of about the same length, so a model's preference among them is a preference about
+        following the instruction (constraints.md). Tries compositions until one has both variants; returns the
+        compliant answer alone if none does."""
         spec = parse_instruction(prompt)
-        wanted = 2 + len(spec.constraints) + (len(spec.constraints) < 2)  # the compliant one and each variant
-        best: list[str] = []
+        target = rng.choice(list(spec.constraints)) if spec.constraints else "length"
         for _ in range(50):
             plan, reward = self._best_plan(spec, rng)
             if reward < 1.0:
                 continue
-            candidates = self._variants(prompt, spec, plan, rng)
-            if len(candidates) > len(best):
-                best = candidates
-            if len(best) == wanted:
-                break
-        return best or [self.compose(spec, rng)]
+            good, broken = self._variants(prompt, spec, plan, rng)
+            if target in broken and "on_topic" in broken:
+                return [good, broken[target], broken["on_topic"]]
+        return [self.compose(spec, rng)]
 
-    def _variants(self, prompt: str, spec: Spec, plan: "Plan", rng: random.Random) -> list[str]:
+    def _variants(self, prompt: str, spec: Spec, plan: "Plan", rng: random.Random) -> tuple[str, dict[str, str]]:
+        """The plan's compliant answer and {requirement: an answer breaking only it} for the requirements a
+        variant of the same sentences can break (each instruction, the topic, the range without instructions)."""
         good = plan.render(spec, spec.topic)
         other_topic = rng.choice([t for t in TOPICS if t != spec.topic])
-        broken = [plan.render(violating(spec, kind, rng), spec.topic, comma=comma)
-                  for kind in spec.constraints
-                  for comma in (("join", "aside") if kind == "no_commas" else (None,))]
+        # Each form instruction is broken by a form of about the same likelihood a priori, so that choosing is
+        # following the instruction: the other end mark, single quotes, a numbered list, two sentences joined.
+        variants = {"no_commas": ("join", "aside"), "sentences": ("and",)}
+        broken = [plan.render(violating(spec, kind, rng), spec.topic, variant=variant)
+                  for kind in spec.constraints for variant in variants.get(kind, (None,))]
+        if "quotes" in spec.constraints:
+            broken.append("'" + plan.render(violating(spec, "quotes", rng), spec.topic) + "'")
+        if "bullets" in spec.constraints:
+            broken.append("\n".join(f"{i}. {line[2:]}" for i, line in enumerate(good.split("\n"), start=1)))
         broken.append(plan.render(spec, other_topic))
-        if len(spec.constraints) < 2:  # the range: all follow-ups the bank has, or the opener alone
+        if not spec.constraints:  # the range: all follow-ups the bank has, or the opener alone
             longer = Plan(plan.opener, plan.follow_ups + [f for f in FOLLOW_UPS if f not in plan.follow_ups])
             broken += [p.render(spec, spec.topic) for p in (longer, Plan(plan.opener, []))]
         # keep the answers that break exactly one requirement (the one they were made to break), one per kind
@@ -473,7 +477,7 @@ class ConstraintsTask(PretrainedModelTask):
             failed = [k for k, v in self.criteria(prompt, answer).items() if v < 1.0]
             if len(failed) == 1 and failed[0] not in kept and all(v == 1.0 for v in self.guards(prompt, answer).values()):
                 kept[failed[0]] = answer
-        return [good, *kept.values()]
+        return good, kept
 
     def multiple_choice_items(self, rng: random.Random, n: int) -> list[dict]:
         """`n` items on `n` different prompts (the prompt distribution repeats a few of its prompts, e.g. those with
@@ -500,16 +504,11 @@ def violating(spec: Spec, kind: str, rng: random.Random) -> Spec:
         constraints[kind] = tuple(rng.sample([k for k in KEYWORDS if k not in value], 2))
     elif kind == "start_word":
         constraints[kind] = rng.choice([w for w in START_WORDS if w != value])
-    elif kind in ("sentences", "bullets"):
-        other = value + rng.choice((-1, 1))
-        if kind == "bullets":  # the same sentences as a plain paragraph, or one bullet more or fewer
-            constraints.pop(kind)
-            if rng.random() < 0.5:
-                constraints[kind] = other
-        else:
-            constraints[kind] = other
-    elif kind != "no_commas":  # lowercase, end_mark, quotes: answer as if not asked
+    elif kind == "end_mark":
+        constraints[kind] = next(mark for mark in END_MARKS if mark != value)
+    elif kind in ("lowercase", "quotes", "bullets"):  # answer as if not asked (quotes, bullets: see _variants)
         constraints.pop(kind)
+    # no_commas, sentences: the same spec; `Plan.render`'s variant breaks them
     return Spec(spec.template, spec.topic, spec.length, constraints)
 
 
@@ -528,10 +527,10 @@ class Plan:
         # one spare follow-up, so that a count one higher can be rendered with the same sentences
         return cls(rng.choice(OPENERS), rng.sample(FOLLOW_UPS, n))
 
-    def render(self, spec: Spec, topic: str, comma: str | None = None) -> str:
-        """The plan's answer to `spec`, about `topic`. `comma`: the same answer with a comma, "join" (the first
-        two sentences joined by ", and": one word more, one sentence fewer) or "aside" (", of course" ends the
-        opener: two words more)."""
+    def render(self, spec: Spec, topic: str, variant: str | None = None) -> str:
+        """The plan's answer to `spec`, about `topic`. `variant`: the same answer with the first two sentences
+        joined by ", and" ("join") or " and " ("and"): one word more, one sentence fewer; or with ", of course"
+        ending the opener ("aside"): two words more, a comma."""
         c = spec.constraints
         n = c.get("sentences") or c.get("bullets") or len(self.follow_ups)
         sentences = [self.opener.format(topic=topic)] + self.follow_ups[: max(0, n - 1)]
@@ -541,10 +540,11 @@ class Plan:
                 sentences[0] = sentences[0][:-1] + f" about {topic}."
         if "end_mark" in c:
             sentences[-1] = sentences[-1][:-1] + c["end_mark"]
-        if comma == "join" and len(sentences) > 1:
+        if variant in ("join", "and") and len(sentences) > 1:
             second = sentences.pop(1)
-            sentences[0] = f"{sentences[0][:-1]}, and {second[0].lower()}{second[1:]}"
-        elif comma:
+            joint = ", and " if variant == "join" else " and "
+            sentences[0] = f"{sentences[0][:-1]}{joint}{second[0].lower()}{second[1:]}"
+        elif variant == "aside":
             sentences[0] = f"{sentences[0][:-1]}, of course{sentences[0][-1]}"
         if "start_word" in c:
             first = sentences[0] if sentences[0].startswith("I ") else sentences[0][0].lower() + sentences[0][1:]
