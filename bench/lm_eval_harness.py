@@ -87,9 +87,27 @@ def _lm_class(boundary_token: bool):
 
     class SuiteHFLM(HFLM):
         show_progress = False
+        # False: every (context, continuation) is one forward of its own, lm-eval's `_loglikelihood_tokens`
+        shared_context_scoring = True
+        _scoring_shared = False  # set while `loglikelihood` runs: loglikelihood_rolling keeps lm-eval's path
 
         def loglikelihood(self, requests, disable_tqdm: bool = False):
-            return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+            # lm-eval tokenizes (its empty-context rule, then `_encode_pair`) and hands the tokens to
+            # `_loglikelihood_tokens`, overridden below only for this call
+            self._scoring_shared = self.shared_context_scoring and self.backend == "causal"
+            try:
+                return super().loglikelihood(requests, disable_tqdm=disable_tqdm or not self.show_progress)
+            finally:
+                self._scoring_shared = False
+
+        def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, override_bs=None):
+            parent = super()._loglikelihood_tokens
+            if self._scoring_shared and _forward_arguments(self.model)[0] is not None:
+                try:
+                    return _score_by_context(self, requests, disable_tqdm, parent)
+                except _PositionMismatch:  # e.g. prompt tuning's virtual tokens: lm-eval's path handles them
+                    pass
+            return parent(requests, disable_tqdm=disable_tqdm, override_bs=override_bs)
 
         def loglikelihood_rolling(self, requests, disable_tqdm: bool = False):
             return super().loglikelihood_rolling(requests, disable_tqdm=disable_tqdm or not self.show_progress)
@@ -109,6 +127,117 @@ def _lm_class(boundary_token: bool):
             return context_enc, continuation_enc
 
     return BoundaryHFLM if boundary_token else SuiteHFLM
+
+
+class _PositionMismatch(Exception):
+    """The model's logits are not one per input token, so a cached forward cannot be lined up with them."""
+
+
+def _forward_arguments(model) -> tuple[str | None, str | None]:
+    """The names under which the model's forward takes a KV cache (`cache` from transformers 5.x,
+    `past_key_values` before) and the number of last positions to compute logits for, each None if absent."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft model
+    params = inspect.signature(base.forward).parameters
+    return (next((name for name in ("cache", "past_key_values") if name in params), None),
+            next((name for name in ("logits_to_keep", "num_logits_to_keep") if name in params), None))
+
+
+def _common_prefix(contexts: list[tuple[int, ...]]) -> int:
+    """Tokens every context starts with, leaving each at least one of its own (whose logits score the
+    continuation's first token)."""
+    limit = min(len(c) for c in contexts) - 1
+    n = 0
+    while n < limit and all(c[n] == contexts[0][n] for c in contexts):
+        n += 1
+    return n
+
+
+def _score_by_context(lm, requests, disable_tqdm: bool, fallback) -> list[tuple[float, bool]]:
+    """lm-eval's (log-likelihood, is_greedy) of each tokenized request (`(strings, context_tokens,
+    continuation_tokens)`), in request order, computing each distinct context once (docs/design.md §7).
+
+    The contexts' common prefix (the chat template's system turn) runs once and its KV cache is copied
+    to each context; a context's own tokens run once on that cache (last position's logits only),
+    scoring every continuation's first token; the cache is then repeated over the continuations
+    (`lm.batch_size` at a time, right-padded: a pad comes after every token it could touch) and one
+    batched forward scores their other tokens. Positions and attention are those of the full
+    sequence, so the log-probs are lm-eval's up to float rounding. `fallback` (lm-eval's own
+    `_loglikelihood_tokens`) scores the requests this does not take: an empty context or continuation
+    (lm-eval's assertion error stays its own), and a context plus continuation longer than the model's
+    `max_length` + 1, which lm-eval truncates from the left."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+
+    results: list[tuple[float, bool] | None] = [None] * len(requests)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    rest = []
+    for i, (_, context, continuation) in enumerate(requests):
+        if context and continuation and len(context) + len(continuation) <= lm.max_length + 1:
+            groups.setdefault(tuple(context), []).append(i)
+        else:
+            rest.append(i)
+    if rest:
+        for i, answer in zip(rest, fallback([requests[i] for i in rest], disable_tqdm=True), strict=True):
+            results[i] = answer
+
+    model, device = lm.model, lm.device
+    cache_arg, keep_arg = _forward_arguments(model)
+    chunk = lm.batch_size if isinstance(lm.batch_size, int) and lm.batch_size > 0 else None
+
+    def forward(ids: list[list[int]], cache, last_only: bool):
+        kwargs = {"input_ids": torch.tensor(ids, dtype=torch.long, device=device), "use_cache": True}
+        if cache is not None:
+            kwargs[cache_arg] = cache
+        if last_only and keep_arg is not None:
+            kwargs[keep_arg] = 1
+        out = model(**kwargs)
+        if out.logits.shape[1] != (1 if last_only and keep_arg is not None else len(ids[0])):
+            raise _PositionMismatch
+        logits = out.logits[:, -1:] if last_only else out.logits
+        cache = out.cache if "cache" in out else out.past_key_values
+        if isinstance(cache, tuple):  # a legacy per-layer tuple (older models): repeated on a Cache
+            from transformers import DynamicCache
+
+            cache = DynamicCache.from_legacy_cache(cache)
+        return F.log_softmax(logits, dim=-1, dtype=lm.softmax_dtype), cache
+
+    contexts = list(groups)
+    prefix = _common_prefix(contexts) if len(contexts) > 1 else 0
+    pbar = tqdm(total=len(requests), disable=disable_tqdm or lm.rank != 0, desc="Running loglikelihood requests")
+    pbar.update(len(rest))
+    with pbar, torch.no_grad(), torch.autocast(device_type=lm.device.type, dtype=lm.mixed_precision_dtype,
+                                         enabled=lm.mixed_precision_dtype is not None):
+        prefix_cache = forward([list(contexts[0][:prefix])], None, last_only=True)[1] if prefix else None
+        for context in contexts:
+            cache = copy.deepcopy(prefix_cache) if prefix_cache is not None else None
+            first, cache = forward([list(context[prefix:])], cache, last_only=True)  # first: [1, 1, V]
+            members = groups[context]
+            step = chunk or len(members)
+            for start in range(0, len(members), step):
+                batch = members[start:start + step]
+                continuations = [requests[i][2] for i in batch]
+                width = max(len(c) for c in continuations) - 1
+                later = None
+                if width:
+                    ids = [c[:-1] + [c[-1]] * (width - len(c) + 1) for c in continuations]  # any pad id does
+                    repeated = copy.deepcopy(cache) if start + step < len(members) else cache
+                    repeated.batch_repeat_interleave(len(batch))
+                    later = forward(ids, repeated, last_only=False)[0]  # [n, width, V]
+                for row, (i, continuation) in enumerate(zip(batch, continuations)):
+                    logprobs = first[0] if later is None else torch.cat([first[0], later[row, :len(continuation) - 1]])
+                    target = torch.tensor(continuation, dtype=torch.long, device=logprobs.device)
+                    answer = (float(logprobs.gather(1, target[:, None]).sum()),
+                              bool((logprobs.argmax(dim=-1) == target).all()))
+                    results[i] = answer
+                    if requests[i][0] is not None:
+                        lm.cache_hook.add_partial("loglikelihood", requests[i][0], answer)
+                    pbar.update(1)
+    return results
 
 
 def _check_tokenizer(tokenizer) -> None:
