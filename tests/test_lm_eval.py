@@ -243,3 +243,93 @@ def test_chat_task_items_are_scored_in_the_trainers_encoding(chat_tokenizer, tmp
             correct += max(range(len(lls)), key=lls.__getitem__) == item["gold"]
             n += 1
     assert metrics[f"lm_eval/{names[0]}/acc"] == pytest.approx(correct / n)
+
+
+# --------------------------------------------------------------------------- scoring each context once
+
+def _requests(pairs):
+    from lm_eval.api.instance import Instance
+
+    return [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=0) for pair in pairs]
+
+
+def _greedy_text(model, tokenizer, lm, context: str, n_tokens: int, delimiter: str = " ") -> str:
+    """The model's greedy continuation of `context` in the LM's encoding, as text that (after `delimiter`)
+    encodes back to it."""
+    ids = lm._encode_pair(context, "x")[0]
+    new = []
+    with torch.no_grad():
+        for _ in range(n_tokens):
+            new.append(int(model(torch.tensor([ids + new])).logits[0, -1].argmax()))
+    text = delimiter + tokenizer.decode(new)
+    assert lm._encode_pair(context, text)[1] == new, "the greedy tokens must encode back to themselves"
+    return text
+
+
+def _lm_eval_own_scores(lm, pairs):
+    """The scores of lm-eval's own HFLM path (one forward per request) for the same requests."""
+    lm.shared_context_scoring = False
+    try:
+        return lm.loglikelihood(_requests(pairs))
+    finally:
+        lm.shared_context_scoring = True
+
+
+def _assert_same_scores(ours, theirs, tol=1e-4):
+    assert len(ours) == len(theirs)
+    for i, ((ll, greedy), (ll_ref, greedy_ref)) in enumerate(zip(ours, theirs)):
+        assert abs(ll - ll_ref) <= tol, (i, ll, ll_ref)
+        assert greedy == greedy_ref, (i, greedy, greedy_ref)
+
+
+@pytest.mark.parametrize("boundary_token", [True, False])
+def test_each_context_is_computed_once_and_scores_equal_lm_evals_own(model, words, local_tasks, boundary_token):
+    """Contexts with one and with four continuations of different lengths, interleaved and repeated, one
+    request lm-eval truncates (its own path scores it): the same (log-likelihood, is_greedy) as lm-eval's
+    HFLM, in request order; each distinct context runs once (batch 1, after the common prefix) and its
+    continuations in batches of `batch_size`."""
+    from bench.lm_eval_harness import _lm_class
+
+    directory, names = local_tasks
+    tokenizer = word_tokenizer(words, None if boundary_token else "bos")
+    queries = [json.loads(line)["query"] for line in (directory / f"{names[0]}.jsonl").read_text().splitlines()[:3]]
+    lm = _lm_class(boundary_token)(pretrained=model.eval(), tokenizer=tokenizer, batch_size=2, device="cpu")
+    a, b, c = queries
+    greedy_a, greedy_b = _greedy_text(model, tokenizer, lm, a, 1), _greedy_text(model, tokenizer, lm, b, 3)
+    long_context = " ".join(words[:5] * 14)  # 70 words: over the model's 64 positions
+    pairs = [(a, " yes"), (b, greedy_b), (a, " the answer is no"), (c, " maybe so"), (a, greedy_a),
+             (b, " no"), (long_context, " yes"), (a, " yes"), (a, " not at all")]
+    assert all(len(lm._encode_pair(*p)[0]) + len(lm._encode_pair(*p)[1]) <= lm.max_length + 1 for p in pairs[:6])
+    assert len(lm._encode_pair(*pairs[6])[0]) > lm.max_length
+
+    shapes = []  # of every forward's input_ids (lm-eval passes them positionally, the suite's path by name)
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: shapes.append(tuple((args[0] if args else kwargs["input_ids"]).shape)),
+        with_kwargs=True)
+    try:
+        ours = lm.loglikelihood(_requests(pairs))
+    finally:
+        hook.remove()
+    theirs = _lm_eval_own_scores(lm, pairs)
+    _assert_same_scores(ours, theirs)
+    assert ours[1][1] and ours[4][1], "the greedy continuations are flagged greedy"
+    assert not all(greedy for _, greedy in ours)
+    assert ours[0] == ours[7]  # a repeated request: the same answer
+
+    # the forwards of the suite's path, computed by hand: lm-eval's own for the truncated request (one
+    # row of max_length tokens), the prefix the three contexts share, each context's own tokens once,
+    # then its continuations minus their last token, right-padded, `batch_size` (2) at a time
+    contexts = {a: [], b: [], c: []}
+    for context, continuation in pairs[:6] + pairs[7:]:
+        contexts[context].append(lm._encode_pair(context, continuation)[1])
+    encoded = [lm._encode_pair(q, "x")[0] for q in (a, b, c)]
+    prefix = min(len(os.path.commonprefix(encoded)), min(len(e) for e in encoded) - 1)
+    expected = [(1, lm.max_length)] + ([(1, prefix)] if prefix else [])
+    for context, enc in zip((a, b, c), encoded):
+        expected.append((1, len(enc) - prefix))
+        conts = contexts[context]
+        for start in range(0, len(conts), 2):
+            batch = conts[start:start + 2]
+            if max(len(t) for t in batch) > 1:
+                expected.append((len(batch), max(len(t) for t in batch) - 1))
+    assert shapes[:len(expected)] == expected
