@@ -333,3 +333,28 @@ def test_each_context_is_computed_once_and_scores_equal_lm_evals_own(model, word
             if max(len(t) for t in batch) > 1:
                 expected.append((len(batch), max(len(t) for t in batch) - 1))
     assert shapes[:len(expected)] == expected
+
+
+@pytest.mark.slow  # SmolLM2-135M on CPU: ~10 s on one core
+@pytest.mark.extra("smollm2")
+def test_smollm2_constraints_items_score_as_lm_evals_own():
+    """The real-model lane's items (chat-rendered query, three answers each) and greedy answers of one
+    and of three tokens, interleaved: the same (log-likelihood, is_greedy) as lm-eval's HFLM, within 1e-4."""
+    import random
+
+    from bench.benchmark.real_model import load_smollm2
+    from bench.lm_eval_harness import _lm_class
+
+    model, tokenizer, _ = load_smollm2(os.environ.get("IMI_BENCH_CACHE", ".cache/imi-bench"))
+    model.eval()
+    task = build_task("constraints")
+    task.bind_tokenizer(tokenizer)
+    items = task.multiple_choice_items(random.Random(0), 3)
+    lm = _lm_class(boundary_token=True)(pretrained=model, tokenizer=tokenizer, batch_size=2, device="cpu")
+    pairs = [(item["query"], choice) for choice_index in range(3) for item in items
+             for choice in item["choices"][choice_index:choice_index + 1]]
+    pairs.insert(1, (items[0]["query"], _greedy_text(model, tokenizer, lm, items[0]["query"], 3, delimiter="")))
+    pairs.append((items[2]["query"], _greedy_text(model, tokenizer, lm, items[2]["query"], 1, delimiter="")))
+    ours = lm.loglikelihood(_requests(pairs))
+    _assert_same_scores(ours, _lm_eval_own_scores(lm, pairs))
+    assert ours[1][1] and ours[-1][1] and not ours[0][1]
