@@ -161,7 +161,7 @@ def _score_by_context(lm, requests, disable_tqdm: bool, fallback) -> list[tuple[
     The contexts' common prefix (the chat template's system turn) runs once and its KV cache is copied
     to each context; a context's own tokens run once on that cache (last position's logits only),
     scoring every continuation's first token; the cache is then repeated over the continuations
-    (`lm.batch_size` at a time, right-padded: a pad comes after every token it could touch) and one
+    (`lm.batch_size` at a time, right-padded: under the causal mask no real token sees a pad) and one
     batched forward scores their other tokens. Positions and attention are those of the full
     sequence, so the log-probs are lm-eval's up to float rounding. `fallback` (lm-eval's own
     `_loglikelihood_tokens`) scores the requests this does not take: an empty context or continuation
