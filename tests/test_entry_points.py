@@ -46,10 +46,10 @@ def test_module_and_script_forms_share_the_caches_and_the_recorded_command_rerun
     assert script.returncode == 0, script.stdout[-3000:]
     second = _record(tmp_path / "runs", 1)
     assert second["status"] == "completed", second["error"]
-    # the SFT model is shared by every seed; seed 1 draws its own data, so its dataset and reference terms
-    # are built once for it (docs/design.md §5)
+    # the SFT model is shared by every seed; seed 1 draws its own data, so its dataset, reference terms and
+    # the reference's evaluation samples are built once for it (docs/design.md §5, §7)
     assert {name: shared["hit"] for name, shared in second["cost"]["shared"].items()} == {
-        "sft": True, "dataset": False, "reference": False}
+        "sft": True, "dataset": False, "reference": False, "reference_samples": False}
 
     again = run_command(command, cwd=elsewhere, env=env, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:]
