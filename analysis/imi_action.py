@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from analysis.selection import SeedBootstrap
-from analysis.stats import seed_interval
 
 # The unregulated loss each IMI method wraps: its name and the base hyperparameters the IMI method fixes
 # (RMiPO is SimPO with γ/β = 0 under its margin; the others keep their base's keys in their own config).
@@ -89,16 +88,10 @@ def imi_action_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, confi
                          "base_score": math.nan, "delta": math.nan, "delta_ci_low": math.nan,
                          "delta_ci_high": math.nan, "verdict": "no base at this β"})
             continue
-        ids = [config_id, base_id]
-        observed, replicates = boot.stat(runs, ids, metric, "mean")
-        n = boot.min_seeds(ids)
-        delta, delta_replicates = observed[0] - observed[1], replicates[:, 0] - replicates[:, 1]
-        low, high = (seed_interval(delta, delta_replicates, n, confidence)
-                     if np.isfinite(delta_replicates).all() else (math.nan, math.nan))
-        low, high = float(low), float(high)
+        score, base_score, delta, low, high, n = boot.paired_difference(runs, config_id, base_id, metric, confidence)
         base_row = runs[runs["config_id"] == base_id].iloc[0]
         verdict = ("differs from its base" if (low > 0 or high < 0) else "within the seed spread of its base")
         rows.append({**out, "n_seeds": n, "base": f"{base_row['method.name']} ({base_row['config_label']})",
-                     "score": float(observed[0]), "base_score": float(observed[1]), "delta": float(delta),
+                     "score": score, "base_score": base_score, "delta": delta,
                      "delta_ci_low": low, "delta_ci_high": high, "verdict": verdict})
     return pd.DataFrame(rows, columns=columns)

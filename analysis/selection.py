@@ -7,10 +7,13 @@ every replicate. The rules are in docs/design.md §11 "The seed is the unit". Pu
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from analysis.stats import seed_interval
 
 STATS = ("mean", "median")
 SELECTIONS = ("fixed", "validation", "test")
@@ -175,6 +178,18 @@ class SeedBootstrap:
         values, present = self.matrix(runs, config_ids, column)
         counts = self.counts[self.setting(config_ids)]
         return seed_stat(values, present, None, stat), seed_stat(values, present, counts, stat)
+
+    def paired_difference(self, runs: pd.DataFrame, a: int, b: int, column: str,
+                          confidence: float) -> tuple[float, float, float, float, float, int]:
+        """Configuration a − configuration b in the mean of `column`, paired by seed: (mean a, mean b, delta,
+        low, high, n_seeds), the interval the report's (`seed_interval`) over the paired replicates; NaN bounds
+        when a replicate is undefined."""
+        observed, replicates = self.stat(runs, [a, b], column, "mean")
+        n = self.min_seeds([a, b])
+        delta, delta_replicates = observed[0] - observed[1], replicates[:, 0] - replicates[:, 1]
+        low, high = (seed_interval(delta, delta_replicates, n, confidence)
+                     if np.isfinite(delta_replicates).all() else (math.nan, math.nan))
+        return float(observed[0]), float(observed[1]), float(delta), float(low), float(high), n
 
 
 def seed_bootstrap(runs: pd.DataFrame, n_boot: int, seed: int = 0) -> SeedBootstrap:

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from analysis.selection import SeedBootstrap
-from analysis.stats import seed_interval
 
 SIGNAL_COLUMN = "method.signal"
 PMI = "pmi"
@@ -57,18 +56,13 @@ def signal_control_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, c
                 pmi_id = pmi_ids.get(_partner_key(row, other_keys))
                 if pmi_id is None:
                     continue
-                ids = [pmi_id, int(row["config_id"])]
-                observed, replicates = boot.stat(runs, ids, metric, "mean")
-                n = boot.min_seeds(ids)
-                delta, delta_replicates = observed[0] - observed[1], replicates[:, 0] - replicates[:, 1]
-                low, high = (seed_interval(delta, delta_replicates, n, confidence)
-                             if np.isfinite(delta_replicates).all() else (math.nan, math.nan))
-                low, high = float(low), float(high)
+                pmi_score, score, delta, low, high, n = boot.paired_difference(runs, pmi_id, int(row["config_id"]),
+                                                                               metric, confidence)
                 verdict = ("pmi better" if low > 0 else "control better" if high < 0 else "no difference shown")
                 diagnostics = {key: float(np.nanmean(boot.values(runs, pmi_id, key)))
                                if np.isfinite(boot.values(runs, pmi_id, key)).any() else math.nan for key in DIAGNOSTICS}
                 rows.append({"setting": setting, "trap": row["trap"], "method": method, "control": control,
-                             "n_seeds": n, "pmi": float(observed[0]), "score": float(observed[1]), "delta": float(delta),
+                             "n_seeds": n, "pmi": pmi_score, "score": score, "delta": delta,
                              "delta_ci_low": low, "delta_ci_high": high, "verdict": verdict,
                              "corr_length": diagnostics["imi/corr_length"],
                              "corr_margin": diagnostics["imi/corr_margin"]})
