@@ -61,8 +61,9 @@ def imi_action_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, confi
     n_seeds, acting_share (mean over seeds of the share of pairs whose gradient the regulator moved by ≥ 10%),
     regulator (margin/beta/weight: the effective value logged) with effective_p10/p50/p90 (means over seeds),
     base (the base configuration's label, "" when none is in the runs), score and base_score (mean over seeds of
-    `metric`), delta (IMI − base) with delta_ci_low/high (the report's paired seed interval), and verdict:
-    "differs from its base" (interval excludes 0), "within the seed spread of its base", or "no base at this β".
+    `metric` over the seeds both have), delta (IMI − base) with delta_ci_low/high (the report's paired seed
+    interval), and verdict: "differs from its base" (interval excludes 0), "within the seed spread of its base",
+    "no interval: fewer than 2 shared seeds", or "no base at this β".
     """
     columns = ["setting", "method", "config", "n_seeds", "acting_share", "regulator", "effective_p10",
                "effective_p50", "effective_p90", "base", "score", "base_score", "delta", "delta_ci_low",
@@ -90,7 +91,8 @@ def imi_action_table(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, confi
             continue
         score, base_score, delta, low, high, n = boot.paired_difference(runs, config_id, base_id, metric, confidence)
         base_row = runs[runs["config_id"] == base_id].iloc[0]
-        verdict = ("differs from its base" if (low > 0 or high < 0) else "within the seed spread of its base")
+        verdict = ("no interval: fewer than 2 shared seeds" if math.isnan(low) else
+                   "differs from its base" if (low > 0 or high < 0) else "within the seed spread of its base")
         rows.append({**out, "n_seeds": n, "base": f"{base_row['method.name']} ({base_row['config_label']})",
                      "score": score, "base_score": base_score, "delta": delta,
                      "delta_ci_low": low, "delta_ci_high": high, "verdict": verdict})

@@ -181,14 +181,17 @@ class SeedBootstrap:
 
     def paired_difference(self, runs: pd.DataFrame, a: int, b: int, column: str,
                           confidence: float) -> tuple[float, float, float, float, float, int]:
-        """Configuration a − configuration b in the mean of `column`, paired by seed: (mean a, mean b, delta,
-        low, high, n_seeds), the interval the report's (`seed_interval`) over the paired replicates; NaN bounds
-        when a replicate is undefined."""
-        observed, replicates = self.stat(runs, [a, b], column, "mean")
-        n = self.min_seeds([a, b])
+        """Configuration a − configuration b in the mean of `column` over the seeds both have, paired by seed:
+        (mean a, mean b, delta, low, high, n_seeds), the interval the report's (`seed_interval`) over the
+        paired replicates; NaN bounds with fewer than 2 shared seeds or when a replicate is undefined."""
+        values, present = self.matrix(runs, [a, b], column)
+        both = present.all(axis=0)[None, :].repeat(2, axis=0)  # pairs need both runs of a seed
+        counts = self.counts[self.setting([a, b])]
+        observed, replicates = seed_stat(values, both, None, "mean"), seed_stat(values, both, counts, "mean")
+        n = int(both[0].sum())
         delta, delta_replicates = observed[0] - observed[1], replicates[:, 0] - replicates[:, 1]
         low, high = (seed_interval(delta, delta_replicates, n, confidence)
-                     if np.isfinite(delta_replicates).all() else (math.nan, math.nan))
+                     if n >= 2 and np.isfinite(delta_replicates).all() else (math.nan, math.nan))
         return float(observed[0]), float(observed[1]), float(delta), float(low), float(high), n
 
 

@@ -186,3 +186,17 @@ def test_a_warmup_as_long_as_training_is_refused_naming_the_key(make_config):
     record = records.read_record(result.directory)
     assert record["status"] == "failed" and "method.warmup_steps=3 is not shorter than training" in record["error"]
     assert records.read_record(run(make_config("method=imi_dpo", "method.warmup_steps=2")).directory)["status"] == "completed"
+
+
+def test_the_difference_pairs_only_the_seeds_both_configurations_have():
+    # the base has seeds 0-3, the IMI configuration 0-1: the difference is over seeds 0 and 1 only
+    runs = _runs([{"method.name": "dpo", "method.beta": 0.1, "scores": [0.10, 0.20, 0.90, 0.90]},
+                  {"method.name": "imi_dpo", "method.beta": 0.1, "scores": [0.15, 0.25], "acting": [0.5, 0.5]}])
+    row = imi_action_table(runs, seed_bootstrap(runs, n_boot=200, seed=0), "gold_reward", 0.95).iloc[0]
+    assert (row["n_seeds"], row["score"], row["base_score"]) == (2, pytest.approx(0.20), pytest.approx(0.15))
+    assert row["delta"] == pytest.approx(0.05)
+    one = _runs([{"method.name": "dpo", "method.beta": 0.1, "scores": [0.10, 0.20]},
+                 {"method.name": "imi_dpo", "method.beta": 0.1, "scores": [0.15], "acting": [0.5]}])
+    row = imi_action_table(one, seed_bootstrap(one, n_boot=200, seed=0), "gold_reward", 0.95).iloc[0]
+    assert row["n_seeds"] == 1 and np.isnan(row["delta_ci_low"])  # one shared seed: no interval
+    assert row["verdict"] == "no interval: fewer than 2 shared seeds"
