@@ -34,7 +34,8 @@ def base_config(runs: pd.DataFrame, imi_row: pd.Series) -> int | None:
     name, fixed = BASES.get(str(imi_row["method.name"]), (None, {}))
     if name is None:
         return None
-    candidates = runs[(runs["setting"] == imi_row["setting"]) & (runs["method.name"] == name)].drop_duplicates("config_id")
+    same_setting = runs[(runs["setting"] == imi_row["setting"]) & (runs["method.name"] == name)]
+    candidates = same_setting.drop_duplicates("config_id")
     keys = [c for c in runs.columns if c.startswith("method.") and c != "method.name"]
     found = []
     for _, row in candidates.iterrows():

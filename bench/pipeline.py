@@ -244,12 +244,15 @@ def _lm_eval(cfg: DictConfig, setup: Setup, model, meter: CostMeter) -> dict:
         if not names:
             return {}
         include_path = Path(include) if setup.task is not None else None
-        evaluate = lambda m: run_lm_eval(m, setup.tokenizer, names, include_path, batch_size=lm_cfg.batch_size,  # noqa: E731
-                                         device=str(model.device), show_progress=bool(cfg.progress))
+
+        def evaluate(scored_model) -> dict:
+            return run_lm_eval(scored_model, setup.tokenizer, names, include_path, batch_size=lm_cfg.batch_size,
+                               device=str(model.device), show_progress=bool(cfg.progress))
+
         metrics = evaluate(model)
-        if metrics:
-            metrics.update(_reference_lm_eval(cfg, setup, names, include_path, lambda: evaluate(setup.reference_model),
-                                              meter))
+        if metrics:  # {} on non-main processes
+            metrics.update(_reference_lm_eval(cfg, setup, names, include_path,
+                                              lambda: evaluate(setup.reference_model), meter))
         return metrics
 
 

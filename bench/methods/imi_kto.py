@@ -65,6 +65,8 @@ class ImiKTO(RegulatedBase):
         metrics["imi/warmup_fraction"] = fraction
 
         # the margin on the signed gap: a desirable example must clear z₀ + m, an undesirable one z₀ − m
-        losses = self.regulated_losses(g, fraction, x, lambda gap, beta, margin: base.example_loss(gap, batch.labels, beta, margin),
-                                       metrics)
+        def example_loss(gap, beta, margin):
+            return base.example_loss(gap, batch.labels, beta, margin)
+
+        losses = self.regulated_losses(g, fraction, x, example_loss, metrics)
         return LossOutput(losses, metrics)
