@@ -1,8 +1,11 @@
-"""The headline table of a results folder, generated from its run records (docs/design.md §11, §11a).
+"""The headline tables of a results folder, generated from its run records (docs/design.md §11, §11a).
 
-Its cells are cells of the report's comparison table, made by the same calls with the same defaults, so a
-headline equals its report; documents embed it between markers that hold its command, which `refresh`
-(`--check FILE`, `--write FILE`) compares or rewrites. Owns the table's shape and the markers, no statistics.
+Three views: the comparison (each arm's Δ vs the tuned baseline), `--savings` (the saving against the
+cheapest tuner that reaches τ) and `--mechanism` (ΔPMI against its signal controls). Their cells are cells of
+the report's tables, made by the same calls with the same defaults, so a headline equals its report
+(the other two views: `analysis.headline_views`). Documents embed a headline between markers that hold its
+command, which `refresh` (`--check FILE`, `--write FILE`) compares or rewrites. Owns the comparison's shape,
+the markers and the command line; no statistics.
 """
 from __future__ import annotations
 
@@ -11,24 +14,25 @@ import difflib
 import re
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
+from analysis.costs import DEFAULT_CONVENTION
 from analysis.entries import build_entries, comparison_table
-from analysis.grid import annotate
+from analysis.headline_views import (COMPETITORS, ReportRuns, choose_arms, mechanism_markdown, mechanism_table,
+                                     report_runs, savings_markdown, savings_table)
 from analysis.load import LoadedRuns, load_runs
-from analysis.metrics import check_metric
-from analysis.sft_level import add_delta, sft_levels
-from analysis.report import ReportOptions, resolve_metric
+from analysis.sft_level import sft_levels
+from analysis.report import DEFAULT_TOLERANCES, ReportOptions
 from analysis.report_sections import setting_name
-from analysis.selection import STATS, seed_bootstrap
+from analysis.selection import STATS
 from analysis.stats import RECOMMENDED_REPLICATES
 from analysis.tables import fmt_score, to_markdown, with_interval
 
-# The adaptive-β baseline (docs/design.md §3): the other way to avoid tuning β, so it stands beside the IMI arms.
-COMPETITORS = ("beta_dpo",)
+VIEWS = ("comparison", "savings", "mechanism")
+SAVINGS_TOLERANCE = max(DEFAULT_TOLERANCES)  # the report's second tolerance: a τ a little below tuned
 COMMAND = "python -m analysis headline"
 BLOCK = re.compile(r"(?P<open><!-- headline: (?P<command>[^\n]*?) -->\n)(?P<body>.*?)(?P<close><!-- /headline -->)",
                    re.DOTALL)
@@ -37,32 +41,39 @@ BLOCK = re.compile(r"(?P<open><!-- headline: (?P<command>[^\n]*?) -->\n)(?P<body
 @dataclass(frozen=True)
 class HeadlineOptions:
     """What a headline shows. arms None = every IMI arm, then COMPETITORS present in the records;
-    otherwise method names (`method.name`), each shown with every untuned entry it has on a setting."""
+    otherwise method names (`method.name`), each shown with every untuned entry it has on a setting.
+    view: one of VIEWS; the savings view reads its tolerance (one), convention and optuna_tuners from
+    `report`."""
 
     baseline: str = "dpo"
     metric: str | None = None
     arms: tuple[str, ...] | None = None
     clean: bool = False  # only clean-label settings (trap settings left out)
     report: ReportOptions = ReportOptions()  # stat, n_boot, confidence and seed, as the report's
+    view: str = "comparison"
+
+    def __post_init__(self):
+        if self.view not in VIEWS:
+            raise ValueError(f"headline view must be one of {list(VIEWS)}, got {self.view!r}")
+        if self.view == "savings" and len(self.report.tolerances) != 1:
+            raise ValueError(f"the savings view shows one tolerance, got {list(self.report.tolerances)}")
 
 
 def comparison(loaded: LoadedRuns, options: HeadlineOptions = HeadlineOptions()) -> tuple[pd.DataFrame, str]:
     """The report's comparison table of these runs against `options.baseline`, and the metric used.
 
-    The steps of `report.build_report` that the comparison depends on, in its order: runs without the
-    metric are dropped after annotation, one bootstrap is drawn over all the rest (every arm, so the
-    replicates equal the report's), then SFT levels, entries and the table.
+    The steps of `report.build_report` that the comparison depends on, in its order: live-study trials are
+    set apart, runs without the metric are dropped after annotation, one bootstrap is drawn over all the
+    rest (every arm, so the replicates equal the report's), then SFT levels, entries and the table.
     """
     o = options.report
-    metric = resolve_metric(loaded.runs, options.metric)
-    if loaded.runs.empty:
-        raise ValueError(f"no completed runs in {loaded.source or 'the records'}: there is no headline to compute")
-    check_metric(loaded.runs, metric)
-    runs = annotate(loaded.runs, loaded.config_columns)
-    runs = add_delta(runs[runs[metric].notna()], metric)
-    if runs.empty:
-        raise ValueError(f"no completed run reports {metric!r}")
-    boot = seed_bootstrap(runs, o.n_boot, o.seed)
+    return comparison_of(report_runs(loaded, options.metric, o.n_boot, o.seed), options)
+
+
+def comparison_of(r: ReportRuns, options: HeadlineOptions) -> tuple[pd.DataFrame, str]:
+    """`comparison` on runs already prepared by `report_runs`."""
+    o = options.report
+    runs, boot, metric = r.runs, r.boot, r.metric
     sft = sft_levels(runs, metric, boot, o.confidence)
     entries = build_entries(runs, boot, metric, o.stat)
     table = comparison_table(entries, runs, boot, metric, o.stat, options.baseline, sft, o.confidence)
@@ -73,16 +84,7 @@ def comparison(loaded: LoadedRuns, options: HeadlineOptions = HeadlineOptions())
 
 def shown_arms(table: pd.DataFrame, options: HeadlineOptions) -> list[str]:
     """The entries shown beside the tuned baseline, in column order (see HeadlineOptions.arms)."""
-    untuned = table[table["kind"].isin(["fixed", "default"])]
-    if options.arms is None:
-        imi = sorted(untuned.loc[untuned["is_imi"], "entry"].unique())
-        competitors = [e for m in COMPETITORS for e in sorted(untuned.loc[untuned["method"] == m, "entry"].unique())]
-        return imi + competitors
-    unknown = [m for m in options.arms if m not in set(untuned["method"])]
-    if unknown:
-        raise ValueError(f"--arms {', '.join(unknown)}: no untuned run of that method in the records; "
-                         f"methods with one: {sorted(untuned['method'].unique())}")
-    return [e for m in options.arms for e in sorted(untuned.loc[untuned["method"] == m, "entry"].unique())]
+    return choose_arms(table[table["kind"].isin(["fixed", "default"])], options.arms)
 
 
 def _signed(value) -> str:
@@ -123,8 +125,28 @@ def headline_table(table: pd.DataFrame, options: HeadlineOptions) -> tuple[pd.Da
 
 
 def headline_markdown(loaded: LoadedRuns, options: HeadlineOptions = HeadlineOptions()) -> str:
-    """The headline: a Markdown table and the lines that define its numbers."""
-    return render(*comparison(loaded, options), options)
+    """The headline of `options.view`: a Markdown table and the lines that define its numbers."""
+    o = options.report
+    r = report_runs(loaded, options.metric, o.n_boot, o.seed)
+    return render_view(compute_view(r, options), r.metric, options)
+
+
+def compute_view(r: ReportRuns, options: HeadlineOptions):
+    """What `options.view` needs from the report's calls; `options.arms` and `clean` play no part."""
+    if options.view == "savings":
+        return savings_table(r, options)
+    if options.view == "mechanism":
+        return mechanism_table(r, options)
+    return comparison_of(r, options)[0]
+
+
+def render_view(computed, metric: str, options: HeadlineOptions) -> str:
+    """The Markdown of `compute_view`'s output."""
+    if options.view == "savings":
+        return savings_markdown(computed, metric, options)
+    if options.view == "mechanism":
+        return mechanism_markdown(computed, metric, options)
+    return render(computed, metric, options)
 
 
 def render(table: pd.DataFrame, metric: str, options: HeadlineOptions) -> str:
@@ -203,6 +225,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"bootstrap replicates (default: {RECOMMENDED_REPLICATES}, as for `report`)")
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default: 0.95)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the bootstrap (default: 0)")
+    view = parser.add_mutually_exclusive_group()
+    view.add_argument("--savings", dest="view", action="store_const", const="savings",
+                      help="per setting and arm: τ, the cheapest of the report's tuners (grid search, random search, "
+                           "successive halving) that reaches τ, its FLOPs, the arm's P(reach τ) and its saving in "
+                           "FLOPs against it (the report's `savings` table)")
+    view.add_argument("--mechanism", dest="view", action="store_const", const="mechanism",
+                      help="per setting and IMI method: which signal controls ΔPMI beats, whether its length-free "
+                           "part keeps it, and the reading (the report's §2a `signal_verdicts`; needs signal-control "
+                           "runs, experiment=ablation_signal)")
+    parser.set_defaults(view="comparison")
+    parser.add_argument("--tolerance", type=float, metavar="TOL",
+                        help=f"with --savings: τ = tuned baseline's test score − TOL, in metric units (default: "
+                             f"{SAVINGS_TOLERANCE:g}, the report's second tolerance)")
+    parser.add_argument("--optuna-tuners", action="store_true",
+                        help="with --savings: Optuna's samplers and pruners replayed among the tuners, the cheapest "
+                             "chosen again in every replicate (the report's `--optuna-tuners` lead table; minutes)")
+    convention = parser.add_mutually_exclusive_group()
+    for flag, name in (("--per-procedure", "per_procedure"), ("--amortize", "amortize"), ("--per-run", "per_run")):
+        convention.add_argument(flag, dest="convention", action="store_const", const=name,
+                                help=f"with --savings: shared builds charged as `report {flag}`"
+                                     + (" (default)" if name == DEFAULT_CONVENTION else ""))
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--check", type=Path, metavar="FILE",
                         help="compare the block of FILE whose marker holds this command (every block, without a "
@@ -212,9 +255,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def options_from(args: argparse.Namespace) -> HeadlineOptions:
-    report = ReportOptions(metric=args.metric, baseline=args.baseline, stat=args.stat, n_boot=args.n_boot,
-                           confidence=args.confidence, seed=args.seed, figures=False)
-    return HeadlineOptions(args.baseline, args.metric, tuple(args.arms) if args.arms else None, args.clean, report)
+    """The options of a parsed command; ValueError where a savings option comes without --savings."""
+    view = args.view
+    savings_only = [flag for flag, given in (("--tolerance", args.tolerance is not None),
+                                             ("--optuna-tuners", args.optuna_tuners),
+                                             ("--per-procedure/--amortize/--per-run", args.convention is not None))
+                    if given]
+    if savings_only and view != "savings":
+        raise ValueError(f"{', '.join(savings_only)}: {'applies' if len(savings_only) == 1 else 'apply'} to --savings "
+                         "only")
+    extra = {}
+    if view == "savings":
+        tolerance = SAVINGS_TOLERANCE if args.tolerance is None else args.tolerance
+        extra = {"tolerances": (tolerance,), "convention": args.convention or DEFAULT_CONVENTION,
+                 "optuna_tuners": bool(args.optuna_tuners)}
+    try:
+        report = ReportOptions(metric=args.metric, baseline=args.baseline, stat=args.stat, n_boot=args.n_boot,
+                               confidence=args.confidence, seed=args.seed, figures=False, **extra)
+    except ValueError as err:
+        raise ValueError(f"{err} (--tolerance, --n-boot, --confidence)") from None
+    return HeadlineOptions(args.baseline, args.metric, tuple(args.arms) if args.arms else None, args.clean, report,
+                           view)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -235,34 +296,42 @@ def block_namespace(block: Block, where: str) -> argparse.Namespace:
     if args.runs_dir is None or args.check or args.write:
         raise ValueError(f"{where}: the headline marker `{block.command}` must name a results folder and "
                          "have no --check/--write")
+    try:
+        options_from(args)
+    except ValueError as err:
+        raise ValueError(f"{where}: the headline marker `{block.command}`: {err}") from None
     return args
 
 
 def _same_command(a: argparse.Namespace, b: argparse.Namespace, root: Path) -> bool:
-    def key(ns):
-        values = {k: v for k, v in vars(ns).items() if k not in ("check", "write", "command", "runs_dir")}
-        return values, (root / ns.runs_dir).resolve()
-    return key(a) == key(b)
+    """Whether two commands print the same headline: the same folder and options, in any order or spelling."""
+    return (options_from(a), (root / a.runs_dir).resolve()) == (options_from(b), (root / b.runs_dir).resolve())
 
 
 class Computer:
-    """Runs headline commands, loading each folder and computing each comparison once."""
+    """Runs headline commands, loading each folder, drawing each bootstrap and computing each view once."""
 
     def __init__(self, root: Path):
         self.root = root
         self.loaded: dict[Path, LoadedRuns] = {}
-        self.tables: dict[tuple, tuple[pd.DataFrame, str]] = {}
+        self.runs: dict[tuple, ReportRuns] = {}
+        self.views: dict[tuple, object] = {}
 
     def markdown(self, args: argparse.Namespace) -> str:
         folder = (self.root / args.runs_dir).resolve()
         if folder not in self.loaded:
             self.loaded[folder] = load_runs(folder)
         options = options_from(args)
-        # arms and --clean only choose cells: one comparison serves every block of a folder and baseline
-        key = (folder, options.baseline, options.metric, options.report)
-        if key not in self.tables:
-            self.tables[key] = comparison(self.loaded[folder], options)
-        return render(*self.tables[key], options)
+        o = options.report
+        runs_key = (folder, options.metric, o.n_boot, o.seed)
+        if runs_key not in self.runs:
+            self.runs[runs_key] = report_runs(self.loaded[folder], options.metric, o.n_boot, o.seed)
+        r = self.runs[runs_key]
+        # arms and --clean only choose cells: one computation serves every block of a folder, view and baseline
+        key = (folder, replace(options, arms=None, clean=False))
+        if key not in self.views:
+            self.views[key] = compute_view(r, options)
+        return render_view(self.views[key], r.metric, options)
 
 
 def refresh(path: Path, args: argparse.Namespace | None = None, root: Path | None = None,
@@ -287,7 +356,10 @@ def refresh(path: Path, args: argparse.Namespace | None = None, root: Path | Non
         raise ValueError(f"{path}: no headline block holds this command; its blocks: {listed}")
     diffs, pieces, last = [], [], 0
     for block, ns in chosen:
-        body = computer.markdown(ns)
+        try:
+            body = computer.markdown(ns)
+        except ValueError as err:
+            raise ValueError(f"{path}: the headline marker `{block.command}`: {err}") from None
         if body != block.body:
             diffs.append("".join(difflib.unified_diff(block.body.splitlines(True), body.splitlines(True),
                                                       f"{path}: {block.command}", "the command's output")))
