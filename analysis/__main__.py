@@ -82,8 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
         "coverage", help="simulate the coverage of the report's intervals under a model fitted to run records",
         description=coverage.__doc__.splitlines()[0]))
     headline.add_arguments(commands.add_parser(
-        "headline", help="print the headline table (SFT, tuned baseline, each arm's Δ vs tuned), or check/refresh "
-                         "the copies embedded in a document", description=headline.__doc__.splitlines()[0]))
+        "headline", help="print the headline table (SFT, tuned baseline, each arm's Δ vs tuned; --savings: the saving "
+                         "against the cheapest tuner to τ; --mechanism: ΔPMI vs its controls), or check/refresh the "
+                         "copies embedded in a document", description=headline.__doc__.splitlines()[0]))
     tuner_report.add_arguments(commands.add_parser(
         "tuners", help="replay Optuna's samplers and pruners against the records: cost to τ, IMI's saving against "
                        "the cheapest tuner, time to τ", description=tuner_report.__doc__.splitlines()[0]))
