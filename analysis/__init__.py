@@ -11,8 +11,9 @@ from analysis.metrics import expected_max, expected_max_curve, seed_summary
 from analysis.selection import SeedBootstrap, choose, chosen_runs, chosen_stat, seed_bootstrap, seed_stat
 from analysis.stats import (expanded_percentile_interval, expanded_tail, iqm, percentile_interval,
                             probability_of_improvement, seed_interval)
-from analysis.tuning import (grid_selection, grid_tuners, halving_selection, random_search_selection,
-                             val_selected_expectation)
+from analysis.tuner_models import grid_tuners
+from analysis.tuner_selection import (grid_selection, halving_selection, random_search_selection,
+                                      val_selected_expectation)
 from analysis.wandb_runs import load_wandb_runs
 
 __all__ = [

@@ -18,7 +18,7 @@ from analysis.load import LoadedRuns, load_runs
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
 from analysis.selection import STATS
 from analysis.stats import RECOMMENDED_REPLICATES
-from analysis.tuning import IDEALISED, PRACTITIONER
+from analysis.tuner_models import IDEALISED, PRACTITIONER
 from analysis.wandb_runs import load_wandb_runs
 
 

@@ -18,11 +18,13 @@ import pandas as pd
 from analysis.costs import charged_costs
 from analysis.grid import annotate
 from analysis.load import load_runs
+from analysis.savings import PlausibleCosts, cost_to_reach, plausible_costs, saving_interval, savings
+from analysis.seed_arrays import ArmSeeds, GridSeeds, prepare
 from analysis.selection import draw_counts, first_argmax, seed_stat, with_observed
 from analysis.stats import expanded_percentile_interval, percentile_interval, probability_interval, seed_interval
 from analysis.tables import to_markdown
-from analysis.tuning import (GRID, PRACTITIONER, RANDOM, SH_VARIANTS, ArmSeeds, GridSeeds, PlausibleCosts, arm_outcome,
-                             cost_to_reach, grid_tuners, plausible_costs, prepare, saving_interval, savings, tau_rows)
+from analysis.tuner_models import PRACTITIONER, arm_outcome, grid_tuners, tau_rows
+from analysis.tuner_selection import GRID, RANDOM, SH_VARIANTS
 
 # seeds drawn to compute a tuner's true P(reach τ) and E[test] under the model
 TRUTH_SEEDS = 20_000
@@ -125,7 +127,7 @@ def fit_curve(curve: np.ndarray) -> tuple[float, float]:
 
 
 def components_from_runs(runs: pd.DataFrame, setting: str, baseline: str, arm: str, metric: str) -> Components:
-    """Fit `Components` on one setting of annotated, `tuning.prepare`d runs (per-procedure costs)."""
+    """Fit `Components` on one setting of annotated, `seed_arrays.prepare`d runs (per-procedure costs)."""
     here = runs[runs["setting"] == setting]
     grid = here[(here["method.name"] == baseline) & (here["arm_kind"] == "grid")]
     fixed = here[here["arm"] == arm]
@@ -204,8 +206,8 @@ def draw(c: Components, n_seeds: int, rng: np.random.Generator) -> dict[str, np.
 
 
 def grid_and_arm(c: Components, data: dict[str, np.ndarray]) -> tuple[GridSeeds, ArmSeeds]:
-    """The report's arrays (`tuning.GridSeeds`, `tuning.ArmSeeds`) for one simulated data set; one cost
-    field (FLOPs)."""
+    """The report's arrays (`seed_arrays.GridSeeds`, `seed_arrays.ArmSeeds`) for one simulated data set;
+    one cost field (FLOPs)."""
     n, s = c.n_configs, data["val"].shape[1]
     cost = np.broadcast_to(c.flops[:n, None, None], (n, s, 1)).copy()
     rung_val, rung_cost = {}, {}
@@ -236,8 +238,8 @@ class Truth:
 def truth(c: Components, tolerances, rng: np.random.Generator, n_seeds: int = TRUTH_SEEDS) -> Truth:
     """The statistics' values under the model: selection on the true validation means; tuners' E[test]
     and P(reach τ*) by Monte Carlo over `n_seeds` seeds (each seed one practitioner's procedure, run by
-    `tuning.grid_tuners` itself, exact over subsets); costs are fixed, so a saving follows from the true
-    budgets."""
+    `tuner_models.grid_tuners` itself, exact over subsets); costs are fixed, so a saving follows from the
+    true budgets."""
     n = c.n_configs
     best = int(first_argmax(c.val_mean[:n]))
     tau = {t: float(c.test_mean[best] - t) for t in tolerances}
@@ -271,7 +273,7 @@ def _intervals(point: float, replicates: np.ndarray, n: int, confidence: float, 
     """Every interval method for one statistic: the plain and the expanded percentile intervals, the
     t-widened one (`stats.seed_interval`, ≤ 1 for a saving, clipped to [0, 1] for a probability), and
     the report's where it differs from that (a probability: `stats.probability_interval`; a saving:
-    `tuning.saving_interval`)."""
+    `savings.saving_interval`)."""
     out = {"percentile": percentile_interval(replicates, confidence),
            "expanded percentile": expanded_percentile_interval(replicates, n, confidence)}
     low, high = seed_interval(point, replicates, n, confidence)
@@ -291,7 +293,7 @@ def simulate(c: Components, n_data: int, n_boot: int, seed: int, tolerances=TOLE
     """Coverage of every statistic and interval method on `n_data` simulated data sets of `n_seeds`
     seeds, each with `n_boot` paired replicates (the report's estimators, practitioner's tuners).
 
-    Statistics, each computed by the report's code (`analysis.selection`, `analysis.tuning`) and its truth:
+    Statistics, each computed by the report's code (`analysis.selection`, `analysis.tuner_models`) and its truth:
         Δ vs tuned   arm − the baseline's validation-selected configuration (re-selected in every replicate);
                      truth μ^T_arm − μ^T_{j*}, j* = argmax_j μ^V_j
         P(reach τ)   of each tuner at a fixed budget; truth: the model's probability over seeds (Monte Carlo,

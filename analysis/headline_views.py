@@ -20,11 +20,14 @@ from analysis.load import LoadedRuns
 from analysis.metrics import check_metric
 from analysis.report import CONVENTION_TEXT, resolve_metric
 from analysis.report_sections import savings_text, setting_name
+from analysis.seed_arrays import prepare
 from analysis.selection import SeedBootstrap, seed_bootstrap
 from analysis.sft_level import add_delta
 from analysis.signal_controls import CONTROLS, PMI, SIGNAL_COLUMN, signal_control_table, signal_verdicts
 from analysis.tables import fmt_cost, fmt_count, fmt_score, fmt_share, to_markdown, with_interval
-from analysis.tuning import PRACTITIONER, SH_VARIANTS, prepare, tuning_comparison
+from analysis.tuner_models import PRACTITIONER
+from analysis.tuner_selection import SH_VARIANTS
+from analysis.tuning import tuning_comparison
 
 # The adaptive-β baseline (docs/design.md §3): the other way to avoid tuning β, so it stands beside the IMI arms.
 COMPETITORS = ("beta_dpo",)

@@ -9,7 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.plots import _hide_unused, _legend, _panels, _style, arm_colors, draw_sft
-from analysis.tuning import IDEALISED, tuner_label
+from analysis.tuner_models import IDEALISED, tuner_label
 
 IDEALISED_SUFFIX = tuner_label("", IDEALISED)
 TUNER_STYLES = {"grid search": ("s", "-"), "random search": ("o", "-"),

@@ -29,7 +29,7 @@ from analysis.sft_level import add_delta, reference_column, sft_levels, sft_sour
 from analysis.selection import STATS, seed_bootstrap, validation_column
 from analysis.stats import RECOMMENDED_REPLICATES, expanded_tail
 from analysis.tables import to_markdown, write_table
-from analysis.tuning import PRACTITIONER, TUNER_MODELS
+from analysis.tuner_models import PRACTITIONER, TUNER_MODELS
 
 DEFAULT_METRIC = "gold_reward"
 DEFAULT_TOLERANCES = (0.0, 0.05)

@@ -19,10 +19,11 @@ from analysis.costs import shared_build_costs
 from analysis.entries import Entry, grid_table, moves_the_model, practitioners_testbed
 from analysis.load import CURVE_COLUMN, LoadedRuns, read_history
 from analysis.sft_level import sft_levels
+from analysis.seed_arrays import prepare
 from analysis.selection import SeedBootstrap
 from analysis.sensitivity import MATTERS_RATIO, grid_spread
 from analysis.tables import display, fmt_cost, fmt_count, fmt_score, fmt_share, fmt_text, with_interval, write_table
-from analysis.tuning import TuningResult, expected_best_table, prepare, tuning_comparison
+from analysis.tuning import TuningResult, expected_best_table, tuning_comparison
 
 DELTA_PMI_KEYS = ("imi/delta_pmi_mean", "imi/delta_pmi")
 REGULATION_KEYS = tuple(f"imi/effective_{name}{suffix}" for name in ("margin", "beta", "weight") for suffix in ("_mean", ""))

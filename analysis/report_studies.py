@@ -13,10 +13,10 @@ from analysis.imi_action import ACTION, imi_action_table
 from analysis.live_tuning import one_run_costs, study_summary, study_trajectories
 from analysis.lm_eval_change import lm_eval_change
 from analysis.report_sections import Context
+from analysis.seed_arrays import prepare
 from analysis.selection import validation_column
 from analysis.signal_controls import has_signal_controls, signal_control_table, signal_verdicts
 from analysis.tables import fmt_cost, fmt_count, fmt_score, with_interval
-from analysis.tuning import prepare
 
 
 def signal_section(w, c: Context) -> None:

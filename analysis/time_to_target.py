@@ -20,7 +20,7 @@ from analysis.plots import _hide_unused, _legend, _panels, _style, method_color
 from analysis.selection import SeedBootstrap, choose, has_validation, seed_stat, validation_column
 from analysis.stats import probability_interval, seed_interval
 from analysis.tuner_benchmark import common_fractions
-from analysis.tuning import reaches
+from analysis.tuner_models import reaches
 
 CURVE_KEYS = ("flops", "step")
 

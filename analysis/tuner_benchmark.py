@@ -5,7 +5,7 @@ cost to τ, the cheapest tuner to reach τ and each fixed arm's saving against i
 Every number is computed on the observed seeds and again in every replicate of the report's paired seed
 bootstrap, so a tuner, τ and an IMI arm are paired by seed; the Optuna replays enter through their mean over
 each seed's replicates (Monte Carlo over the sampler's seed). Pure functions over the runs frame of
-`analysis.tuning.prepare`; no I/O.
+`analysis.seed_arrays.prepare`; no I/O.
 """
 from __future__ import annotations
 
@@ -19,18 +19,19 @@ import pandas as pd
 
 from analysis.costs import COST_FIELDS, shared_build_costs
 from analysis.optuna_replay import DEFAULT_TUNERS, Replays, SeedGrid, TunerSpec, gp_available, replay
+from analysis.savings import PlausibleCosts, cost_to_reach, plausible_costs, saving_interval, savings
+from analysis.seed_arrays import GridSeeds, arm_seeds, curve_columns, grid_seeds
 from analysis.selection import SeedBootstrap, validation_column
 from analysis.stats import probability_interval, seed_interval
-from analysis.tuning import (PRACTITIONER, RANDOM, GridSeeds, PlausibleCosts, arm_outcome, arm_seeds, cost_to_reach,
-                             curve_columns, grid_seeds, grid_tuners, plausible_costs, reaches, saving_interval, savings,
-                             tau_rows)
+from analysis.tuner_models import PRACTITIONER, arm_outcome, grid_tuners, reaches, tau_rows
+from analysis.tuner_selection import RANDOM
 
 OPTUNA, EXACT = "Optuna replay", "exact"
 
 
 @dataclass
 class ReplayGrid:
-    """A baseline's grid on one setting as the replays see it: `grid` (`tuning.GridSeeds`), choices (N,) what
+    """A baseline's grid on one setting as the replays see it: `grid` (`seed_arrays.GridSeeds`), choices (N,) what
     Optuna is offered (β, ascending, when β alone tells the configurations apart, else their labels;
     `ordered` says which), fractions (Q,) the curve points before the end that every run has, curve_val
     (N, S, Q), curve_cost (N, S, Q, C) cumulative (plus the run's build share where the convention charges
@@ -64,7 +65,7 @@ def common_fractions(curves: pd.Series, end: bool = False) -> np.ndarray:
 
 def replay_grid(runs: pd.DataFrame, boot: SeedBootstrap, grid_runs: pd.DataFrame, metric: str, convention: str,
                 all_builds: pd.DataFrame) -> ReplayGrid:
-    """A grid arm's runs as a `ReplayGrid`; `runs` as returned by `tuning.prepare`."""
+    """A grid arm's runs as a `ReplayGrid`; `runs` as returned by `seed_arrays.prepare`."""
     ids, grid, _ = grid_seeds(runs, boot, grid_runs, metric, convention, all_builds)
     firsts = [boot.rows[c][0] for c in ids]
     betas = pd.to_numeric(runs.loc[firsts, "method.beta"], errors="coerce").to_numpy(dtype=float)
@@ -90,7 +91,7 @@ class TunerCurve:
     trials (K,), expected_test (R, K), expected_cost (R, K, C) with the procedure's builds, mc_se (K,) the
     Monte-Carlo standard error of row 0's expected_test (0 where it is exact), `p_reach(tau, at)` (R,):
     the probability that one procedure with budget position `at` ends with a run whose test score
-    reaches τ (tau (R,)). `tuning.plausible_costs` reads trials, expected_test and expected_cost."""
+    reaches τ (tau (R,)). `savings.plausible_costs` reads trials, expected_test and expected_cost."""
 
     name: str
     source: str
@@ -137,7 +138,7 @@ def replay_curve(rep: Replays, rgrid: ReplayGrid, weights: np.ndarray) -> TunerC
 
 
 def hand_written_curves(grid: GridSeeds, weights: np.ndarray, stat: str, seed: int) -> list[TunerCurve]:
-    """Grid search, random search and successive halving of `analysis.tuning` (practitioner's model) as
+    """Grid search, random search and successive halving of `analysis.tuner_models` (practitioner's model) as
     `TunerCurve`s: exact expectations over seeds and subsets (no Monte Carlo)."""
     out = []
     for t in grid_tuners(grid, weights, stat, PRACTITIONER, np.random.default_rng(seed)):
@@ -194,7 +195,7 @@ def tuner_benchmark(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseli
     """Every tuner of `specs` replayed on every setting where `baseline` has a grid (clean settings only
     unless `traps`), beside the hand-written tuners, with every fixed arm's saving.
 
-    `runs` as returned by `tuning.prepare`; n_trials per study (None: three times the grid size, by which
+    `runs` as returned by `seed_arrays.prepare`; n_trials per study (None: three times the grid size, by which
     random draws with replacement have covered 95% of the grid). Tables:
     curves     setting, trap, tuner, source, trials, expected_test (+ _ci_low, _ci_high), mc_se,
                expected_<cost>, finished_configs, stopped_trials, n_seeds
@@ -306,7 +307,7 @@ def saving_rows(setting, trap, tolerance, tau, tuners: list[TunerCurve], costs: 
 def agreement_rows(setting: str, rgrid: ReplayGrid, weights: np.ndarray, rep: Replays, hand: TunerCurve, n: int,
                    confidence: float) -> list[dict]:
     """Optuna's RandomSampler replayed against two exact expectations on the same seeds: random search with
-    replacement after k trials (`optuna_replay.random_with_replacement`), and `analysis.tuning`'s random
+    replacement after k trials (`optuna_replay.random_with_replacement`), and `analysis.tuner_selection`'s random
     search without replacement over m configurations, which the replay equals at the trial where its m-th
     distinct configuration finishes (the distinct configurations drawn so far are a uniform m-subset)."""
     from analysis.optuna_replay import random_with_replacement

@@ -23,12 +23,12 @@ from analysis.metrics import check_metric
 from analysis.optuna_replay import DEFAULT_TUNERS, HYPERBAND_REDUCTION, SUCCESSIVE_HALVING_REDUCTION
 from analysis.plots import _hide_unused, _legend, _panels, _style, method_color, save_figure
 from analysis.report import DEFAULT_TOLERANCES, resolve_metric
+from analysis.seed_arrays import prepare
 from analysis.selection import STATS, seed_bootstrap
 from analysis.stats import RECOMMENDED_REPLICATES
 from analysis.tables import fmt_cost, fmt_count, fmt_score, fmt_share, to_markdown, with_interval
 from analysis.time_to_target import time_to_target, time_to_target_figure
 from analysis.tuner_benchmark import tuner_benchmark
-from analysis.tuning import prepare
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

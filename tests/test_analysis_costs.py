@@ -1,5 +1,5 @@
 """Charged costs under the three shared-build conventions (analysis.costs) and the tuning tables built on
-them (analysis.tuning): cost to reach τ, savings against grid search, random search and successive
+them (analysis.tuning, analysis.savings): cost to reach τ, savings against grid search, random search and successive
 halving, and their sums over settings, on hand-computed examples."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 
 from analysis.costs import charged_costs, procedure_builds, shared_build_costs
 from analysis.grid import annotate
+from analysis.seed_arrays import prepare
 from analysis.selection import seed_bootstrap
-from analysis.tuning import expected_best_table, prepare, tuning_comparison
+from analysis.tuning import expected_best_table, tuning_comparison
 
 H = 1 / 3600  # device-hours per device-second
 

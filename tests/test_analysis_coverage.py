@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from analysis.coverage import Components, components_table, draw, fit_components, fit_folder, simulate, truth
-from analysis.tuning import GRID, RANDOM
+from analysis.tuner_selection import GRID, RANDOM
 
 ROOT = Path(__file__).resolve().parents[1]
 BASELINE = ROOT / "results" / "baselines" / "v1"

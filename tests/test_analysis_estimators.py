@@ -1,8 +1,8 @@
 """Estimators on tiny hand-computed examples and against brute-force enumeration: Ê_k and the
 validation-selected E_k, the tuners' selection probabilities (grid search, random search, successive
 halving), the practitioner's and the idealised tuner models, cost to reach τ (analysis.metrics,
-analysis.tuning), the paired seed bootstrap and the selection protocol (analysis.selection), and the
-arms (analysis.grid)."""
+analysis.tuner_selection, analysis.tuner_models, analysis.savings), the paired seed bootstrap and the
+selection protocol (analysis.selection), and the arms (analysis.grid)."""
 from __future__ import annotations
 
 import itertools
@@ -18,9 +18,11 @@ from analysis.sft_level import add_delta
 from analysis.stats import seed_interval
 from analysis.selection import (SeedBootstrap, choose, chosen_runs, chosen_stat, draw_counts, first_argmax,
                                 seed_bootstrap, seed_stat, weighted_reduce)
-from analysis.tuning import (GRID, IDEALISED, PRACTITIONER, RANDOM, ArmSeeds, GridSeeds, arm_outcome, cost_to_reach,
-                             grid_selection, grid_tuners, halving_selection, random_search_selection, savings, subsets,
-                             tau_rows, tuner_selections, val_selected_expectation)
+from analysis.savings import cost_to_reach, savings
+from analysis.seed_arrays import ArmSeeds, GridSeeds
+from analysis.tuner_models import IDEALISED, PRACTITIONER, arm_outcome, grid_tuners, tau_rows
+from analysis.tuner_selection import (GRID, RANDOM, grid_selection, halving_selection, random_search_selection, subsets,
+                                      tuner_selections, val_selected_expectation)
 
 SETTING = {"dataset.name": "arith", "model.name": "tiny", "hardware.name": "cpu"}
 CONFIG = ["method.name", "method.beta", "seed", "dataset.name", "model.name", "hardware.name"]

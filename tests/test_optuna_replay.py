@@ -16,10 +16,11 @@ from analysis.costs import charged_costs  # noqa: E402
 from analysis.grid import annotate  # noqa: E402
 from analysis.optuna_replay import (SeedGrid, TunerSpec, random_with_replacement, replay, replay_study,  # noqa: E402
                                     val_ranks)
+from analysis.savings import PlausibleCosts  # noqa: E402
+from analysis.seed_arrays import prepare  # noqa: E402
 from analysis.selection import first_argmax, seed_bootstrap  # noqa: E402
 from analysis.time_to_target import at_point, first_reach, time_to_target  # noqa: E402
 from analysis.tuner_benchmark import best_of, tuner_benchmark  # noqa: E402
-from analysis.tuning import PlausibleCosts, prepare  # noqa: E402
 
 RANDOM = TunerSpec("random", "random")
 TPE = TunerSpec("TPE", "tpe")
