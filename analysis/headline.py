@@ -26,7 +26,7 @@ from analysis.headline_views import (COMPETITORS, ReportRuns, choose_arms, mecha
 from analysis.load import LoadedRuns, load_runs
 from analysis.sft_level import sft_levels
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions
-from analysis.report_sections import setting_name
+from analysis.report_context import setting_name
 from analysis.selection import STATS
 from analysis.stats import RECOMMENDED_REPLICATES
 from analysis.tables import fmt_score, to_markdown, with_interval

@@ -19,7 +19,7 @@ from analysis.live_tuning import study_runs
 from analysis.load import LoadedRuns
 from analysis.metrics import check_metric
 from analysis.report import CONVENTION_TEXT, resolve_metric
-from analysis.report_sections import savings_text, setting_name
+from analysis.report_context import savings_text, setting_name
 from analysis.seed_arrays import prepare
 from analysis.selection import SeedBootstrap, seed_bootstrap
 from analysis.sft_level import add_delta

@@ -243,7 +243,7 @@ def imi_traces(traces: pd.DataFrame, smoothing: int | None = None) -> Figure:
     """ΔPMI and the effective regulation per training step, for the IMI arms of each setting.
 
     In: a long frame with columns setting, arm, method.name, run_id, step, delta_pmi, regulation,
-    regulation_name (e.g. "effective_margin"), as `report.imi_trace_frame` builds from the histories.
+    regulation_name (e.g. "effective_margin"), as `report_figures.imi_trace_frame` builds from the histories.
     Thin lines: each run (seed); thick line: the median over seeds per step. Values are the batch means
     the trainer logs, smoothed by a centred rolling mean over `smoothing` steps (default: 1/25 of the run).
     """

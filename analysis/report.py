@@ -6,8 +6,9 @@ convention in force) and the file layout:
     <out>/report.md
     <out>/tables/<name>.csv and <name>.tex
     <out>/figures/<name>.png and <name>.pdf
-The sections themselves are written by `report_sections`. A sweep that lacks some methods gets every
-table it can support; each one it cannot is skipped with a note, never an exception.
+The sections themselves are written by `report_scores`, `report_tuning`, `report_figures`,
+`report_appendix` and `report_studies`, over one `report_context.Context`. A sweep that lacks some
+methods gets every table it can support; each one it cannot is skipped with a note, never an exception.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import plots, report_sections, report_studies
+from analysis import plots, report_appendix, report_figures, report_scores, report_studies, report_tuning
 from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
 from analysis.entries import build_entries, comparison_table
 from analysis.grid import annotate
@@ -25,6 +26,7 @@ from analysis.live_tuning import study_runs
 from analysis.load import LoadedRuns
 from analysis.metrics import check_metric, seed_summary
 from analysis.protocol import citability, prompt_sets_text
+from analysis.report_context import Context
 from analysis.sft_level import add_delta, reference_column, sft_levels, sft_source
 from analysis.selection import STATS, seed_bootstrap, validation_column
 from analysis.stats import RECOMMENDED_REPLICATES, expanded_tail
@@ -169,7 +171,7 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
     if loaded.runs.empty:
         w.text("**Not citable: no completed runs.**")
         w.note("no completed runs were loaded, so there is nothing to analyse (see the skipped runs below).")
-        report_sections.skipped_section(w, loaded)
+        report_appendix.skipped_section(w, loaded)
         return _finish(w, "not citable: no completed runs")
 
     # charge shared builds before any run is dropped: a run without the metric still used (and shared) them
@@ -186,7 +188,7 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
         w.note(f"no completed run reports `{metric}`" + (" outside the live tuning studies (below)." if trials is not None else "."))
         if trials is not None:
             report_studies.live_tuning_section(w, trials, metric, o)
-        report_sections.skipped_section(w, loaded)
+        report_appendix.skipped_section(w, loaded)
         return _finish(w, f"not citable: no run reports {metric}")
     boot = seed_bootstrap(runs, o.n_boot, o.seed)
     summary = seed_summary(runs, metric, boot, o.stat, o.confidence)
@@ -238,28 +240,28 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
            "single configuration).")
 
     w.header_end = len(w.sections)
-    context = report_sections.Context(runs, boot, summary, sft, entries, comparison, metric, o, traps)
+    context = Context(runs, boot, summary, sft, entries, comparison, metric, o, traps)
     if o.optuna_tuners:
         report_studies.optuna_lead_section(w, context)
-    report_sections.comparison_section(w, context)
-    report_sections.testbed_section(w, context)
+    report_scores.comparison_section(w, context)
+    report_scores.testbed_section(w, context)
     report_studies.signal_section(w, context)
     report_studies.imi_action_section(w, context)
     report_studies.lm_eval_section(w, context)
     if trials is not None:
         report_studies.live_tuning_section(w, trials, metric, o, context)
-    tuning = report_sections.tuning_section(w, context)
-    curves = report_sections.expected_best_section(w, context)
-    report_sections.grid_section(w, context)
-    report_sections.aggregate_section(w, context)
-    report_sections.configurations_section(w, context)
+    tuning = report_tuning.tuning_section(w, context)
+    curves = report_tuning.expected_best_section(w, context)
+    report_scores.grid_section(w, context)
+    report_scores.aggregate_section(w, context)
+    report_scores.configurations_section(w, context)
     if o.figures:
-        report_sections.figures_section(w, context)
-        report_sections.tuning_figures(w, context, curves, tuning)
+        report_figures.figures_section(w, context)
+        report_figures.tuning_figures(w, context, curves, tuning)
     else:
         w.text("## 9. Figures\n\nNot drawn (--no-figures).")
-    report_sections.shared_costs_section(w, context)
-    report_sections.skipped_section(w, loaded)
+    report_appendix.shared_costs_section(w, context)
+    report_appendix.skipped_section(w, loaded)
     return _finish(w, "citable" if verdict.citable else "; ".join(verdict.labels))
 
 

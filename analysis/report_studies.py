@@ -1,7 +1,7 @@
 """The report's sections for studies beyond a β grid (docs/design.md §11): what the IMI signal is (§2a, the signal
 controls), the lead with IMI's saving against the cheapest tuner Optuna's replays included (--optuna-tuners), and
 the live tuning studies run through the sweep (§3a). Each writes through `report.Writer` over the report's
-`report_sections.Context`; the numbers come from analysis.signal_controls, analysis.tuner_benchmark and
+`report_context.Context`; the numbers come from analysis.signal_controls, analysis.tuner_benchmark and
 analysis.live_tuning.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from analysis import plots_tuning
 from analysis.imi_action import ACTION, imi_action_table
 from analysis.live_tuning import one_run_costs, study_summary, study_trajectories
 from analysis.lm_eval_change import lm_eval_change
-from analysis.report_sections import Context
+from analysis.report_context import Context
 from analysis.seed_arrays import prepare
 from analysis.selection import validation_column
 from analysis.signal_controls import has_signal_controls, signal_control_table, signal_verdicts
