@@ -17,6 +17,7 @@ COMMANDS = {
     "report": ("analysis", "the analysis: report, runs, headline, coverage (also imi-bench-report)"),
     "baseline": ("bench.baseline", "committed baselines: list, describe, reproduce (./multirun.sh reproduce)"),
     "reproduce": ("bench.reproduce", "re-run records of a results folder and compare their metrics"),
+    "publish": ("bench.publish", "copy completed records into a results folder, machine paths made portable"),
     "benchmark": ("bench.benchmark", "training throughput against TRL, side by side"),
     "sampling": ("bench.benchmark.sampling", "sampling tokens/s on SmolLM2: generate vs the suite's decode loop"),
     "gpu_check": ("bench.gpu_check", "the prepared GPU check (results/gpu/README.md)"),

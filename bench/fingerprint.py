@@ -31,7 +31,7 @@ BUILD_CODE = {
 # benchmarking. Editing those never invalidates a completed run.
 RUN_CODE = ("bench",)
 TOOLING = ("bench.__main__", "bench.baseline", "bench.benchmark", "bench.config", "bench.fingerprint", "bench.gpu_check",
-           "bench.loggers", "bench.preflight", "bench.provenance", "bench.records", "bench.redaction",
+           "bench.loggers", "bench.preflight", "bench.provenance", "bench.publish", "bench.records", "bench.redaction",
            "bench.reproduce", "bench.run_summary", "bench.slurm", "bench.sweeps", "bench.train")
 
 
