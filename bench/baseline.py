@@ -239,9 +239,19 @@ def print_table(numbers: pd.DataFrame, echo=print) -> None:
             echo("\nfailing cells:\n" + failing.drop(columns="ok").to_string(index=False))
 
 
+def superseded_note(manifest: dict) -> str | None:
+    """The manifest's `superseded` entry as one line ("superseded by v2: ..."), None for a current baseline."""
+    entry = manifest.get("superseded")
+    if not entry:
+        return None
+    return f"superseded by {entry.get('by', 'a later baseline')}: {entry.get('why', '')}".rstrip(": ")
+
+
 def list_subsets(folder: Path, echo=print) -> None:
     manifest = load_manifest(folder)
     records = completed_records(folder)
+    if note := superseded_note(manifest):
+        echo(f"NOTE: {note}")
     for kind, entries in (("parts", manifest.get("parts", {})), ("subsets", manifest["subsets"])):
         echo(f"{kind}:")
         for name, entry in entries.items():
@@ -279,6 +289,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({name: describe(select_records(records, part["where"])) for name, part in parts.items()},
                              indent=2))
             return 0
+        if note := superseded_note(load_manifest(args.folder)):
+            print(f"[reproduce] note: {note}")
         subset = args.subset or load_manifest(args.folder).get("default_subset")
         if subset is None:
             raise BaselineError(f"{args.folder / MANIFEST_FILE} names no default_subset: pass --subset")

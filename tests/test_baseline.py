@@ -166,3 +166,15 @@ def test_multirun_reproduce_names_what_exists(tmp_path):
     unknown = run_command([str(MULTIRUN), "reproduce", "v0"], cwd=tmp_path, env=env, timeout=120)
     assert unknown.returncode == 2, unknown.stdout
     assert "results/baselines/v0/manifest.json: no manifest; baselines beside it: v1" in unknown.stdout
+
+
+def test_a_superseded_baseline_says_so_where_users_look(tmp_path, capsys):
+    from bench.baseline import superseded_note
+    assert superseded_note({}) is None
+    assert superseded_note({"superseded": {"by": "v9", "why": "its prompts leaked"}}) == "superseded by v9: its prompts leaked"
+    assert superseded_note({"superseded": {"why": "x"}}) == "superseded by a later baseline: x"
+    # the committed v1 is superseded, and `list` opens with why
+    v1 = Path(__file__).resolve().parents[1] / "results" / "baselines" / "v1"
+    assert main(["list", str(v1)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("NOTE: superseded by baseline v2") and "training prompts" in first
