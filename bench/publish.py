@@ -14,13 +14,11 @@ run either as it was or complete.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.records import HISTORY_FILE, RECORD_FILE, atomic_write_json, read_record
+from bench.records import HISTORY_FILE, RECORD_FILE, atomic_write_json, atomic_write_text, read_record
 
 # What a clone calls each machine-specific root: the defaults of IMI_BENCH_RUNS / IMI_BENCH_CACHE, and the
 # virtual environment the README creates.
@@ -115,7 +113,7 @@ def publish(src: Path, dest: Path, replace: bool = False, dry_run: bool = False)
         if left:
             summary.absolute[name] = left
         target = dest / name
-        existing = read_record(target) if (target / RECORD_FILE).is_file() else None
+        existing = read_record(target)
         if existing == out:
             summary.unchanged.append(name)
             continue
@@ -126,11 +124,8 @@ def publish(src: Path, dest: Path, replace: bool = False, dry_run: bool = False)
         summary.copied.append(name)
         if dry_run:
             continue
-        target.mkdir(parents=True, exist_ok=True)
         # history first: a record is what marks a run complete, so it lands last
-        tmp = target / f".{HISTORY_FILE}.tmp"
-        shutil.copyfile(folder / HISTORY_FILE, tmp)
-        tmp.replace(target / HISTORY_FILE)
+        atomic_write_text(target / HISTORY_FILE, (folder / HISTORY_FILE).read_text())
         atomic_write_json(target / RECORD_FILE, out)
     return summary
 
