@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.coverage import Components, components_table, draw, fit_components, fit_folder, simulate, truth
+from analysis.coverage import simulate, truth
+from analysis.coverage_model import Components, components_table, draw, fit_components, fit_folder
 from analysis.tuner_selection import GRID, RANDOM
 
 ROOT = Path(__file__).resolve().parents[1]
