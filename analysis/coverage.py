@@ -202,7 +202,7 @@ def simulate(c: Components, n_data: int, n_boot: int, seed: int, tolerances=TOLE
 def coverage_markdown(table: pd.DataFrame, components: pd.DataFrame, command: str) -> str:
     """coverage.md: the fitted components, then per setting statistic × interval method (coverage ± MC SE)."""
     lines = ["# Coverage of the report's intervals at 5 seeds, by simulation", "",
-             f"Made by `{command}` (docs/design.md §11a; model and statistics: `analysis/coverage.py`).", "",
+             f"Made by `{command}` (docs/design.md §11a; model: `analysis/coverage_model.py`, simulation and statistics: `analysis/coverage.py`).", "",
              "## Fitted variance components (standard deviations, gold-reward units)", "",
              to_markdown(components.map(lambda v: ("–" if math.isnan(v) else f"{v:.4f}") if isinstance(v, float)
                                         else str(v))), ""]

@@ -1,9 +1,10 @@
 """The headline tables of a results folder, generated from its run records (docs/design.md §11, §11a).
 
-Three views: the comparison (each arm's Δ vs the tuned baseline), `--savings` (the saving against the
-cheapest tuner that reaches τ) and `--mechanism` (ΔPMI against its signal controls). Their cells are cells of
-the report's tables, made by the same calls with the same defaults, so a headline equals its report
-(the other two views: `analysis.headline_views`). Documents embed a headline between markers that hold its
+Four views: the comparison (each arm's Δ vs the tuned baseline), `--savings` (the saving against the
+cheapest tuner that reaches τ), `--mechanism` (ΔPMI against its signal controls) and `--per-seed` (the runs
+behind the comparison). The first three's cells are cells of the report's tables, made by the same calls with
+the same defaults, so a headline equals its report (those two views: `analysis.headline_views`; the per-seed
+view, values of single runs: `analysis.seed_view`). Documents embed a headline between markers that hold its
 command, which `refresh` (`--check FILE`, `--write FILE`) compares or rewrites. Owns the comparison's shape,
 the markers and the command line; no statistics.
 """
@@ -27,11 +28,12 @@ from analysis.load import LoadedRuns, load_runs
 from analysis.sft_level import sft_levels
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions
 from analysis.report_context import setting_name
+from analysis.seed_view import seeds_markdown, seeds_table
 from analysis.selection import STATS
 from analysis.stats import RECOMMENDED_REPLICATES
 from analysis.tables import fmt_score, to_markdown, with_interval
 
-VIEWS = ("comparison", "savings", "mechanism")
+VIEWS = ("comparison", "savings", "mechanism", "seeds")
 SAVINGS_TOLERANCE = max(DEFAULT_TOLERANCES)  # the report's second tolerance: a τ a little below tuned
 COMMAND = "python -m analysis headline"
 BLOCK = re.compile(r"(?P<open><!-- headline: (?P<command>[^\n]*?) -->\n)(?P<body>.*?)(?P<close><!-- /headline -->)",
@@ -137,6 +139,8 @@ def compute_view(r: ReportRuns, options: HeadlineOptions):
         return savings_table(r, options)
     if options.view == "mechanism":
         return mechanism_table(r, options)
+    if options.view == "seeds":
+        return r.runs
     return comparison_of(r, options)[0]
 
 
@@ -146,6 +150,8 @@ def render_view(computed, metric: str, options: HeadlineOptions) -> str:
         return savings_markdown(computed, metric, options)
     if options.view == "mechanism":
         return mechanism_markdown(computed, metric, options)
+    if options.view == "seeds":
+        return seeds_markdown(seeds_table(computed, metric, options.baseline, options.arms, options.clean), metric)
     return render(computed, metric, options)
 
 
@@ -234,6 +240,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="per setting and IMI method: which signal controls ΔPMI beats, whether its length-free "
                            "part keeps it, and the reading (the report's §2a `signal_verdicts`; needs signal-control "
                            "runs, experiment=ablation_signal)")
+    view.add_argument("--per-seed", dest="view", action="store_const", const="seeds",
+                      help="per setting and configuration (the SFT model first): each seed's Δ vs SFT and their "
+                           "mean, and min–max over seeds of KL, each lm-eval accuracy, the IMI acting share and wall "
+                           "seconds — the runs behind the comparison, no interval; --arms: these methods' "
+                           "configurations (default: all)")
     parser.set_defaults(view="comparison")
     parser.add_argument("--tolerance", type=float, metavar="TOL",
                         help=f"with --savings: τ = tuned baseline's test score − TOL, in metric units (default: "

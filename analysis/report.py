@@ -228,7 +228,7 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
            "(validation-reselected Δ vs tuned, P(reach τ), savings) under a model with a seed effect shared across "
            "configurations, fitted to committed records (`results/coverage/`).\n"
            f"- Tuners: {TUNER_MODEL_TEXT[o.tuner_model]}\n"
-           + (f"- Trap settings (marked *(trap)*, left out of the headline aggregates and savings, shown apart): "
+           + ("- Trap settings (marked *(trap)*, left out of the headline aggregates and savings, shown apart): "
               + "; ".join(f"{s} — {t}" for s, t in traps.items()) + "." if len(traps) else
               ("- Trap settings: none (no run's `dataset.trap` is set)." if "dataset.trap" in runs.columns else
                "- Trap settings: unknown — these records predate `dataset.trap`, so none is marked.")))

@@ -12,7 +12,6 @@ carry the default system turn the template inserts before a conversation's first
 from __future__ import annotations
 
 import pytest
-import torch
 
 from bench.cache import DiskCache
 from bench.data.encoding import ChatTurns, encode_pairs
