@@ -94,9 +94,9 @@ def _short(column: str) -> str:
 
 
 def _format_value(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:g}"
-    return str(value)
+    if not _present(value):  # a key the config left null (or an older record lacks): as a Hydra override spells it
+        return "null"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def configuration_columns(frame: pd.DataFrame, config_columns: Iterable[str]) -> list[str]:

@@ -14,6 +14,7 @@ import re
 import numpy as np
 import pandas as pd
 
+from analysis.grid import at_defaults, method_defaults
 from analysis.report_context import setting_name
 from analysis.sft_level import delta_column, reference_column
 from analysis.tables import to_markdown
@@ -80,7 +81,7 @@ def seeds_table(runs: pd.DataFrame, metric: str, baseline: str, arms: tuple[str,
     Out: setting, configuration ("dpo β=0.1 (default)"), seeds ("0,1,2"), per seed (Δ vs SFT per seed; on
          the SFT row, the SFT model's own `metric`), mean Δ vs SFT, then one min–max column per
          `range_columns` entry. Per setting the SFT row comes first when the records know the SFT level,
-         then configurations by `method_order`, each method's by β then label. Clean settings first
+         then configurations by `method_order`, each method's by β, its default first, then by label. Clean settings first
          (`clean`: alone).
     """
     delta = delta_column(metric)
@@ -91,6 +92,9 @@ def seeds_table(runs: pd.DataFrame, metric: str, baseline: str, arms: tuple[str,
     if runs.empty:
         raise ValueError("no clean setting has runs")
     order = method_order(runs, baseline, arms)
+    # "(default)" only where every default the method declares holds: the report counts an IMI arm as its
+    # default by design, but an ablation of one (another marginal context, say) is not
+    runs = runs.assign(_at_defaults=at_defaults(runs, method_defaults(runs)))
     sft_column = reference_column(runs, metric)
     rows = []
     for setting in sorted(runs["setting"].unique(), key=lambda s: (bool((trap[runs["setting"] == s] != "").any()), s)):
@@ -105,9 +109,9 @@ def seeds_table(runs: pd.DataFrame, metric: str, baseline: str, arms: tuple[str,
             rows.append(row)
         shown = here[here["method.name"].isin(order)]
         configs = (shown.groupby("config_id").agg(method=("method.name", "first"), label=("config_label", "first"),
-                                                  default=("is_default", "first"), beta=("method.beta", "first"))
-                   .assign(_m=lambda f: f["method"].map(order.index))
-                   .sort_values(["_m", "beta", "label"], kind="stable"))
+                                                  default=("_at_defaults", "first"), beta=("method.beta", "first"))
+                   .assign(_m=lambda f: f["method"].map(order.index), _ablation=lambda f: ~f["default"].astype(bool))
+                   .sort_values(["_m", "beta", "_ablation", "label"], kind="stable"))
         for config_id, c in configs.iterrows():
             group = shown[shown["config_id"] == config_id]
             seeds, deltas = _per_seed(group[delta], group["seed"])

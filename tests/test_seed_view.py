@@ -17,15 +17,19 @@ SEEDS_VIEW = dict(view="seeds", report=ReportOptions(n_boot=20))
 
 
 def write_run(root: Path, method: str, beta: float, seed: int, test: float, reference: float, *,
-              dataset: str = "arith", trap: str | None = None, imi: bool = False, **extra: float) -> None:
-    """A completed record; `extra` metrics by name ("kl", "lm_eval/t/acc", ...), "total_s" into its cost."""
-    run_id = f"{method}-{dataset}-b{beta:g}-s{seed}"
+              dataset: str = "arith", trap: str | None = None, imi: bool = False, keys: dict | None = None,
+              **extra: float) -> None:
+    """A completed record; `keys` more method keys (their defaults: "bos" and None); `extra` metrics by name
+    ("kl", "lm_eval/t/acc", ...), "total_s" into its cost."""
+    keys = keys or {}
+    run_id = f"{method}-{dataset}-b{beta:g}-{'-'.join(map(str, keys.values()))}-s{seed}"
     total_s = extra.pop("total_s", None)
     record = {"run_id": run_id, "sweep_id": "hand", "config_hash": run_id, "status": "completed", "schema_version": 2,
-              "config": {"method": {"name": method, "beta": beta}, "dataset": {"name": dataset, "trap": trap},
+              "config": {"method": {"name": method, "beta": beta, **keys}, "dataset": {"name": dataset, "trap": trap},
                          "model": {"name": "tiny"}, "hardware": {"name": "cpu"}, "seed": seed},
               "metrics": {"gold_reward": test, "val/gold_reward": test, "reference_gold_reward": reference, **extra},
-              "method_info": {"imi": imi, "defaults": {"beta": 0.1 if method == "dpo" else beta}}}
+              "method_info": {"imi": imi, "defaults": {"beta": 0.1 if method == "dpo" else beta,
+                                                       **{k: ("bos" if k == "context" else None) for k in keys}}}}
     if total_s is not None:
         record["cost"] = {"total_s": total_s}
     directory = root / "hand" / run_id
@@ -36,7 +40,8 @@ def write_run(root: Path, method: str, beta: float, seed: int, test: float, refe
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     """arith: SFT scores 0.1 / 0.2 on seeds 0 / 1 (lm-eval 0.55 / 0.6); dpo at two β on both seeds, rmipo on
-    seed 0 only; a trap setting with one dpo configuration."""
+    seed 0 only (at its default context and, an ablation, at another with a prompt cap); a trap setting with one
+    dpo configuration."""
     root = tmp_path_factory.mktemp("seeds")
     lm, ref_lm = "lm_eval/t/acc", "reference_lm_eval/t/acc"
     for seed, ref, ref_acc in ((0, 0.1, 0.55), (1, 0.2, 0.6)):
@@ -46,7 +51,8 @@ def runs(tmp_path_factory) -> Path:
                   **{lm: 0.5, ref_lm: ref_acc})
         write_run(root, "dpo", 0.1, seed, test=0.0, reference=0.05, dataset="noisy", trap="label noise")
     write_run(root, "rmipo", 2.0, 0, test=0.45, reference=0.1, imi=True, kl=3.0, total_s=120.0,
-              **{"imi/acting_share": 0.9, lm: 0.625, ref_lm: 0.55})
+              keys={"context": "bos", "cap": None}, **{"imi/acting_share": 0.9, lm: 0.625, ref_lm: 0.55})
+    write_run(root, "rmipo", 2.0, 0, test=0.15, reference=0.1, imi=True, keys={"context": "chat", "cap": 72})
     return root
 
 
@@ -58,18 +64,21 @@ def test_hand_computed_cells(runs):
     assert lines[2] == "| arith | SFT (reference) | 0,1 | 0.100 / 0.200 | – | 0.550–0.600 | – | – | – |"
     assert lines[3] == "| arith | dpo β=0.1 (default) | 0,1 | +0.400 / +0.200 | +0.300 | 0.500–0.600 | 2–4 | – | 100–130 |"
     assert lines[4] == "| arith | dpo β=1 | 0,1 | +0.200 / +0.000 | +0.100 | 0.500 | 0.5 | – | 90 |"
-    assert lines[5] == "| arith | rmipo β=2 (default) | 0 | +0.350 | +0.350 | 0.625 | 3 | 0.90 | 120 |"
+    # an IMI configuration off one of its declared defaults is not "(default)"; a null key reads "null"
+    assert lines[5] == "| arith | rmipo β=2, cap=null, context=bos (default) | 0 | +0.350 | +0.350 | 0.625 | 3 | 0.90 | 120 |"
+    assert lines[6] == "| arith | rmipo β=2, cap=72, context=chat | 0 | +0.050 | +0.050 | – | – | – | – |"
     # the trap setting after the clean one; what its records lack prints "–"
-    assert lines[6] == "| noisy (trap) | SFT (reference) | 0,1 | 0.050 / 0.050 | – | – | – | – | – |"
-    assert lines[7] == "| noisy (trap) | dpo β=0.1 (default) | 0,1 | -0.050 / -0.050 | -0.050 | – | – | – | – |"
-    assert lines[8] == "" and "acting share = " in lines[9] and len(lines) == 10
+    assert lines[7] == "| noisy (trap) | SFT (reference) | 0,1 | 0.050 / 0.050 | – | – | – | – | – |"
+    assert lines[8] == "| noisy (trap) | dpo β=0.1 (default) | 0,1 | -0.050 / -0.050 | -0.050 | – | – | – | – |"
+    assert lines[9] == "" and "acting share = " in lines[10] and len(lines) == 11
 
 
 def test_arms_and_clean_choose_rows(runs):
     loaded = load_runs(runs)
     lines = headline_markdown(loaded, HeadlineOptions(arms=("rmipo",), clean=True, **SEEDS_VIEW)).splitlines()
-    assert [line.split(" | ")[1] for line in lines[2:4]] == ["SFT (reference)", "rmipo β=2 (default)"]
-    assert lines[4] == ""
+    assert [line.split(" | ")[1] for line in lines[2:5]] == ["SFT (reference)", "rmipo β=2, cap=null, context=bos (default)",
+                                                             "rmipo β=2, cap=72, context=chat"]
+    assert lines[5] == ""
     with pytest.raises(ValueError, match=r"--arms kto: no run of that method.*\['dpo', 'rmipo'\]"):
         headline_markdown(loaded, HeadlineOptions(arms=("kto",), **SEEDS_VIEW))
 
