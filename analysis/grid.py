@@ -89,6 +89,17 @@ def at_defaults(frame: pd.DataFrame, defaults: pd.Series) -> pd.Series:
     return pd.Series(out, index=frame.index, dtype=bool)
 
 
+def off_defaults(frame: pd.Series | pd.DataFrame, defaults: pd.Series) -> pd.Series:
+    """Per run: "key=value" for each default its method declares that the run's `method.<key>` breaks (in
+    the defaults' order), e.g. ["gamma_beta_ratio=0"] for SimPO at γ/β = 0: what a label that shows only
+    the keys a sweep varied leaves unsaid."""
+    out = []
+    for wanted, (_, row) in zip(defaults, frame.iterrows()):
+        out.append([f"{_short('method.' + k)}={_format_value(row[f'method.{k}'])}" for k, v in wanted.items()
+                    if f"method.{k}" in row and _present(row[f"method.{k}"]) and not _same(row[f"method.{k}"], v)])
+    return pd.Series(out, index=frame.index, dtype=object)
+
+
 def _short(column: str) -> str:
     return "β" if column == "method.beta" else column.split(".")[-1]
 

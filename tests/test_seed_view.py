@@ -18,9 +18,9 @@ SEEDS_VIEW = dict(view="seeds", report=ReportOptions(n_boot=20))
 
 def write_run(root: Path, method: str, beta: float, seed: int, test: float, reference: float, *,
               dataset: str = "arith", trap: str | None = None, imi: bool = False, keys: dict | None = None,
-              **extra: float) -> None:
-    """A completed record; `keys` more method keys (their defaults: "bos" and None); `extra` metrics by name
-    ("kl", "lm_eval/t/acc", ...), "total_s" into its cost."""
+              defaults: dict | None = None, **extra: float) -> None:
+    """A completed record; `keys` more method keys (their defaults: `defaults`, else "bos" for context and None);
+    `extra` metrics by name ("kl", "lm_eval/t/acc", ...), "total_s" into its cost."""
     keys = keys or {}
     run_id = f"{method}-{dataset}-b{beta:g}-{'-'.join(map(str, keys.values()))}-s{seed}"
     total_s = extra.pop("total_s", None)
@@ -29,7 +29,8 @@ def write_run(root: Path, method: str, beta: float, seed: int, test: float, refe
                          "model": {"name": "tiny"}, "hardware": {"name": "cpu"}, "seed": seed},
               "metrics": {"gold_reward": test, "val/gold_reward": test, "reference_gold_reward": reference, **extra},
               "method_info": {"imi": imi, "defaults": {"beta": 0.1 if method == "dpo" else beta,
-                                                       **{k: ("bos" if k == "context" else None) for k in keys}}}}
+                                                       **{k: ("bos" if k == "context" else None) for k in keys},
+                                                       **(defaults or {})}}}
     if total_s is not None:
         record["cost"] = {"total_s": total_s}
     directory = root / "hand" / run_id
@@ -53,6 +54,8 @@ def runs(tmp_path_factory) -> Path:
     write_run(root, "rmipo", 2.0, 0, test=0.45, reference=0.1, imi=True, kl=3.0, total_s=120.0,
               keys={"context": "bos", "cap": None}, **{"imi/acting_share": 0.9, lm: 0.625, ref_lm: 0.55})
     write_run(root, "rmipo", 2.0, 0, test=0.15, reference=0.1, imi=True, keys={"context": "chat", "cap": 72})
+    write_run(root, "simpo", 2.0, 1, test=0.1, reference=0.2, keys={"gamma_beta_ratio": 0.0},
+              defaults={"gamma_beta_ratio": 0.5})
     return root
 
 
@@ -67,10 +70,12 @@ def test_hand_computed_cells(runs):
     # an IMI configuration off one of its declared defaults is not "(default)"; a null key reads "null"
     assert lines[5] == "| arith | rmipo β=2, cap=null, context=bos (default) | 0 | +0.350 | +0.350 | 0.625 | 3 | 0.90 | 120 |"
     assert lines[6] == "| arith | rmipo β=2, cap=72, context=chat | 0 | +0.050 | +0.050 | – | – | – | – |"
+    # a label shows the keys a sweep varied; a broken default it would leave unsaid is added
+    assert lines[7] == "| arith | simpo β=2, gamma_beta_ratio=0 | 1 | -0.100 | -0.100 | – | – | – | – |"
     # the trap setting after the clean one; what its records lack prints "–"
-    assert lines[7] == "| noisy (trap) | SFT (reference) | 0,1 | 0.050 / 0.050 | – | – | – | – | – |"
-    assert lines[8] == "| noisy (trap) | dpo β=0.1 (default) | 0,1 | -0.050 / -0.050 | -0.050 | – | – | – | – |"
-    assert lines[9] == "" and "acting share = " in lines[10] and len(lines) == 11
+    assert lines[8] == "| noisy (trap) | SFT (reference) | 0,1 | 0.050 / 0.050 | – | – | – | – | – |"
+    assert lines[9] == "| noisy (trap) | dpo β=0.1 (default) | 0,1 | -0.050 / -0.050 | -0.050 | – | – | – | – |"
+    assert lines[10] == "" and "acting share = " in lines[11] and len(lines) == 12
 
 
 def test_arms_and_clean_choose_rows(runs):
@@ -79,7 +84,7 @@ def test_arms_and_clean_choose_rows(runs):
     assert [line.split(" | ")[1] for line in lines[2:5]] == ["SFT (reference)", "rmipo β=2, cap=null, context=bos (default)",
                                                              "rmipo β=2, cap=72, context=chat"]
     assert lines[5] == ""
-    with pytest.raises(ValueError, match=r"--arms kto: no run of that method.*\['dpo', 'rmipo'\]"):
+    with pytest.raises(ValueError, match=r"--arms kto: no run of that method.*\['dpo', 'rmipo', 'simpo'\]"):
         headline_markdown(loaded, HeadlineOptions(arms=("kto",), **SEEDS_VIEW))
 
 
