@@ -168,7 +168,8 @@ def annotate(frame: pd.DataFrame, config_columns: Sequence[str]) -> pd.DataFrame
          setting       str   setting label (see `setting_labels`)
          trap          str   the setting's trap text, "" when clean (see `setting_traps`)
          config_id     int   one id per configuration (see `configuration_columns`)
-         config_label  str   e.g. "β=0.1", or "β=2, gamma_beta_ratio=0.5" when other method keys vary
+         config_label  str   e.g. "β=0.1", or "β=2, gamma_beta_ratio=0.5" when other method keys vary, then
+                             any declared default the configuration breaks that those leave unsaid
          is_imi        bool  IMI-regulated method (see `method_is_imi`)
          is_default    bool  the configuration is at its method's defaults (IMI arms: always, they are
                              run at their defaults by design)
@@ -185,19 +186,25 @@ def annotate(frame: pd.DataFrame, config_columns: Sequence[str]) -> pd.DataFrame
     out["trap"] = setting_traps(out)
     out["config_id"] = out.groupby(keys, dropna=False, sort=True).ngroup()
 
+    defaults = method_defaults(out)
+    # a label names β and the keys the method's sweep varied, then any declared default the configuration
+    # breaks that those leave unsaid: one SimPO run at γ/β = 0 reads "β=2, gamma_beta_ratio=0", not "β=2"
+    broken = off_defaults(out, defaults)
     labels: dict[int, str] = {}
     for (setting, method), group in out.groupby(["setting", "method.name"], sort=False):
         configs = group.drop_duplicates("config_id")
         varying = [c for c in keys if c not in (*SETTING_KEYS, "method.name", "method.beta")
                    and configs[c].nunique(dropna=False) > 1]
-        for _, row in configs.iterrows():
+        for index, row in configs.iterrows():
             shown = (["method.beta"] if pd.notna(row["method.beta"]) else []) + varying
-            labels[row["config_id"]] = ", ".join(f"{_short(c)}={_format_value(row[c])}" for c in shown) or "default"
+            parts = [f"{_short(c)}={_format_value(row[c])}" for c in shown]
+            parts += [k for k in broken[index] if k not in parts]
+            labels[row["config_id"]] = ", ".join(parts) or "default"
     out["config_label"] = out["config_id"].map(labels)
 
     imi = method_is_imi(out)
     out["is_imi"] = imi
-    out["is_default"] = imi | at_defaults(out, method_defaults(out))
+    out["is_default"] = imi | at_defaults(out, defaults)
     out["n_configs"] = out.groupby(["setting", "method.name"])["config_id"].transform("nunique").astype(int)
     grid = ~imi & (out["n_configs"] >= 2)
     out["arm_kind"] = np.where(grid, "grid", "fixed")

@@ -14,7 +14,7 @@ import re
 import numpy as np
 import pandas as pd
 
-from analysis.grid import at_defaults, method_defaults, off_defaults
+from analysis.grid import at_defaults, method_defaults
 from analysis.report_context import setting_name
 from analysis.sft_level import delta_column, reference_column
 from analysis.tables import to_markdown
@@ -78,8 +78,8 @@ def seeds_table(runs: pd.DataFrame, metric: str, baseline: str, arms: tuple[str,
 
     In:  the report's annotated runs (`headline_views.report_runs`: setting, trap, config_id, config_label,
          is_default, is_imi, method.name, seed, `metric` and "delta_sft/<metric>").
-    Out: setting, configuration ("dpo β=0.1 (default)"; the config label, plus any declared default the
-         configuration breaks that the label does not show: "simpo β=2, gamma_beta_ratio=0"), seeds ("0,1,2"), per seed (Δ vs SFT per seed; on
+    Out: setting, configuration ("dpo β=0.1 (default)": method, config label, "(default)" where every
+         declared default holds), seeds ("0,1,2"), per seed (Δ vs SFT per seed; on
          the SFT row, the SFT model's own `metric`), mean Δ vs SFT, then one min–max column per
          `range_columns` entry. Per setting the SFT row comes first when the records know the SFT level,
          then configurations by `method_order`, each method's by β, its default first, then by label. Clean settings first
@@ -95,9 +95,7 @@ def seeds_table(runs: pd.DataFrame, metric: str, baseline: str, arms: tuple[str,
     order = method_order(runs, baseline, arms)
     # "(default)" only where every default the method declares holds: the report counts an IMI arm as its
     # default by design, but an ablation of one (another marginal context, say) is not
-    # and a label names only the keys a sweep varied: add the defaults it breaks (SimPO's γ/β = 0, say)
-    defaults = method_defaults(runs)
-    runs = runs.assign(_at_defaults=at_defaults(runs, defaults), _off=off_defaults(runs, defaults))
+    runs = runs.assign(_at_defaults=at_defaults(runs, method_defaults(runs)))
     sft_column = reference_column(runs, metric)
     rows = []
     for setting in sorted(runs["setting"].unique(), key=lambda s: (bool((trap[runs["setting"] == s] != "").any()), s)):
@@ -112,17 +110,14 @@ def seeds_table(runs: pd.DataFrame, metric: str, baseline: str, arms: tuple[str,
             rows.append(row)
         shown = here[here["method.name"].isin(order)]
         configs = (shown.groupby("config_id").agg(method=("method.name", "first"), label=("config_label", "first"),
-                                                  default=("_at_defaults", "first"), beta=("method.beta", "first"),
-                                                  off=("_off", "first"))
+                                                  default=("_at_defaults", "first"), beta=("method.beta", "first"))
                    .assign(_m=lambda f: f["method"].map(order.index), _ablation=lambda f: ~f["default"].astype(bool))
                    .sort_values(["_m", "beta", "_ablation", "label"], kind="stable"))
         for config_id, c in configs.iterrows():
             group = shown[shown["config_id"] == config_id]
             seeds, deltas = _per_seed(group[delta], group["seed"])
             known = [d for d in deltas if np.isfinite(d)]
-            shown_keys = [] if c["label"] == "default" else c["label"].split(", ")
-            label = ", ".join([*shown_keys, *(k for k in c["off"] if k not in shown_keys)]) or "default"
-            row = {"setting": name, "configuration": f"{c['method']} {label}" + (" (default)" if c["default"] else ""),
+            row = {"setting": name, "configuration": f"{c['method']} {c['label']}" + (" (default)" if c["default"] else ""),
                    "seeds": ",".join(map(str, seeds)),
                    "per seed": " / ".join(_signed(d) if np.isfinite(d) else "–" for d in deltas),
                    "mean Δ vs SFT": _signed(float(np.mean(known))) if known else "–"}
