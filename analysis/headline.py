@@ -31,7 +31,7 @@ from analysis.report_context import setting_name
 from analysis.seed_view import seeds_markdown, seeds_table
 from analysis.selection import STATS
 from analysis.stats import RECOMMENDED_REPLICATES
-from analysis.tables import fmt_score, to_markdown, with_interval
+from analysis.tables import fmt_score, fmt_signed, to_markdown, with_interval
 
 VIEWS = ("comparison", "savings", "mechanism", "seeds")
 SAVINGS_TOLERANCE = max(DEFAULT_TOLERANCES)  # the report's second tolerance: a τ a little below tuned
@@ -89,11 +89,6 @@ def shown_arms(table: pd.DataFrame, options: HeadlineOptions) -> list[str]:
     return choose_arms(table[table["kind"].isin(["fixed", "default"])], options.arms)
 
 
-def _signed(value) -> str:
-    """A difference to 3 decimals with its sign ("+0.008", "-0.079")."""
-    return "–" if pd.isna(value) else f"{float(value):+.3f}"
-
-
 def headline_table(table: pd.DataFrame, options: HeadlineOptions) -> tuple[pd.DataFrame, list[str]]:
     """Strings for people, one row per setting with a tuned baseline, clean settings first: setting,
     SFT, tuned <baseline> (config), its Δ vs SFT [CI], then each shown arm's Δ vs tuned [CI] ("–"
@@ -117,10 +112,10 @@ def headline_table(table: pd.DataFrame, options: HeadlineOptions) -> tuple[pd.Da
         config = t.config if t.selected_on == "validation" else f"{t.config}, selected on TEST"
         row = {"setting": setting_name(t.setting, t.trap), "SFT": fmt_score(sft.get(t.setting)),
                f"tuned {baseline} (config)": f"{fmt_score(t.score)} ({config})",
-               "Δ vs SFT": with_interval(t.delta_sft, t.delta_sft_ci_low, t.delta_sft_ci_high, _signed)}
+               "Δ vs SFT": with_interval(t.delta_sft, t.delta_sft_ci_low, t.delta_sft_ci_high, fmt_signed)}
         for arm in arms:
             row[arm] = (with_interval(here.at[arm, "delta_tuned"], here.at[arm, "delta_tuned_ci_low"],
-                                      here.at[arm, "delta_tuned_ci_high"], _signed) if arm in here.index else "–")
+                                      here.at[arm, "delta_tuned_ci_high"], fmt_signed) if arm in here.index else "–")
         rows.append(row)
     left_out = sorted(set(table["setting"]) - set(tuned["setting"]))
     return pd.DataFrame(rows), left_out

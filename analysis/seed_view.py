@@ -17,7 +17,7 @@ import pandas as pd
 from analysis.grid import at_defaults, method_defaults
 from analysis.report_context import setting_name
 from analysis.sft_level import delta_column, reference_column
-from analysis.tables import to_markdown
+from analysis.tables import fmt_signed, to_markdown
 
 SFT_ROW = "SFT (reference)"
 LM_EVAL_ACC = re.compile(r"^lm_eval/(?P<task>[^/]+)/acc$")
@@ -40,10 +40,6 @@ def _per_seed(values: pd.Series, seeds: pd.Series) -> tuple[list[int], list[floa
     """Each seed's value (the mean of its runs, where a seed has several), seeds ascending."""
     means = values.groupby(seeds.to_numpy()).mean().sort_index()
     return [int(s) for s in means.index], [float(v) for v in means]
-
-
-def _signed(value: float) -> str:
-    return f"{value:+.3f}"
 
 
 def range_columns(runs: pd.DataFrame) -> list[tuple[str, str, str, str | None]]:
@@ -119,8 +115,8 @@ def seeds_table(runs: pd.DataFrame, metric: str, baseline: str, arms: tuple[str,
             known = [d for d in deltas if np.isfinite(d)]
             row = {"setting": name, "configuration": f"{c['method']} {c['label']}" + (" (default)" if c["default"] else ""),
                    "seeds": ",".join(map(str, seeds)),
-                   "per seed": " / ".join(_signed(d) if np.isfinite(d) else "–" for d in deltas),
-                   "mean Δ vs SFT": _signed(float(np.mean(known))) if known else "–"}
+                   "per seed": " / ".join(fmt_signed(d) for d in deltas),
+                   "mean Δ vs SFT": fmt_signed(np.mean(known)) if known else "–"}
             for heading, column, fmt, _ in ranges:
                 row[heading] = _range(group[column], fmt)
             rows.append(row)

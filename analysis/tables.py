@@ -23,6 +23,11 @@ def fmt_score(value) -> str:
     return "–" if _is_missing(value) else f"{float(value):.3f}"
 
 
+def fmt_signed(value) -> str:
+    """A difference to 3 decimals with its sign ("+0.008", "-0.079")."""
+    return "–" if _is_missing(value) else f"{float(value):+.3f}"
+
+
 def fmt_share(value) -> str:
     """A fraction as a percentage; −∞ (a target missed) as "misses τ"."""
     if _is_missing(value):
