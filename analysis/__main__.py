@@ -1,7 +1,7 @@
 """Command line: `python -m analysis report|runs|headline|coverage|tuners ...` (also installed as `imi-bench-report`).
 
 Only parses arguments and prints (`--help` lists each command's options); the work is in `analysis.report`,
-`analysis.load`, `analysis.headline` and `analysis.coverage`. Bad input (a missing folder, an unknown metric)
+`analysis.load`, `analysis.headline(_docs)` and `analysis.coverage`. Bad input (a missing folder, an unknown metric)
 exits with status 2 and a one-line message.
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis import coverage, headline, tuner_report
+from analysis import coverage, headline, headline_docs, tuner_report
 from analysis.costs import DEFAULT_CONVENTION
 from analysis.load import LoadedRuns, load_runs
 from analysis.report import DEFAULT_TOLERANCES, ReportOptions, build_report, resolve_metric
@@ -81,10 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     coverage.add_arguments(commands.add_parser(
         "coverage", help="simulate the coverage of the report's intervals under a model fitted to run records",
         description=coverage.__doc__.splitlines()[0]))
-    headline.add_arguments(commands.add_parser(
+    headline_docs.add_arguments(commands.add_parser(
         "headline", help="print the headline table (SFT, tuned baseline, each arm's Δ vs tuned; --savings: the saving "
-                         "against the cheapest tuner to τ; --mechanism: ΔPMI vs its controls), or check/refresh the "
-                         "copies embedded in a document", description=headline.__doc__.splitlines()[0]))
+                         "against the cheapest tuner to τ; --mechanism: ΔPMI vs its controls; --per-seed: the runs "
+                         "behind it), or check/refresh the copies embedded in a document", description=headline.__doc__.splitlines()[0]))
     tuner_report.add_arguments(commands.add_parser(
         "tuners", help="replay Optuna's samplers and pruners against the records: cost to τ, IMI's saving against "
                        "the cheapest tuner, time to τ", description=tuner_report.__doc__.splitlines()[0]))
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "headline":
-        return headline.run(args)
+        return headline_docs.run(args)
     if args.command == "coverage":
         return coverage.run(args)
     if args.command == "tuners":

@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from analysis.__main__ import main
-from analysis.headline import Computer, HeadlineOptions, comparison, find_blocks, headline_markdown, refresh
+from analysis.headline import Computer, HeadlineOptions, comparison, headline_markdown
+from analysis.headline_docs import find_blocks, refresh
 from analysis.headline_views import NONE_REACHES, _against_cheapest, mechanism_table, report_runs, savings_table
 from analysis.load import load_runs
 from analysis.report import ReportOptions, build_report
