@@ -24,7 +24,8 @@ FOLDERS = sorted(d for d in [*RESULTS.iterdir(), *RESULTS.glob("baselines/*")]
 # completed runs in each folder, as its README states them (every record completed: none is skipped)
 RUNS = {
     "quick": (3 + 1 + 1) * 2,  # DPO β ∈ {0.01, 0.1, 1}, RMiPO, IMI-DPO × seeds {0, 1}
-    "smollm2": (5 + 3 + 1) * 5,  # lane v2, in progress: DPO over 5 β, rmipo, imi_dpo, beta_dpo, simpo (RMiPO's base) × 5 seeds
+    "smollm2": (5 + 3 + 1) * 5 + 2 * 5,  # lane v2: DPO over 5 β, rmipo, imi_dpo, beta_dpo, simpo (RMiPO's base),
+    # rmipo's authors and chat marginal contexts, × 5 seeds
     "smollm2_pilot": 5 * 2 + 3,  # DPO over 5 β × seeds 0, 1; rmipo, imi_dpo, beta_dpo at seed 0 (lane v2 budget)
     "beta_sensitivity": 30 * 5 + 20 * 5 + 15 * 5,  # DPO 6 β, SimPO 2×2, 3 IMI methods; × 5 seeds × 5 tasks
     "signal_controls": 3 * 5 * 5 * 2,  # rmipo, imi_dpo, imi_ipo × 5 signals × 5 seeds × 2 clean tasks
