@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.entries import build_entries, comparison_table
-from analysis.headline_views import (ReportRuns, choose_arms, mechanism_markdown, mechanism_table,
+from analysis.headline_views import (ReportRuns, arm_columns, declared_defaults, left_out_text, mechanism_markdown, mechanism_table,
                                      report_runs, savings_markdown, savings_table)
 from analysis.load import LoadedRuns, load_runs
 from analysis.sft_level import sft_levels
@@ -31,7 +31,8 @@ VIEWS = ("comparison", "savings", "mechanism", "seeds")
 @dataclass(frozen=True)
 class HeadlineOptions:
     """What a headline shows. arms None = every IMI arm, then `headline_views.COMPETITORS` present in the records;
-    otherwise method names (`method.name`), each shown with every untuned entry it has on a setting.
+    otherwise method names (`method.name`), each shown with its untuned entries on a setting: an IMI
+    method's at its declared defaults as one column, or with all_configs every one (`arm_columns`).
     view: one of VIEWS; the savings view reads its tolerance (one), convention and optuna_tuners from
     `report`."""
 
@@ -41,6 +42,7 @@ class HeadlineOptions:
     clean: bool = False  # only clean-label settings (trap settings left out)
     report: ReportOptions = ReportOptions()  # stat, n_boot, confidence and seed, as the report's
     view: str = "comparison"
+    all_configs: bool = False  # every configuration of an IMI method, not only its declared defaults
 
     def __post_init__(self):
         if self.view not in VIEWS:
@@ -69,18 +71,22 @@ def comparison_of(r: ReportRuns, options: HeadlineOptions) -> tuple[pd.DataFrame
     table = comparison_table(entries, runs, boot, metric, o.stat, options.baseline, sft, o.confidence)
     is_imi = runs.groupby("method.name")["is_imi"].first()
     table["is_imi"] = table["method"].map(is_imi).eq(True)  # the SFT rows have no method: not IMI
+    table = table.join(declared_defaults(runs).rename("declared"), on=["setting", "entry"])
+    table["declared"] = table["declared"].eq(True)  # tuned, oracle and SFT rows are no arm's runs
     return table, metric
 
 
-def shown_arms(table: pd.DataFrame, options: HeadlineOptions) -> list[str]:
-    """The entries shown beside the tuned baseline, in column order (see HeadlineOptions.arms)."""
-    return choose_arms(table[table["kind"].isin(["fixed", "default"])], options.arms)
+def shown_columns(table: pd.DataFrame, options: HeadlineOptions) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """The columns shown beside the tuned baseline, {name: {setting: entry}}, and the IMI entries left out
+    (see `arm_columns`)."""
+    return arm_columns(table[table["kind"].isin(["fixed", "default"])], options.arms, options.all_configs)
 
 
-def headline_table(table: pd.DataFrame, options: HeadlineOptions) -> tuple[pd.DataFrame, list[str]]:
+def headline_table(table: pd.DataFrame, options: HeadlineOptions) -> tuple[pd.DataFrame, list[str], list[str]]:
     """Strings for people, one row per setting with a tuned baseline, clean settings first: setting,
     SFT, tuned <baseline> (config), its Δ vs SFT [CI], then each shown arm's Δ vs tuned [CI] ("–"
-    where the arm did not run); and the settings left out for want of a tuned baseline."""
+    where the arm did not run); the settings left out for want of a tuned baseline; the IMI entries
+    left out (ablations, see `arm_columns`)."""
     baseline = options.baseline
     clean = table["trap"].fillna("") == ""
     if options.clean:
@@ -92,7 +98,7 @@ def headline_table(table: pd.DataFrame, options: HeadlineOptions) -> tuple[pd.Da
                          f"configurations) to compare against; tuned methods there: {tuned_methods}")
     tuned = tuned.assign(_trap=tuned["trap"].fillna("") != "").sort_values(["_trap", "setting"], kind="stable")
     sft = table[table["kind"] == "sft"].set_index("setting")["score"]
-    arms = shown_arms(table, options)
+    columns, left_out_arms = shown_columns(table, options)
     rows = []
     for t in tuned.itertuples(index=False):
         here = table[table["setting"] == t.setting].set_index("entry")
@@ -101,12 +107,13 @@ def headline_table(table: pd.DataFrame, options: HeadlineOptions) -> tuple[pd.Da
         row = {"setting": setting_name(t.setting, t.trap), "SFT": fmt_score(sft.get(t.setting)),
                f"tuned {baseline} (config)": f"{fmt_score(t.score)} ({config})",
                "Δ vs SFT": with_interval(t.delta_sft, t.delta_sft_ci_low, t.delta_sft_ci_high, fmt_signed)}
-        for arm in arms:
-            row[arm] = (with_interval(here.at[arm, "delta_tuned"], here.at[arm, "delta_tuned_ci_low"],
-                                      here.at[arm, "delta_tuned_ci_high"], fmt_signed) if arm in here.index else "–")
+        for name, cells in columns.items():
+            arm = cells.get(t.setting)
+            row[name] = (with_interval(here.at[arm, "delta_tuned"], here.at[arm, "delta_tuned_ci_low"],
+                                       here.at[arm, "delta_tuned_ci_high"], fmt_signed) if arm in here.index else "–")
         rows.append(row)
     left_out = sorted(set(table["setting"]) - set(tuned["setting"]))
-    return pd.DataFrame(rows), left_out
+    return pd.DataFrame(rows), left_out, left_out_arms
 
 
 def headline_markdown(loaded: LoadedRuns, options: HeadlineOptions = HeadlineOptions()) -> str:
@@ -140,7 +147,7 @@ def render_view(computed, metric: str, options: HeadlineOptions) -> str:
 
 def render(table: pd.DataFrame, metric: str, options: HeadlineOptions) -> str:
     """The headline of a comparison table (`comparison`'s output)."""
-    shown, left_out = headline_table(table, options)
+    shown, left_out, left_out_arms = headline_table(table, options)
     o = options.report
     conf = f"{100 * o.confidence:g}%"
     missing = (f" Not shown (no tuned {options.baseline}): {', '.join(left_out)}." if left_out else "")
@@ -149,7 +156,7 @@ def render(table: pd.DataFrame, metric: str, options: HeadlineOptions) -> str:
             f"{o.stat} validation score (re-selected in every bootstrap replicate); Δ vs SFT = tuned − the SFT "
             f"model, paired per run; the other columns: Δ = the arm − tuned {options.baseline}. [{conf} interval]: "
             f"seed bootstrap, {o.n_boot} replicates, random seed {o.seed}, as in `python -m analysis report`."
-            f"{missing}*\n")
+            f"{missing}{left_out_text(left_out_arms)}*\n")
 
 
 class Computer:
@@ -172,8 +179,9 @@ class Computer:
         if runs_key not in self.runs:
             self.runs[runs_key] = report_runs(self.loaded[folder], options.metric, o.n_boot, o.seed)
         r = self.runs[runs_key]
-        # arms and --clean only choose cells: one computation serves every block of a folder, view and baseline
-        key = (folder, replace(options, arms=None, clean=False))
+        # arms, --clean and --all-configs only choose cells: one computation serves every block of a folder, view
+        # and baseline
+        key = (folder, replace(options, arms=None, clean=False, all_configs=False))
         if key not in self.views:
             self.views[key] = compute_view(r, options)
         return render_view(self.views[key], r.metric, options)

@@ -86,6 +86,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="methods shown beside the tuned baseline, in this order (default: every IMI method, "
                              f"then {', '.join(COMPETITORS)})")
     parser.add_argument("--clean", action="store_true", help="clean-label settings only (leave out trap settings)")
+    parser.add_argument("--all-configs", action="store_true",
+                        help="every configuration of each IMI method (its ablations: other signals, marginal contexts), "
+                             "one column or row each; default: an IMI method that ran its declared defaults shows "
+                             "those runs alone, one column named after it (the comparison and --savings)")
     parser.add_argument("--stat", choices=STATS, default="mean",
                         help="seed statistic that scores a configuration (default: mean, as for `report`)")
     parser.add_argument("--n-boot", type=int, default=RECOMMENDED_REPLICATES,
@@ -147,7 +151,7 @@ def options_from(args: argparse.Namespace) -> HeadlineOptions:
     except ValueError as err:
         raise ValueError(f"{err} (--tolerance, --n-boot, --confidence)") from None
     return HeadlineOptions(args.baseline, args.metric, tuple(args.arms) if args.arms else None, args.clean, report,
-                           view)
+                           view, args.all_configs)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis.costs import charged_costs
-from analysis.grid import annotate
+from analysis.grid import annotate, at_defaults, method_defaults
 from analysis.live_tuning import study_runs
 from analysis.load import LoadedRuns
 from analysis.metrics import check_metric
@@ -71,6 +71,52 @@ def choose_arms(untuned: pd.DataFrame, arms: tuple[str, ...] | None) -> list[str
         raise ValueError(f"--arms {', '.join(unknown)}: no untuned run of that method in the records; "
                          f"methods with one: {sorted(untuned['method'].unique())}")
     return [e for m in arms for e in sorted(untuned.loc[untuned["method"] == m, "entry"].unique())]
+
+
+def declared_defaults(runs: pd.DataFrame) -> pd.Series:
+    """Per (setting, arm): whether every run of the arm is at the defaults its method declares
+    (`grid.at_defaults`). An IMI method's ablations (another signal, another marginal context) are not."""
+    at = at_defaults(runs, method_defaults(runs))
+    return at.groupby([runs["setting"], runs["arm"]]).all()
+
+
+def arm_columns(untuned: pd.DataFrame, arms: tuple[str, ...] | None,
+                all_configs: bool) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """The shown arms as {column name: {setting: entry}}, in `choose_arms` order, and the entries left out.
+    untuned: one row per setting and entry with columns setting, entry, method, is_imi, declared (see
+    `declared_defaults`).
+
+    The headline asks what an IMI method at its defaults does, so by default an IMI method that ran its
+    declared defaults shows those runs alone, as one column named after the method whatever each setting's
+    entry is called ("rmipo (β=2, signal=pmi)" on one, "rmipo" on another); its ablations are left out.
+    all_configs, or a method with no entry at its declared defaults (or two on one setting): one column per
+    entry, as the report names them."""
+    order = choose_arms(untuned.drop_duplicates("entry"), arms)
+    shown = untuned[untuned["entry"].isin(order)]
+    merged = {}
+    if not all_configs:
+        for method, rows in shown[shown["is_imi"].astype(bool)].groupby("method", sort=False):
+            default = rows[rows["declared"].astype(bool)]
+            if len(default) and not default["setting"].duplicated().any():
+                merged[method] = dict(zip(default["setting"], default["entry"]))
+    columns: dict[str, dict[str, str]] = {}
+    for entry in order:
+        rows = shown[shown["entry"] == entry]
+        method = rows["method"].iloc[0]
+        if method in merged:
+            columns.setdefault(method, merged[method])
+        else:
+            columns[entry] = dict(zip(rows["setting"], rows["entry"]))
+    used = {entry for cells in columns.values() for entry in cells.values()}
+    return columns, [entry for entry in order if entry not in used]
+
+
+def left_out_text(left_out: list[str]) -> str:
+    """The footnote sentence naming the IMI configurations a view leaves out ("" when none is)."""
+    if not left_out:
+        return ""
+    return (f" An IMI method's column is its runs at its declared defaults; its other configurations are left out "
+            f"({', '.join(left_out)}; `--all-configs` shows them).")
 
 
 def _clean_first(frame: pd.DataFrame, clean_only: bool) -> pd.DataFrame:
@@ -142,8 +188,8 @@ def savings_table(r: ReportRuns, options) -> Savings:
         raise ValueError(f"no setting has a fixed arm (an IMI method at its defaults) beside the {baseline!r} grid")
     arms = runs[runs["arm_kind"] == "fixed"].groupby("arm", sort=True).agg(method=("method.name", "first"),
                                                                             is_imi=("is_imi", "first"))
-    table = table.join(arms, on="arm")
-    columns = ["setting", "trap", "arm", "method", "is_imi", "tau", "tuner", "budget", "tuner_flops",
+    table = table.join(arms, on="arm").join(declared_defaults(runs).rename("declared"), on=["setting", "arm"])
+    columns = ["setting", "trap", "arm", "method", "is_imi", "declared", "tau", "tuner", "budget", "tuner_flops",
                "tuner_flops_ci_low", "tuner_flops_ci_high", "p_reach", "p_reach_ci_low", "p_reach_ci_high",
                "arm_flops", "savings_flops", "savings_flops_ci_low", "savings_flops_ci_high"]
     return Savings(table.reindex(columns=columns).reset_index(drop=True), notes)
@@ -175,12 +221,18 @@ def savings_markdown(savings: Savings, metric: str, options) -> str:
     """The savings view: one row per setting and shown arm, and the lines that define its numbers."""
     o = options.report
     table = savings.table
-    shown = choose_arms(table.rename(columns={"arm": "entry"}).drop_duplicates("entry"), options.arms)
-    table = table[table["arm"].isin(shown)]
-    table = _clean_first(table.assign(_arm=table["arm"].map(shown.index)).sort_values(["setting", "_arm"],
-                                                                                      kind="stable"), options.clean)
+    columns, left_out = arm_columns(table.rename(columns={"arm": "entry"}).drop_duplicates(["setting", "entry"]),
+                                    options.arms, options.all_configs)
+    # one row per setting and shown column, named as the comparison's column
+    shown = {(setting, entry): (i, name) for i, (name, cells) in enumerate(columns.items())
+             for setting, entry in cells.items()}
+    keys = list(zip(table["setting"], table["arm"]))
+    table = table[[k in shown for k in keys]]
+    keys = list(zip(table["setting"], table["arm"]))
+    table = table.assign(_arm=[shown[k][0] for k in keys], arm=[shown[k][1] for k in keys])
+    table = _clean_first(table.sort_values(["setting", "_arm"], kind="stable"), options.clean)
     if table.empty:
-        raise ValueError(f"no {'clean ' if options.clean else ''}setting has a saving of {', '.join(shown) or 'an arm'}")
+        raise ValueError(f"no {'clean ' if options.clean else ''}setting has a saving of {', '.join(columns) or 'an arm'}")
     optuna = o.optuna_tuners
     flops = (table["tuner_flops"].map(fmt_cost) if not optuna else
              [with_interval(v, lo, hi, fmt_cost) for v, lo, hi in
@@ -205,7 +257,7 @@ def savings_markdown(savings: Savings, metric: str, options) -> str:
               "that tuner (the report's `savings` table)")
     model = ("the practitioner's model: each configuration trained once at one seed, chosen by its validation score"
              if o.tuner_model == PRACTITIONER else "the idealised model: selection on every seed's statistic")
-    notes = "".join(f" Tuner unavailable: {n}." for n in savings.notes)
+    notes = left_out_text(left_out) + "".join(f" Tuner unavailable: {n}." for n in savings.notes)
     return (to_markdown(rows) + "\n\n"
             f"*`{metric}` on the test prompts. τ = the test score of tuned {options.baseline} (its validation-best "
             f"configuration, {o.stat} over seeds) − {tolerance:g}. Cheapest tuner to τ: {choice}; tuners under "

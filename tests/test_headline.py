@@ -17,7 +17,8 @@ import pytest
 from analysis.__main__ import main
 from analysis.headline import Computer, HeadlineOptions, comparison, headline_markdown
 from analysis.headline_docs import find_blocks, refresh
-from analysis.headline_views import NONE_REACHES, _against_cheapest, mechanism_table, report_runs, savings_table
+from analysis.headline_views import (NONE_REACHES, _against_cheapest, arm_columns, mechanism_table, report_runs,
+                                     savings_table)
 from analysis.load import load_runs
 from analysis.report import ReportOptions, build_report
 
@@ -34,16 +35,16 @@ _spec.loader.exec_module(fabricate)
 
 def write_run(root: Path, method: str, beta: float, seed: int, test: float, val: float, *, dataset: str = "arith",
               trap: str | None = None, imi: bool = False, reference: float = 0.1, flops: float | None = None,
-              signal: str | None = None) -> None:
+              signal: str | None = None, defaults: dict | None = None) -> None:
     """One completed schema-2 record with the given test and validation gold reward (and, given them, its
-    FLOPs, device-hours = FLOPs / 1e15, and the signal its IMI regulator reads)."""
+    FLOPs, device-hours = FLOPs / 1e15, the signal its IMI regulator reads and its method's declared defaults)."""
     run_id = f"{method}-{dataset}-b{beta:g}{'-' + signal if signal else ''}-s{seed}"
     record = {"run_id": run_id, "sweep_id": "hand", "config_hash": run_id, "status": "completed", "schema_version": 2,
               "config": {"method": {"name": method, "beta": beta, **({"signal": signal} if signal else {})},
                          "dataset": {"name": dataset, "trap": trap},
                          "model": {"name": "tiny"}, "hardware": {"name": "cpu"}, "seed": seed},
               "metrics": {"gold_reward": test, "val/gold_reward": val, "reference_gold_reward": reference},
-              "method_info": {"imi": imi, "defaults": {"beta": 0.1 if method == "dpo" else beta}}}
+              "method_info": {"imi": imi, "defaults": defaults or {"beta": 0.1 if method == "dpo" else beta}}}
     if flops is not None:
         record["cost"] = {"flops": flops, "device_hours": flops / 1e15}
     directory = root / "hand" / run_id
@@ -89,6 +90,37 @@ def test_clean_and_arms_choose_rows_and_columns(hand_runs):
         headline_markdown(loaded, HeadlineOptions(arms=("imi_ipo",), report=ReportOptions(n_boot=50)))
     with pytest.raises(ValueError, match=r"no setting has a tuned 'ipo'.*tuned methods there: \['dpo'\]"):
         headline_markdown(loaded, HeadlineOptions(baseline="ipo", report=ReportOptions(n_boot=50)))
+
+
+def test_an_imi_method_shows_its_declared_defaults_as_one_column(tmp_path):
+    """An IMI method with an ablation (here its length control) shows its runs at its declared defaults alone,
+    under its own name, and names what it left out; --all-configs shows every configuration."""
+    declared = {"beta": 2.0, "signal": "pmi"}
+    for seed in (0, 1, 2):
+        write_run(tmp_path, "dpo", 0.1, seed, test=0.6, val=0.2)
+        write_run(tmp_path, "dpo", 1.0, seed, test=0.4, val=0.5)
+        write_run(tmp_path, "rmipo", 2.0, seed, test=0.45, val=0.3, imi=True, signal="pmi", defaults=declared)
+        write_run(tmp_path, "rmipo", 2.0, seed, test=0.3, val=0.3, imi=True, signal="length", defaults=declared)
+    loaded = load_runs(tmp_path)
+    lines = headline_markdown(loaded, HeadlineOptions(report=ReportOptions(n_boot=50))).splitlines()
+    assert lines[0] == "| setting | SFT | tuned dpo (config) | Δ vs SFT | rmipo |"
+    assert lines[2] == "| arith | 0.100 | 0.400 (β=1) | +0.300 [+0.300, +0.300] | +0.050 [+0.050, +0.050] |"
+    assert "its other configurations are left out (rmipo (β=2, signal=length); `--all-configs` shows them)" in lines[4]
+    every = headline_markdown(loaded, HeadlineOptions(report=ReportOptions(n_boot=50), all_configs=True)).splitlines()
+    assert every[0] == ("| setting | SFT | tuned dpo (config) | Δ vs SFT | rmipo (β=2, signal=length) | "
+                        "rmipo (β=2, signal=pmi) |")
+    assert every[2].endswith("| -0.100 [-0.100, -0.100] | +0.050 [+0.050, +0.050] |") and "left out" not in every[4]
+
+
+def test_arm_columns_keep_entries_where_no_single_declared_default_exists():
+    """A method with no entry at its declared defaults, or two on one setting, keeps one column per entry."""
+    untuned = pd.DataFrame({"setting": ["a", "a", "b", "a"], "entry": ["m (x=1)", "m (x=2)", "m (x=1)", "k (y=1)"],
+                            "method": ["m", "m", "m", "k"], "is_imi": True, "declared": [True, False, True, False]})
+    columns, left_out = arm_columns(untuned, None, all_configs=False)
+    assert columns == {"k (y=1)": {"a": "k (y=1)"}, "m": {"a": "m (x=1)", "b": "m (x=1)"}} and left_out == ["m (x=2)"]
+    twice = untuned.assign(declared=[True, True, True, False])
+    columns, left_out = arm_columns(twice, None, all_configs=False)
+    assert list(columns) == ["k (y=1)", "m (x=1)", "m (x=2)"] and left_out == []
 
 
 # The report the fabricated sweep's headlines are compared with: Optuna's replays kept few so it takes seconds;
