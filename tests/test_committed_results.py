@@ -33,6 +33,9 @@ RUNS = {
     "kto_desirable": 2 * 3 * 5 * 2,  # kto, imi_kto × 3 desirable fractions × 5 seeds × 2 clean tasks
     "tuner_replay": (15 + 5) * 5 * 2 + 2 * 20,  # DPO 15 β, 5 IMI methods; × 5 seeds × 2 clean tasks; 2 TPE studies × 20
     "v1": 800 + 30,  # the builtin part and the smollm2 part
+    "v2": 3 * 170 + 2 * 300 + 2 * 20 + 55,  # per trap task: 13 methods at defaults, DPO and IPO 6-β grids, SimPO's
+    # 12-point grid (× 5 seeds); per clean task also the 15-β dense DPO grid, KTO's grid and the signal controls;
+    # 2 live TPE studies × 20 trials; the SmolLM2 lane (55)
 }
 
 

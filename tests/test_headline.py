@@ -24,7 +24,8 @@ from analysis.report import ReportOptions, build_report
 
 ROOT = Path(__file__).resolve().parents[1]
 # document -> how many headline blocks it embeds (a marker deleted by mistake fails here, not silently)
-EMBEDDED = {"README.md": 4, "results/baselines/v1/README.md": 3, "results/beta_sensitivity/README.md": 1,
+EMBEDDED = {"README.md": 5, "results/baselines/v1/README.md": 3,
+            "results/baselines/v2/README.md": 6, "results/beta_sensitivity/README.md": 1,
             "results/kto/README.md": 1, "results/smollm2/README.md": 3}
 
 _spec = importlib.util.spec_from_file_location("analysis_fabricate",
