@@ -226,10 +226,10 @@ def savings_markdown(savings: Savings, metric: str, options) -> str:
     # one row per setting and shown column, named as the comparison's column
     shown = {(setting, entry): (i, name) for i, (name, cells) in enumerate(columns.items())
              for setting, entry in cells.items()}
-    keys = list(zip(table["setting"], table["arm"]))
-    table = table[[k in shown for k in keys]]
-    keys = list(zip(table["setting"], table["arm"]))
-    table = table.assign(_arm=[shown[k][0] for k in keys], arm=[shown[k][1] for k in keys])
+    place = [shown.get(key) for key in zip(table["setting"], table["arm"])]
+    table = table[[p is not None for p in place]]
+    place = [p for p in place if p is not None]
+    table = table.assign(_arm=[i for i, _ in place], arm=[name for _, name in place])
     table = _clean_first(table.sort_values(["setting", "_arm"], kind="stable"), options.clean)
     if table.empty:
         raise ValueError(f"no {'clean ' if options.clean else ''}setting has a saving of {', '.join(columns) or 'an arm'}")
