@@ -222,6 +222,9 @@ def tuner_benchmark(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseli
         if n == 0:
             notes.append(f"{setting}: left out, no seed at which every {baseline} configuration ran with its curve")
             continue
+        if n < len(rgrid.usable):  # said aloud: every interval of the setting then rests on fewer seeds
+            notes.append(f"{setting}: {n} of {len(rgrid.usable)} seeds used, the others lack a {baseline} "
+                         "configuration or its curve")
         seed_grids = rgrid.seed_grids()
         trials = n_trials or 3 * len(rgrid.choices)
         tuners = hand_written_curves(rgrid.grid, weights, stat, seed)

@@ -18,7 +18,8 @@ from matplotlib.lines import Line2D
 
 from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
 from analysis.grid import annotate
-from analysis.load import load_runs
+from analysis.live_tuning import study_runs
+from analysis.load import LoadedRuns, load_runs
 from analysis.metrics import check_metric
 from analysis.optuna_replay import DEFAULT_TUNERS, HYPERBAND_REDUCTION, SUCCESSIVE_HALVING_REDUCTION
 from analysis.plots import _hide_unused, _legend, _panels, _style, method_color, save_figure
@@ -63,6 +64,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def replayable_runs(loaded: LoadedRuns, metric: str, convention: str) -> pd.DataFrame:
+    """The runs the replays read: annotated, charged, with the metric. Trials of live tuning studies are left
+    out, as in the report (§3a): each is one seed of one continuous β, a procedure of its own, and as a grid
+    configuration it would leave only its seed with the whole grid run."""
+    charged = charged_costs(loaded.runs, convention)  # before any run is dropped: it still shared the builds
+    live = study_runs(loaded.runs)
+    runs = annotate(loaded.runs[~live], loaded.config_columns).join(charged[~live])
+    return runs[runs[metric].notna()]
+
+
 def write_tuners(args: argparse.Namespace) -> Path:
     """Compute everything and write it under args.out; returns the path of tuners.md."""
     if args.replicates < 1 or args.n_boot < 10:
@@ -70,9 +81,7 @@ def write_tuners(args: argparse.Namespace) -> Path:
     loaded = load_runs(args.runs_dir)
     metric = resolve_metric(loaded.runs, args.metric)
     check_metric(loaded.runs, metric)
-    runs = annotate(loaded.runs, loaded.config_columns)
-    runs = runs.join(charged_costs(runs, args.convention))
-    runs = runs[runs[metric].notna()]
+    runs = replayable_runs(loaded, metric, args.convention)
     boot = seed_bootstrap(runs, args.n_boot, args.seed)
     specs = [t for t in DEFAULT_TUNERS if not args.tuners or t.name in args.tuners]
     start = time.perf_counter()

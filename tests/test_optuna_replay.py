@@ -220,3 +220,28 @@ def test_the_command_writes_its_lead_table_and_figures(tmp_path):
     assert "| imi_dpo |" in text and "## Time to τ" in text
     paths = save_figure(tuners_figure(result.curves, result.savings), tmp_path, "tuner_replay")
     assert all(p.stat().st_size > 0 for p in paths)
+
+
+def test_a_live_study_trial_leaves_the_replayed_grid_and_its_seeds_alone():
+    from analysis.load import LoadedRuns
+    from analysis.tuner_report import replayable_runs
+
+    columns = ["method.name", "method.beta", "seed", "dataset.name", "model.name", "hardware.name"]
+    grid = _records()[columns + ["dataset.trap", "gold_reward", "val/gold_reward", "cost.flops", "cost.device_hours",
+                                 "cost.total_s", "val_curve"]]
+    trial = grid.iloc[[0]].assign(**{"method.beta": 0.37, "tuning.study": "dpo-arith-s0", "tuning.trial": 0})
+    loaded = LoadedRuns(pd.concat([grid, trial], ignore_index=True), pd.DataFrame(), tuple(columns))
+
+    def benchmark(runs):
+        prepared = prepare(runs, "gold_reward", "per_procedure")
+        return tuner_benchmark(prepared, seed_bootstrap(prepared, 20, seed=0), "gold_reward", "dpo", (0.05,), "mean",
+                               "per_procedure", 0.95, (RANDOM,), n_replicates=4, n_trials=3, seed=0)
+
+    kept = replayable_runs(loaded, "gold_reward", "per_procedure")
+    assert len(kept) == len(grid) and 0.37 not in set(kept["method.beta"])
+    assert set(benchmark(kept).curves["n_seeds"]) == {2}
+    # read as a grid configuration, the trial (seed 0 only) would leave one seed with the whole grid: said aloud
+    taken_in = annotate(loaded.runs, columns).join(charged_costs(annotate(loaded.runs, columns), "per_procedure"))
+    result = benchmark(taken_in)
+    assert set(result.curves["n_seeds"]) == {1}
+    assert any("1 of 2 seeds used" in note for note in result.notes)
