@@ -54,8 +54,10 @@ def _stat_curve(values: np.ndarray, present: np.ndarray, weights: np.ndarray, st
 
 
 def _ci(values: np.ndarray, n: int, confidence: float) -> tuple[float, float]:
+    """A cost's or cost ratio's interval: the t-type widening of `seed_interval` can reach below 0, where
+    neither can be, so it is cut there."""
     low, high = seed_interval(values[0], values[1:], n, confidence)
-    return float(low), float(high)
+    return max(float(low), 0.0), float(high)
 
 
 def time_to_target(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseline: str, tolerances, stat: str,

@@ -245,3 +245,13 @@ def test_a_live_study_trial_leaves_the_replayed_grid_and_its_seeds_alone():
     result = benchmark(taken_in)
     assert set(result.curves["n_seeds"]) == {1}
     assert any("1 of 2 seeds used" in note for note in result.notes)
+
+
+def test_a_time_to_target_interval_never_reaches_below_zero():
+    # two seeds whose curves reach τ at the first and the last point: the t-type widening of the FLOPs and
+    # ratio intervals would run below 0; a cost cannot
+    runs = _records()
+    boot = seed_bootstrap(runs, 200, seed=0)
+    table, _, _ = time_to_target(runs, boot, "gold_reward", "dpo", (0.0, 0.05, 0.2, 0.35), "mean", 0.95)
+    lows = table[["flops_ci_low", "flops_ratio_ci_low"]].to_numpy(dtype=float)
+    assert (lows[np.isfinite(lows)] >= 0).all()
