@@ -138,23 +138,32 @@ def time_to_target(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baselin
     return pd.DataFrame(rows), pd.DataFrame(points), notes
 
 
-def time_to_target_figure(curves: pd.DataFrame, table: pd.DataFrame) -> Figure:
+def time_to_target_figure(curves: pd.DataFrame, table: pd.DataFrame,
+                          shown: dict[tuple[str, str], str] | None = None) -> Figure:
     """One panel per setting: each entry's validation curve (`stat` over seeds) against the cumulative
-    training FLOPs, τ at each tolerance as a dotted line, and where each curve first reaches it.
+    training FLOPs, τ at each tolerance as a dotted line, and where each curve first reaches it. `shown`:
+    (setting, arm) -> label of the fixed arms drawn beside the tuned baseline and its defaults (None: every
+    entry, under its own name).
 
     In: the (curves, table) of `time_to_target`.
     """
     settings = sorted(curves["setting"].unique())
     fig, axes = _panels(len(settings), "Time to τ: validation curve against training FLOPs (τ on the curve's sample)")
     handles: dict[str, object] = {}
-    styles = ("-", "--", "-.", ":")
+    styles, style_of = ("-", "--", "-.", ":"), {}
     for ax, setting in zip(axes.ravel(), settings):
         here = curves[curves["setting"] == setting]
-        for i, (entry, points) in enumerate(here.groupby("entry", sort=False)):
+        baseline = here.loc[here["entry"].str.endswith("(tuned)"), "method"]
+        if shown is not None:
+            keep = [(setting, e) in shown or m in set(baseline) for e, m in zip(here["entry"], here["method"])]
+            here = here[keep]
+        for entry, points in here.groupby("entry", sort=False):
+            label = shown.get((setting, entry), entry) if shown is not None else entry
             color = method_color(points["method"].iloc[0])
-            style = "-" if entry.endswith("(tuned)") else styles[1 + i % 3]
+            # one style per label in every panel, so that the legend's entry is each panel's line
+            style = "-" if entry.endswith("(tuned)") else style_of.setdefault(label, styles[1 + len(style_of) % 3])
             ax.plot(points["flops"], points["value"], color=color, linestyle=style, marker="o", markersize=3)
-            handles.setdefault(entry, Line2D([], [], color=color, linestyle=style, marker="o", markersize=3, label=entry))
+            handles.setdefault(label, Line2D([], [], color=color, linestyle=style, marker="o", markersize=3, label=label))
             hit = table[(table["setting"] == setting) & (table["entry"] == entry) & table["reaches"]]
             for _, row in hit.iterrows():
                 ax.plot([row["flops"]], [points.loc[np.isclose(points["fraction"], row["fraction"]), "value"].iloc[0]],

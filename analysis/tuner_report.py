@@ -18,6 +18,7 @@ from matplotlib.lines import Line2D
 
 from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
 from analysis.grid import annotate
+from analysis.headline_views import COMPETITORS, declared_defaults
 from analysis.live_tuning import study_runs
 from analysis.load import LoadedRuns, load_runs
 from analysis.metrics import check_metric
@@ -98,10 +99,11 @@ def write_tuners(args: argparse.Namespace) -> Path:
                         ("time_to_target", table)):
         tables.mkdir(parents=True, exist_ok=True)
         frame.to_csv(tables / f"{name}.csv", index=False)
+    shown = figure_arms(runs)
     if not curves.empty:
-        save_figure(time_to_target_figure(curves, table), figures, "time_to_target")
+        save_figure(time_to_target_figure(curves, table, shown), figures, "time_to_target")
     if not result.curves.empty:
-        save_figure(tuners_figure(result.curves, result.savings), figures, "tuner_replay")
+        save_figure(tuners_figure(result.curves, result.savings, shown), figures, "tuner_replay")
     text = tuners_markdown(result, table, metric, args, elapsed, notes + result.notes, not curves.empty)
     (out / "tuners.md").write_text(text)
     return out / "tuners.md"
@@ -203,9 +205,25 @@ def tuners_markdown(result, ttt: pd.DataFrame, metric: str, args, elapsed: float
     return "\n".join(lines) + "\n"
 
 
-def tuners_figure(curves: pd.DataFrame, saved: pd.DataFrame) -> Figure:
+def figure_arms(runs: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(setting, arm) -> legend label of the fixed arms the figure draws: each IMI method and each competitor
+    (β-DPO) at its declared defaults, named after its method as in the headline; a method with no run at its
+    declared defaults on a setting keeps every entry there, under the report's names. Other fixed arms (the
+    signal controls, cDPO, …) stay in the tables, where a star each would bury the tuners' curves."""
+    fixed = runs[(runs["arm_kind"] == "fixed") & (runs["is_imi"].astype(bool) | runs["method.name"].isin(COMPETITORS))]
+    fixed = fixed.drop_duplicates(["setting", "arm"])
+    declared = declared_defaults(runs)
+    shown = {}
+    for (setting, method), rows in fixed.groupby(["setting", "method.name"], sort=True):
+        at = [arm for arm in rows["arm"] if declared.get((setting, arm), False)]
+        shown.update({(setting, arm): method for arm in at} if at else {(setting, arm): arm for arm in rows["arm"]})
+    return shown
+
+
+def tuners_figure(curves: pd.DataFrame, saved: pd.DataFrame, shown: dict[tuple[str, str], str] | None = None) -> Figure:
     """One panel per setting: every tuner's expected selected test score against its expected FLOPs (one point
-    per budget; the exact hand-written tuners dashed), τ at each tolerance, and each fixed arm's one run.
+    per budget; the exact hand-written tuners dashed), τ at each tolerance, and each fixed arm's one run (those
+    `shown` names, under its labels; None: every fixed arm, under its own name).
 
     In: `BenchmarkResult.curves` and `.savings`.
     """
@@ -226,10 +244,13 @@ def tuners_figure(curves: pd.DataFrame, saved: pd.DataFrame) -> Figure:
             ax.axhline(tau, color="black", linestyle=":", linewidth=1.0)
             ax.annotate(f"τ − {tolerance:g}" if tolerance else "τ", (ax.get_xlim()[0], tau), fontsize=7, va="bottom")
         for arm, row in (arms.groupby("arm").first().iterrows() if len(arms) else ()):
-            color = method_color(arm)
+            if shown is not None and (setting, arm) not in shown:
+                continue
+            label = arm if shown is None else shown[(setting, arm)]
+            color = method_color(label)
             ax.plot([row["arm_flops"]], [row["arm_score"]], marker="*", markersize=11, color=color, linestyle="none")
-            handles.setdefault(f"arm {arm}", Line2D([], [], color=color, marker="*", markersize=10, linestyle="none",
-                                                    label=f"{arm} (one run at defaults)"))
+            handles.setdefault(f"arm {label}", Line2D([], [], color=color, marker="*", markersize=10, linestyle="none",
+                                                      label=f"{label} (one run at defaults)"))
         ax.set_title(setting, fontsize=10)
         ax.set_xlabel("expected FLOPs of the procedure (builds included)")
         ax.set_ylabel("expected selected test score")

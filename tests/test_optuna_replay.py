@@ -255,3 +255,40 @@ def test_a_time_to_target_interval_never_reaches_below_zero():
     table, _, _ = time_to_target(runs, boot, "gold_reward", "dpo", (0.0, 0.05, 0.2, 0.35), "mean", 0.95)
     lows = table[["flops_ci_low", "flops_ratio_ci_low"]].to_numpy(dtype=float)
     assert (lows[np.isfinite(lows)] >= 0).all()
+
+
+def test_the_tuners_figure_draws_each_imi_method_at_its_declared_defaults():
+    from analysis.tuner_report import figure_arms
+
+    rows = []
+    for seed in (0, 1):
+        for method, beta, signal, imi in (("dpo", 0.1, None, False), ("dpo", 1.0, None, False),
+                                          ("rmipo", 2.0, "pmi", True), ("rmipo", 2.0, "length", True),
+                                          ("beta_dpo", 0.1, None, False), ("cdpo", 0.1, None, False)):
+            rows.append({"method.name": method, "method.beta": beta, "method.signal": signal, "seed": seed,
+                         "dataset.name": "arith", "model.name": "tiny", "hardware.name": "cpu", "dataset.trap": None,
+                         "gold_reward": 0.5, "val/gold_reward": 0.5, "method_info.imi": imi,
+                         "method_info.defaults.beta": 2.0 if imi else 0.1,
+                         "method_info.defaults.signal": "pmi" if imi else None})
+    runs = annotate(pd.DataFrame(rows), ["method.name", "method.beta", "method.signal", "seed", "dataset.name",
+                                         "model.name", "hardware.name"])
+    shown = figure_arms(runs)
+    # rmipo at its declared defaults under its method's name, β-DPO beside it; its length control and cDPO
+    # stay in the tables
+    assert sorted(shown.values()) == ["beta_dpo", "rmipo"]
+    assert all(setting == "arith" for setting, _ in shown)
+    assert [arm for (_, arm), label in shown.items() if label == "rmipo"] == ["rmipo (β=2, signal=pmi)"]
+
+
+def test_the_time_to_target_figure_draws_the_baseline_and_the_arms_shown():
+    from analysis.time_to_target import time_to_target_figure
+
+    runs = _records()
+    table, curves, _ = time_to_target(runs, seed_bootstrap(runs, 20, seed=0), "gold_reward", "dpo", (0.05,), "mean",
+                                      0.95)
+    every = time_to_target_figure(curves, table)
+    assert [t.get_text() for t in every.legends[0].get_texts()][:3] == ["dpo (tuned)", "dpo (default)", "imi_dpo"]
+    none_shown = time_to_target_figure(curves, table, shown={})
+    assert "imi_dpo" not in [t.get_text() for t in none_shown.legends[0].get_texts()]
+    renamed = time_to_target_figure(curves, table, shown={("arith", "imi_dpo"): "IMI-DPO"})
+    assert "IMI-DPO" in [t.get_text() for t in renamed.legends[0].get_texts()]
