@@ -198,11 +198,14 @@ def test_cancelled_sweep_ends_the_driver_in_seconds_and_a_relaunch_finishes_it(c
                                                                                make_config, capsys):
     # builds the shared caches (a 1-step run, in this process), so both jobs reach training at once
     assert run(make_config("train.max_steps=1", "sweep_id=warm-up")).record["status"] == "completed"
-    sweep = [*JOB, "train.max_steps=150", "checkpoint.every_steps=25", "method.beta=0.1,1.0"]
+    # long enough that the first job cannot finish while the second, started late on a busy machine, reaches
+    # its first checkpoint (at 150 steps one did, once, under CI's two test workers: "1 of 2 ... ended")
+    sweep = [*JOB, "train.max_steps=450", "checkpoint.every_steps=25", "method.beta=0.1,1.0"]
     env = {**_env(cluster_env, tmp_path, "cancel", shared_cache), **SECRETS}
     driver = Driver(sweep, cwd=tmp_path, env=env, launcher=["hydra.launcher.timeout_min=10"])
     try:
         _wait_for(lambda: len(_checkpoints(tmp_path / "runs", "cancel")) == 2, "both jobs' first checkpoints")
+        assert _records(tmp_path / "runs", "cancel") == {}, "a job finished before the other's first checkpoint"
         cancelled_at = time.monotonic()
         driver.cancel()
         done = driver.wait(timeout=120)
