@@ -10,10 +10,12 @@ bootstrap and the tables are in `analysis.tuner_benchmark`. No I/O.
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
+from tqdm import tqdm
 
 from analysis.selection import first_argmax
 
@@ -245,17 +247,20 @@ def _one_torch_thread():
         torch.set_num_threads(before)
 
 
-def replay(spec: TunerSpec, grids: list[SeedGrid], n_replicates: int, n_trials: int, seed: int = 0) -> Replays:
+def replay(spec: TunerSpec, grids: list[SeedGrid], n_replicates: int, n_trials: int, seed: int = 0,
+           label: str = "") -> Replays:
     """`n_replicates` studies of `spec`: replicate r uses seed position r mod S (so every seed gets the same
     number of replicates, and replicate r is at the same seed for every tuner: paired) and sampler seed
-    `seed` + r."""
+    `seed` + r. A progress bar (on a terminal) counts the studies, titled `label` or the tuner's name."""
     if not grids:
         raise ValueError(f"tuner {spec.name!r}: no seed has a complete grid to replay")
     if n_replicates < len(grids):
         raise ValueError(f"n_replicates ({n_replicates}) must be at least the number of seeds ({len(grids)})")
     traces, positions = [], np.arange(n_replicates) % len(grids)
     with _one_torch_thread():
-        for r, s in enumerate(positions):
+        # disable=None: a bar on a terminal only, so logs and tests stay quiet
+        for r, s in enumerate(tqdm(positions, desc=label or spec.name, unit="study", file=sys.stderr, leave=False,
+                                   disable=None)):
             traces.append(replay_study(spec, grids[s], n_trials, seed + r))
     chosen = np.stack([t.chosen for t in traces])
     tests = np.stack([g.test for g in grids])[positions]                        # (R, N)

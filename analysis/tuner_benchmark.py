@@ -230,7 +230,7 @@ def tuner_benchmark(runs: pd.DataFrame, boot: SeedBootstrap, metric: str, baseli
         tuners = hand_written_curves(rgrid.grid, weights, stat, seed)
         for spec in _usable_specs(specs, rgrid, notes, setting):
             start = time.perf_counter()
-            rep = replay(spec, seed_grids, n_replicates, trials, seed)
+            rep = replay(spec, seed_grids, n_replicates, trials, seed, label=f"{setting} · {spec.name}")
             seconds[(setting, spec.name)] = time.perf_counter() - start
             kept[(setting, spec.name)] = rep
             tuners.append(replay_curve(rep, rgrid, weights))
