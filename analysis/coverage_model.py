@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from analysis.costs import charged_costs
-from analysis.grid import annotate
-from analysis.live_tuning import study_runs
+from analysis.live_tuning import split_trials
 from analysis.load import load_runs
 from analysis.seed_arrays import prepare
 from analysis.selection import first_argmax
@@ -204,9 +202,8 @@ def fit_folder(folder, metric: str = "gold_reward", scenarios=SCENARIOS) -> list
     loaded = load_runs(folder)
     if loaded.runs.empty:
         raise ValueError(f"{folder}: no completed runs to fit a model on")
-    live = study_runs(loaded.runs)  # a live study's trials are procedures of their own, not grid points (§11)
-    charged = charged_costs(loaded.runs, "per_procedure")
-    runs = prepare(annotate(loaded.runs[~live], loaded.config_columns).join(charged[~live]), metric, "per_procedure")
+    runs, _ = split_trials(loaded, "per_procedure")  # a live study's trials are not grid points (§11)
+    runs = prepare(runs, metric, "per_procedure")
     fitted = []
     for setting in sorted(runs["setting"].unique()):
         for prefix, baseline, arm in scenarios:

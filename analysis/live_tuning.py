@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.costs import DEFAULT_CONVENTION, procedure_builds, shared_build_costs
+from analysis.costs import DEFAULT_CONVENTION, charged_costs, procedure_builds, shared_build_costs
+from analysis.grid import annotate
+from analysis.load import LoadedRuns
 
 STUDY_COLUMN, TRIAL_COLUMN = "tuning.study", "tuning.trial"
 TRAJECTORY_COLUMNS = ["setting", "study", "seed", "trial", "config_label", "val", "test", "flops", "best_trial",
@@ -22,6 +24,18 @@ def study_runs(runs: pd.DataFrame) -> pd.Series:
     if STUDY_COLUMN not in runs.columns:
         return pd.Series(False, index=runs.index)
     return runs[STUDY_COLUMN].notna() & (runs[STUDY_COLUMN].astype(str) != "")
+
+
+def split_trials(loaded: LoadedRuns, convention: str) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(the grid's runs, the live studies' trials or None): the loaded runs, annotated apart and charged under
+    `convention`. A trial is a procedure of its own (§3a), one seed of one continuous β: among a grid's
+    configurations it would change the arms' labels, and it would leave only its own seed with the whole grid
+    run. Builds are charged before the split, and before any run is dropped for lacking the metric: every
+    run used, and shared, them."""
+    charged = charged_costs(loaded.runs, convention)
+    live = study_runs(loaded.runs)
+    trials = annotate(loaded.runs[live], loaded.config_columns).join(charged[live]) if live.any() else None
+    return annotate(loaded.runs[~live], loaded.config_columns).join(charged[~live]), trials
 
 
 def study_trajectories(runs: pd.DataFrame, metric: str, val_metric: str,

@@ -19,10 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import plots, report_appendix, report_figures, report_scores, report_studies, report_tuning
-from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
+from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION
 from analysis.entries import build_entries, comparison_table
-from analysis.grid import annotate
-from analysis.live_tuning import study_runs
+from analysis.live_tuning import split_trials
 from analysis.load import LoadedRuns
 from analysis.metrics import check_metric, seed_summary
 from analysis.protocol import citability, prompt_sets_text
@@ -174,13 +173,8 @@ def build_report(loaded: LoadedRuns, out_dir: str | Path, options: ReportOptions
         report_appendix.skipped_section(w, loaded)
         return _finish(w, "not citable: no completed runs")
 
-    # charge shared builds before any run is dropped: a run without the metric still used (and shared) them
-    charged = charged_costs(loaded.runs, o.convention)
-    # Trials of live tuning studies are procedures of their own (§3a), not configurations of a grid: each is
-    # one seed of one continuous β. They leave the grid tables, annotated apart so that they change no arm.
-    live = study_runs(loaded.runs)
-    trials = annotate(loaded.runs[live], loaded.config_columns).join(charged[live]) if live.any() else None
-    runs = annotate(loaded.runs[~live], loaded.config_columns).join(charged[~live])
+    # live studies' trials leave the grid tables (§3a); §3a draws them apart
+    runs, trials = split_trials(loaded, o.convention)
     missing = runs[metric].isna()
     runs = add_delta(runs[~missing], metric)
     if runs.empty:

@@ -153,9 +153,9 @@ def time_to_target_figure(curves: pd.DataFrame, table: pd.DataFrame,
     styles, style_of = ("-", "--", "-.", ":"), {}
     for ax, setting in zip(axes.ravel(), settings):
         here = curves[curves["setting"] == setting]
-        baseline = here.loc[here["entry"].str.endswith("(tuned)"), "method"]
+        baseline = set(here.loc[here["entry"].str.endswith("(tuned)"), "method"])
         if shown is not None:
-            keep = [(setting, e) in shown or m in set(baseline) for e, m in zip(here["entry"], here["method"])]
+            keep = [(setting, e) in shown or m in baseline for e, m in zip(here["entry"], here["method"])]
             here = here[keep]
         for entry, points in here.groupby("entry", sort=False):
             label = shown.get((setting, entry), entry) if shown is not None else entry

@@ -16,10 +16,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION, charged_costs
-from analysis.grid import annotate
+from analysis.costs import CONVENTIONS, DEFAULT_CONVENTION
 from analysis.headline_views import COMPETITORS, declared_defaults
-from analysis.live_tuning import study_runs
+from analysis.live_tuning import split_trials
 from analysis.load import LoadedRuns, load_runs
 from analysis.metrics import check_metric
 from analysis.optuna_replay import DEFAULT_TUNERS, HYPERBAND_REDUCTION, SUCCESSIVE_HALVING_REDUCTION
@@ -66,12 +65,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def replayable_runs(loaded: LoadedRuns, metric: str, convention: str) -> pd.DataFrame:
-    """The runs the replays read: annotated, charged, with the metric. Trials of live tuning studies are left
-    out, as in the report (§3a): each is one seed of one continuous β, a procedure of its own, and as a grid
-    configuration it would leave only its seed with the whole grid run."""
-    charged = charged_costs(loaded.runs, convention)  # before any run is dropped: it still shared the builds
-    live = study_runs(loaded.runs)
-    runs = annotate(loaded.runs[~live], loaded.config_columns).join(charged[~live])
+    """The runs the replays read: annotated, charged, with the metric; the live studies' trials left out, as
+    in the report (`live_tuning.split_trials`)."""
+    runs, _ = split_trials(loaded, convention)
     return runs[runs[metric].notna()]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from analysis.__main__ import main
@@ -69,8 +70,6 @@ def test_what_the_analysis_says_a_method_is_matches_the_method(folder):
 def test_committed_tuner_replays_use_every_seed_and_agree_with_the_exact_values(tables):
     # a replay that silently lost seeds (as one did when live-study trials were read as grid points) shows here:
     # n_seeds below the folder's 5, and exact values outside replay intervals of width 0
-    import pandas as pd
-
     curves = pd.read_csv(tables / "tuner_replay_curves.csv")
     assert set(curves["n_seeds"]) == {5}, curves.groupby("setting")["n_seeds"].unique().to_dict()
     agreement = pd.read_csv(tables / "tuner_replay_agreement.csv")
